@@ -1,0 +1,248 @@
+//! Tensor types: a shape and an element type, which may be a quantized type.
+
+use std::fmt;
+
+/// Storage type of a quantized value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// Signed 8-bit.
+    I8,
+    /// Unsigned 8-bit.
+    U8,
+    /// Signed 32-bit (biases).
+    I32,
+}
+
+impl Storage {
+    /// The textual name (`i8`, `u8`, `i32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::I8 => "i8",
+            Storage::U8 => "u8",
+            Storage::I32 => "i32",
+        }
+    }
+
+    /// Smallest and largest representable value.
+    pub fn range(self) -> (i64, i64) {
+        match self {
+            Storage::I8 => (-128, 127),
+            Storage::U8 => (0, 255),
+            Storage::I32 => (i32::MIN as i64, i32::MAX as i64),
+        }
+    }
+}
+
+/// Quantization parameters: one (scale, zero point) for the tensor or one per slice along an axis.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantParams {
+    /// One scale and zero point for the whole tensor.
+    PerTensor { scale: f64, zero_point: i64 },
+    /// One scale and zero point per index of `axis`.
+    PerAxis {
+        axis: usize,
+        scales: Vec<f64>,
+        zero_points: Vec<i64>,
+    },
+}
+
+/// A uniform quantized element type: `real = scale * (stored - zero_point)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantType {
+    /// How the integer is stored.
+    pub storage: Storage,
+    /// Scales and zero points.
+    pub params: QuantParams,
+}
+
+impl QuantType {
+    /// Checks that the parameters are usable: positive finite scales, zero points in range.
+    pub fn validate(&self) -> Result<(), String> {
+        let (lo, hi) = self.storage.range();
+        let check = |scale: f64, zp: i64| -> Result<(), String> {
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(format!("quantization scale must be positive and finite, got {scale:?}"));
+            }
+            if zp < lo || zp > hi {
+                return Err(format!(
+                    "zero point {zp} is outside the {} range [{lo}, {hi}]",
+                    self.storage.name()
+                ));
+            }
+            Ok(())
+        };
+        match &self.params {
+            QuantParams::PerTensor { scale, zero_point } => check(*scale, *zero_point),
+            QuantParams::PerAxis {
+                scales,
+                zero_points,
+                ..
+            } => {
+                if scales.is_empty() {
+                    return Err("per-axis quantization needs at least one scale".into());
+                }
+                if scales.len() != zero_points.len() {
+                    return Err("per-axis quantization needs one zero point per scale".into());
+                }
+                scales
+                    .iter()
+                    .zip(zero_points)
+                    .try_for_each(|(s, z)| check(*s, *z))
+            }
+        }
+    }
+}
+
+/// The element type of a tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ElemType {
+    /// 32-bit float.
+    F32,
+    /// Signed 8-bit integer.
+    I8,
+    /// Unsigned 8-bit integer.
+    U8,
+    /// Signed 32-bit integer.
+    I32,
+    /// Signed 64-bit integer.
+    I64,
+    /// A quantized integer standing for an f32.
+    Quant(QuantType),
+}
+
+impl ElemType {
+    /// Parses a plain (non-quantized) element type name.
+    pub fn from_name(name: &str) -> Option<ElemType> {
+        Some(match name {
+            "f32" => ElemType::F32,
+            "i8" => ElemType::I8,
+            "u8" => ElemType::U8,
+            "i32" => ElemType::I32,
+            "i64" => ElemType::I64,
+            _ => return None,
+        })
+    }
+
+    /// The quantized type, if this is one.
+    pub fn quant(&self) -> Option<&QuantType> {
+        match self {
+            ElemType::Quant(q) => Some(q),
+            _ => None,
+        }
+    }
+}
+
+/// A ranked tensor type with static dimensions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorType {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Element type.
+    pub elem: ElemType,
+}
+
+impl TensorType {
+    /// A tensor type from a shape and element type.
+    pub fn new(shape: Vec<usize>, elem: ElemType) -> TensorType {
+        TensorType { shape, elem }
+    }
+
+    /// An f32 tensor type.
+    pub fn f32(shape: Vec<usize>) -> TensorType {
+        TensorType::new(shape, ElemType::F32)
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The same element type with another shape.
+    pub fn with_shape(&self, shape: Vec<usize>) -> TensorType {
+        TensorType::new(shape, self.elem.clone())
+    }
+
+    /// Checks a per-axis quantized type against the shape (axis in range, one scale per index).
+    pub fn validate(&self) -> Result<(), String> {
+        if let ElemType::Quant(q) = &self.elem {
+            q.validate()?;
+            if let QuantParams::PerAxis { axis, scales, .. } = &q.params {
+                let Some(&dim) = self.shape.get(*axis) else {
+                    return Err(format!(
+                        "quantization axis {axis} is out of range for a tensor of rank {}",
+                        self.rank()
+                    ));
+                };
+                if dim != scales.len() {
+                    return Err(format!(
+                        "per-axis quantization along axis {axis} needs {dim} scales, got {}",
+                        scales.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for QuantType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.params {
+            QuantParams::PerTensor { scale, zero_point } => {
+                write!(f, "!quant.uniform<{}:f32, {scale:?}:{zero_point}>", self.storage)
+            }
+            QuantParams::PerAxis {
+                axis,
+                scales,
+                zero_points,
+            } => {
+                write!(f, "!quant.uniform<{}:f32:{axis}, {{", self.storage)?;
+                for (i, (s, z)) in scales.iter().zip(zero_points).enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    if *z == 0 {
+                        write!(f, "{s:?}")?;
+                    } else {
+                        write!(f, "{s:?}:{z}")?;
+                    }
+                }
+                f.write_str("}>")
+            }
+        }
+    }
+}
+
+impl fmt::Display for ElemType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElemType::F32 => f.write_str("f32"),
+            ElemType::I8 => f.write_str("i8"),
+            ElemType::U8 => f.write_str("u8"),
+            ElemType::I32 => f.write_str("i32"),
+            ElemType::I64 => f.write_str("i64"),
+            ElemType::Quant(q) => q.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor<")?;
+        for d in &self.shape {
+            write!(f, "{d}x")?;
+        }
+        write!(f, "{}>", self.elem)
+    }
+}

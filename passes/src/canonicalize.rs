@@ -1,0 +1,131 @@
+//! `canonicalize`: removes dead ops and folds ops that do nothing or compose into one:
+//! identity reshapes/flattens/transposes/pads/concats, reshape-of-reshape, and nested ReLU/clip.
+
+use qcc_dialects::{Attr, Attrs, Function, Module, NodeIndex, Operation, Value};
+
+use crate::pass::{Options, Pass, PassContext, PassInfo};
+use crate::rewrite::remove_dead_ops;
+
+/// Registration of `canonicalize`.
+pub const INFO: PassInfo = PassInfo {
+    name: "canonicalize",
+    summary: "remove dead ops; fold identity reshape/flatten/transpose/pad/concat, reshape chains, nested relu/clip",
+    options: &[],
+    requires: &[],
+    create: |_: &Options| Box::new(Canonicalize),
+};
+
+struct Canonicalize;
+
+fn is_identity(func: &Function, node: NodeIndex) -> bool {
+    let op = func.op(node);
+    let input = func.operands(node);
+    match op.name.as_str() {
+        "nn.reshape" | "nn.flatten" => func.value_type(input[0]).shape == op.results[0].shape,
+        "nn.transpose" => op
+            .attr("perm")
+            .and_then(Attr::as_ints)
+            .is_some_and(|p| p.iter().enumerate().all(|(i, v)| i as i64 == *v)),
+        "nn.pad" => op
+            .attr("pads")
+            .and_then(Attr::as_ints)
+            .is_some_and(|p| p.iter().all(|v| *v == 0)),
+        "nn.concat" => input.len() == 1,
+        _ => false,
+    }
+}
+
+fn clip_range(op: &Operation) -> Option<(f64, f64)> {
+    match op.name.as_str() {
+        "nn.relu" => Some((0.0, f64::INFINITY)),
+        "nn.clip" => Some((
+            op.attr("min").and_then(Attr::as_float).unwrap_or(f64::NEG_INFINITY),
+            op.attr("max").and_then(Attr::as_float).unwrap_or(f64::INFINITY),
+        )),
+        _ => None,
+    }
+}
+
+/// Tries one rewrite rooted at `node`; returns whether the graph changed.
+fn rewrite(func: &mut Function, node: NodeIndex) -> bool {
+    let out = Value::of(node);
+    if is_identity(func, node) {
+        let input = func.operands(node)[0];
+        func.replace_all_uses(out, input);
+        func.remove_op(node);
+        return true;
+    }
+    let op = func.op(node).clone();
+    let input = func.operands(node).first().copied();
+    let Some(input) = input else { return false };
+    let Some(producer) = func.try_op(input.node).cloned() else {
+        return false;
+    };
+    let reshaping = |name: &str| name == "nn.reshape" || name == "nn.flatten";
+    if reshaping(&op.name) && reshaping(&producer.name) {
+        // reshape(reshape(x)) is one reshape of x to the outer shape.
+        let source = func.operands(input.node)[0];
+        let shape: Vec<i64> = op.results[0].shape.iter().map(|d| *d as i64).collect();
+        let mut merged = Operation::new(
+            "nn.reshape",
+            Attrs::new().with("shape", Attr::ints(&shape)),
+            op.results[0].clone(),
+        );
+        merged.result_names = op.result_names.clone();
+        let new = func.add_op(merged, &[source]);
+        func.replace_all_uses(out, Value::of(new));
+        func.remove_op(node);
+        return true;
+    }
+    if let (Some((lo1, hi1)), Some((lo2, hi2))) = (clip_range(&producer), clip_range(&op)) {
+        // clip(clip(x)) clips once to the intersection of the ranges.
+        let source = func.operands(input.node)[0];
+        let (lo, hi) = (lo1.max(lo2), hi1.min(hi2).max(lo1.max(lo2)));
+        let merged = if lo == 0.0 && hi == f64::INFINITY {
+            Operation::new("nn.relu", Attrs::new(), op.results[0].clone())
+        } else {
+            let mut attrs = Attrs::new();
+            if lo > f64::NEG_INFINITY {
+                attrs.set("min", Attr::Float(lo));
+            }
+            if hi < f64::INFINITY {
+                attrs.set("max", Attr::Float(hi));
+            }
+            Operation::new("nn.clip", attrs, op.results[0].clone())
+        };
+        let mut merged = merged;
+        merged.result_names = op.result_names.clone();
+        let new = func.add_op(merged, &[source]);
+        func.replace_all_uses(out, Value::of(new));
+        func.remove_op(node);
+        return true;
+    }
+    false
+}
+
+impl Pass for Canonicalize {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+
+    fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
+        for func in &mut module.functions {
+            let mut folded = 0;
+            loop {
+                let changed = func
+                    .schedule()
+                    .into_iter()
+                    .find(|&n| rewrite(func, n));
+                if changed.is_none() {
+                    break;
+                }
+                folded += 1;
+            }
+            let removed = remove_dead_ops(func);
+            if ctx.verbose {
+                ctx.note(INFO.name, format!("@{}: {folded} fold(s), {removed} dead op(s) removed", func.name));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! qcc's passes: the `Pass` trait, the pass registry and pipeline parser, the pass manager, and
+//! every pass.
+
+pub mod canonicalize;
+pub mod fold_batchnorm;
+pub mod pass;
+pub mod pipeline;
+pub mod rewrite;
+
+pub use pass::{OptionKind, OptionSpec, OptionValue, Options, Pass, PassContext, PassInfo};
+pub use pipeline::{PassManager, PassTiming, PipelineError, Step, lookup, parse_pipeline, passes};

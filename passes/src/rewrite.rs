@@ -1,0 +1,62 @@
+//! Helpers passes share to read constants, make new ones and clean up dead ops.
+
+use qcc_dialects::{Attr, Attrs, DenseAttr, Function, Module, NodeIndex, Operation, Tensor, TensorType, Value};
+
+/// The tensor behind `v` if it is produced by an `nn.const`.
+pub fn const_tensor(module: &Module, func: &Function, v: Value) -> Option<Tensor> {
+    let op = func.try_op(v.node)?;
+    if op.name != "nn.const" {
+        return None;
+    }
+    module.const_value(op).map(|t| t.into_owned())
+}
+
+/// Whether `v` is produced by an `nn.const` holding its tensor inline.
+pub fn is_inline_const(func: &Function, v: Value) -> bool {
+    func.try_op(v.node)
+        .is_some_and(|op| op.name == "nn.const" && op.attr("value").is_some())
+}
+
+/// The weight name of the `nn.const` producing `v`, if it names one.
+pub fn const_name(func: &Function, v: Value) -> Option<String> {
+    let op = func.try_op(v.node)?;
+    Some(op.attr("name")?.as_str()?.to_string())
+}
+
+/// Adds an `nn.const` for `tensor`: inline when `inline`, else stored in the module's weights under
+/// a fresh name derived from `name`.
+pub fn add_const(module: &mut Module, func: &mut Function, name: &str, tensor: Tensor, ty: TensorType, inline: bool) -> Value {
+    let attrs = if inline {
+        Attrs::new().with(
+            "value",
+            Attr::Dense(DenseAttr {
+                ty: ty.clone(),
+                data: tensor.data,
+            }),
+        )
+    } else {
+        let stored = module.weights.fresh_name(name);
+        module.weights.insert(stored.clone(), tensor);
+        Attrs::new().with("name", Attr::Str(stored))
+    };
+    Value::of(func.add_op(Operation::new("nn.const", attrs, ty), &[]))
+}
+
+/// Removes ops whose results nobody reads (every op is pure); returns how many were removed.
+pub fn remove_dead_ops(func: &mut Function) -> usize {
+    let mut removed = 0;
+    loop {
+        let dead: Vec<NodeIndex> = func
+            .op_nodes()
+            .into_iter()
+            .filter(|&n| (0..func.op(n).results.len()).all(|r| func.use_count(Value { node: n, result: r }) == 0))
+            .collect();
+        if dead.is_empty() {
+            return removed;
+        }
+        removed += dead.len();
+        for n in dead {
+            func.remove_op(n);
+        }
+    }
+}
