@@ -22,6 +22,9 @@ Examples:
 A pipeline is a comma-separated list of passes, each optionally with options in braces:
   pass-a,pass-b{key=value,key2=value2}";
 
+/// Above this many inlined weight values, printing suggests `-o`.
+const LARGE_INLINE: usize = 100_000;
+
 /// qcc: a post-training quantization compiler for neural networks.
 #[derive(Parser, Debug)]
 #[command(name = "qcc", version, about, after_help = EXAMPLES)]
@@ -84,7 +87,14 @@ fn list_passes(out: &mut dyn Write) -> std::io::Result<()> {
     for p in passes() {
         writeln!(out, "  {:<24} {}", p.name, p.summary)?;
         for o in p.options {
-            writeln!(out, "      {}={:<18} {} (default {})", o.name, o.describe_kind(), o.help, o.default)?;
+            writeln!(
+                out,
+                "      {}={:<18} {} (default {})",
+                o.name,
+                o.describe_kind(),
+                o.help,
+                o.default
+            )?;
         }
         if !p.requires.is_empty() {
             writeln!(out, "      requires: {}", p.requires.join(", "))?;
@@ -101,8 +111,17 @@ fn list_ops(out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 fn print_timings(err: &mut dyn Write, timings: &[PassTiming]) -> std::io::Result<()> {
-    let width = timings.iter().map(|t| t.pass.len()).max().unwrap_or(4).max(5);
-    writeln!(err, "{:<width$}  {:>10}  {:>10}", "pass", "run ms", "verify ms")?;
+    let width = timings
+        .iter()
+        .map(|t| t.pass.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    writeln!(
+        err,
+        "{:<width$}  {:>10}  {:>10}",
+        "pass", "run ms", "verify ms"
+    )?;
     let (mut run, mut verify) = (0.0, 0.0);
     for t in timings {
         let (r, v) = (t.run.as_secs_f64() * 1e3, t.verify.as_secs_f64() * 1e3);
@@ -118,12 +137,17 @@ fn compile(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Fa
         return Err(Failure::msg("no input file given (try `qcc --help`)"));
     };
     let steps = parse_pipeline(cli.passes.as_deref().unwrap_or("")).map_err(Failure::msg)?;
-    let mut module: Module = qcc_dialects::parse_file(input).map_err(|(file, diagnostics)| Failure { file, diagnostics })?;
+    let mut module: Module = qcc_dialects::parse_file(input)
+        .map_err(|(file, diagnostics)| Failure { file, diagnostics })?;
     let mut manager = PassManager::new(steps);
     manager.verify_each = !cli.no_verify;
     for step in manager.steps().iter().filter(|s| s.implicit) {
         if cli.verbose {
-            let _ = writeln!(err, "note: running '{}' first: a later pass requires it", step.info.name);
+            let _ = writeln!(
+                err,
+                "note: running '{}' first: a later pass requires it",
+                step.info.name
+            );
         }
     }
     let mut ctx = PassContext {
@@ -133,7 +157,11 @@ fn compile(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Fa
     let print_after = cli.print_ir_after_all;
     let result = manager.run(&mut module, &mut ctx, &mut |label, m| {
         if print_after {
-            let _ = writeln!(err, "// ----- IR after {label} ----- //\n{}", print_module(m));
+            let _ = writeln!(
+                err,
+                "// ----- IR after {label} ----- //\n{}",
+                print_module(m)
+            );
         }
     });
     if cli.verbose {
@@ -162,10 +190,12 @@ fn compile(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Fa
             }
         }
         None => {
-            if module.weights.modified {
+            // Tensors the passes made are in no file yet: print them inline so the output stands alone.
+            let inlined = crate::output::inline_changed_weights(&mut module);
+            if inlined > LARGE_INLINE {
                 let _ = writeln!(
                     err,
-                    "warning: passes changed the module's weights; they are not printed. Use -o OUT.ir to write them to OUT.safetensors"
+                    "note: {inlined} changed weight values were printed inline; use -o OUT.ir to write them to OUT.safetensors instead"
                 );
             }
             out.write_all(print_module(&module).as_bytes())

@@ -204,7 +204,9 @@ fn write_elements(
 impl fmt::Display for DenseAttr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("dense<")?;
-        let splat = self.data.len() > 1 && (1..self.data.len()).all(|i| self.data.get_f64(i).to_bits() == self.data.get_f64(0).to_bits());
+        let splat = self.data.len() > 1
+            && (1..self.data.len())
+                .all(|i| self.data.get_f64(i).to_bits() == self.data.get_f64(0).to_bits());
         if splat {
             write_elements(f, &self.data, &[], 0)?;
         } else {
@@ -244,7 +246,8 @@ impl fmt::Display for Attrs {
                 f.write_str(", ")?;
             }
             let bare = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
             if bare {
                 f.write_str(k)?;
             } else {

@@ -125,13 +125,11 @@ impl Diagnostic {
                     .take(col - 1)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
-                out.push_str(&format!(
-                    "{:gutter$} | {lead}{}\n",
-                    "",
-                    "^".repeat(width)
-                ));
+                out.push_str(&format!("{:gutter$} | {lead}{}\n", "", "^".repeat(width)));
             }
-            (Some(file), None) => out.push_str(&format!("{}: error: {}\n", file.name, self.message)),
+            (Some(file), None) => {
+                out.push_str(&format!("{}: error: {}\n", file.name, self.message))
+            }
             (None, _) => out.push_str(&format!("error: {}\n", self.message)),
         }
         for note in &self.notes {

@@ -2,7 +2,7 @@
 //! graph whose nodes are arguments and ops and whose edges are SSA values in operand order.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use petgraph::Direction;
@@ -25,7 +25,7 @@ pub struct Operation {
     pub results: Vec<TensorType>,
     /// Preferred printed names of the results (kept from the source when given).
     pub result_names: Vec<Option<String>>,
-    /// Where the op was written, if it came from text.
+    /// Where the op's name was written, if it came from text (diagnostics point there).
     pub span: Option<Span>,
 }
 
@@ -332,11 +332,14 @@ pub struct WeightStore {
     pub source: Option<PathBuf>,
     /// Set when a pass added or changed a tensor, so it must be written out.
     pub modified: bool,
+    /// Names added or changed since loading (not in the source file).
+    pub changed: BTreeSet<String>,
 }
 
 impl WeightStore {
     /// Adds or replaces a tensor and marks the store modified.
     pub fn insert(&mut self, name: String, tensor: Tensor) {
+        self.changed.insert(name.clone());
         self.tensors.insert(name, tensor);
         self.modified = true;
     }

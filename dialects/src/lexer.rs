@@ -142,7 +142,7 @@ pub enum Tok {
     #[regex(r"[0-9]+x", dim)]
     Dim(usize),
     /// A number.
-    #[regex(r"-?[0-9][0-9a-wyzA-WYZ_.]*([eE][+-][0-9]+)?", number)]
+    #[regex(r"-?[0-9]([0-9a-wyzA-WYZ_.]|[eE][+-])*", number)]
     #[token("inf", special_float)]
     #[token("-inf", special_float)]
     #[token("nan", special_float)]

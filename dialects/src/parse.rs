@@ -21,7 +21,10 @@ lalrpop_util::lalrpop_mod!(
 );
 
 fn pretty_expected(expected: &[String]) -> String {
-    let mut names: Vec<String> = expected.iter().map(|e| e.trim_matches('"').to_string()).collect();
+    let mut names: Vec<String> = expected
+        .iter()
+        .map(|e| e.trim_matches('"').to_string())
+        .collect();
     names.sort();
     names.dedup();
     let shown: Vec<String> = names.iter().take(8).map(|n| format!("'{n}'")).collect();
@@ -35,21 +38,31 @@ fn pretty_expected(expected: &[String]) -> String {
 
 fn syntax_diagnostic(err: ParseError<usize, Tok, SyntaxError>, len: usize) -> Diagnostic {
     match err {
-        ParseError::InvalidToken { location } => Diagnostic::at(Span::new(location, location + 1), "invalid token"),
+        ParseError::InvalidToken { location } => {
+            Diagnostic::at(Span::new(location, location + 1), "invalid token")
+        }
         ParseError::UnrecognizedEof { location, expected } => Diagnostic::at(
             Span::new(location, location.max(len)),
-            format!("unexpected end of input, expected {}", pretty_expected(&expected)),
+            format!(
+                "unexpected end of input, expected {}",
+                pretty_expected(&expected)
+            ),
         ),
         ParseError::UnrecognizedToken {
             token: (l, tok, r),
             expected,
         } => Diagnostic::at(
             Span::new(l, r),
-            format!("unexpected {}, expected {}", tok.describe(), pretty_expected(&expected)),
+            format!(
+                "unexpected {}, expected {}",
+                tok.describe(),
+                pretty_expected(&expected)
+            ),
         ),
-        ParseError::ExtraToken { token: (l, tok, r) } => {
-            Diagnostic::at(Span::new(l, r), format!("unexpected {} after the module", tok.describe()))
-        }
+        ParseError::ExtraToken { token: (l, tok, r) } => Diagnostic::at(
+            Span::new(l, r),
+            format!("unexpected {} after the module", tok.describe()),
+        ),
         ParseError::User { error } => Diagnostic::at(error.span, error.message),
     }
 }
@@ -65,7 +78,10 @@ fn attrs_of(entries: &[crate::ast::AttrEntry]) -> Result<Attrs, Diagnostic> {
     let mut attrs = Attrs::new();
     for e in entries {
         if attrs.get(&e.name.node).is_some() {
-            return Err(Diagnostic::at(e.name.span, format!("attribute '{}' is given twice", e.name.node)));
+            return Err(Diagnostic::at(
+                e.name.span,
+                format!("attribute '{}' is given twice", e.name.node),
+            ));
         }
         attrs.set(&e.name.node, e.value.node.clone());
     }
@@ -82,25 +98,35 @@ impl FunctionBuilder<'_> {
     fn define(&mut self, name: &Spanned<String>, v: Value) -> Result<(), Diagnostic> {
         if let Some((_, first)) = self.values.get(&name.node) {
             let _ = first;
-            return Err(Diagnostic::at(name.span, format!("redefinition of %{}", name.node)));
+            return Err(Diagnostic::at(
+                name.span,
+                format!("redefinition of %{}", name.node),
+            ));
         }
         self.values.insert(name.node.clone(), (v, name.span));
         Ok(())
     }
 
     fn lookup(&self, name: &Spanned<String>) -> Result<Value, Diagnostic> {
-        self.values
-            .get(&name.node)
-            .map(|(v, _)| *v)
-            .ok_or_else(|| Diagnostic::at(name.span, format!("use of undefined value %{}", name.node)))
+        self.values.get(&name.node).map(|(v, _)| *v).ok_or_else(|| {
+            Diagnostic::at(name.span, format!("use of undefined value %{}", name.node))
+        })
     }
 
-    fn check_type(&self, v: Value, declared: &Spanned<TensorType>, name: &str) -> Result<(), Diagnostic> {
+    fn check_type(
+        &self,
+        v: Value,
+        declared: &Spanned<TensorType>,
+        name: &str,
+    ) -> Result<(), Diagnostic> {
         let actual = self.func.value_type(v);
         if *actual != declared.node {
             return Err(Diagnostic::at(
                 declared.span,
-                format!("type mismatch: %{name} has type {actual}, but is used as {}", declared.node),
+                format!(
+                    "type mismatch: %{name} has type {actual}, but is used as {}",
+                    declared.node
+                ),
             ));
         }
         Ok(())
@@ -116,26 +142,47 @@ impl FunctionBuilder<'_> {
             return Err(d);
         };
         if !def.operands.allows(ast.operands.len()) {
-            let span = Span::new(ast.name.span.start, ast.operands.last().map_or(ast.name.span.end, |o| o.span.end + 1));
+            let span = Span::new(
+                ast.name.span.start,
+                ast.operands
+                    .last()
+                    .map_or(ast.name.span.end, |o| o.span.end + 1),
+            );
             return Err(Diagnostic::at(
                 span,
-                format!("'{name}' expects {}, got {}", def.operands.describe(), ast.operands.len()),
+                format!(
+                    "'{name}' expects {}, got {}",
+                    def.operands.describe(),
+                    ast.operands.len()
+                ),
             ));
         }
         if ast.results.len() != def.results {
             let span = ast.results.first().map_or(ast.name.span, |r| r.span);
             return Err(Diagnostic::at(
                 span,
-                format!("'{name}' has {} result(s), {} named", def.results, ast.results.len()),
+                format!(
+                    "'{name}' has {} result(s), {} named",
+                    def.results,
+                    ast.results.len()
+                ),
             ));
         }
-        let operands: Vec<Value> = ast.operands.iter().map(|o| self.lookup(o)).collect::<Result<_, _>>()?;
+        let operands: Vec<Value> = ast
+            .operands
+            .iter()
+            .map(|o| self.lookup(o))
+            .collect::<Result<_, _>>()?;
         let result_types = match &ast.sig.node {
             SignatureAst::Function(ins, outs) => {
                 if ins.len() != operands.len() {
                     return Err(Diagnostic::at(
                         ast.sig.span,
-                        format!("'{name}' has {} operand(s) but its type lists {}", operands.len(), ins.len()),
+                        format!(
+                            "'{name}' has {} operand(s) but its type lists {}",
+                            operands.len(),
+                            ins.len()
+                        ),
                     ));
                 }
                 for ((v, declared), o) in operands.iter().zip(ins).zip(&ast.operands) {
@@ -147,7 +194,9 @@ impl FunctionBuilder<'_> {
                 if !operands.is_empty() {
                     return Err(Diagnostic::at(
                         ast.sig.span,
-                        format!("'{name}' has operands, so its type must be (operand types) -> result types"),
+                        format!(
+                            "'{name}' has operands, so its type must be (operand types) -> result types"
+                        ),
                     ));
                 }
                 outs
@@ -156,7 +205,11 @@ impl FunctionBuilder<'_> {
         if result_types.len() != ast.results.len() {
             return Err(Diagnostic::at(
                 ast.sig.span,
-                format!("'{name}' names {} result(s) but its type lists {}", ast.results.len(), result_types.len()),
+                format!(
+                    "'{name}' names {} result(s) but its type lists {}",
+                    ast.results.len(),
+                    result_types.len()
+                ),
             ));
         }
         let op = Operation {
@@ -164,7 +217,7 @@ impl FunctionBuilder<'_> {
             attrs: attrs_of(&ast.attrs)?,
             results: result_types.iter().map(|t| t.node.clone()).collect(),
             result_names: ast.results.iter().map(|r| Some(r.node.clone())).collect(),
-            span: Some(ast.span),
+            span: Some(ast.name.span),
         };
         let node = self.func.add_op(op, &operands);
         for (i, r) in ast.results.iter().enumerate() {
@@ -195,7 +248,11 @@ fn build_function(ast: &FuncAst, registry: &Registry) -> Result<Function, Diagno
     if !ret.types.is_empty() && ret.types.len() != ret.values.len() {
         return Err(Diagnostic::at(
             ret.span,
-            format!("return has {} value(s) but lists {} type(s)", ret.values.len(), ret.types.len()),
+            format!(
+                "return has {} value(s) but lists {} type(s)",
+                ret.values.len(),
+                ret.types.len()
+            ),
         ));
     }
     for (i, v) in ret.values.iter().enumerate() {
@@ -242,34 +299,54 @@ pub fn parse_module(file: &SourceFile, dir: Option<&Path>) -> Result<Module, Vec
     };
     if let Some(entry) = ast.attrs.iter().find(|e| e.name.node == "weights") {
         let Attr::Str(rel) = &entry.value.node else {
-            return Err(vec![Diagnostic::at(entry.value.span, "'weights' must be a string: the safetensors file's path")]);
+            return Err(vec![Diagnostic::at(
+                entry.value.span,
+                "'weights' must be a string: the safetensors file's path",
+            )]);
         };
         let path = match dir {
             Some(d) => d.join(rel),
             None => Path::new(rel).to_path_buf(),
         };
-        module.weights.tensors = crate::weights::load(&path).map_err(|e| vec![Diagnostic::at(entry.value.span, e)])?;
+        module.weights.tensors =
+            crate::weights::load(&path).map_err(|e| vec![Diagnostic::at(entry.value.span, e)])?;
         module.weights.source = Some(path);
     }
     let mut seen = HashMap::new();
     for f in &ast.funcs {
         if seen.insert(f.name.node.clone(), ()).is_some() {
-            return Err(vec![Diagnostic::at(f.name.span, format!("redefinition of function @{}", f.name.node))]);
+            return Err(vec![Diagnostic::at(
+                f.name.span,
+                format!("redefinition of function @{}", f.name.node),
+            )]);
         }
-        module.functions.push(build_function(f, registry()).map_err(|d| vec![d])?);
+        module
+            .functions
+            .push(build_function(f, registry()).map_err(|d| vec![d])?);
     }
     let errors: Vec<Diagnostic> = module
         .functions
         .iter()
         .flat_map(|f| verify_function(&module, f, registry()))
         .collect();
-    if errors.is_empty() { Ok(module) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(module)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Reads, parses and verifies a `.ir` file; weights are resolved next to it.
 pub fn parse_file(path: &Path) -> Result<Module, (Option<SourceFile>, Vec<Diagnostic>)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| (None, vec![Diagnostic::new(format!("cannot read '{}': {e}", path.display()))]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        (
+            None,
+            vec![Diagnostic::new(format!(
+                "cannot read '{}': {e}",
+                path.display()
+            ))],
+        )
+    })?;
     let file = SourceFile::new(path.display().to_string(), text);
     parse_module(&file, Some(path.parent().unwrap_or(Path::new(".")))).map_err(|d| (Some(file), d))
 }

@@ -30,14 +30,23 @@ impl Namer {
 }
 
 fn types(list: &[&TensorType]) -> String {
-    list.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn result_types(list: &[TensorType]) -> String {
     if list.len() == 1 {
         list[0].to_string()
     } else {
-        format!("({})", list.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+        format!(
+            "({})",
+            list.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
@@ -57,7 +66,11 @@ pub fn print_function(func: &Function, indent: &str) -> String {
             args.push(format!("%{name}: {ty}"));
         }
     }
-    let ret_types: Vec<TensorType> = func.results.iter().map(|v| func.value_type(*v).clone()).collect();
+    let ret_types: Vec<TensorType> = func
+        .results
+        .iter()
+        .map(|v| func.value_type(*v).clone())
+        .collect();
     let _ = write!(out, "{indent}func.func @{}({})", func.name, args.join(", "));
     if !ret_types.is_empty() {
         let _ = write!(out, " -> {}", result_types(&ret_types));
@@ -89,7 +102,15 @@ pub fn print_function(func: &Function, indent: &str) -> String {
             let _ = write!(out, " {}", op.attrs);
         }
         if operands.is_empty() {
-            let _ = writeln!(out, " : {}", op.results.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                out,
+                " : {}",
+                op.results
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         } else {
             let ins: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
             let _ = writeln!(out, " : ({}) -> {}", types(&ins), result_types(&op.results));
@@ -104,7 +125,12 @@ pub fn print_function(func: &Function, indent: &str) -> String {
         let _ = writeln!(out, "{indent}  return");
     } else {
         let tys: Vec<&TensorType> = ret_types.iter().collect();
-        let _ = writeln!(out, "{indent}  return {} : {}", rets.join(", "), types(&tys));
+        let _ = writeln!(
+            out,
+            "{indent}  return {} : {}",
+            rets.join(", "),
+            types(&tys)
+        );
     }
     let _ = writeln!(out, "{indent}}}");
     out

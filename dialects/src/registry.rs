@@ -142,12 +142,18 @@ impl OpCtx<'_> {
 
     /// A float attribute, or `default`.
     pub fn float(&self, name: &str, default: f64) -> f64 {
-        self.op.attr(name).and_then(Attr::as_float).unwrap_or(default)
+        self.op
+            .attr(name)
+            .and_then(Attr::as_float)
+            .unwrap_or(default)
     }
 
     /// A bool attribute, or `default`.
     pub fn bool(&self, name: &str, default: bool) -> bool {
-        self.op.attr(name).and_then(Attr::as_bool).unwrap_or(default)
+        self.op
+            .attr(name)
+            .and_then(Attr::as_bool)
+            .unwrap_or(default)
     }
 
     /// An integer-list attribute, or `default`.

@@ -37,17 +37,29 @@ pub(crate) fn elem_type(name: &str, l: usize, r: usize) -> Result<ElemType> {
         Some(t) => Ok(t),
         None => error(
             Span::new(l, r),
-            format!("unknown element type '{name}' (expected f32, i8, u8, i32, i64 or !quant.uniform<...>)"),
+            format!(
+                "unknown element type '{name}' (expected f32, i8, u8, i32, i64 or !quant.uniform<...>)"
+            ),
         ),
     }
 }
 
-pub(crate) fn tensor_type(dims: Vec<usize>, elem: ElemType, l: usize, r: usize) -> Result<TensorType> {
+pub(crate) fn tensor_type(
+    dims: Vec<usize>,
+    elem: ElemType,
+    l: usize,
+    r: usize,
+) -> Result<TensorType> {
     let ty = TensorType::new(dims, elem);
     if let Err(why) = ty.validate() {
         return error(Span::new(l, r), format!("bad quant type: {why}"));
     }
-    if ty.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none() {
+    if ty
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .is_none()
+    {
         return error(Span::new(l, r), "tensor type has too many elements");
     }
     Ok(ty)
@@ -89,7 +101,10 @@ pub(crate) fn quant_type(
     if expressed.node != "f32" {
         return error(
             expressed.span,
-            format!("bad quant type: expressed type '{}' must be f32", expressed.node),
+            format!(
+                "bad quant type: expressed type '{}' must be f32",
+                expressed.node
+            ),
         );
     }
     let params = match (axis, params) {
@@ -140,7 +155,12 @@ pub(crate) fn quant_type(
     Ok(ElemType::Quant(q))
 }
 
-fn flatten(lit: &DenseLit, depth: usize, shape: &mut Vec<usize>, out: &mut Vec<DenseLit>) -> std::result::Result<(), String> {
+fn flatten(
+    lit: &DenseLit,
+    depth: usize,
+    shape: &mut Vec<usize>,
+    out: &mut Vec<DenseLit>,
+) -> std::result::Result<(), String> {
     match lit {
         DenseLit::List(items) => {
             if shape.len() == depth {
@@ -155,7 +175,9 @@ fn flatten(lit: &DenseLit, depth: usize, shape: &mut Vec<usize>, out: &mut Vec<D
         }
         scalar => {
             if shape.len() > depth {
-                return Err("dense literal is ragged: a number stands where a list is expected".into());
+                return Err(
+                    "dense literal is ragged: a number stands where a list is expected".into(),
+                );
             }
             out.push(scalar.clone());
             Ok(())
@@ -217,7 +239,12 @@ fn convert(items: &[DenseLit], elem: &ElemType) -> std::result::Result<TensorDat
     })
 }
 
-pub(crate) fn dense_attr(lit: DenseLit, ty: Spanned<TensorType>, l: usize, r: usize) -> Result<Attr> {
+pub(crate) fn dense_attr(
+    lit: DenseLit,
+    ty: Spanned<TensorType>,
+    l: usize,
+    r: usize,
+) -> Result<Attr> {
     let span = Span::new(l, r);
     let mut shape = Vec::new();
     let mut items = Vec::new();

@@ -82,12 +82,16 @@ impl TensorData {
         use crate::types::Storage;
         match elem {
             ElemType::F32 => TensorData::F32(vec![0.0; n]),
-            ElemType::I8 | ElemType::Quant(crate::types::QuantType { storage: Storage::I8, .. }) => {
-                TensorData::I8(vec![0; n])
-            }
-            ElemType::U8 | ElemType::Quant(crate::types::QuantType { storage: Storage::U8, .. }) => {
-                TensorData::U8(vec![0; n])
-            }
+            ElemType::I8
+            | ElemType::Quant(crate::types::QuantType {
+                storage: Storage::I8,
+                ..
+            }) => TensorData::I8(vec![0; n]),
+            ElemType::U8
+            | ElemType::Quant(crate::types::QuantType {
+                storage: Storage::U8,
+                ..
+            }) => TensorData::U8(vec![0; n]),
             ElemType::I32
             | ElemType::Quant(crate::types::QuantType {
                 storage: Storage::I32,

@@ -61,7 +61,9 @@ impl QuantType {
         let (lo, hi) = self.storage.range();
         let check = |scale: f64, zp: i64| -> Result<(), String> {
             if !(scale.is_finite() && scale > 0.0) {
-                return Err(format!("quantization scale must be positive and finite, got {scale:?}"));
+                return Err(format!(
+                    "quantization scale must be positive and finite, got {scale:?}"
+                ));
             }
             if zp < lo || zp > hi {
                 return Err(format!(
@@ -200,7 +202,11 @@ impl fmt::Display for QuantType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.params {
             QuantParams::PerTensor { scale, zero_point } => {
-                write!(f, "!quant.uniform<{}:f32, {scale:?}:{zero_point}>", self.storage)
+                write!(
+                    f,
+                    "!quant.uniform<{}:f32, {scale:?}:{zero_point}>",
+                    self.storage
+                )
             }
             QuantParams::PerAxis {
                 axis,

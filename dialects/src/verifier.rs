@@ -9,7 +9,12 @@ use crate::registry::{OpCtx, Registry, registry};
 use petgraph::stable_graph::NodeIndex;
 
 /// Checks one op: arity, attributes, types, inferred shapes and the op's own rules.
-pub fn verify_op(module: &Module, func: &Function, node: NodeIndex, registry: &Registry) -> Result<(), String> {
+pub fn verify_op(
+    module: &Module,
+    func: &Function,
+    node: NodeIndex,
+    registry: &Registry,
+) -> Result<(), String> {
     let op = func.op(node);
     let Some(def) = registry.get(&op.name) else {
         let mut msg = format!("unknown op '{}'", op.name);
@@ -41,7 +46,11 @@ pub fn verify_op(module: &Module, func: &Function, node: NodeIndex, registry: &R
             return Err(format!(
                 "'{}' has no attribute '{name}' (valid: {})",
                 def.name,
-                if valid.is_empty() { "none".to_string() } else { valid.join(", ") }
+                if valid.is_empty() {
+                    "none".to_string()
+                } else {
+                    valid.join(", ")
+                }
             ));
         };
         if !spec.kind.accepts(value) {
@@ -52,7 +61,11 @@ pub fn verify_op(module: &Module, func: &Function, node: NodeIndex, registry: &R
             ));
         }
     }
-    if let Some(missing) = def.attrs.iter().find(|a| a.required && op.attr(a.name).is_none()) {
+    if let Some(missing) = def
+        .attrs
+        .iter()
+        .find(|a| a.required && op.attr(a.name).is_none())
+    {
         return Err(format!("'{}' needs attribute '{}'", def.name, missing.name));
     }
     let ctx = OpCtx {
@@ -60,7 +73,8 @@ pub fn verify_op(module: &Module, func: &Function, node: NodeIndex, registry: &R
         operands: operands.iter().map(|v| func.value_type(*v)).collect(),
     };
     for t in ctx.operands.iter().copied().chain(&op.results) {
-        t.validate().map_err(|why| format!("'{}': bad quant type: {why}", def.name))?;
+        t.validate()
+            .map_err(|why| format!("'{}': bad quant type: {why}", def.name))?;
     }
     let shapes = (def.infer)(&ctx).map_err(|why| format!("'{}': {why}", def.name))?;
     for (i, (shape, ty)) in shapes.iter().zip(&op.results).enumerate() {
@@ -69,30 +83,34 @@ pub fn verify_op(module: &Module, func: &Function, node: NodeIndex, registry: &R
             return Err(format!(
                 "'{}' result #{i} is declared {ty}, but its operands give shape {}",
                 def.name,
-                if dims.is_empty() { "()".to_string() } else { dims.join("x") }
+                if dims.is_empty() {
+                    "()".to_string()
+                } else {
+                    dims.join("x")
+                }
             ));
         }
     }
     (def.verify)(&ctx).map_err(|why| format!("'{}': {why}", def.name))?;
-    if op.name == "nn.const" {
-        if let Some(name) = op.attr("name").and_then(|a| a.as_str()) {
-            let Some(t) = module.weights.tensors.get(name) else {
-                return Err(match &module.weights.source {
-                    Some(path) => format!("weight '{name}' is not in {}", path.display()),
-                    None => format!(
-                        "weight '{name}' cannot be found: the module names no weights file (attributes {{weights = \"FILE.safetensors\"}})"
-                    ),
-                });
-            };
-            if !t.fits(&op.results[0]) {
-                let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-                return Err(format!(
-                    "weight '{name}' is {} x {} in the weights file, but its type is {}",
-                    dims.join("x"),
-                    t.data.dtype_name(),
-                    op.results[0]
-                ));
-            }
+    if op.name == "nn.const"
+        && let Some(name) = op.attr("name").and_then(|a| a.as_str())
+    {
+        let Some(t) = module.weights.tensors.get(name) else {
+            return Err(match &module.weights.source {
+                Some(path) => format!("weight '{name}' is not in {}", path.display()),
+                None => format!(
+                    "weight '{name}' cannot be found: the module names no weights file (attributes {{weights = \"FILE.safetensors\"}})"
+                ),
+            });
+        };
+        if !t.fits(&op.results[0]) {
+            let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+            return Err(format!(
+                "weight '{name}' is {} x {} in the weights file, but its type is {}",
+                dims.join("x"),
+                t.data.dtype_name(),
+                op.results[0]
+            ));
         }
     }
     Ok(())
@@ -130,10 +148,10 @@ pub fn verify_function(module: &Module, func: &Function, registry: &Registry) ->
         if let Err(msg) = verify_op(module, func, node, registry) {
             let mut d = Diagnostic::new(msg);
             d.span = op.span;
-            if op.span.is_none() {
-                if let Some(Some(name)) = op.result_names.first() {
-                    d = d.with_note(format!("in the op defining %{name}"));
-                }
+            if op.span.is_none()
+                && let Some(Some(name)) = op.result_names.first()
+            {
+                d = d.with_note(format!("in the op defining %{name}"));
             }
             errors.push(d);
         }
@@ -156,6 +174,9 @@ pub fn verify_module(module: &Module) -> Result<(), Vec<Diagnostic>> {
         .iter()
         .flat_map(|f| verify_function(module, f, registry()))
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
-

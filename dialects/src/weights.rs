@@ -30,13 +30,18 @@ fn decode(view: &TensorView<'_>, name: &str) -> Result<TensorData, String> {
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect(),
         ),
-        other => return Err(format!("tensor '{name}' has unsupported dtype {other:?} (qcc reads F32, I8, U8, I32, I64)")),
+        other => {
+            return Err(format!(
+                "tensor '{name}' has unsupported dtype {other:?} (qcc reads F32, I8, U8, I32, I64)"
+            ));
+        }
     })
 }
 
 /// Reads every tensor of a safetensors file.
 pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read weights file '{}': {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read weights file '{}': {e}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("'{}' is not a valid safetensors file: {e}", path.display()))?;
     let mut out = BTreeMap::new();
@@ -60,7 +65,9 @@ fn encode(data: &TensorData) -> (Dtype, Vec<u8>) {
 }
 
 /// Serializes tensors to safetensors bytes.
-pub fn to_bytes<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Result<Vec<u8>, String> {
+pub fn to_bytes<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+) -> Result<Vec<u8>, String> {
     let encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(name, t)| {

@@ -39,8 +39,12 @@ fn clip_range(op: &Operation) -> Option<(f64, f64)> {
     match op.name.as_str() {
         "nn.relu" => Some((0.0, f64::INFINITY)),
         "nn.clip" => Some((
-            op.attr("min").and_then(Attr::as_float).unwrap_or(f64::NEG_INFINITY),
-            op.attr("max").and_then(Attr::as_float).unwrap_or(f64::INFINITY),
+            op.attr("min")
+                .and_then(Attr::as_float)
+                .unwrap_or(f64::NEG_INFINITY),
+            op.attr("max")
+                .and_then(Attr::as_float)
+                .unwrap_or(f64::INFINITY),
         )),
         _ => None,
     }
@@ -112,10 +116,7 @@ impl Pass for Canonicalize {
         for func in &mut module.functions {
             let mut folded = 0;
             loop {
-                let changed = func
-                    .schedule()
-                    .into_iter()
-                    .find(|&n| rewrite(func, n));
+                let changed = func.schedule().into_iter().find(|&n| rewrite(func, n));
                 if changed.is_none() {
                     break;
                 }
@@ -123,7 +124,13 @@ impl Pass for Canonicalize {
             }
             let removed = remove_dead_ops(func);
             if ctx.verbose {
-                ctx.note(INFO.name, format!("@{}: {folded} fold(s), {removed} dead op(s) removed", func.name));
+                ctx.note(
+                    INFO.name,
+                    format!(
+                        "@{}: {folded} fold(s), {removed} dead op(s) removed",
+                        func.name
+                    ),
+                );
             }
         }
         Ok(())

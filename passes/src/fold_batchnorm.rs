@@ -26,17 +26,30 @@ fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], String> {
 fn affine(module: &Module, func: &Function, bn: NodeIndex) -> Result<(Vec<f64>, Vec<f64>), String> {
     let ops = func.operands(bn);
     let param = |i: usize, what: &str| -> Result<Vec<f64>, String> {
-        let t = const_tensor(module, func, ops[i]).ok_or_else(|| format!("its {what} is not a constant"))?;
+        let t = const_tensor(module, func, ops[i])
+            .ok_or_else(|| format!("its {what} is not a constant"))?;
         Ok(f32s(&t, what)?.iter().map(|v| *v as f64).collect())
     };
-    let (gamma, beta, mean, var) = (param(1, "scale")?, param(2, "bias")?, param(3, "mean")?, param(4, "variance")?);
-    let eps = func.op(bn).attr("epsilon").and_then(Attr::as_float).unwrap_or(1e-5);
+    let (gamma, beta, mean, var) = (
+        param(1, "scale")?,
+        param(2, "bias")?,
+        param(3, "mean")?,
+        param(4, "variance")?,
+    );
+    let eps = func
+        .op(bn)
+        .attr("epsilon")
+        .and_then(Attr::as_float)
+        .unwrap_or(1e-5);
     let mut scale = Vec::with_capacity(gamma.len());
     let mut shift = Vec::with_capacity(gamma.len());
     for c in 0..gamma.len() {
         let s = gamma[c] / (var[c] + eps).sqrt();
         if !s.is_finite() {
-            return Err(format!("channel {c} has variance {} + epsilon {eps}, which gives no finite scale", var[c]));
+            return Err(format!(
+                "channel {c} has variance {} + epsilon {eps}, which gives no finite scale",
+                var[c]
+            ));
         }
         scale.push(s);
         shift.push(beta[c] - mean[c] * s);
@@ -52,25 +65,32 @@ fn fold(module: &mut Module, func: &mut Function, bn: NodeIndex) -> Result<(), S
     };
     let kind = layer.name.clone();
     if kind != "nn.conv2d" && kind != "nn.dense" {
-        return Err(format!("its input comes from '{kind}', not nn.conv2d or nn.dense"));
+        return Err(format!(
+            "its input comes from '{kind}', not nn.conv2d or nn.dense"
+        ));
     }
     if func.use_count(input) != 1 {
         return Err(format!("the {kind} output is also read elsewhere"));
     }
     let layer_ops = func.operands(input.node);
-    let w = const_tensor(module, func, layer_ops[1]).ok_or_else(|| format!("the {kind} weight is not a constant"))?;
+    let w = const_tensor(module, func, layer_ops[1])
+        .ok_or_else(|| format!("the {kind} weight is not a constant"))?;
     let w_data = f32s(&w, "the weight")?;
     let channels = w.shape[0];
     let bias = match layer_ops.get(2) {
         Some(b) => {
-            let t = const_tensor(module, func, *b).ok_or_else(|| format!("the {kind} bias is not a constant"))?;
+            let t = const_tensor(module, func, *b)
+                .ok_or_else(|| format!("the {kind} bias is not a constant"))?;
             f32s(&t, "the bias")?.iter().map(|v| *v as f64).collect()
         }
         None => vec![0.0; channels],
     };
     let (scale, shift) = affine(module, func, bn)?;
     if scale.len() != channels {
-        return Err(format!("it has {} channels, the {kind} has {channels}", scale.len()));
+        return Err(format!(
+            "it has {} channels, the {kind} has {channels}",
+            scale.len()
+        ));
     }
     let per_channel = w_data.len() / channels;
     let folded_w: Vec<f32> = w_data
@@ -78,7 +98,9 @@ fn fold(module: &mut Module, func: &mut Function, bn: NodeIndex) -> Result<(), S
         .enumerate()
         .map(|(i, v)| (*v as f64 * scale[i / per_channel]) as f32)
         .collect();
-    let folded_b: Vec<f32> = (0..channels).map(|c| (bias[c] * scale[c] + shift[c]) as f32).collect();
+    let folded_b: Vec<f32> = (0..channels)
+        .map(|c| (bias[c] * scale[c] + shift[c]) as f32)
+        .collect();
 
     let inline = is_inline_const(func, layer_ops[1]);
     let w_name = const_name(func, layer_ops[1]).unwrap_or_else(|| "weight".into());
@@ -107,10 +129,18 @@ fn fold(module: &mut Module, func: &mut Function, bn: NodeIndex) -> Result<(), S
         b_ty,
         inline,
     );
-    for (new, old) in [(new_w, Some(layer_ops[1])), (new_b, layer_ops.get(2).copied())] {
-        let hint = old.and_then(|o| func.op(o.node).result_names[0].clone());
-        func.op_mut(new.node).result_names[0] = hint.filter(|h| !h.bytes().all(|b| b.is_ascii_digit())).map(|h| format!("{h}_folded"));
-    }
+    // Printed names follow the originals: %w -> %w_folded; a created bias is named after the layer.
+    let hint = |v: Option<Value>| {
+        v.and_then(|v| func.op(v.node).result_names[0].clone())
+            .filter(|h| !h.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let w_hint = hint(Some(layer_ops[1])).map(|h| format!("{h}_folded"));
+    let b_hint = match layer_ops.get(2) {
+        Some(b) => hint(Some(*b)).map(|h| format!("{h}_folded")),
+        None => hint(Some(input)).map(|h| format!("{h}_bias")),
+    };
+    func.op_mut(new_w.node).result_names[0] = w_hint;
+    func.op_mut(new_b.node).result_names[0] = b_hint;
     func.set_operands(input.node, &[layer_ops[0], new_w, new_b]);
     func.replace_all_uses(Value::of(bn), input);
     func.remove_op(bn);
@@ -132,12 +162,18 @@ impl Pass for FoldBatchNorm {
                 }
                 match fold(module, &mut func, bn) {
                     Ok(()) => folded += 1,
-                    Err(why) => ctx.note(INFO.name, format!("@{}: kept a batch_norm: {why}", func.name)),
+                    Err(why) => ctx.note(
+                        INFO.name,
+                        format!("@{}: kept a batch_norm: {why}", func.name),
+                    ),
                 }
             }
             remove_dead_ops(&mut func);
             if folded > 0 {
-                ctx.note(INFO.name, format!("@{}: folded {folded} batch_norm(s)", func.name));
+                ctx.note(
+                    INFO.name,
+                    format!("@{}: folded {folded} batch_norm(s)", func.name),
+                );
             }
             module.functions[i] = func;
         }

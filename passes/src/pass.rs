@@ -71,7 +71,9 @@ impl OptionSpec {
         match self.kind {
             OptionKind::Int { min, max } => match text.parse::<i64>() {
                 Ok(v) if (min..=max).contains(&v) => Ok(OptionValue::Int(v)),
-                _ => Err(format!("must be an integer in [{min}, {max}], got '{text}'")),
+                _ => Err(format!(
+                    "must be an integer in [{min}, {max}], got '{text}'"
+                )),
             },
             OptionKind::Float { min, max } => match text.parse::<f64>() {
                 Ok(v) if v.is_finite() && (min..=max).contains(&v) => Ok(OptionValue::Float(v)),

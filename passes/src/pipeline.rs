@@ -75,7 +75,11 @@ fn split_top_level(text: &str) -> Result<Vec<&str>, String> {
 }
 
 fn valid_pass_names() -> String {
-    passes().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    passes()
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn parse_step(text: &str) -> Result<Step, String> {
@@ -90,27 +94,50 @@ fn parse_step(text: &str) -> Result<Step, String> {
         None => (text, None),
     };
     if name.is_empty() {
-        return Err(format!("empty pass name in the pipeline; valid passes: {}", valid_pass_names()));
+        return Err(format!(
+            "empty pass name in the pipeline; valid passes: {}",
+            valid_pass_names()
+        ));
     }
-    let info = lookup(name).ok_or_else(|| format!("unknown pass '{name}'; valid passes: {}", valid_pass_names()))?;
+    let info = lookup(name).ok_or_else(|| {
+        format!(
+            "unknown pass '{name}'; valid passes: {}",
+            valid_pass_names()
+        )
+    })?;
     let mut options = Options(BTreeMap::new());
     for spec in info.options {
-        let v = spec.parse(spec.default).expect("a pass's default option values parse");
+        let v = spec
+            .parse(spec.default)
+            .expect("a pass's default option values parse");
         options.0.insert(spec.name.to_string(), v);
     }
-    for item in opts.into_iter().flat_map(|b| b.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+    for item in opts
+        .into_iter()
+        .flat_map(|b| b.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(format!("option '{item}' of pass '{name}' must be written key=value"));
+            return Err(format!(
+                "option '{item}' of pass '{name}' must be written key=value"
+            ));
         };
         let (key, value) = (key.trim(), value.trim());
         let Some(spec) = info.options.iter().find(|s| s.name == key) else {
             let valid: Vec<&str> = info.options.iter().map(|s| s.name).collect();
             return Err(format!(
                 "pass '{name}' has no option '{key}'; valid options: {}",
-                if valid.is_empty() { "none".to_string() } else { valid.join(", ") }
+                if valid.is_empty() {
+                    "none".to_string()
+                } else {
+                    valid.join(", ")
+                }
             ));
         };
-        let v = spec.parse(value).map_err(|why| format!("option '{key}' of pass '{name}' {why}"))?;
+        let v = spec
+            .parse(value)
+            .map_err(|why| format!("option '{key}' of pass '{name}' {why}"))?;
         options.0.insert(key.to_string(), v);
     }
     Ok(Step {
@@ -209,7 +236,11 @@ impl PassManager {
             }
             let verify = t1.elapsed();
             after_pass(&label, module);
-            timings.push(PassTiming { pass: label, run, verify });
+            timings.push(PassTiming {
+                pass: label,
+                run,
+                verify,
+            });
         }
         Ok(timings)
     }

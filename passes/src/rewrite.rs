@@ -1,6 +1,8 @@
 //! Helpers passes share to read constants, make new ones and clean up dead ops.
 
-use qcc_dialects::{Attr, Attrs, DenseAttr, Function, Module, NodeIndex, Operation, Tensor, TensorType, Value};
+use qcc_dialects::{
+    Attr, Attrs, DenseAttr, Function, Module, NodeIndex, Operation, Tensor, TensorType, Value,
+};
 
 /// The tensor behind `v` if it is produced by an `nn.const`.
 pub fn const_tensor(module: &Module, func: &Function, v: Value) -> Option<Tensor> {
@@ -25,7 +27,14 @@ pub fn const_name(func: &Function, v: Value) -> Option<String> {
 
 /// Adds an `nn.const` for `tensor`: inline when `inline`, else stored in the module's weights under
 /// a fresh name derived from `name`.
-pub fn add_const(module: &mut Module, func: &mut Function, name: &str, tensor: Tensor, ty: TensorType, inline: bool) -> Value {
+pub fn add_const(
+    module: &mut Module,
+    func: &mut Function,
+    name: &str,
+    tensor: Tensor,
+    ty: TensorType,
+    inline: bool,
+) -> Value {
     let attrs = if inline {
         Attrs::new().with(
             "value",
@@ -49,7 +58,10 @@ pub fn remove_dead_ops(func: &mut Function) -> usize {
         let dead: Vec<NodeIndex> = func
             .op_nodes()
             .into_iter()
-            .filter(|&n| (0..func.op(n).results.len()).all(|r| func.use_count(Value { node: n, result: r }) == 0))
+            .filter(|&n| {
+                (0..func.op(n).results.len())
+                    .all(|r| func.use_count(Value { node: n, result: r }) == 0)
+            })
             .collect();
         if dead.is_empty() {
             return removed;

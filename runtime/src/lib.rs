@@ -1,1 +1,8 @@
+//! qcc's runtime: the reference interpreter that runs a module's ops on tensors, with an observer
+//! hook that sees every op's output.
 
+pub mod interp;
+pub mod kernels;
+
+pub use interp::{Interpreter, RunError};
+pub use qcc_dialects::{Tensor, TensorData};

@@ -1,1 +1,35 @@
+//! Shared helpers for qcc's end-to-end tests and filetests.
 
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The result of running the `qcc` command line in-process.
+pub struct CliOutput {
+    /// Exit code.
+    pub code: i32,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+}
+
+/// Runs `qcc ARGS...` in-process and captures its output.
+pub fn qcc<S: AsRef<str>>(args: &[S]) -> CliOutput {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let argv =
+        std::iter::once("qcc".to_string()).chain(args.iter().map(|a| a.as_ref().to_string()));
+    let code = qcc_compiler::cli::run(argv, &mut out, &mut err);
+    CliOutput {
+        code,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+    }
+}

@@ -24,13 +24,17 @@ fn const_verify(ctx: &OpCtx) -> Result<(), String> {
 fn batch_norm_infer(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     let x = ctx.operand(0);
     if x.rank() < 2 {
-        return Err(format!("the input must have rank >= 2 (channels on axis 1), got {x}"));
+        return Err(format!(
+            "the input must have rank >= 2 (channels on axis 1), got {x}"
+        ));
     }
     let c = x.shape[1];
     for (i, name) in ["scale", "bias", "mean", "var"].iter().enumerate() {
         let t = ctx.operand(i + 1);
         if t.shape != [c] {
-            return Err(format!("'{name}' must be tensor<{c}xf32> (one per channel), got {t}"));
+            return Err(format!(
+                "'{name}' must be tensor<{c}xf32> (one per channel), got {t}"
+            ));
         }
     }
     Ok(vec![x.shape.clone()])
@@ -47,7 +51,10 @@ fn batch_norm_verify(ctx: &OpCtx) -> Result<(), String> {
 
 fn clip_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    let (lo, hi) = (ctx.float("min", f64::NEG_INFINITY), ctx.float("max", f64::INFINITY));
+    let (lo, hi) = (
+        ctx.float("min", f64::NEG_INFINITY),
+        ctx.float("max", f64::INFINITY),
+    );
     if lo.is_nan() || hi.is_nan() || lo > hi {
         return Err(format!("'min' ({lo:?}) must not exceed 'max' ({hi:?})"));
     }
@@ -76,9 +83,16 @@ fn matmul_infer(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
 
 fn pad_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    match ctx.op.attr("mode").and_then(Attr::as_str).unwrap_or("constant") {
+    match ctx
+        .op
+        .attr("mode")
+        .and_then(Attr::as_str)
+        .unwrap_or("constant")
+    {
         "constant" | "reflect" | "edge" => Ok(()),
-        other => Err(format!("'mode' must be constant, reflect or edge, got \"{other}\"")),
+        other => Err(format!(
+            "'mode' must be constant, reflect or edge, got \"{other}\""
+        )),
     }
 }
 

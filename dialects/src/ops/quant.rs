@@ -15,7 +15,9 @@ fn quant_of<'a>(t: &'a TensorType, what: &str) -> Result<&'a QuantType, String> 
 fn activation(t: &TensorType, what: &str) -> Result<(), String> {
     let q = quant_of(t, what)?;
     if !matches!(q.params, QuantParams::PerTensor { .. }) || q.storage == Storage::I32 {
-        return Err(format!("{what} must be a per-tensor u8 or i8 quantized tensor, got {t}"));
+        return Err(format!(
+            "{what} must be a per-tensor u8 or i8 quantized tensor, got {t}"
+        ));
     }
     Ok(())
 }
@@ -26,10 +28,12 @@ fn weight(t: &TensorType) -> Result<(), String> {
     if q.storage != Storage::I8 {
         return Err(format!("the weight must be stored as i8, got {t}"));
     }
-    if let QuantParams::PerAxis { axis, .. } = q.params {
-        if axis != 0 {
-            return Err(format!("per-axis weights must be quantized along axis 0 (output channels), got axis {axis}"));
-        }
+    if let QuantParams::PerAxis { axis, .. } = q.params
+        && axis != 0
+    {
+        return Err(format!(
+            "per-axis weights must be quantized along axis 0 (output channels), got axis {axis}"
+        ));
     }
     Ok(())
 }
@@ -39,7 +43,9 @@ fn bias(t: &TensorType) -> Result<(), String> {
     match &t.elem {
         ElemType::I32 => Ok(()),
         ElemType::Quant(q) if q.storage == Storage::I32 => Ok(()),
-        _ => Err(format!("the bias must be i32 (at scale input x weight), got {t}")),
+        _ => Err(format!(
+            "the bias must be i32 (at scale input x weight), got {t}"
+        )),
     }
 }
 

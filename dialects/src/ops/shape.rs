@@ -44,7 +44,14 @@ impl Window {
     }
 
     /// Output height and width for an input of `h`x`w` and a `kh`x`kw` kernel.
-    pub fn output(&self, h: usize, w: usize, kh: usize, kw: usize, ceil: bool) -> Result<(usize, usize), String> {
+    pub fn output(
+        &self,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+        ceil: bool,
+    ) -> Result<(usize, usize), String> {
         let one = |size: usize, k: usize, axis: usize| -> Result<usize, String> {
             let padded = size + self.pads[axis] + self.pads[axis + 2];
             let span = self.dilations[axis] * (k - 1) + 1;
@@ -99,10 +106,12 @@ pub fn conv2d(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
             w.shape[1]
         ));
     }
-    if let Some(b) = ctx.operands.get(2) {
-        if b.shape != [o] {
-            return Err(format!("the bias must be tensor<{o}x...> (one per output channel), got {b}"));
-        }
+    if let Some(b) = ctx.operands.get(2)
+        && b.shape != [o]
+    {
+        return Err(format!(
+            "the bias must be tensor<{o}x...> (one per output channel), got {b}"
+        ));
     }
     let win = Window::from_ctx(ctx)?;
     let (oh, ow) = win.output(x.shape[2], x.shape[3], w.shape[2], w.shape[3], false)?;
@@ -120,13 +129,13 @@ pub fn dense(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
             x.shape[1], w.shape[1]
         ));
     }
-    if let Some(b) = ctx.operands.get(2) {
-        if b.shape != [w.shape[0]] {
-            return Err(format!(
-                "the bias must be tensor<{}x...> (one per output), got {b}",
-                w.shape[0]
-            ));
-        }
+    if let Some(b) = ctx.operands.get(2)
+        && b.shape != [w.shape[0]]
+    {
+        return Err(format!(
+            "the bias must be tensor<{}x...> (one per output), got {b}",
+            w.shape[0]
+        ));
     }
     Ok(vec![vec![x.shape[0], w.shape[0]]])
 }
@@ -137,7 +146,13 @@ pub fn pool2d(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     rank(x, 4, "the input")?;
     let k = dims(&ctx.ints("kernel", &[]), "kernel", 2, 1)?;
     let win = Window::from_ctx(ctx)?;
-    let (oh, ow) = win.output(x.shape[2], x.shape[3], k[0], k[1], ctx.bool("ceil_mode", false))?;
+    let (oh, ow) = win.output(
+        x.shape[2],
+        x.shape[3],
+        k[0],
+        k[1],
+        ctx.bool("ceil_mode", false),
+    )?;
     Ok(vec![vec![x.shape[0], x.shape[1], oh, ow]])
 }
 
@@ -165,7 +180,10 @@ pub fn broadcast(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
                 *o = d;
             } else if d != 1 && d != *o {
                 let shapes: Vec<String> = ctx.operands.iter().map(|t| t.to_string()).collect();
-                return Err(format!("operand shapes do not broadcast: {}", shapes.join(", ")));
+                return Err(format!(
+                    "operand shapes do not broadcast: {}",
+                    shapes.join(", ")
+                ));
             }
         }
     }
@@ -176,9 +194,15 @@ pub fn broadcast(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
 pub fn axis(value: i64, rank: usize, name: &str) -> Result<usize, String> {
     let r = rank as i64;
     if value < -r || value >= r.max(1) {
-        return Err(format!("'{name}' = {value} is out of range for rank {rank}"));
+        return Err(format!(
+            "'{name}' = {value} is out of range for rank {rank}"
+        ));
     }
-    Ok(if value < 0 { (value + r) as usize } else { value as usize })
+    Ok(if value < 0 {
+        (value + r) as usize
+    } else {
+        value as usize
+    })
 }
 
 /// Concatenation along `axis`.
@@ -189,7 +213,10 @@ pub fn concat(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     out[a] = 0;
     for t in &ctx.operands {
         if t.rank() != first.rank()
-            || t.shape.iter().enumerate().any(|(i, d)| i != a && *d != first.shape[i])
+            || t.shape
+                .iter()
+                .enumerate()
+                .any(|(i, d)| i != a && *d != first.shape[i])
         {
             return Err(format!(
                 "operands must agree on every dimension but axis {a}: {first} and {t}"
@@ -205,7 +232,10 @@ pub fn flatten(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     let x = ctx.operand(0);
     let a = ctx.int("axis", 1);
     if a < 0 || a as usize > x.rank() {
-        return Err(format!("'axis' = {a} is out of range for rank {}", x.rank()));
+        return Err(format!(
+            "'axis' = {a} is out of range for rank {}",
+            x.rank()
+        ));
     }
     let a = a as usize;
     Ok(vec![vec![
@@ -239,12 +269,19 @@ pub fn transpose(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     let perm = ctx.ints("perm", &default);
     let mut seen = vec![false; x.rank()];
     if perm.len() != x.rank() {
-        return Err(format!("'perm' needs {} entries, got {}", x.rank(), perm.len()));
+        return Err(format!(
+            "'perm' needs {} entries, got {}",
+            x.rank(),
+            perm.len()
+        ));
     }
     let mut out = Vec::with_capacity(perm.len());
     for &p in &perm {
         if p < 0 || p as usize >= x.rank() || seen[p as usize] {
-            return Err(format!("'perm' = {perm:?} is not a permutation of 0..{}", x.rank()));
+            return Err(format!(
+                "'perm' = {perm:?} is not a permutation of 0..{}",
+                x.rank()
+            ));
         }
         seen[p as usize] = true;
         out.push(x.shape[p as usize]);

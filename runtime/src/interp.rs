@@ -1,0 +1,325 @@
+//! The reference interpreter: runs a function op by op in schedule order, freeing each value
+//! after its last use, and lets an observer see every op's output.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use qcc_dialects::{Attr, Function, Module, Node, NodeIndex, Operation, Tensor, Value};
+
+use crate::kernels::elementwise::{batch_norm, binary, f32s, softmax, unary};
+use crate::kernels::layers::{ConvGeometry, conv2d, dense, matmul};
+use crate::kernels::layout::{PadMode, concat, pad, transpose};
+use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
+
+/// A failure while running: which op, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunError {
+    /// The op (or input) that failed.
+    pub op: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.op, self.message)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+fn ints(op: &Operation, name: &str, default: &[i64]) -> Vec<usize> {
+    op.attr(name)
+        .and_then(Attr::as_ints)
+        .unwrap_or_else(|| default.to_vec())
+        .into_iter()
+        .map(|v| v.max(0) as usize)
+        .collect()
+}
+
+fn float(op: &Operation, name: &str, default: f64) -> f64 {
+    op.attr(name).and_then(Attr::as_float).unwrap_or(default)
+}
+
+fn axis(op: &Operation, default: i64, rank: usize) -> usize {
+    let a = op.attr("axis").and_then(Attr::as_int).unwrap_or(default);
+    if a < 0 {
+        (a + rank as i64) as usize
+    } else {
+        a as usize
+    }
+}
+
+fn geometry(op: &Operation) -> ConvGeometry {
+    let (s, p, d) = (
+        ints(op, "strides", &[1, 1]),
+        ints(op, "pads", &[0; 4]),
+        ints(op, "dilations", &[1, 1]),
+    );
+    ConvGeometry {
+        strides: [s[0], s[1]],
+        pads: [p[0], p[1], p[2], p[3]],
+        dilations: [d[0], d[1]],
+        groups: op.attr("groups").and_then(Attr::as_int).unwrap_or(1).max(1) as usize,
+    }
+}
+
+/// Runs one `nn` op on its inputs. `op.results[0]` supplies output sizes that only shape
+/// inference knows (pooling's ceil mode); the batch dimension comes from the inputs.
+pub fn eval_op(op: &Operation, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let x = inputs.first().copied();
+    let input = || -> Result<(&[f32], &[usize]), String> {
+        let t = x.ok_or("missing operand")?;
+        Ok((f32s(t)?, &t.shape))
+    };
+    Ok(match op.name.as_str() {
+        "nn.conv2d" => {
+            let (xv, xs) = input()?;
+            let w = inputs[1];
+            let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
+            conv2d(xv, xs, f32s(w)?, &w.shape, bias, &geometry(op))
+        }
+        "nn.dense" => {
+            let (xv, xs) = input()?;
+            let w = inputs[1];
+            let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
+            dense(xv, xs[0], xs[1], f32s(w)?, w.shape[0], bias)
+        }
+        "nn.matmul" => {
+            let (xv, xs) = input()?;
+            matmul(xv, xs, f32s(inputs[1])?, &inputs[1].shape)
+        }
+        "nn.batch_norm" => {
+            let (_, _) = input()?;
+            let p: Vec<&[f32]> = inputs[1..5]
+                .iter()
+                .map(|t| f32s(t))
+                .collect::<Result<_, _>>()?;
+            batch_norm(
+                inputs[0],
+                [p[0], p[1], p[2], p[3]],
+                float(op, "epsilon", 1e-5) as f32,
+            )
+        }
+        "nn.relu" => {
+            let (xv, xs) = input()?;
+            unary(xv, xs, |v| v.max(0.0))
+        }
+        "nn.clip" => {
+            let (xv, xs) = input()?;
+            let (lo, hi) = (
+                float(op, "min", f64::NEG_INFINITY) as f32,
+                float(op, "max", f64::INFINITY) as f32,
+            );
+            unary(xv, xs, |v| v.max(lo).min(hi))
+        }
+        "nn.sigmoid" => {
+            let (xv, xs) = input()?;
+            unary(xv, xs, |v| 1.0 / (1.0 + (-v).exp()))
+        }
+        "nn.hardsigmoid" => {
+            let (xv, xs) = input()?;
+            let (a, b) = (
+                float(op, "alpha", 0.2) as f32,
+                float(op, "beta", 0.5) as f32,
+            );
+            unary(xv, xs, |v| (a * v + b).clamp(0.0, 1.0))
+        }
+        "nn.hardswish" => {
+            let (xv, xs) = input()?;
+            unary(xv, xs, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0))
+        }
+        "nn.add" => binary(inputs[0], inputs[1], |a, b| a + b)?,
+        "nn.sub" => binary(inputs[0], inputs[1], |a, b| a - b)?,
+        "nn.mul" => binary(inputs[0], inputs[1], |a, b| a * b)?,
+        "nn.div" => binary(inputs[0], inputs[1], |a, b| a / b)?,
+        "nn.global_avg_pool" => {
+            let (xv, xs) = input()?;
+            global_avg(xv, xs)
+        }
+        "nn.avg_pool2d" | "nn.max_pool2d" => {
+            let (xv, xs) = input()?;
+            let (k, s, p, d) = (
+                ints(op, "kernel", &[1, 1]),
+                ints(op, "strides", &[1, 1]),
+                ints(op, "pads", &[0; 4]),
+                ints(op, "dilations", &[1, 1]),
+            );
+            let rs = &op.results[0].shape;
+            let g = PoolGeometry {
+                kernel: [k[0], k[1]],
+                strides: [s[0], s[1]],
+                pads: [p[0], p[1], p[2], p[3]],
+                dilations: [d[0], d[1]],
+                out: [rs[2], rs[3]],
+            };
+            let kind = if op.name == "nn.max_pool2d" {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg {
+                    count_include_pad: op
+                        .attr("count_include_pad")
+                        .and_then(Attr::as_bool)
+                        .unwrap_or(false),
+                }
+            };
+            pool2d(xv, xs, &g, kind)
+        }
+        "nn.flatten" | "nn.reshape" => {
+            let t = x.ok_or("missing operand")?;
+            let mut shape = op.results[0].shape.clone();
+            // Follow the input's batch size, which may differ from the declared one.
+            let declared: usize = shape.iter().product();
+            if declared != t.numel() && !shape.is_empty() && declared > 0 {
+                let rest: usize = shape[1..].iter().product();
+                if rest > 0 && t.numel() % rest == 0 {
+                    shape[0] = t.numel() / rest;
+                }
+            }
+            Tensor::new(shape, t.data.clone())?
+        }
+        "nn.transpose" => {
+            let (xv, xs) = input()?;
+            let default: Vec<i64> = (0..xs.len() as i64).rev().collect();
+            transpose(xv, xs, &ints(op, "perm", &default))
+        }
+        "nn.concat" => {
+            let parts: Vec<(&[f32], &[usize])> = inputs
+                .iter()
+                .map(|t| Ok((f32s(t)?, t.shape.as_slice())))
+                .collect::<Result<_, String>>()?;
+            concat(&parts, axis(op, 1, parts[0].1.len()))
+        }
+        "nn.softmax" => {
+            let (xv, xs) = input()?;
+            softmax(xv, xs, axis(op, -1, xs.len()))
+        }
+        "nn.pad" => {
+            let (xv, xs) = input()?;
+            let mode = match op.attr("mode").and_then(Attr::as_str).unwrap_or("constant") {
+                "reflect" => PadMode::Reflect,
+                "edge" => PadMode::Edge,
+                _ => PadMode::Constant(float(op, "value", 0.0) as f32),
+            };
+            pad(xv, xs, &ints(op, "pads", &[]), mode)
+        }
+        other => {
+            return Err(format!(
+                "the reference interpreter has no kernel for '{other}'"
+            ));
+        }
+    })
+}
+
+/// A function prepared to run: schedule, constants, and where each value is last used.
+pub struct Interpreter<'m> {
+    func: &'m Function,
+    schedule: Vec<NodeIndex>,
+    consts: HashMap<NodeIndex, Cow<'m, Tensor>>,
+    last_use: HashMap<Value, usize>,
+}
+
+fn describe(func: &Function, node: NodeIndex) -> String {
+    match &func.graph[node] {
+        Node::Op(op) => match op.result_names.first().cloned().flatten() {
+            Some(name) => format!("{} (%{name})", op.name),
+            None => op.name.clone(),
+        },
+        Node::Arg { name, .. } => format!("argument %{name}"),
+    }
+}
+
+impl<'m> Interpreter<'m> {
+    /// Prepares function `name` of `module`.
+    pub fn new(module: &'m Module, name: &str) -> Result<Interpreter<'m>, String> {
+        let func = module
+            .function(name)
+            .ok_or_else(|| format!("the module has no function @{name}"))?;
+        let schedule = func.schedule();
+        let mut consts = HashMap::new();
+        let mut last_use = HashMap::new();
+        for (step, &node) in schedule.iter().enumerate() {
+            let op = func.op(node);
+            if op.name == "nn.const" {
+                let t = module.const_value(op).ok_or_else(|| {
+                    format!("{}: its weight cannot be found", describe(func, node))
+                })?;
+                consts.insert(node, t);
+            }
+            for v in func.operands(node) {
+                last_use.insert(v, step);
+            }
+        }
+        Ok(Interpreter {
+            func,
+            schedule,
+            consts,
+            last_use,
+        })
+    }
+
+    /// Runs on `inputs` (one per argument; the batch dimension may differ from the declared one).
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        self.run_observed(inputs, &mut |_, _, _| {})
+    }
+
+    /// Runs and calls `observer` with every op's node, op and output.
+    pub fn run_observed(
+        &self,
+        inputs: &[Tensor],
+        observer: &mut dyn FnMut(NodeIndex, &Operation, &Tensor),
+    ) -> Result<Vec<Tensor>, RunError> {
+        let func = self.func;
+        if inputs.len() != func.args.len() {
+            return Err(RunError {
+                op: format!("@{}", func.name),
+                message: format!("takes {} input(s), got {}", func.args.len(), inputs.len()),
+            });
+        }
+        let mut live: HashMap<Value, Cow<'_, Tensor>> = HashMap::new();
+        for (&arg, t) in func.args.iter().zip(inputs) {
+            let ty = func.value_type(Value::of(arg));
+            if t.shape.len() != ty.rank()
+                || t.shape[1..] != ty.shape[1..]
+                || !t.data.matches(&ty.elem)
+            {
+                return Err(RunError {
+                    op: describe(func, arg),
+                    message: format!(
+                        "expects {ty} (any batch size), got {:?} {}",
+                        t.shape,
+                        t.data.dtype_name()
+                    ),
+                });
+            }
+            live.insert(Value::of(arg), Cow::Borrowed(t));
+        }
+        for (step, &node) in self.schedule.iter().enumerate() {
+            let op = func.op(node);
+            let out = if let Some(c) = self.consts.get(&node) {
+                Cow::Borrowed(c.as_ref())
+            } else {
+                let operands = func.operands(node);
+                let args: Vec<&Tensor> = operands.iter().map(|v| live[v].as_ref()).collect();
+                let t = eval_op(op, &args).map_err(|message| RunError {
+                    op: describe(func, node),
+                    message,
+                })?;
+                observer(node, op, &t);
+                Cow::Owned(t)
+            };
+            live.insert(Value::of(node), out);
+            for v in func.operands(node) {
+                if self.last_use.get(&v) == Some(&step) && !func.is_returned(v) {
+                    live.remove(&v);
+                }
+            }
+        }
+        Ok(func
+            .results
+            .iter()
+            .map(|v| live[v].clone().into_owned())
+            .collect())
+    }
+}

@@ -1,0 +1,6 @@
+//! Float reference kernels for the `nn` ops, NCHW layout, any batch size.
+
+pub mod elementwise;
+pub mod layers;
+pub mod layout;
+pub mod pool;

@@ -1,0 +1,78 @@
+//! Writes the safetensors files the filetests read. Run from the workspace root:
+//! `cargo run -p qcc-tests --example make_fixtures`. The values are fixed, so the output is
+//! byte-identical every time; the files are committed.
+
+use std::collections::BTreeMap;
+
+use qcc_dialects::{Tensor, TensorData};
+
+fn ramp(n: usize, scale: f32, offset: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) * scale + offset)
+        .collect()
+}
+
+fn write(path: &str, tensors: Vec<(&str, Vec<usize>, TensorData)>) {
+    let map: BTreeMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(n, s, d)| {
+            (
+                n.to_string(),
+                Tensor::new(s, d).expect("consistent fixture"),
+            )
+        })
+        .collect();
+    let bytes = qcc_dialects::weights::to_bytes(&map).expect("fixture serializes");
+    std::fs::write(path, bytes).expect("fixture is writable");
+    println!("wrote {path}");
+}
+
+fn main() {
+    write(
+        "tests/filetests/parser/small.safetensors",
+        vec![
+            (
+                "conv.weight",
+                vec![2, 1, 3, 3],
+                TensorData::F32(ramp(18, 0.25, 0.0)),
+            ),
+            ("conv.bias", vec![2], TensorData::F32(vec![0.5, -0.5])),
+            (
+                "fc.weight",
+                vec![3, 8],
+                TensorData::I8((0..24).map(|i| (i * 5 % 17) as i8 - 8).collect()),
+            ),
+            ("fc.bias", vec![3], TensorData::I32(vec![100, -7, 0])),
+        ],
+    );
+    write(
+        "tests/filetests/fold-batchnorm/bn.safetensors",
+        vec![
+            (
+                "stem.weight",
+                vec![4, 3, 3, 3],
+                TensorData::F32(ramp(108, 0.1, 0.05)),
+            ),
+            (
+                "stem.bn.scale",
+                vec![4],
+                TensorData::F32(vec![1.0, 0.5, 2.0, 1.5]),
+            ),
+            (
+                "stem.bn.bias",
+                vec![4],
+                TensorData::F32(vec![0.1, 0.0, -0.3, 0.2]),
+            ),
+            (
+                "stem.bn.mean",
+                vec![4],
+                TensorData::F32(vec![0.2, -0.1, 0.0, 0.4]),
+            ),
+            (
+                "stem.bn.var",
+                vec![4],
+                TensorData::F32(vec![1.0, 0.25, 4.0, 3.9e-36]),
+            ),
+        ],
+    );
+}
