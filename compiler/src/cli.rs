@@ -12,22 +12,29 @@ use crate::output::write_module;
 
 const EXAMPLES: &str = "\
 Examples:
-  qcc model.ir                                          parse, verify and print a module
-  qcc --passes=fold-batchnorm,canonicalize model.ir     run a pipeline, print the result
-  qcc --passes='fold-batchnorm,canonicalize' model.ir -o out.ir
-                                                        write out.ir (and out.safetensors if weights changed)
-  qcc --passes=canonicalize --print-ir-after-all --timing model.ir
-  qcc --list-passes                                     passes and their options
+  Parse, verify and print a module:
+    qcc model.ir
+  Fold batch norm into the layers before it, clean up, print the result:
+    qcc --passes=fold-batchnorm,canonicalize model.ir
+  Write the result to out.ir (and out.safetensors when weights changed):
+    qcc --passes=fold-batchnorm,canonicalize model.ir -o out.ir
+  Watch each pass and time it:
+    qcc --passes=fold-batchnorm,canonicalize --print-ir-after-all --timing -v model.ir
+  List the passes and their options, or the ops:
+    qcc --list-passes
+    qcc --list-ops
 
-A pipeline is a comma-separated list of passes, each optionally with options in braces:
-  pass-a,pass-b{key=value,key2=value2}";
+A pipeline is a comma-separated list of passes, each with options in braces if needed:
+  pass-a,pass-b{key=value,key2=value2}
+Passes that a listed pass requires are added before it.";
 
 /// Above this many inlined weight values, printing suggests `-o`.
 const LARGE_INLINE: usize = 100_000;
 
-/// qcc: a post-training quantization compiler for neural networks.
+/// qcc: a post-training quantization compiler for neural networks. It reads a module in qcc's
+/// textual IR, runs a pipeline of passes with the verifier after each, and prints or writes the result.
 #[derive(Parser, Debug)]
-#[command(name = "qcc", version, about, after_help = EXAMPLES)]
+#[command(name = "qcc", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Pass pipeline to run, e.g. `fold-batchnorm,canonicalize`.
     #[arg(long, value_name = "PIPELINE")]

@@ -33,3 +33,18 @@ pub fn qcc<S: AsRef<str>>(args: &[S]) -> CliOutput {
         stderr: String::from_utf8_lossy(&err).into_owned(),
     }
 }
+
+/// Deterministic pseudo-random f32 values in [-1, 1) (a 64-bit LCG), for test inputs.
+pub fn random_f32(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

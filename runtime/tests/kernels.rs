@@ -1,0 +1,169 @@
+//! The reference kernels against straightforward definitions.
+
+use qcc_runtime::Tensor;
+use qcc_runtime::kernels::elementwise::{binary, softmax};
+use qcc_runtime::kernels::layers::{ConvGeometry, conv2d};
+use qcc_runtime::kernels::layout::{PadMode, pad, transpose};
+use qcc_runtime::kernels::pool::{PoolGeometry, PoolKind, pool2d};
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 17) as f32 - 8.0)
+        .collect()
+}
+
+/// Convolution by its definition, one output at a time.
+#[allow(clippy::too_many_arguments)]
+fn conv_by_definition(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    ws: [usize; 4],
+    g: &ConvGeometry,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
+    let [n, c, h, wd] = xs;
+    let [o, cg, kh, kw] = ws;
+    let mut out = Vec::new();
+    for b in 0..n {
+        for oc in 0..o {
+            let grp = oc / (o / g.groups);
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = 0.0;
+                    for icg in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize
+                                    - g.pads[0] as isize;
+                                let ix = (xo * g.strides[1] + kx * g.dilations[1]) as isize
+                                    - g.pads[1] as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    let ic = grp * cg + icg;
+                                    acc += x[((b * c + ic) * h + iy as usize) * wd + ix as usize]
+                                        * w[((oc * cg + icg) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn conv2d_matches_its_definition() {
+    for (groups, stride, dil, pads) in [
+        (1, 1, 1, [1, 1, 1, 1]),
+        (2, 2, 1, [0, 0, 1, 1]),
+        (4, 1, 2, [2, 1, 0, 2]),
+        (1, 3, 1, [0; 4]),
+    ] {
+        let xs = [2, 4, 7, 6];
+        let ws = [4, 4 / groups, 3, 3];
+        let g = ConvGeometry {
+            strides: [stride, stride],
+            pads,
+            dilations: [dil, dil],
+            groups,
+        };
+        let x = values(xs.iter().product(), 1);
+        let w = values(ws.iter().product(), 2);
+        let got = conv2d(&x, &xs, &w, &ws, None, &g);
+        let (oh, ow) = (got.shape[2], got.shape[3]);
+        assert_eq!(
+            got.as_f32().expect("f32"),
+            conv_by_definition(&x, xs, &w, ws, &g, oh, ow).as_slice()
+        );
+    }
+}
+
+#[test]
+fn average_pooling_counts_padding_only_when_asked() {
+    let x = vec![1.0, 2.0, 3.0, 4.0];
+    let g = PoolGeometry {
+        kernel: [2, 2],
+        strides: [1, 1],
+        pads: [1, 1, 0, 0],
+        dilations: [1, 1],
+        out: [2, 2],
+    };
+    let excl = pool2d(
+        &x,
+        &[1, 1, 2, 2],
+        &g,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+    );
+    assert_eq!(excl.as_f32().expect("f32"), &[1.0, 1.5, 2.0, 2.5]);
+    let incl = pool2d(
+        &x,
+        &[1, 1, 2, 2],
+        &g,
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+    );
+    assert_eq!(incl.as_f32().expect("f32"), &[0.25, 0.75, 1.0, 2.5]);
+    let max = pool2d(&x, &[1, 1, 2, 2], &g, PoolKind::Max);
+    assert_eq!(max.as_f32().expect("f32"), &[1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn padding_modes() {
+    let x = [1.0, 2.0, 3.0];
+    assert_eq!(
+        pad(&x, &[3], &[2, 1], PadMode::Constant(9.0))
+            .as_f32()
+            .expect("f32"),
+        &[9.0, 9.0, 1.0, 2.0, 3.0, 9.0]
+    );
+    assert_eq!(
+        pad(&x, &[3], &[2, 1], PadMode::Reflect)
+            .as_f32()
+            .expect("f32"),
+        &[3.0, 2.0, 1.0, 2.0, 3.0, 2.0]
+    );
+    assert_eq!(
+        pad(&x, &[3], &[2, 1], PadMode::Edge).as_f32().expect("f32"),
+        &[1.0, 1.0, 1.0, 2.0, 3.0, 3.0]
+    );
+}
+
+#[test]
+fn broadcasting_binary_ops() {
+    let a = Tensor::from_f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let b = Tensor::from_f32(vec![3], vec![10.0, 20.0, 30.0]);
+    let c = Tensor::from_f32(vec![2, 1], vec![100.0, 200.0]);
+    assert_eq!(
+        binary(&a, &b, |x, y| x + y)
+            .expect("broadcasts")
+            .as_f32()
+            .expect("f32"),
+        &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]
+    );
+    assert_eq!(
+        binary(&a, &c, |x, y| x + y)
+            .expect("broadcasts")
+            .as_f32()
+            .expect("f32"),
+        &[101.0, 102.0, 103.0, 204.0, 205.0, 206.0]
+    );
+    assert!(binary(&a, &Tensor::from_f32(vec![2], vec![0.0, 0.0]), |x, y| x + y).is_err());
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_transpose_permutes() {
+    let s = softmax(&[1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0], &[2, 3], 1);
+    let v = s.as_f32().expect("f32");
+    assert!((v[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    assert!(v[3..].iter().all(|p| (p - 1.0 / 3.0).abs() < 1e-6));
+    let t = transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], &[1, 0]);
+    assert_eq!(t.shape, vec![3, 2]);
+    assert_eq!(t.as_f32().expect("f32"), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+}

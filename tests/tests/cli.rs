@@ -1,0 +1,190 @@
+//! The command line as a user meets it: files written whole, exit codes, help and listings.
+
+use qcc_dialects::parse_file;
+use qcc_tests::{qcc, workspace_root};
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("qcc-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn fixture(rel: &str) -> String {
+    workspace_root().join(rel).display().to_string()
+}
+
+#[test]
+fn output_file_gets_new_weights_beside_it() {
+    let dir = scratch("weights");
+    let out = dir.join("folded.ir");
+    let run = qcc(&[
+        "--passes=fold-batchnorm",
+        &fixture("tests/filetests/fold-batchnorm/named_weights.ir"),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    let text = std::fs::read_to_string(&out).expect("output written");
+    assert!(text.contains("weights = \"folded.safetensors\""), "{text}");
+    assert!(text.contains("name = \"stem.weight.folded\""), "{text}");
+    assert!(!text.contains("batch_norm"));
+    // The written pair parses back on its own and holds only the tensors the module names.
+    let module = parse_file(&out).unwrap_or_else(|(_, d)| panic!("{}", d[0].message));
+    let names: Vec<&String> = module.weights.tensors.keys().collect();
+    assert_eq!(names, ["stem.bias.folded", "stem.weight.folded"]);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "only the .ir and the .safetensors: {leftovers:?}"
+    );
+}
+
+#[test]
+fn unchanged_weights_are_referenced_from_the_output_directory() {
+    let dir = scratch("reference");
+    let out = dir.join("same.ir");
+    let run = qcc(&[
+        "--passes=canonicalize",
+        &fixture("tests/filetests/parser/roundtrip_named_weights.ir"),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !dir.join("same.safetensors").exists(),
+        "no weights file when nothing changed"
+    );
+    let module = parse_file(&out).unwrap_or_else(|(_, d)| panic!("{}", d[0].message));
+    assert!(module.weights.tensors.contains_key("conv.weight"));
+}
+
+#[test]
+fn a_failing_run_writes_nothing() {
+    let dir = scratch("fail");
+    let out = dir.join("never.ir");
+    let run = qcc(&[
+        "--passes=fold-batchnorm",
+        &fixture("tests/filetests/parser/error_unknown_op.ir"),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("unknown op 'nn.rleu'"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).expect("dir").count(),
+        0,
+        "no file, not even a temporary one"
+    );
+}
+
+#[test]
+fn unwritable_output_is_an_error_not_a_panic() {
+    let run = qcc(&[
+        &fixture("tests/filetests/pipeline/empty_pipeline.ir"),
+        "-o",
+        "/nonexistent-dir/out.ir",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("cannot write '/nonexistent-dir/out.ir'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn missing_input_file_is_reported() {
+    let run = qcc(&["no/such/model.ir"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("cannot read 'no/such/model.ir'"),
+        "{}",
+        run.stderr
+    );
+    let run = qcc::<&str>(&[]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no input file given"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_flags_exit_with_code_1() {
+    let run = qcc(&["--passes"]);
+    assert_eq!(run.code, 1);
+    let run = qcc(&["--frobnicate", "x.ir"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("--frobnicate"), "{}", run.stderr);
+}
+
+#[test]
+fn help_shows_examples_and_exits_0() {
+    let run = qcc(&["--help"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("Examples:"), "{}", run.stdout);
+    assert!(run.stdout.contains("--passes <PIPELINE>"), "{}", run.stdout);
+}
+
+#[test]
+fn list_passes_shows_every_pass() {
+    let run = qcc(&["--list-passes"]);
+    assert_eq!(run.code, 0);
+    for p in qcc_passes::passes() {
+        assert!(
+            run.stdout.contains(p.name),
+            "{} missing:\n{}",
+            p.name,
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn list_ops_shows_the_registry() {
+    let run = qcc(&["--list-ops"]);
+    assert_eq!(run.code, 0);
+    for op in [
+        "nn.conv2d",
+        "nn.batch_norm",
+        "quant.conv2d",
+        "quant.dequantize",
+    ] {
+        assert!(run.stdout.contains(op), "{op} missing");
+    }
+}
+
+#[test]
+fn timing_prints_a_row_per_pass() {
+    let run = qcc(&[
+        "--passes=fold-batchnorm,canonicalize",
+        "--timing",
+        &fixture("tests/filetests/fold-batchnorm/depthwise.ir"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for row in ["fold-batchnorm", "canonicalize", "total"] {
+        assert!(
+            run.stderr.lines().any(|l| l.starts_with(row)),
+            "no {row} row:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn no_verify_skips_the_verifier() {
+    let run = qcc(&[
+        "--no-verify",
+        "--passes=canonicalize",
+        &fixture("tests/filetests/canonicalize/dead_code.ir"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
