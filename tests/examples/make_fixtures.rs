@@ -30,30 +30,70 @@ fn write(path: &str, tensors: Vec<(&str, Vec<usize>, TensorData)>) {
 /// Batch-norm parameters for `c` channels: scale, bias, mean, variance.
 fn bn(prefix: &str, c: usize, seed: usize) -> Vec<(String, Vec<usize>, TensorData)> {
     let f = |k: usize, lo: f32, span: f32| -> Vec<f32> {
-        (0..c).map(|i| lo + span * (((i + seed) * (k + 3) * 7919 % 101) as f32 / 100.0)).collect()
+        (0..c)
+            .map(|i| lo + span * (((i + seed) * (k + 3) * 7919 % 101) as f32 / 100.0))
+            .collect()
     };
     vec![
-        (format!("{prefix}.scale"), vec![c], TensorData::F32(f(1, 0.5, 1.5))),
-        (format!("{prefix}.bias"), vec![c], TensorData::F32(f(2, -0.5, 1.0))),
-        (format!("{prefix}.mean"), vec![c], TensorData::F32(f(3, -0.3, 0.6))),
-        (format!("{prefix}.var"), vec![c], TensorData::F32(f(4, 0.05, 2.0))),
+        (
+            format!("{prefix}.scale"),
+            vec![c],
+            TensorData::F32(f(1, 0.5, 1.5)),
+        ),
+        (
+            format!("{prefix}.bias"),
+            vec![c],
+            TensorData::F32(f(2, -0.5, 1.0)),
+        ),
+        (
+            format!("{prefix}.mean"),
+            vec![c],
+            TensorData::F32(f(3, -0.3, 0.6)),
+        ),
+        (
+            format!("{prefix}.var"),
+            vec![c],
+            TensorData::F32(f(4, 0.05, 2.0)),
+        ),
     ]
 }
 
 fn main() {
     let mut stem: Vec<(String, Vec<usize>, TensorData)> = vec![
-        ("conv0.weight".into(), vec![8, 3, 3, 3], TensorData::F32(ramp(216, 0.08, 0.01))),
-        ("dw1.weight".into(), vec![8, 1, 3, 3], TensorData::F32(ramp(72, 0.15, 0.02))),
-        ("pw1.weight".into(), vec![16, 8, 1, 1], TensorData::F32(ramp(128, 0.1, -0.01))),
-        ("fc.weight".into(), vec![10, 16], TensorData::F32(ramp(160, 0.05, 0.0))),
-        ("fc.bias".into(), vec![10], TensorData::F32(ramp(10, 0.1, 0.0))),
+        (
+            "conv0.weight".into(),
+            vec![8, 3, 3, 3],
+            TensorData::F32(ramp(216, 0.08, 0.01)),
+        ),
+        (
+            "dw1.weight".into(),
+            vec![8, 1, 3, 3],
+            TensorData::F32(ramp(72, 0.15, 0.02)),
+        ),
+        (
+            "pw1.weight".into(),
+            vec![16, 8, 1, 1],
+            TensorData::F32(ramp(128, 0.1, -0.01)),
+        ),
+        (
+            "fc.weight".into(),
+            vec![10, 16],
+            TensorData::F32(ramp(160, 0.05, 0.0)),
+        ),
+        (
+            "fc.bias".into(),
+            vec![10],
+            TensorData::F32(ramp(10, 0.1, 0.0)),
+        ),
     ];
     stem.extend(bn("bn0", 8, 1));
     stem.extend(bn("bn1", 8, 2));
     stem.extend(bn("bn2", 16, 3));
     write(
         "examples/stem/model.safetensors",
-        stem.iter().map(|(n, s, d)| (n.as_str(), s.clone(), d.clone())).collect(),
+        stem.iter()
+            .map(|(n, s, d)| (n.as_str(), s.clone(), d.clone()))
+            .collect(),
     );
     write(
         "tests/filetests/parser/small.safetensors",
