@@ -2,6 +2,7 @@
 //! hook that sees every op's output.
 
 pub mod interp;
+pub mod io;
 pub mod kernels;
 
 pub use interp::{Interpreter, RunError};

@@ -1,6 +1,10 @@
-//! Layers with weights: 2-D convolution (any groups), dense and matmul.
+//! Layers with weights: 2-D convolution (any groups), dense and matmul. Images of a batch run in
+//! parallel; dense convolutions are an im2col and a GEMM, depthwise ones a direct loop.
 
 use qcc_dialects::Tensor;
+use rayon::prelude::*;
+
+use super::gemm::sgemm;
 
 /// Geometry of a 2-D convolution.
 pub struct ConvGeometry {
@@ -12,6 +16,110 @@ pub struct ConvGeometry {
     pub dilations: [usize; 2],
     /// Channel groups.
     pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// Output height and width for an input of `h` x `w` and a `kh` x `kw` kernel.
+    pub fn output(&self, h: usize, w: usize, kh: usize, kw: usize) -> (usize, usize) {
+        (
+            (h + self.pads[0] + self.pads[2] - self.dilations[0] * (kh - 1) - 1) / self.strides[0]
+                + 1,
+            (w + self.pads[1] + self.pads[3] - self.dilations[1] * (kw - 1) - 1) / self.strides[1]
+                + 1,
+        )
+    }
+
+    fn is_pointwise(&self, kh: usize, kw: usize) -> bool {
+        kh == 1 && kw == 1 && self.strides == [1, 1] && self.pads == [0; 4]
+    }
+}
+
+/// Unrolls the windows of `channels` input planes into rows of `[c * kh * kw, oh * ow]`.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    g: &ConvGeometry,
+    oh: usize,
+    ow: usize,
+    cols: &mut [f32],
+) {
+    for c in 0..channels {
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut cols[((c * kh + ky) * kw + kx) * oh * ow..][..oh * ow];
+                let dy = (ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                let dx = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                for y in 0..oh {
+                    let iy = (y * g.strides[0]) as isize + dy;
+                    let out = &mut row[y * ow..(y + 1) * ow];
+                    if iy < 0 || iy >= h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    for (xo, v) in out.iter_mut().enumerate() {
+                        let ix = (xo * g.strides[1]) as isize + dx;
+                        *v = if ix >= 0 && ix < w as isize {
+                            src[ix as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One channel of a depthwise convolution, tap by tap over the output plane.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_plane(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    k: &[f32],
+    kh: usize,
+    kw: usize,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    ow: usize,
+) {
+    let oh = out.len() / ow;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let wv = k[ky * kw + kx];
+            let dy = (ky * g.dilations[0]) as isize - g.pads[0] as isize;
+            let dx = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+            // Output columns whose input column is inside the plane.
+            let first = if dx < 0 {
+                ((-dx) as usize).div_ceil(g.strides[1])
+            } else {
+                0
+            };
+            let last = if (w as isize - dx) <= 0 {
+                0
+            } else {
+                (((w as isize - dx - 1) as usize) / g.strides[1] + 1).min(ow)
+            };
+            for y in 0..oh {
+                let iy = (y * g.strides[0]) as isize + dy;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                let dst = &mut out[y * ow..(y + 1) * ow];
+                for xo in first..last {
+                    dst[xo] += wv * src[((xo * g.strides[1]) as isize + dx) as usize];
+                }
+            }
+        }
+    }
 }
 
 /// NCHW convolution with OIHW weights and an optional bias.
@@ -26,58 +134,66 @@ pub fn conv2d(
     let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
     let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
     let og = o / g.groups;
-    let oh = (h + g.pads[0] + g.pads[2] - g.dilations[0] * (kh - 1) - 1) / g.strides[0] + 1;
-    let ow = (wd + g.pads[1] + g.pads[3] - g.dilations[1] * (kw - 1) - 1) / g.strides[1] + 1;
-    let mut out = vec![0f32; n * o * oh * ow];
-    for b in 0..n {
-        for oc in 0..o {
-            let grp = oc / og;
-            let plane = &mut out[(b * o + oc) * oh * ow..(b * o + oc + 1) * oh * ow];
-            plane.fill(bias.map_or(0.0, |bv| bv[oc]));
-            for icg in 0..cg {
-                let ic = grp * cg + icg;
-                let xin = &x[(b * c + ic) * h * wd..(b * c + ic + 1) * h * wd];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let wv = w[((oc * cg + icg) * kh + ky) * kw + kx];
-                        if wv == 0.0 {
-                            continue;
-                        }
-                        let dy = (ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                        let dx = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                        for y in 0..oh {
-                            let iy = (y * g.strides[0]) as isize + dy;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            let row = &xin[iy as usize * wd..(iy as usize + 1) * wd];
-                            let orow = &mut plane[y * ow..(y + 1) * ow];
-                            for (xo, ov) in orow.iter_mut().enumerate() {
-                                let ix = (xo * g.strides[1]) as isize + dx;
-                                if ix >= 0 && ix < wd as isize {
-                                    *ov += wv * row[ix as usize];
-                                }
-                            }
-                        }
-                    }
-                }
+    let (oh, ow) = g.output(h, wd, kh, kw);
+    let plane = oh * ow;
+    let mut out = vec![0f32; n * o * plane];
+    let depthwise = cg == 1 && og == 1;
+    out.par_chunks_mut(o * plane)
+        .enumerate()
+        .for_each(|(b, image)| {
+            let xin = &x[b * c * h * wd..(b + 1) * c * h * wd];
+            for (oc, dst) in image.chunks_mut(plane).enumerate() {
+                dst.fill(bias.map_or(0.0, |bv| bv[oc]));
             }
-        }
-    }
+            if depthwise {
+                for ch in 0..o {
+                    let k = &w[ch * kh * kw..(ch + 1) * kh * kw];
+                    let dst = &mut image[ch * plane..(ch + 1) * plane];
+                    depthwise_plane(
+                        &xin[ch * h * wd..(ch + 1) * h * wd],
+                        h,
+                        wd,
+                        k,
+                        kh,
+                        kw,
+                        g,
+                        dst,
+                        ow,
+                    );
+                }
+                return;
+            }
+            let kdim = cg * kh * kw;
+            let mut cols = if g.is_pointwise(kh, kw) {
+                Vec::new()
+            } else {
+                vec![0f32; kdim * plane]
+            };
+            for grp in 0..g.groups {
+                let xg = &xin[grp * cg * h * wd..(grp + 1) * cg * h * wd];
+                let b_mat: &[f32] = if cols.is_empty() {
+                    xg
+                } else {
+                    im2col(xg, cg, h, wd, kh, kw, g, oh, ow, &mut cols);
+                    &cols
+                };
+                let wg = &w[grp * og * kdim..(grp + 1) * og * kdim];
+                let dst = &mut image[grp * og * plane..(grp + 1) * og * plane];
+                sgemm(og, kdim, plane, wg, b_mat, false, dst, true);
+            }
+        });
     Tensor::from_f32(vec![n, o, oh, ow], out)
 }
 
 /// `x [N, K]` times `w [M, K]` transposed, plus an optional bias `[M]`.
 pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Tensor {
     let mut out = vec![0f32; n * m];
-    for i in 0..n {
-        let row = &x[i * k..(i + 1) * k];
-        for j in 0..m {
-            let wr = &w[j * k..(j + 1) * k];
-            let dot: f32 = row.iter().zip(wr).map(|(a, b)| a * b).sum();
-            out[i * m + j] = dot + bias.map_or(0.0, |b| b[j]);
+    if let Some(b) = bias {
+        for row in out.chunks_mut(m) {
+            row.copy_from_slice(&b[..m]);
         }
     }
+    sgemm(n, k, m, x, w, true, &mut out, true);
     Tensor::from_f32(vec![n, m], out)
 }
 
@@ -87,14 +203,7 @@ pub fn matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize]) -> Ten
     let rows = a.len() / k;
     let nn = b_shape[1];
     let mut out = vec![0f32; rows * nn];
-    for r in 0..rows {
-        for kk in 0..k {
-            let av = a[r * k + kk];
-            for j in 0..nn {
-                out[r * nn + j] += av * b[kk * nn + j];
-            }
-        }
-    }
+    sgemm(rows, k, nn, a, b, false, &mut out, false);
     let mut shape = a_shape.to_vec();
     *shape.last_mut().expect("rank >= 2") = nn;
     Tensor::from_f32(shape, out)
