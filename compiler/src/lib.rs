@@ -1,4 +1,11 @@
-//! The `qcc` compiler driver: command line, subcommands and output files. No IR logic lives here.
+//! The `qcc` compiler driver: command line, ONNX front end, data loading, subcommands and output
+//! files. No IR logic lives here.
 
 pub mod cli;
+pub mod commands;
+pub mod data;
+pub mod model;
+pub mod onnx;
 pub mod output;
+pub mod preprocess;
+pub mod progress;

@@ -112,10 +112,23 @@ fn depthwise_plane(
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
+                if first >= last {
+                    continue;
+                }
                 let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                let dst = &mut out[y * ow..(y + 1) * ow];
-                for xo in first..last {
-                    dst[xo] += wv * src[((xo * g.strides[1]) as isize + dx) as usize];
+                let dst = &mut out[y * ow + first..y * ow + last];
+                let start = ((first * g.strides[1]) as isize + dx) as usize;
+                if g.strides[1] == 1 {
+                    for (d, s) in dst.iter_mut().zip(&src[start..]) {
+                        *d += wv * s;
+                    }
+                } else {
+                    for (d, s) in dst
+                        .iter_mut()
+                        .zip(src[start..].iter().step_by(g.strides[1]))
+                    {
+                        *d += wv * s;
+                    }
                 }
             }
         }
@@ -179,7 +192,7 @@ pub fn conv2d(
                 };
                 let wg = &w[grp * og * kdim..(grp + 1) * og * kdim];
                 let dst = &mut image[grp * og * plane..(grp + 1) * og * plane];
-                sgemm(og, kdim, plane, wg, b_mat, false, dst, true);
+                sgemm([og, kdim, plane], wg, b_mat, false, dst, true);
             }
         });
     Tensor::from_f32(vec![n, o, oh, ow], out)
@@ -193,7 +206,7 @@ pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[
             row.copy_from_slice(&b[..m]);
         }
     }
-    sgemm(n, k, m, x, w, true, &mut out, true);
+    sgemm([n, k, m], x, w, true, &mut out, true);
     Tensor::from_f32(vec![n, m], out)
 }
 
@@ -203,7 +216,7 @@ pub fn matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize]) -> Ten
     let rows = a.len() / k;
     let nn = b_shape[1];
     let mut out = vec![0f32; rows * nn];
-    sgemm(rows, k, nn, a, b, false, &mut out, false);
+    sgemm([rows, k, nn], a, b, false, &mut out, false);
     let mut shape = a_shape.to_vec();
     *shape.last_mut().expect("rank >= 2") = nn;
     Tensor::from_f32(shape, out)

@@ -1,0 +1,178 @@
+//! `qcc [--passes=...] INPUT [-o OUT]`: run a pipeline on a module and print or write it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use qcc_dialects::{Diagnostic, Module, print_module};
+use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline};
+
+use crate::model::{Failure, load};
+use crate::output::{inline_changed_weights, write_module};
+use crate::preprocess::PreprocessArgs;
+
+/// Above this many weight values not yet in any file, printing asks for `-o` instead.
+const LARGE_INLINE: usize = 1_000_000;
+
+/// Options of the default command.
+#[derive(Args, Debug, Default)]
+pub struct CompileArgs {
+    /// Pass pipeline to run, e.g. `fold-batchnorm,canonicalize`.
+    #[arg(long, value_name = "PIPELINE")]
+    pub passes: Option<String>,
+
+    /// Write the resulting module here (weights next to it as .safetensors when they changed)
+    /// instead of printing it.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// List the registered passes with their options, then exit.
+    #[arg(long)]
+    pub list_passes: bool,
+
+    /// List the registered ops, then exit.
+    #[arg(long)]
+    pub list_ops: bool,
+
+    /// Skip the verifier between passes.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Print the module to stderr after every pass.
+    #[arg(long)]
+    pub print_ir_after_all: bool,
+
+    /// Print how long each pass (and the verifier after it) took.
+    #[arg(long)]
+    pub timing: bool,
+
+    /// Say what passes did and what they skipped, and why.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Preprocessing recorded when INPUT is an ONNX model.
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+
+    /// The model: a .ir module or an .onnx file (imported on the fly).
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}
+
+fn print_timings(err: &mut dyn Write, timings: &[PassTiming]) -> std::io::Result<()> {
+    let width = timings
+        .iter()
+        .map(|t| t.pass.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    writeln!(
+        err,
+        "{:<width$}  {:>10}  {:>10}",
+        "pass", "run ms", "verify ms"
+    )?;
+    let (mut run, mut verify) = (0.0, 0.0);
+    for t in timings {
+        let (r, v) = (t.run.as_secs_f64() * 1e3, t.verify.as_secs_f64() * 1e3);
+        run += r;
+        verify += v;
+        writeln!(err, "{:<width$}  {r:>10.3}  {v:>10.3}", t.pass)?;
+    }
+    writeln!(err, "{:<width$}  {run:>10.3}  {verify:>10.3}", "total")
+}
+
+/// Runs `pipeline` on `module` with the reporting flags of `args`.
+pub fn run_pipeline(
+    module: &mut Module,
+    pipeline: &str,
+    args: &CompileArgs,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
+    let steps = parse_pipeline(pipeline).map_err(Failure::msg)?;
+    let mut manager = PassManager::new(steps);
+    manager.verify_each = !args.no_verify;
+    if args.verbose {
+        for step in manager.steps().iter().filter(|s| s.implicit) {
+            let _ = writeln!(
+                err,
+                "note: running '{}' first: a later pass requires it",
+                step.info.name
+            );
+        }
+    }
+    let mut ctx = PassContext {
+        verbose: args.verbose,
+        ..PassContext::default()
+    };
+    let print_after = args.print_ir_after_all;
+    let result = manager.run(module, &mut ctx, &mut |label, m| {
+        if print_after {
+            let _ = writeln!(
+                err,
+                "// ----- IR after {label} ----- //\n{}",
+                print_module(m)
+            );
+        }
+    });
+    if args.verbose {
+        for note in &ctx.notes {
+            let _ = writeln!(err, "note: {note}");
+        }
+    }
+    let timings = result.map_err(|e| Failure {
+        file: None,
+        diagnostics: e
+            .diagnostics
+            .into_iter()
+            .map(|d| Diagnostic::new(format!("after pass '{}': {}", e.pass, d.message)))
+            .collect(),
+    })?;
+    if args.timing {
+        let _ = print_timings(err, &timings);
+    }
+    Ok(())
+}
+
+/// The default command.
+pub fn compile(
+    args: &CompileArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
+    let Some(input) = &args.input else {
+        return Err(Failure::msg("no input file given (try `qcc --help`)"));
+    };
+    // Check the pipeline before the (possibly slow) load.
+    parse_pipeline(args.passes.as_deref().unwrap_or("")).map_err(Failure::msg)?;
+    let mut module = load(input, &args.preprocess, err)?;
+    run_pipeline(&mut module, args.passes.as_deref().unwrap_or(""), args, err)?;
+    match &args.output {
+        Some(path) => {
+            let written = write_module(&mut module, path).map_err(Failure::msg)?;
+            if args.verbose {
+                for p in written {
+                    let _ = writeln!(err, "wrote {}", p.display());
+                }
+            }
+        }
+        None => {
+            // Tensors the passes made are in no file yet: print them inline so the output stands alone.
+            let pending: usize = module
+                .weights
+                .changed
+                .iter()
+                .filter_map(|n| module.weights.tensors.get(n))
+                .map(|t| t.numel())
+                .sum();
+            if pending > LARGE_INLINE {
+                return Err(Failure::msg(format!(
+                    "the module holds {pending} weight values that are in no file yet; give -o OUT.ir to write them to OUT.safetensors"
+                )));
+            }
+            inline_changed_weights(&mut module);
+            out.write_all(print_module(&module).as_bytes())
+                .map_err(|e| Failure::msg(format!("cannot write to stdout: {e}")))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! `qcc run MODEL --input X`: run a model on images or tensors, print the top classes and/or
+//! write the outputs as `.npy`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use qcc_dialects::{Module, Tensor};
+use qcc_runtime::Interpreter;
+
+use crate::commands::compile::{CompileArgs, run_pipeline};
+use crate::data;
+use crate::model::{Failure, input_type, load, preprocessing};
+use crate::output::write_atomic;
+use crate::preprocess::PreprocessArgs;
+use crate::progress::Progress;
+
+/// Options of `qcc run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The model: a .ir module or an .onnx file.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+
+    /// Inputs: a folder of JPEG/PNG images, one image, a .npy of u8 pixels (N x 3 x H x W,
+    /// resized and cropped) or a .npy of f32 network inputs.
+    #[arg(long, value_name = "DATA")]
+    pub input: PathBuf,
+
+    /// Write the outputs (f32, N x ...) to this .npy file.
+    #[arg(short = 'o', long = "output", value_name = "OUT.npy")]
+    pub output: Option<PathBuf>,
+
+    /// Print the K most likely classes of every input (default 5 when no -o is given).
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+
+    /// Class names, one per line (default: labels.txt beside the model, if there is one).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+
+    /// Passes to run on the model first, e.g. fold-batchnorm.
+    #[arg(long, value_name = "PIPELINE")]
+    pub passes: Option<String>,
+
+    /// Inputs per batch.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Preprocessing of images (overrides what the model records).
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+}
+
+/// Runs `module` on all of `inputs` in batches; returns the first output of every item, stacked.
+pub fn run_batches(
+    module: &Module,
+    inputs: &Tensor,
+    batch: usize,
+    progress: &mut Progress,
+) -> Result<Tensor, String> {
+    let interp = Interpreter::new(module, "main")?;
+    let n = inputs.shape[0];
+    let per_item: usize = inputs.shape[1..].iter().product();
+    let x = inputs.as_f32().ok_or("inputs must be f32")?;
+    let mut out_shape = Vec::new();
+    let mut out = Vec::new();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let mut shape = inputs.shape.clone();
+        shape[0] = end - start;
+        let chunk = Tensor::from_f32(shape, x[start * per_item..end * per_item].to_vec());
+        let results = interp.run(&[chunk]).map_err(|e| e.to_string())?;
+        let y = &results[0];
+        out_shape = y.shape.clone();
+        out.extend_from_slice(y.as_f32().ok_or("the model's output is not f32")?);
+        progress.advance(end - start);
+    }
+    out_shape[0] = n;
+    Ok(Tensor::from_f32(out_shape, out))
+}
+
+fn labels(path: Option<&Path>, model: &Path) -> Result<Option<Vec<String>>, String> {
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (model.with_file_name("labels.txt"), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.lines().map(|l| l.trim().to_string()).collect())),
+        Err(e) if explicit => Err(format!("cannot read labels '{}': {e}", path.display())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Probabilities from the last axis: the outputs themselves when the model ends in a softmax.
+fn probabilities(module: &Module, row: &[f32]) -> Vec<f32> {
+    let ends_in_softmax = module.function("main").is_some_and(|f| {
+        f.results
+            .first()
+            .is_some_and(|v| f.is_op(v.node, "nn.softmax"))
+    });
+    if ends_in_softmax {
+        return row.to_vec();
+    }
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let exp: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.iter().map(|e| e / sum).collect()
+}
+
+/// Runs `qcc run`.
+pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Failure> {
+    let names = labels(args.labels.as_deref(), &args.model)?;
+    let mut module = load(&args.model, &args.preprocess, err)?;
+    if let Some(p) = &args.passes {
+        run_pipeline(&mut module, p, &CompileArgs::default(), err)?;
+    }
+    let pre = preprocessing(&module, &args.preprocess)?;
+    let inputs = data::load(&args.input, &input_type(&module)?, &pre, None)?;
+    let n = inputs.names.len();
+    let mut progress = Progress::new(n, "running", args.quiet);
+    let outputs = run_batches(
+        &module,
+        &inputs.tensor,
+        args.batch_size as usize,
+        &mut progress,
+    )?;
+    progress.finish();
+    if let Some(path) = &args.output {
+        write_atomic(path, &qcc_runtime::io::npy_bytes(&outputs)?)?;
+    }
+    let top = args
+        .top
+        .or(if args.output.is_none() { Some(5) } else { None });
+    if let Some(k) = top {
+        let values = outputs.as_f32().expect("outputs are f32");
+        let per_item = values.len() / n.max(1);
+        for (i, name) in inputs.names.iter().enumerate() {
+            let probs = probabilities(&module, &values[i * per_item..(i + 1) * per_item]);
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
+            let _ = writeln!(out, "{name}");
+            for &c in order.iter().take(k) {
+                let label = names
+                    .as_ref()
+                    .and_then(|l| l.get(c))
+                    .map_or("", String::as_str);
+                let _ = writeln!(out, "  {c:>5}  {:>6.2}%  {label}", probs[c] * 100.0);
+            }
+        }
+    }
+    Ok(())
+}

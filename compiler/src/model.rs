@@ -1,0 +1,93 @@
+//! Loading the model a command names: a `.ir` module or an `.onnx` file imported on the fly, and
+//! the preprocessing that turns images into its input.
+
+use std::io::Write;
+use std::path::Path;
+
+use qcc_dialects::{Diagnostic, Module, SourceFile, TensorType, Value};
+
+use crate::preprocess::{Preprocess, PreprocessArgs};
+
+/// A failure to report: diagnostics, with the source they point into when there is one.
+pub struct Failure {
+    /// The file the diagnostics point into.
+    pub file: Option<SourceFile>,
+    /// What went wrong.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Failure {
+    /// A failure with one unlocated message.
+    pub fn msg(message: impl Into<String>) -> Failure {
+        Failure {
+            file: None,
+            diagnostics: vec![Diagnostic::new(message)],
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::msg(message)
+    }
+}
+
+/// Whether a path names an ONNX model.
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// The type of `@main`'s first argument.
+pub fn input_type(module: &Module) -> Result<TensorType, String> {
+    let main = module
+        .function("main")
+        .ok_or("the module has no function @main")?;
+    let arg = main.args.first().ok_or("@main takes no input")?;
+    Ok(main.value_type(Value::of(*arg)).clone())
+}
+
+/// The default crop: the input's height when it takes square NCHW images.
+fn default_crop(module: &Module) -> usize {
+    input_type(module)
+        .ok()
+        .filter(|t| t.rank() == 4)
+        .map_or(224, |t| t.shape[2])
+}
+
+/// Loads a `.ir` module or imports an `.onnx` file. An imported module records its preprocessing:
+/// the flags, else the model's `qcc.preprocess` metadata, else none (with a warning).
+pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Module, Failure> {
+    if !is_onnx(path) {
+        return qcc_dialects::parse_file(path)
+            .map_err(|(file, diagnostics)| Failure { file, diagnostics });
+    }
+    let imported = crate::onnx::import_file(path)?;
+    let mut module = imported.module;
+    let crop = pre.crop.unwrap_or_else(|| default_crop(&module));
+    let base = match (&imported.preprocess_hint, pre.preprocess.is_some()) {
+        (Some(hint), false) => Preprocess::preset(hint, crop)
+            .map_err(|e| format!("{}: qcc.preprocess metadata: {e}", path.display()))?,
+        _ => {
+            if !pre.any() {
+                let _ = writeln!(
+                    err,
+                    "warning: {} records no preprocessing; images are scaled to [0, 1]. Choose with --preprocess tf|torch|none or --mean/--std",
+                    path.display()
+                );
+            }
+            Preprocess::preset("none", crop)?
+        }
+    };
+    pre.apply(base)?.record(&mut module);
+    Ok(module)
+}
+
+/// The preprocessing for feeding images to `module`: what it records, with the flags on top.
+pub fn preprocessing(module: &Module, pre: &PreprocessArgs) -> Result<Preprocess, String> {
+    let base = match Preprocess::recorded(module)? {
+        Some(p) => p,
+        None => Preprocess::preset("none", default_crop(module))?,
+    };
+    pre.apply(base)
+}
