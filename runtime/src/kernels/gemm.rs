@@ -1,10 +1,8 @@
 //! Single-precision matrix products through `matrixmultiply`.
 
-/// `c[m x n] (+)= a[m x k] * b[k x n]`; `b_transposed` reads `b` as stored `[n x k]`.
+/// `c[m x n] (+)= a[m x k] * b[k x n]` for `[m, k, n]`; `b_transposed` reads `b` as stored `[n x k]`.
 pub fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
+    [m, k, n]: [usize; 3],
     a: &[f32],
     b: &[f32],
     b_transposed: bool,
