@@ -865,7 +865,7 @@ impl<'m> Converter<'m> {
                     let mut full = vec![0i64; 2 * rank];
                     for (i, a) in axes.iter().enumerate() {
                         let a = if *a < 0 { a + rank as i64 } else { *a } as usize;
-                        if a >= rank || 2 * i + 1 >= p.len() + 1 {
+                        if a >= rank || p.len() != 2 * axes.len() {
                             return self.err(format!(
                                 "'axes' {axes:?} do not fit a tensor of rank {rank}"
                             ));
