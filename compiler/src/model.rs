@@ -64,6 +64,17 @@ pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Mo
     }
     let imported = crate::onnx::import_file(path)?;
     let mut module = imported.module;
+    let takes_images = input_type(&module).is_ok_and(|t| t.rank() == 4 && t.shape[1] == 3);
+    if !takes_images {
+        if pre.any() {
+            let _ = writeln!(
+                err,
+                "warning: {} does not take images; the preprocessing flags are ignored",
+                path.display()
+            );
+        }
+        return Ok(module);
+    }
     let crop = pre.crop.unwrap_or_else(|| default_crop(&module));
     let base = match (&imported.preprocess_hint, pre.preprocess.is_some()) {
         (Some(hint), false) => Preprocess::preset(hint, crop)

@@ -99,3 +99,33 @@ fn unfoldable_batch_norms_still_compute_the_same() {
     assert_eq!(print_module(&module).matches("nn.batch_norm").count(), 4);
     assert_eq!(before, run(&module, 7));
 }
+
+#[test]
+fn imported_onnx_batch_norm_folds_without_changing_outputs() {
+    let path = workspace_root().join("tests/filetests/onnx/conv_batchnorm.onnx");
+    let mut module = qcc_compiler::onnx::import_file(&path)
+        .expect("imports")
+        .module;
+    assert!(print_module(&module).contains("nn.batch_norm"));
+    let x =
+        qcc_runtime::io::read_npy(&path.with_file_name("conv_batchnorm.input.npy")).expect("input");
+    let before = Interpreter::new(&module, "main")
+        .expect("prepares")
+        .run(std::slice::from_ref(&x))
+        .expect("runs");
+    fold(&mut module);
+    assert!(!print_module(&module).contains("nn.batch_norm"));
+    let after = Interpreter::new(&module, "main")
+        .expect("prepares")
+        .run(&[x])
+        .expect("runs");
+    let (b, a) = (
+        before[0].as_f32().expect("f32"),
+        after[0].as_f32().expect("f32"),
+    );
+    let diff = b
+        .iter()
+        .zip(a)
+        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(diff <= 1e-4, "folding moved the outputs by {diff}");
+}
