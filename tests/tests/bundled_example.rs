@@ -1,0 +1,108 @@
+//! The bundled MobileNetV2 example: qcc's float logits against ONNX Runtime's golden logits,
+//! and the README's main job printing sensible classes.
+
+use qcc_runtime::io::read_npy;
+use qcc_tests::{qcc, workspace_root};
+
+fn example(rel: &str) -> String {
+    workspace_root()
+        .join("examples/mobilenet_v2")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn run_to_npy(input: &str, name: &str) -> Vec<f32> {
+    let out = std::env::temp_dir().join(format!("qcc-example-{name}-{}.npy", std::process::id()));
+    let run = qcc(&[
+        "run",
+        &example("model.onnx"),
+        "--input",
+        input,
+        "-o",
+        &out.display().to_string(),
+        "--quiet",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let t = read_npy(&out).expect("outputs written");
+    assert_eq!(t.shape, vec![8, 1000]);
+    t.as_f32().expect("f32").to_vec()
+}
+
+fn golden() -> Vec<f32> {
+    read_npy(std::path::Path::new(&example("golden_logits.npy")))
+        .expect("golden")
+        .as_f32()
+        .expect("f32")
+        .to_vec()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len())
+        .max_by(|a, b| row[*a].total_cmp(&row[*b]))
+        .expect("non-empty")
+}
+
+#[test]
+fn logits_match_onnx_runtime_on_the_same_pixels() {
+    let (got, want) = (run_to_npy(&example("photos.npy"), "pixels"), golden());
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-3, "max abs logit difference {diff}");
+}
+
+#[test]
+fn own_image_loading_gives_the_golden_top1() {
+    let (got, want) = (run_to_npy(&example("photos"), "images"), golden());
+    let names = std::fs::read_to_string(example("photos.txt")).expect("photo names");
+    for ((g, w), name) in got.chunks(1000).zip(want.chunks(1000)).zip(names.lines()) {
+        assert_eq!(argmax(g), argmax(w), "{name}");
+        // PNGs decode identically and resize exactly as PIL does; JPEG decoders differ slightly.
+        let diff = g
+            .iter()
+            .zip(w)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let bound = if name.ends_with(".png") { 1e-3 } else { 0.1 };
+        assert!(diff <= bound, "{name}: logits differ by {diff}");
+    }
+}
+
+#[test]
+fn main_job_prints_sensible_classes() {
+    let run = qcc(&[
+        "run",
+        &example("model.onnx"),
+        "--input",
+        &example("photos"),
+        "--top",
+        "5",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let top1 = |photo: &str| -> usize {
+        let mut lines = run.stdout.lines().skip_while(|l| *l != photo);
+        lines.next();
+        lines
+            .next()
+            .expect("a class line")
+            .split_whitespace()
+            .next()
+            .expect("index")
+            .parse()
+            .expect("a number")
+    };
+    assert!((281..=285).contains(&top1("cat.jpg")), "{}", run.stdout);
+    assert!(
+        (281..=285).contains(&top1("chelsea_cat.png")),
+        "{}",
+        run.stdout
+    );
+    assert!([967, 968].contains(&top1("coffee.png")), "{}", run.stdout);
+    assert_eq!(top1("parrot.jpg"), 88, "{}", run.stdout);
+    assert_eq!(top1("hot_dog.jpg"), 934, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Egyptian cat"),
+        "labels.txt beside the model names the classes"
+    );
+}
