@@ -6,6 +6,7 @@ use std::io::Write;
 use clap::{Parser, Subcommand};
 
 use crate::commands::compile::{CompileArgs, compile};
+use crate::commands::eval::{EvalArgs, eval};
 use crate::commands::import::{ImportArgs, import};
 use crate::commands::run::{RunArgs, run as run_model};
 use crate::model::Failure;
@@ -53,6 +54,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Run a model on images or tensors: print the top classes, or write the outputs as .npy.
     Run(RunArgs),
+    /// Score a (quantized) model against a float reference: agreement, SQNR, KL, accuracy.
+    Eval(EvalArgs),
 }
 
 fn list_passes(out: &mut dyn Write) -> std::io::Result<()> {
@@ -111,6 +114,7 @@ where
     let result = match &cli.command {
         Some(Command::Import(args)) => import(args, err),
         Some(Command::Run(args)) => run_model(args, out, err),
+        Some(Command::Eval(args)) => eval(args, out, err),
         None if cli.compile.list_passes => {
             list_passes(out).map_err(|e| Failure::msg(e.to_string()))
         }

@@ -1,10 +1,12 @@
 //! qcc's passes: the `Pass` trait, the pass registry and pipeline parser, the pass manager, and
 //! every pass.
 
+pub mod calibrate;
 pub mod canonicalize;
 pub mod fold_batchnorm;
 pub mod pass;
 pub mod pipeline;
+pub mod quantize;
 pub mod rewrite;
 
 pub use pass::{OptionKind, OptionSpec, OptionValue, Options, Pass, PassContext, PassInfo};

@@ -145,11 +145,13 @@ impl Options {
     }
 }
 
-/// What a pass sees besides the module: settings and a place for messages.
+/// What a pass sees besides the module: settings, calibration data and a place for messages.
 #[derive(Default)]
 pub struct PassContext {
     /// Whether `--verbose` was given: passes then say what they skipped and why.
     pub verbose: bool,
+    /// Calibration inputs (f32, the network's input shape with the samples first), from `--calib`.
+    pub calib: Option<qcc_dialects::Tensor>,
     /// Messages passes emitted (shown on stderr under `--verbose`).
     pub notes: Vec<String>,
 }

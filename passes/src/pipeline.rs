@@ -10,7 +10,11 @@ use crate::pass::{Options, Pass, PassContext, PassInfo};
 
 /// Every registered pass, in the order `--list-passes` shows them.
 pub fn passes() -> &'static [PassInfo] {
-    &[crate::canonicalize::INFO, crate::fold_batchnorm::INFO]
+    &[
+        crate::canonicalize::INFO,
+        crate::fold_batchnorm::INFO,
+        crate::quantize::INFO,
+    ]
 }
 
 /// The registered pass called `name`.

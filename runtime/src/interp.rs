@@ -5,12 +5,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use qcc_dialects::{Attr, Function, Module, Node, NodeIndex, Operation, Tensor, Value};
+use qcc_dialects::{Attr, Function, Module, Node, NodeIndex, Operation, Tensor, TensorType, Value};
 
 use crate::kernels::elementwise::{batch_norm, binary, f32s, softmax, unary};
 use crate::kernels::layers::{ConvGeometry, conv2d, dense, matmul};
 use crate::kernels::layout::{PadMode, concat, pad, transpose};
 use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
+use crate::kernels::quant as q;
 
 /// A failure while running: which op, and why.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,9 +66,95 @@ fn geometry(op: &Operation) -> ConvGeometry {
     }
 }
 
-/// Runs one `nn` op on its inputs. `op.results[0]` supplies output sizes that only shape
-/// inference knows (pooling's ceil mode); the batch dimension comes from the inputs.
-pub fn eval_op(op: &Operation, inputs: &[&Tensor]) -> Result<Tensor, String> {
+fn pool_geometry(op: &Operation) -> PoolGeometry {
+    let (k, s, p, d) = (
+        ints(op, "kernel", &[1, 1]),
+        ints(op, "strides", &[1, 1]),
+        ints(op, "pads", &[0; 4]),
+        ints(op, "dilations", &[1, 1]),
+    );
+    let rs = &op.results[0].shape;
+    PoolGeometry {
+        kernel: [k[0], k[1]],
+        strides: [s[0], s[1]],
+        pads: [p[0], p[1], p[2], p[3]],
+        dilations: [d[0], d[1]],
+        out: [rs[2], rs[3]],
+    }
+}
+
+fn clamp_attr(op: &Operation) -> Option<[i64; 2]> {
+    let c = op.attr("clamp")?.as_ints()?;
+    (c.len() == 2).then(|| [c[0], c[1]])
+}
+
+/// Runs one `quant` op; `types` are the operand types (their quantization parameters).
+fn eval_quant(op: &Operation, inputs: &[&Tensor], types: &[&TensorType]) -> Result<Tensor, String> {
+    let out = &op.results[0];
+    Ok(match op.name.as_str() {
+        "quant.quantize" => {
+            let x = f32s(inputs[0])?;
+            q::quantize(x, &inputs[0].shape, out)?
+        }
+        "quant.dequantize" => q::dequantize(inputs[0], types[0])?,
+        "quant.conv2d" | "quant.dense" => {
+            let ops = q::LayerOperands {
+                x: (inputs[0], types[0]),
+                w: (inputs[1], types[1]),
+                bias: inputs.get(2).copied(),
+                out,
+                clamp: clamp_attr(op),
+            };
+            if op.name == "quant.conv2d" {
+                q::conv2d(&ops, &geometry(op))?
+            } else {
+                q::dense(&ops)?
+            }
+        }
+        "quant.add" => {
+            let shape =
+                crate::kernels::elementwise::broadcast_shape(&inputs[0].shape, &inputs[1].shape)?;
+            q::add(
+                (inputs[0], types[0]),
+                (inputs[1], types[1]),
+                out,
+                &shape,
+                clamp_attr(op),
+            )?
+        }
+        "quant.avg_pool2d" => {
+            let include = op
+                .attr("count_include_pad")
+                .and_then(Attr::as_bool)
+                .unwrap_or(false);
+            q::avg_pool2d((inputs[0], types[0]), out, &pool_geometry(op), include)?
+        }
+        "quant.max_pool2d" => q::max_pool2d(inputs[0], out, &pool_geometry(op)),
+        "quant.global_avg_pool" => q::global_avg_pool((inputs[0], types[0]), out)?,
+        "quant.concat" => {
+            let parts: Vec<(&Tensor, &TensorType)> =
+                inputs.iter().copied().zip(types.iter().copied()).collect();
+            let rank = inputs[0].shape.len();
+            q::concat(&parts, out, axis(op, 1, rank))?
+        }
+        other => {
+            return Err(format!(
+                "the reference interpreter has no kernel for '{other}'"
+            ));
+        }
+    })
+}
+
+/// Runs one op on its inputs, whose types are `types`. `op.results[0]` supplies output sizes
+/// that only shape inference knows (pooling's ceil mode); the batch dimension comes from the inputs.
+pub fn eval_op(
+    op: &Operation,
+    inputs: &[&Tensor],
+    types: &[&TensorType],
+) -> Result<Tensor, String> {
+    if op.name.starts_with("quant.") {
+        return eval_quant(op, inputs, types);
+    }
     let x = inputs.first().copied();
     let input = || -> Result<(&[f32], &[usize]), String> {
         let t = x.ok_or("missing operand")?;
@@ -140,20 +227,7 @@ pub fn eval_op(op: &Operation, inputs: &[&Tensor]) -> Result<Tensor, String> {
         }
         "nn.avg_pool2d" | "nn.max_pool2d" => {
             let (xv, xs) = input()?;
-            let (k, s, p, d) = (
-                ints(op, "kernel", &[1, 1]),
-                ints(op, "strides", &[1, 1]),
-                ints(op, "pads", &[0; 4]),
-                ints(op, "dilations", &[1, 1]),
-            );
-            let rs = &op.results[0].shape;
-            let g = PoolGeometry {
-                kernel: [k[0], k[1]],
-                strides: [s[0], s[1]],
-                pads: [p[0], p[1], p[2], p[3]],
-                dilations: [d[0], d[1]],
-                out: [rs[2], rs[3]],
-            };
+            let g = pool_geometry(op);
             let kind = if op.name == "nn.max_pool2d" {
                 PoolKind::Max
             } else {
@@ -302,7 +376,9 @@ impl<'m> Interpreter<'m> {
             } else {
                 let operands = func.operands(node);
                 let args: Vec<&Tensor> = operands.iter().map(|v| live[v].as_ref()).collect();
-                let t = eval_op(op, &args).map_err(|message| RunError {
+                let types: Vec<&TensorType> =
+                    operands.iter().map(|v| func.value_type(*v)).collect();
+                let t = eval_op(op, &args, &types).map_err(|message| RunError {
                     op: describe(func, node),
                     message,
                 })?;

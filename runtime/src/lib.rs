@@ -4,6 +4,7 @@
 pub mod interp;
 pub mod io;
 pub mod kernels;
+pub mod quant;
 
 pub use interp::{Interpreter, RunError};
 pub use qcc_dialects::{Tensor, TensorData};

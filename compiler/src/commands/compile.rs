@@ -50,7 +50,12 @@ pub struct CompileArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Preprocessing recorded when INPUT is an ONNX model.
+    /// Calibration data for passes that need it (quantize, bias correction): a folder of images,
+    /// a .npy of u8 pixels [N, 3, H, W] or a .npy of f32 network inputs.
+    #[arg(long, value_name = "DATA")]
+    pub calib: Option<PathBuf>,
+
+    /// Preprocessing recorded when INPUT is an ONNX model (and used for --calib images).
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
 
@@ -100,8 +105,21 @@ pub fn run_pipeline(
             );
         }
     }
+    let calib = match &args.calib {
+        Some(path) => {
+            let pre = crate::model::preprocessing(module, &args.preprocess)?;
+            let input = crate::model::input_type(module)?;
+            Some(
+                crate::data::load(path, &input, &pre, None)
+                    .map_err(|e| format!("--calib: {e}"))?
+                    .tensor,
+            )
+        }
+        None => None,
+    };
     let mut ctx = PassContext {
         verbose: args.verbose,
+        calib,
         ..PassContext::default()
     };
     let print_after = args.print_ir_after_all;

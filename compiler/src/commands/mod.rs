@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
 pub mod compile;
+pub mod eval;
 pub mod import;
 pub mod run;

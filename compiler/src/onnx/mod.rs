@@ -10,6 +10,7 @@ use prost::Message;
 use qcc_dialects::{Attr, Module, verify_module};
 
 pub use convert::SUPPORTED;
+pub use tensor::ints as int_values;
 
 /// The protobuf types of the ONNX format.
 #[allow(missing_docs, clippy::all)]

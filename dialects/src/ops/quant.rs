@@ -83,6 +83,18 @@ fn activations_verify(ctx: &OpCtx) -> Result<(), String> {
     clamp(ctx)
 }
 
+fn same_type_verify(ctx: &OpCtx) -> Result<(), String> {
+    activation(ctx.operand(0), "the input")?;
+    if ctx.operand(0).elem != ctx.result(0).elem {
+        return Err(format!(
+            "the result keeps the input's quantization: expected element type {}, got {}",
+            ctx.operand(0).elem,
+            ctx.result(0).elem
+        ));
+    }
+    Ok(())
+}
+
 fn quantize_verify(ctx: &OpCtx) -> Result<(), String> {
     if ctx.operand(0).elem != ElemType::F32 {
         return Err(format!("the input must be f32, got {}", ctx.operand(0)));
@@ -167,6 +179,21 @@ pub static OPS: &[OpDef] = &[
         ],
         infer: shape::pool2d,
         verify: activations_verify,
+    },
+    OpDef {
+        name: "quant.max_pool2d",
+        summary: "integer max pooling; the result keeps the input's scale and zero point",
+        operands: Arity::Exact(1),
+        results: 1,
+        attrs: &[
+            required("kernel", K::Ints),
+            optional("strides", K::Ints),
+            optional("pads", K::Ints),
+            optional("dilations", K::Ints),
+            optional("ceil_mode", K::Bool),
+        ],
+        infer: shape::pool2d,
+        verify: same_type_verify,
     },
     OpDef {
         name: "quant.global_avg_pool",

@@ -42,3 +42,34 @@ pub fn sgemm(
         );
     }
 }
+
+/// `c[m x n] = a[m x k] * b[k x n]` in f64 for `[m, k, n]`. Integer operands of up to 2^53 in every
+/// partial sum give exact integer results, which the integer kernels rely on.
+pub fn dgemm([m, k, n]: [usize; 3], a: &[f64], b: &[f64], c: &mut [f64]) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm operand sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the assert above keeps every index inside the slices for these strides.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}

@@ -36,8 +36,8 @@ impl ConvGeometry {
 
 /// Unrolls the windows of `channels` input planes into rows of `[c * kh * kw, oh * ow]`.
 #[allow(clippy::too_many_arguments)]
-fn im2col(
-    x: &[f32],
+pub fn im2col<T: Copy + Default>(
+    x: &[T],
     channels: usize,
     h: usize,
     w: usize,
@@ -46,7 +46,7 @@ fn im2col(
     g: &ConvGeometry,
     oh: usize,
     ow: usize,
-    cols: &mut [f32],
+    cols: &mut [T],
 ) {
     for c in 0..channels {
         let plane = &x[c * h * w..(c + 1) * h * w];
@@ -59,7 +59,7 @@ fn im2col(
                     let iy = (y * g.strides[0]) as isize + dy;
                     let out = &mut row[y * ow..(y + 1) * ow];
                     if iy < 0 || iy >= h as isize {
-                        out.fill(0.0);
+                        out.fill(T::default());
                         continue;
                     }
                     let src = &plane[iy as usize * w..(iy as usize + 1) * w];
@@ -68,7 +68,7 @@ fn im2col(
                         *v = if ix >= 0 && ix < w as isize {
                             src[ix as usize]
                         } else {
-                            0.0
+                            T::default()
                         };
                     }
                 }
@@ -79,15 +79,15 @@ fn im2col(
 
 /// One channel of a depthwise convolution, tap by tap over the output plane.
 #[allow(clippy::too_many_arguments)]
-fn depthwise_plane(
-    plane: &[f32],
+pub fn depthwise_plane<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign>(
+    plane: &[T],
     h: usize,
     w: usize,
-    k: &[f32],
+    k: &[T],
     kh: usize,
     kw: usize,
     g: &ConvGeometry,
-    out: &mut [f32],
+    out: &mut [T],
     ow: usize,
 ) {
     let oh = out.len() / ow;
@@ -120,14 +120,14 @@ fn depthwise_plane(
                 let start = ((first * g.strides[1]) as isize + dx) as usize;
                 if g.strides[1] == 1 {
                     for (d, s) in dst.iter_mut().zip(&src[start..]) {
-                        *d += wv * s;
+                        *d += wv * *s;
                     }
                 } else {
                     for (d, s) in dst
                         .iter_mut()
                         .zip(src[start..].iter().step_by(g.strides[1]))
                     {
-                        *d += wv * s;
+                        *d += wv * *s;
                     }
                 }
             }

@@ -5,3 +5,4 @@ pub mod gemm;
 pub mod layers;
 pub mod layout;
 pub mod pool;
+pub mod quant;

@@ -1,0 +1,213 @@
+//! Calibration: run the float network on sample inputs and record the range of every value,
+//! by min/max, a percentile, or the range that minimizes the expected quantization error.
+
+use std::collections::HashMap;
+
+use qcc_dialects::{Function, Module, Tensor, Value};
+use qcc_runtime::Interpreter;
+
+/// How a value's range is chosen from what calibration saw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// The smallest and largest value.
+    MinMax,
+    /// The given percentile at the top (and its mirror at the bottom), in percent.
+    Percentile(f64),
+    /// The range, shrunk from min/max, that minimizes clipping plus rounding error (u8).
+    Mse,
+}
+
+/// Images per interpreter run during calibration.
+const CHUNK: usize = 16;
+/// Bins of the histogram the MSE search works on.
+const BINS: usize = 2048;
+
+/// Calls `see(value, data)` for the function input and every op output, over `inputs` in chunks.
+fn observe(
+    module: &Module,
+    inputs: &Tensor,
+    mut see: impl FnMut(Value, &[f32], usize),
+) -> Result<(), String> {
+    let func = module
+        .function("main")
+        .ok_or("the module has no function @main")?;
+    let interp = Interpreter::new(module, "main")?;
+    let x = inputs.as_f32().ok_or("calibration inputs must be f32")?;
+    let n = inputs.shape[0];
+    let per = x.len() / n.max(1);
+    let arg = Value::of(func.args[0]);
+    for start in (0..n).step_by(CHUNK) {
+        let end = (start + CHUNK).min(n);
+        let mut shape = inputs.shape.clone();
+        shape[0] = end - start;
+        let chunk = Tensor::from_f32(shape, x[start * per..end * per].to_vec());
+        let items = end - start;
+        see(arg, chunk.as_f32().expect("f32"), items);
+        interp
+            .run_observed(&[chunk], &mut |node, _, t| {
+                if let Some(v) = t.as_f32() {
+                    see(Value::of(node), v, items);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn min_max(module: &Module, inputs: &Tensor) -> Result<HashMap<Value, (f32, f32)>, String> {
+    let mut ranges: HashMap<Value, (f32, f32)> = HashMap::new();
+    observe(module, inputs, |v, data, _| {
+        let r = ranges
+            .entry(v)
+            .or_insert((f32::INFINITY, f32::NEG_INFINITY));
+        for x in data {
+            if x.is_finite() {
+                r.0 = r.0.min(*x);
+                r.1 = r.1.max(*x);
+            }
+        }
+    })?;
+    Ok(ranges)
+}
+
+/// Keeps the `k` largest values seen (unordered).
+fn keep_largest(kept: &mut Vec<f32>, data: impl Iterator<Item = f32>, k: usize) {
+    kept.extend(data);
+    if kept.len() > 2 * k.max(1024) {
+        let at = kept.len() - k;
+        kept.select_nth_unstable_by(at, |a, b| a.total_cmp(b));
+        kept.drain(..at);
+    }
+}
+
+fn percentile(
+    module: &Module,
+    inputs: &Tensor,
+    p: f64,
+) -> Result<HashMap<Value, (f32, f32)>, String> {
+    let mut tops: HashMap<Value, (Vec<f32>, Vec<f32>, usize)> = HashMap::new();
+    let n = inputs.shape[0];
+    observe(module, inputs, |v, data, items| {
+        let total = data.len() / items.max(1) * n;
+        let k = ((total as f64) * (1.0 - p / 100.0)).ceil() as usize + 1;
+        let e = tops.entry(v).or_insert_with(|| (Vec::new(), Vec::new(), k));
+        keep_largest(&mut e.0, data.iter().copied().filter(|x| x.is_finite()), k);
+        keep_largest(
+            &mut e.1,
+            data.iter().filter(|x| x.is_finite()).map(|x| -x),
+            k,
+        );
+    })?;
+    Ok(tops
+        .into_iter()
+        .map(|(v, (mut hi, mut lo, k))| {
+            let pick = |vals: &mut Vec<f32>| -> f32 {
+                if vals.is_empty() {
+                    return 0.0;
+                }
+                vals.sort_by(|a, b| b.total_cmp(a));
+                vals[(k - 1).min(vals.len() - 1)]
+            };
+            (v, (-pick(&mut lo), pick(&mut hi)))
+        })
+        .collect())
+}
+
+/// The expected squared error of u8 quantization over `[lo, hi]` of a histogram over `[a, b]`.
+fn quantization_error(hist: &[u64], a: f32, b: f32, lo: f32, hi: f32) -> f64 {
+    let scale = ((hi - lo) / 255.0).max(f32::MIN_POSITIVE) as f64;
+    let width = (b - a) as f64 / hist.len() as f64;
+    hist.iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let center = a as f64 + (i as f64 + 0.5) * width;
+            let clipped = if center < lo as f64 {
+                lo as f64 - center
+            } else if center > hi as f64 {
+                center - hi as f64
+            } else {
+                return *n as f64 * scale * scale / 12.0;
+            };
+            *n as f64 * clipped * clipped
+        })
+        .sum()
+}
+
+fn mse(module: &Module, inputs: &Tensor) -> Result<HashMap<Value, (f32, f32)>, String> {
+    let ranges = min_max(module, inputs)?;
+    let mut hists: HashMap<Value, Vec<u64>> = HashMap::new();
+    observe(module, inputs, |v, data, _| {
+        let Some(&(lo, hi)) = ranges.get(&v) else {
+            return;
+        };
+        let (a, b) = (lo.min(0.0), hi.max(0.0));
+        if b <= a {
+            return;
+        }
+        let h = hists.entry(v).or_insert_with(|| vec![0; BINS]);
+        let w = (b - a) / BINS as f32;
+        for x in data.iter().filter(|x| x.is_finite()) {
+            h[(((x - a) / w) as usize).min(BINS - 1)] += 1;
+        }
+    })?;
+    Ok(ranges
+        .into_iter()
+        .map(|(v, (lo, hi))| {
+            let Some(h) = hists.get(&v) else {
+                return (v, (lo, hi));
+            };
+            let (a, b) = (lo.min(0.0), hi.max(0.0));
+            let best = (20..=100)
+                .map(|k| k as f32 / 100.0)
+                .map(|f| (quantization_error(h, a, b, a * f, b * f), f))
+                .min_by(|x, y| x.0.total_cmp(&y.0))
+                .map_or(1.0, |(_, f)| f);
+            (v, (a * best, b * best))
+        })
+        .collect())
+}
+
+/// The range of the function input and of every op output of `@main` on `inputs`.
+pub fn calibrate(
+    module: &Module,
+    inputs: &Tensor,
+    method: Method,
+) -> Result<HashMap<Value, (f32, f32)>, String> {
+    match method {
+        Method::MinMax => min_max(module, inputs),
+        Method::Percentile(p) => percentile(module, inputs, p),
+        Method::Mse => mse(module, inputs),
+    }
+}
+
+/// The first `n` items of a batch.
+pub fn take(inputs: &Tensor, n: usize) -> Tensor {
+    let total = inputs.shape[0];
+    let n = n.min(total);
+    let per: usize = inputs.shape[1..].iter().product();
+    let mut shape = inputs.shape.clone();
+    shape[0] = n;
+    Tensor::from_f32(
+        shape,
+        inputs.as_f32().expect("f32 inputs")[..n * per].to_vec(),
+    )
+}
+
+/// Checks calibration inputs against `@main`'s input type before any work.
+pub fn check_inputs(func: &Function, inputs: &Tensor) -> Result<(), String> {
+    let arg = func.args.first().ok_or("@main takes no input")?;
+    let ty = func.value_type(Value::of(*arg));
+    if inputs.shape.len() != ty.rank()
+        || inputs.shape[1..] != ty.shape[1..]
+        || inputs.as_f32().is_none()
+    {
+        return Err(format!(
+            "calibration data of shape {:?} does not fit the network input {ty}",
+            inputs.shape
+        ));
+    }
+    if inputs.shape[0] == 0 {
+        return Err("the calibration data holds no samples".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,572 @@
+//! `quantize`: calibrates activation ranges on sample inputs and rewrites the float network into
+//! integer `quant` ops: u8 asymmetric activations, i8 symmetric narrow-range weights (per output
+//! channel or per tensor), i32 biases at `s_x * s_w[c]`, ReLU/ReLU6 fused as the output clamp.
+//! Ops with no integer form stay float between `quant.dequantize` and `quant.quantize`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use qcc_dialects::{
+    Attr, Attrs, DenseAttr, ElemType, Function, Module, NodeIndex, Operation, QuantParams,
+    QuantType, Storage, Tensor, TensorData, TensorType, Value,
+};
+
+use crate::calibrate::{Method, calibrate, check_inputs, take};
+use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
+
+/// Registration of `quantize`.
+pub const INFO: PassInfo = PassInfo {
+    name: "quantize",
+    summary: "calibrate on --calib data and rewrite conv/dense/add/pool/concat into int8 quant ops",
+    options: &[
+        OptionSpec {
+            name: "granularity",
+            kind: OptionKind::Choice(&["per-channel", "per-tensor"]),
+            default: "per-channel",
+            help: "weight scales: one per output channel, or one per tensor",
+        },
+        OptionSpec {
+            name: "calibration",
+            kind: OptionKind::Choice(&["minmax", "percentile", "mse"]),
+            default: "minmax",
+            help: "how activation ranges are chosen",
+        },
+        OptionSpec {
+            name: "percentile",
+            kind: OptionKind::Float {
+                min: 50.0,
+                max: 100.0,
+            },
+            default: "99.99",
+            help: "the percentile kept by calibration=percentile",
+        },
+        OptionSpec {
+            name: "samples",
+            kind: OptionKind::Int {
+                min: 1,
+                max: i64::MAX,
+            },
+            default: "64",
+            help: "calibration inputs used",
+        },
+    ],
+    requires: &["fold-batchnorm"],
+    create: |o: &Options| {
+        Box::new(Quantize {
+            per_channel: o.choice("granularity") == "per-channel",
+            method: match o.choice("calibration") {
+                "percentile" => Method::Percentile(o.float("percentile")),
+                "mse" => Method::Mse,
+                _ => Method::MinMax,
+            },
+            samples: o.int("samples") as usize,
+        })
+    },
+};
+
+struct Quantize {
+    per_channel: bool,
+    method: Method,
+    samples: usize,
+}
+
+/// Scale and zero point of a u8 activation over a calibrated range (widened to contain 0, so
+/// that 0.0 is exact). A collapsed range gets the scale of [0, 1].
+pub fn activation_params(lo: f32, hi: f32) -> (f64, i64) {
+    let (lo, hi) = (lo.min(0.0) as f64, hi.max(0.0) as f64);
+    let mut scale = (hi - lo) / 255.0;
+    if !(scale.is_finite() && scale > 1e-12) {
+        scale = 1.0 / 255.0;
+    }
+    let zp = (-lo / scale).round().clamp(0.0, 255.0) as i64;
+    (scale, zp)
+}
+
+fn u8_type(shape: Vec<usize>, (scale, zero_point): (f64, i64)) -> TensorType {
+    TensorType::new(
+        shape,
+        ElemType::Quant(QuantType {
+            storage: Storage::U8,
+            params: QuantParams::PerTensor { scale, zero_point },
+        }),
+    )
+}
+
+/// Symmetric narrow-range i8 weights: per output channel (axis 0) or one scale for the tensor.
+pub fn quantize_weights(w: &[f32], shape: &[usize], per_channel: bool) -> (Vec<i8>, Vec<f64>) {
+    let channels = shape[0];
+    let per = w.len() / channels.max(1);
+    let maxabs = |s: &[f32]| s.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let scales: Vec<f64> = if per_channel {
+        w.chunks(per.max(1)).map(|c| maxabs(c) / 127.0).collect()
+    } else {
+        vec![maxabs(w) / 127.0; channels]
+    };
+    // An all-zero channel quantizes to zeros under any scale; 1/127 keeps its bias precise.
+    let scales: Vec<f64> = scales
+        .into_iter()
+        .map(|s| if s > 0.0 { s } else { 1.0 / 127.0 })
+        .collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            ((*v as f64 / scales[i / per.max(1)])
+                .round()
+                .clamp(-127.0, 127.0)) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+/// What replaced an old value in the new function.
+#[derive(Default)]
+struct Mapping {
+    float: HashMap<Value, Value>,
+    quant: HashMap<Value, Value>,
+}
+
+struct Rewriter<'a> {
+    old: &'a Function,
+    new: Function,
+    module: &'a mut Module,
+    ranges: HashMap<Value, (f32, f32)>,
+    map: Mapping,
+    per_channel: bool,
+    skipped: BTreeMap<String, usize>,
+    layers: usize,
+}
+
+fn hint(func: &Function, v: Value) -> Option<String> {
+    func.try_op(v.node)
+        .and_then(|op| op.result_names.get(v.result).cloned().flatten())
+}
+
+impl Rewriter<'_> {
+    fn add(&mut self, op: Operation, operands: &[Value]) -> Value {
+        Value::of(self.new.add_op(op, operands))
+    }
+
+    fn params(&self, v: Value) -> (f64, i64) {
+        let (lo, hi) = self.ranges.get(&v).copied().unwrap_or((0.0, 0.0));
+        activation_params(lo, hi)
+    }
+
+    /// The float form of an old value in the new function.
+    fn float(&mut self, v: Value) -> Result<Value, String> {
+        if let Some(f) = self.map.float.get(&v) {
+            return Ok(*f);
+        }
+        let f = if let Some(q) = self.map.quant.get(&v).copied() {
+            let ty = TensorType::f32(self.new.value_type(q).shape.clone());
+            let mut op = Operation::new("quant.dequantize", Attrs::new(), ty);
+            op.result_names[0] = hint(self.old, v);
+            self.add(op, &[q])
+        } else if self.old.is_op(v.node, "nn.const") {
+            let op = self.old.op(v.node).clone();
+            self.add(op, &[])
+        } else {
+            return Err(format!(
+                "internal error: value {v:?} was not converted before its use"
+            ));
+        };
+        self.map.float.insert(v, f);
+        Ok(f)
+    }
+
+    /// The quantized (u8) form of an old value, quantizing its float form on first need.
+    fn quantized(&mut self, v: Value) -> Result<Value, String> {
+        if let Some(q) = self.map.quant.get(&v) {
+            return Ok(*q);
+        }
+        let f = self.float(v)?;
+        let ty = u8_type(self.new.value_type(f).shape.clone(), self.params(v));
+        let mut op = Operation::new("quant.quantize", Attrs::new(), ty);
+        op.result_names[0] = hint(self.old, v).map(|h| format!("{h}_q"));
+        let q = self.add(op, &[f]);
+        self.map.quant.insert(v, q);
+        Ok(q)
+    }
+
+    fn keep_float(&mut self, node: NodeIndex, why: &str) -> Result<(), String> {
+        let op = self.old.op(node).clone();
+        *self
+            .skipped
+            .entry(format!("{} ({why})", op.name))
+            .or_default() += 1;
+        let operands = self
+            .old
+            .operands(node)
+            .into_iter()
+            .map(|v| self.float(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let new = self.add(op, &operands);
+        self.map.float.insert(Value::of(node), new);
+        Ok(())
+    }
+
+    /// The activation that follows `node` and can be fused as its output clamp.
+    fn fusable_activation(&self, node: NodeIndex) -> Option<(NodeIndex, f64)> {
+        let out = Value::of(node);
+        let users = self.old.users(out);
+        if users.len() != 1 || self.old.is_returned(out) {
+            return None;
+        }
+        let user = users[0].0;
+        let op = self.old.op(user);
+        match op.name.as_str() {
+            "nn.relu" => Some((user, f64::INFINITY)),
+            "nn.clip" => {
+                let lo = op
+                    .attr("min")
+                    .and_then(Attr::as_float)
+                    .unwrap_or(f64::NEG_INFINITY);
+                let hi = op
+                    .attr("max")
+                    .and_then(Attr::as_float)
+                    .unwrap_or(f64::INFINITY);
+                (lo == 0.0 && hi > 0.0).then_some((user, hi))
+            }
+            _ => None,
+        }
+    }
+
+    /// The result type and clamp of a layer whose output (after a fused activation) is `out`.
+    fn output(
+        &self,
+        node: NodeIndex,
+        shape: Vec<usize>,
+    ) -> (Value, TensorType, Option<Attr>, Option<NodeIndex>) {
+        match self.fusable_activation(node) {
+            Some((act, max)) => {
+                let out = Value::of(act);
+                let (scale, zp) = self.params(out);
+                let hi = if max.is_finite() {
+                    (zp as f64 + (max / scale).round()).min(255.0) as i64
+                } else {
+                    255
+                };
+                (
+                    out,
+                    u8_type(shape, (scale, zp)),
+                    Some(Attr::ints(&[zp, hi.max(zp)])),
+                    Some(act),
+                )
+            }
+            None => {
+                let out = Value::of(node);
+                (out, u8_type(shape, self.params(out)), None, None)
+            }
+        }
+    }
+
+    fn const_f32(&self, v: Value) -> Option<Tensor> {
+        let t = crate::rewrite::const_tensor(self.module, self.old, v)?;
+        t.as_f32().is_some().then_some(t)
+    }
+
+    fn weight_name(&self, v: Value, suffix: &str) -> String {
+        let base = crate::rewrite::const_name(self.old, v)
+            .or_else(|| hint(self.old, v))
+            .unwrap_or_else(|| "weight".into());
+        format!("{base}{suffix}")
+    }
+
+    fn new_const(&mut self, name: &str, data: TensorData, ty: TensorType, inline: bool) -> Value {
+        let tensor = Tensor {
+            shape: ty.shape.clone(),
+            data,
+        };
+        let attrs = if inline {
+            Attrs::new().with(
+                "value",
+                Attr::Dense(DenseAttr {
+                    ty: ty.clone(),
+                    data: tensor.data,
+                }),
+            )
+        } else {
+            let stored = self.module.weights.fresh_name(name);
+            self.module.weights.insert(stored.clone(), tensor);
+            Attrs::new().with("name", Attr::Str(stored))
+        };
+        self.add(Operation::new("nn.const", attrs, ty), &[])
+    }
+
+    /// Rewrites conv2d/dense with constant weights; `Ok(false)` when it must stay float.
+    fn layer(
+        &mut self,
+        node: NodeIndex,
+        consumed: &mut Vec<NodeIndex>,
+    ) -> Result<Option<String>, String> {
+        let op = self.old.op(node).clone();
+        let ops = self.old.operands(node);
+        let Some(w) = self.const_f32(ops[1]) else {
+            return Ok(Some("its weight is not a constant".into()));
+        };
+        let bias = match ops.get(2) {
+            Some(b) => match self.const_f32(*b) {
+                Some(t) => Some(t),
+                None => return Ok(Some("its bias is not a constant".into())),
+            },
+            None => None,
+        };
+        let wname = self.weight_name(ops[1], "");
+        for (t, name) in [
+            (Some(&w), wname.clone()),
+            (
+                bias.as_ref(),
+                self.weight_name(ops.get(2).copied().unwrap_or(ops[1]), ""),
+            ),
+        ] {
+            if let Some(t) = t
+                && t.as_f32().expect("f32").iter().any(|v| !v.is_finite())
+            {
+                return Err(format!(
+                    "weight '{name}' of {} contains NaN or infinite values",
+                    op.name
+                ));
+            }
+        }
+        let xq = self.quantized(ops[0])?;
+        let (sx, _) = match qcc_runtime::quant::per_tensor(self.new.value_type(xq)) {
+            Some((s, z, _)) => (s, z),
+            None => return Ok(Some("its input is not per-tensor quantized".into())),
+        };
+        let (wq, scales) = quantize_weights(w.as_f32().expect("f32"), &w.shape, self.per_channel);
+        let channels = w.shape[0];
+        let params = if self.per_channel {
+            QuantParams::PerAxis {
+                axis: 0,
+                scales: scales.clone(),
+                zero_points: vec![0; channels],
+            }
+        } else {
+            QuantParams::PerTensor {
+                scale: scales[0],
+                zero_point: 0,
+            }
+        };
+        let inline = crate::rewrite::is_inline_const(self.old, ops[1]);
+        let wty = TensorType::new(
+            w.shape.clone(),
+            ElemType::Quant(QuantType {
+                storage: Storage::I8,
+                params,
+            }),
+        );
+        let wv = self.new_const(&format!("{wname}.q"), TensorData::I8(wq), wty, inline);
+        if let Some(h) = hint(self.old, ops[1]) {
+            self.new.op_mut(wv.node).result_names[0] = Some(format!("{h}_q"));
+        }
+        let b = bias
+            .as_ref()
+            .map(|t| t.as_f32().expect("f32").to_vec())
+            .unwrap_or_else(|| vec![0.0; channels]);
+        let bq: Vec<i32> = b
+            .iter()
+            .zip(&scales)
+            .map(|(v, s)| {
+                (*v as f64 / (sx * s))
+                    .round()
+                    .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+            })
+            .collect();
+        let bname = match ops.get(2) {
+            Some(bv) => self.weight_name(*bv, ".q"),
+            None => format!("{}.bias.q", wname.strip_suffix(".weight").unwrap_or(&wname)),
+        };
+        let bv = self.new_const(
+            &bname,
+            TensorData::I32(bq),
+            TensorType::new(vec![channels], ElemType::I32),
+            inline,
+        );
+        if let Some(h) = ops.get(2).and_then(|b| hint(self.old, *b)) {
+            self.new.op_mut(bv.node).result_names[0] = Some(format!("{h}_q"));
+        }
+        let (out, ty, clamp, fused) = self.output(node, op.results[0].shape.clone());
+        let mut attrs = op.attrs.clone();
+        if let Some(c) = clamp {
+            attrs.set("clamp", c);
+        }
+        let name = if op.name == "nn.conv2d" {
+            "quant.conv2d"
+        } else {
+            "quant.dense"
+        };
+        let mut qop = Operation::new(name, attrs, ty);
+        qop.result_names[0] = hint(self.old, out);
+        let q = self.add(qop, &[xq, wv, bv]);
+        self.map.quant.insert(out, q);
+        consumed.extend(fused);
+        self.layers += 1;
+        Ok(None)
+    }
+
+    /// Rewrites an op whose integer form takes quantized inputs and calibrated output parameters.
+    fn simple(
+        &mut self,
+        node: NodeIndex,
+        name: &str,
+        consumed: &mut Vec<NodeIndex>,
+        fuse: bool,
+    ) -> Result<(), String> {
+        let op = self.old.op(node).clone();
+        let inputs = self
+            .old
+            .operands(node)
+            .into_iter()
+            .map(|v| self.quantized(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (out, ty, clamp, fused) = if fuse {
+            self.output(node, op.results[0].shape.clone())
+        } else {
+            let out = Value::of(node);
+            (
+                out,
+                u8_type(op.results[0].shape.clone(), self.params(out)),
+                None,
+                None,
+            )
+        };
+        let mut attrs = op.attrs.clone();
+        if let Some(c) = clamp {
+            attrs.set("clamp", c);
+        }
+        let mut qop = Operation::new(name, attrs, ty);
+        qop.result_names[0] = hint(self.old, out);
+        let q = self.add(qop, &inputs);
+        self.map.quant.insert(out, q);
+        consumed.extend(fused);
+        self.layers += 1;
+        Ok(())
+    }
+
+    /// An op that only moves data: it keeps its input's quantization.
+    fn pass_through(&mut self, node: NodeIndex, name: &str) -> Result<(), String> {
+        let op = self.old.op(node).clone();
+        let input = self.old.operands(node)[0];
+        let q = self.quantized(input)?;
+        let elem = self.new.value_type(q).elem.clone();
+        let mut new = op.clone();
+        new.name = name.to_string();
+        new.results = vec![TensorType::new(op.results[0].shape.clone(), elem)];
+        let v = self.add(new, &[q]);
+        self.map.quant.insert(Value::of(node), v);
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        for &a in &self.old.args {
+            let qcc_dialects::Node::Arg { name, ty, .. } = &self.old.graph[a] else {
+                continue;
+            };
+            let v = self.new.add_arg(name, ty.clone());
+            self.map.float.insert(Value::of(a), v);
+        }
+        let mut consumed: Vec<NodeIndex> = Vec::new();
+        for node in self.old.schedule() {
+            if consumed.contains(&node) {
+                continue;
+            }
+            let name = self.old.op(node).name.clone();
+            let has_quant_input = |r: &Self| {
+                r.old
+                    .operands(node)
+                    .first()
+                    .is_some_and(|v| r.map.quant.contains_key(v))
+            };
+            match name.as_str() {
+                "nn.const" => {} // copied where a float op reads it, folded into layers otherwise
+                "nn.conv2d" | "nn.dense" => {
+                    if let Some(why) = self.layer(node, &mut consumed)? {
+                        self.keep_float(node, &why)?;
+                    }
+                }
+                "nn.add" => self.simple(node, "quant.add", &mut consumed, true)?,
+                "nn.avg_pool2d" => self.simple(node, "quant.avg_pool2d", &mut consumed, false)?,
+                "nn.global_avg_pool" => {
+                    self.simple(node, "quant.global_avg_pool", &mut consumed, false)?
+                }
+                "nn.concat" => self.simple(node, "quant.concat", &mut consumed, false)?,
+                "nn.max_pool2d" => self.pass_through(node, "quant.max_pool2d")?,
+                "nn.flatten" | "nn.reshape" if has_quant_input(self) => {
+                    self.pass_through(node, &name)?
+                }
+                "nn.flatten" | "nn.reshape" => self.keep_float(node, "its input is float")?,
+                "nn.relu" | "nn.clip" => {
+                    self.keep_float(node, "no integer layer before it to fuse into")?
+                }
+                _ => self.keep_float(node, "no integer form")?,
+            }
+        }
+        let results = self.old.results.clone();
+        for v in results {
+            let f = self.float(v)?;
+            self.new.results.push(f);
+        }
+        Ok(())
+    }
+}
+
+impl Pass for Quantize {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+
+    fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
+        let Some(calib) = ctx.calib.as_ref() else {
+            return Err(
+                "quantize needs calibration data: give --calib DATA (a folder of images, a .npy of u8 pixels [N, 3, H, W] or a .npy of f32 inputs); it uses the first 64 samples unless quantize{samples=N} says otherwise"
+                    .into(),
+            );
+        };
+        let main = module
+            .function("main")
+            .ok_or("quantize: the module has no function @main")?;
+        check_inputs(main, calib)?;
+        let inputs = take(calib, self.samples);
+        let ranges = calibrate(module, &inputs, self.method)?;
+        let index = module
+            .functions
+            .iter()
+            .position(|f| f.name == "main")
+            .expect("@main exists");
+        let old = std::mem::take(&mut module.functions[index]);
+        let mut r = Rewriter {
+            old: &old,
+            new: Function::new(&old.name),
+            module,
+            ranges,
+            map: Mapping::default(),
+            per_channel: self.per_channel,
+            skipped: BTreeMap::new(),
+            layers: 0,
+        };
+        let result = r.run();
+        let (mut new, layers, skipped) = (r.new, r.layers, r.skipped);
+        if let Err(e) = result {
+            module.functions[index] = old;
+            return Err(e);
+        }
+        crate::rewrite::remove_dead_ops(&mut new);
+        new.span = old.span;
+        module.functions[index] = new;
+        ctx.note(
+            INFO.name,
+            format!(
+                "{layers} ops quantized ({} weights), calibrated on {} samples",
+                if self.per_channel {
+                    "per-channel"
+                } else {
+                    "per-tensor"
+                },
+                inputs.shape[0]
+            ),
+        );
+        for (what, count) in skipped {
+            ctx.note(INFO.name, format!("kept float: {what} x{count}"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,420 @@
+//! Integer kernels of the `quant` ops. Accumulation is exact (i32 values; dense convolutions
+//! through an f64 GEMM whose sums of integer products are exact), requantization goes through
+//! [`Multiplier`], and every result saturates to its storage range.
+
+use qcc_dialects::{QuantParams, Tensor, TensorData, TensorType};
+use rayon::prelude::*;
+
+use super::gemm::dgemm;
+use super::layers::{ConvGeometry, depthwise_plane, im2col};
+use super::pool::PoolGeometry;
+use crate::quant::{Multiplier, channel_scales, dequantize_value, per_tensor, quantize_value};
+
+/// The stored integers of a quantized (or integer) tensor.
+pub fn ints(t: &Tensor) -> Vec<i32> {
+    match &t.data {
+        TensorData::U8(v) => v.iter().map(|x| *x as i32).collect(),
+        TensorData::I8(v) => v.iter().map(|x| *x as i32).collect(),
+        TensorData::I32(v) => v.clone(),
+        TensorData::I64(v) => v.iter().map(|x| *x as i32).collect(),
+        TensorData::F32(v) => v.iter().map(|x| *x as i32).collect(),
+    }
+}
+
+fn store(values: Vec<i64>, ty: &TensorType, shape: Vec<usize>) -> Tensor {
+    let data = match TensorData::zeros(&ty.elem, 0) {
+        TensorData::U8(_) => TensorData::U8(values.iter().map(|v| *v as u8).collect()),
+        TensorData::I8(_) => TensorData::I8(values.iter().map(|v| *v as i8).collect()),
+        _ => TensorData::I32(values.iter().map(|v| *v as i32).collect()),
+    };
+    Tensor { shape, data }
+}
+
+fn params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, i64)), String> {
+    per_tensor(t).ok_or_else(|| format!("{what} must be per-tensor quantized, got {t}"))
+}
+
+/// The output clamp: `clamp` when given, else the storage range.
+fn bounds(clamp: Option<[i64; 2]>, range: (i64, i64)) -> (i64, i64) {
+    clamp.map_or(range, |[lo, hi]| (lo.max(range.0), hi.min(range.1)))
+}
+
+/// `quant.quantize`: f32 to the result type (per tensor, or per axis).
+pub fn quantize(x: &[f32], shape: &[usize], ty: &TensorType) -> Result<Tensor, String> {
+    let q = ty.elem.quant().ok_or("the result must be quantized")?;
+    let range = q.storage.range();
+    let values: Vec<i64> = match &q.params {
+        QuantParams::PerTensor { scale, zero_point } => x
+            .iter()
+            .map(|v| quantize_value(*v, *scale, *zero_point, range))
+            .collect(),
+        QuantParams::PerAxis {
+            axis,
+            scales,
+            zero_points,
+        } => {
+            let inner: usize = shape[axis + 1..].iter().product();
+            let n = shape[*axis];
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let c = (i / inner) % n;
+                    quantize_value(*v, scales[c], zero_points[c], range)
+                })
+                .collect()
+        }
+    };
+    Ok(store(values, ty, shape.to_vec()))
+}
+
+/// `quant.dequantize`: the input type's scales and zero points back to f32.
+pub fn dequantize(q: &Tensor, ty: &TensorType) -> Result<Tensor, String> {
+    let quant = ty.elem.quant().ok_or("the input must be quantized")?;
+    let v = ints(q);
+    let data = match &quant.params {
+        QuantParams::PerTensor { scale, zero_point } => v
+            .iter()
+            .map(|x| dequantize_value(*x as i64, *scale, *zero_point))
+            .collect(),
+        QuantParams::PerAxis {
+            axis,
+            scales,
+            zero_points,
+        } => {
+            let inner: usize = q.shape[axis + 1..].iter().product();
+            let n = q.shape[*axis];
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let c = (i / inner) % n;
+                    dequantize_value(*x as i64, scales[c], zero_points[c])
+                })
+                .collect()
+        }
+    };
+    Ok(Tensor::from_f32(q.shape.clone(), data))
+}
+
+/// The operands of an integer conv2d or dense layer.
+pub struct LayerOperands<'a> {
+    /// Input activations and their type.
+    pub x: (&'a Tensor, &'a TensorType),
+    /// Weights (i8) and their type.
+    pub w: (&'a Tensor, &'a TensorType),
+    /// Optional i32 bias.
+    pub bias: Option<&'a Tensor>,
+    /// Result type.
+    pub out: &'a TensorType,
+    /// Optional output clamp in stored units.
+    pub clamp: Option<[i64; 2]>,
+}
+
+/// Per-channel requantization of exact accumulators (`acc + bias`) into the result type.
+struct Requant {
+    mults: Vec<Multiplier>,
+    bias: Vec<i64>,
+    zp: i64,
+    lo: i64,
+    hi: i64,
+}
+
+impl Requant {
+    fn new(ops: &LayerOperands, channels: usize) -> Result<Requant, String> {
+        let (sx, _, _) = params(ops.x.1, "the input")?;
+        let (sy, zp, range) = params(ops.out, "the result")?;
+        let sw = channel_scales(ops.w.1, channels).ok_or("the weight must be quantized")?;
+        let (lo, hi) = bounds(ops.clamp, range);
+        Ok(Requant {
+            mults: sw.iter().map(|s| Multiplier::new(sx * s / sy)).collect(),
+            bias: ops.bias.map_or(vec![0; channels], |b| {
+                ints(b).into_iter().map(i64::from).collect()
+            }),
+            zp,
+            lo,
+            hi,
+        })
+    }
+
+    fn apply(&self, c: usize, acc: i64) -> i64 {
+        (self.zp + self.mults[c].apply(acc + self.bias[c])).clamp(self.lo, self.hi)
+    }
+
+    /// Requantizes one channel's plane of exact accumulators.
+    fn plane<T: Copy + Into<f64>>(&self, c: usize, acc: &[T], dst: &mut [i64]) {
+        let (m, b) = (self.mults[c], self.bias[c]);
+        for (d, a) in dst.iter_mut().zip(acc) {
+            let v: f64 = (*a).into();
+            *d = (self.zp + m.apply(v as i64 + b)).clamp(self.lo, self.hi);
+        }
+    }
+}
+
+/// `quant.conv2d`.
+pub fn conv2d(ops: &LayerOperands, g: &ConvGeometry) -> Result<Tensor, String> {
+    let (x, w) = (ops.x.0, ops.w.0);
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+    let (_, zx, _) = params(ops.x.1, "the input")?;
+    let rq = Requant::new(ops, o)?;
+    let (oh, ow) = g.output(h, wd, kh, kw);
+    let plane = oh * ow;
+    let og = o / g.groups;
+    let xs: Vec<i32> = ints(x).into_iter().map(|v| v - zx as i32).collect();
+    let ws = ints(w);
+    let wf: Vec<f64> = ws.iter().map(|v| *v as f64).collect();
+    let depthwise = cg == 1 && og == 1;
+    let pointwise = kh == 1 && kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
+    let mut out = vec![0i64; n * o * plane];
+    out.par_chunks_mut(o * plane)
+        .enumerate()
+        .for_each(|(b, image)| {
+            let xin = &xs[b * c * h * wd..(b + 1) * c * h * wd];
+            if depthwise {
+                let mut acc = vec![0i32; plane];
+                for ch in 0..o {
+                    acc.fill(0);
+                    let k = &ws[ch * kh * kw..(ch + 1) * kh * kw];
+                    depthwise_plane(
+                        &xin[ch * h * wd..(ch + 1) * h * wd],
+                        h,
+                        wd,
+                        k,
+                        kh,
+                        kw,
+                        g,
+                        &mut acc,
+                        ow,
+                    );
+                    rq.plane(ch, &acc, &mut image[ch * plane..(ch + 1) * plane]);
+                }
+                return;
+            }
+            // Sums of at most 2^53 integer products are exact in f64, so the GEMM is exact.
+            let kdim = cg * kh * kw;
+            let xf: Vec<f64> = xin.iter().map(|v| *v as f64).collect();
+            let mut cols = if pointwise {
+                Vec::new()
+            } else {
+                vec![0f64; kdim * plane]
+            };
+            let mut acc = vec![0f64; og * plane];
+            for grp in 0..g.groups {
+                let xg = &xf[grp * cg * h * wd..(grp + 1) * cg * h * wd];
+                let b_mat: &[f64] = if pointwise {
+                    xg
+                } else {
+                    im2col(xg, cg, h, wd, kh, kw, g, oh, ow, &mut cols);
+                    &cols
+                };
+                dgemm(
+                    [og, kdim, plane],
+                    &wf[grp * og * kdim..(grp + 1) * og * kdim],
+                    b_mat,
+                    &mut acc,
+                );
+                for oc in 0..og {
+                    let ch = grp * og + oc;
+                    rq.plane(
+                        ch,
+                        &acc[oc * plane..(oc + 1) * plane],
+                        &mut image[ch * plane..(ch + 1) * plane],
+                    );
+                }
+            }
+        });
+    Ok(store(out, ops.out, vec![n, o, oh, ow]))
+}
+
+/// `quant.dense`: x [N, K] and w [M, K].
+pub fn dense(ops: &LayerOperands) -> Result<Tensor, String> {
+    let (x, w) = (ops.x.0, ops.w.0);
+    let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
+    let (_, zx, _) = params(ops.x.1, "the input")?;
+    let rq = Requant::new(ops, m)?;
+    let xs: Vec<i64> = ints(x).into_iter().map(|v| (v as i64) - zx).collect();
+    let ws = ints(w);
+    let mut out = Vec::with_capacity(n * m);
+    for i in 0..n {
+        for j in 0..m {
+            let acc: i64 = xs[i * k..(i + 1) * k]
+                .iter()
+                .zip(&ws[j * k..(j + 1) * k])
+                .map(|(a, b)| a * *b as i64)
+                .sum();
+            out.push(rq.apply(j, acc));
+        }
+    }
+    Ok(store(out, ops.out, vec![n, m]))
+}
+
+/// Bits of headroom the inputs of an integer add get before rescaling.
+const ADD_SHIFT: u32 = 20;
+
+/// `quant.add` with broadcasting of equal-rank shapes: each input is rescaled to twice the larger
+/// input scale, summed, then rescaled to the output.
+pub fn add(
+    a: (&Tensor, &TensorType),
+    b: (&Tensor, &TensorType),
+    out: &TensorType,
+    out_shape: &[usize],
+    clamp: Option<[i64; 2]>,
+) -> Result<Tensor, String> {
+    let (sa, za, _) = params(a.1, "the first operand")?;
+    let (sb, zb, _) = params(b.1, "the second operand")?;
+    let (sy, zy, range) = params(out, "the result")?;
+    let (lo, hi) = bounds(clamp, range);
+    let twice = 2.0 * sa.max(sb);
+    let (ma, mb) = (Multiplier::new(sa / twice), Multiplier::new(sb / twice));
+    let my = Multiplier::new(twice / ((1u64 << ADD_SHIFT) as f64 * sy));
+    let (av, bv) = (ints(a.0), ints(b.0));
+    let n: usize = out_shape.iter().product();
+    let index = |shape: &[usize], i: usize| -> usize {
+        // Broadcast index of flat output position i into `shape` (same rank or lower).
+        let offset = out_shape.len() - shape.len();
+        let (mut rem, mut idx, mut stride) = (i, 0, 1);
+        for d in (0..out_shape.len()).rev() {
+            let coord = rem % out_shape[d];
+            rem /= out_shape[d];
+            if d >= offset {
+                let dim = shape[d - offset];
+                idx += if dim == 1 { 0 } else { coord * stride };
+                stride *= dim;
+            }
+        }
+        idx
+    };
+    let same = a.0.shape == out_shape && b.0.shape == out_shape;
+    let values = (0..n)
+        .map(|i| {
+            let (x, y) = if same {
+                (av[i], bv[i])
+            } else {
+                (av[index(&a.0.shape, i)], bv[index(&b.0.shape, i)])
+            };
+            let ta = ma.apply(((x as i64) - za) << ADD_SHIFT);
+            let tb = mb.apply(((y as i64) - zb) << ADD_SHIFT);
+            (zy + my.apply(ta + tb)).clamp(lo, hi)
+        })
+        .collect();
+    Ok(store(values, out, out_shape.to_vec()))
+}
+
+/// Integer average pooling: the window sum of `x - z_x`, rescaled by `s_x / (count * s_y)`.
+pub fn avg_pool2d(
+    x: (&Tensor, &TensorType),
+    out: &TensorType,
+    g: &PoolGeometry,
+    count_include_pad: bool,
+) -> Result<Tensor, String> {
+    let (sx, zx, _) = params(x.1, "the input")?;
+    let (sy, zy, range) = params(out, "the result")?;
+    let (n, c, h, w) = (x.0.shape[0], x.0.shape[1], x.0.shape[2], x.0.shape[3]);
+    let [oh, ow] = g.out;
+    let xs = ints(x.0);
+    let mut mults: std::collections::HashMap<usize, Multiplier> = std::collections::HashMap::new();
+    let mut values = Vec::with_capacity(n * c * oh * ow);
+    for plane in xs.chunks_exact(h * w).take(n * c) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let (mut sum, mut count, mut window) = (0i64, 0usize, 0usize);
+                for ky in 0..g.kernel[0] {
+                    let iy = (y * g.strides[0] + ky) as isize - g.pads[0] as isize;
+                    for kx in 0..g.kernel[1] {
+                        let ix = (xo * g.strides[1] + kx) as isize - g.pads[1] as isize;
+                        if iy < (h + g.pads[2]) as isize && ix < (w + g.pads[3]) as isize {
+                            window += 1;
+                        }
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            sum += plane[iy as usize * w + ix as usize] as i64 - zx;
+                            count += 1;
+                        }
+                    }
+                }
+                let d = if count_include_pad { window } else { count }.max(1);
+                let m = *mults
+                    .entry(d)
+                    .or_insert_with(|| Multiplier::new(sx / (d as f64 * sy)));
+                values.push((zy + m.apply(sum)).clamp(range.0, range.1));
+            }
+        }
+    }
+    Ok(store(values, out, vec![n, c, oh, ow]))
+}
+
+/// Integer global average pooling.
+pub fn global_avg_pool(x: (&Tensor, &TensorType), out: &TensorType) -> Result<Tensor, String> {
+    let (sx, zx, _) = params(x.1, "the input")?;
+    let (sy, zy, range) = params(out, "the result")?;
+    let hw = x.0.shape[2] * x.0.shape[3];
+    let m = Multiplier::new(sx / (hw as f64 * sy));
+    let values = ints(x.0)
+        .chunks_exact(hw)
+        .map(|p| (zy + m.apply(p.iter().map(|v| *v as i64 - zx).sum())).clamp(range.0, range.1))
+        .collect();
+    Ok(store(values, out, vec![x.0.shape[0], x.0.shape[1], 1, 1]))
+}
+
+/// Integer max pooling: the maximum stored value (the type passes through).
+pub fn max_pool2d(x: &Tensor, ty: &TensorType, g: &PoolGeometry) -> Tensor {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let [oh, ow] = g.out;
+    let xs = ints(x);
+    let mut values = Vec::with_capacity(n * c * oh * ow);
+    for plane in xs.chunks_exact(h * w).take(n * c) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let mut best = i64::MIN;
+                for ky in 0..g.kernel[0] {
+                    let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                    for kx in 0..g.kernel[1] {
+                        let ix =
+                            (xo * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            best = best.max(plane[iy as usize * w + ix as usize] as i64);
+                        }
+                    }
+                }
+                values.push(best);
+            }
+        }
+    }
+    store(values, ty, vec![n, c, oh, ow])
+}
+
+/// Integer concatenation: each input rescaled to the output's scale and zero point.
+pub fn concat(
+    inputs: &[(&Tensor, &TensorType)],
+    out: &TensorType,
+    axis: usize,
+) -> Result<Tensor, String> {
+    let (sy, zy, range) = params(out, "the result")?;
+    let mut shape = inputs[0].0.shape.clone();
+    shape[axis] = inputs.iter().map(|(t, _)| t.shape[axis]).sum();
+    let outer: usize = shape[..axis].iter().product();
+    let rescaled: Vec<Vec<i64>> = inputs
+        .iter()
+        .map(|(t, ty)| {
+            let (s, z, _) = params(ty, "every operand")?;
+            let m = Multiplier::new(s / sy);
+            let identity = s == sy && z == zy;
+            Ok(ints(t)
+                .into_iter()
+                .map(|v| {
+                    if identity {
+                        v as i64
+                    } else {
+                        (zy + m.apply(v as i64 - z)).clamp(range.0, range.1)
+                    }
+                })
+                .collect())
+        })
+        .collect::<Result<_, String>>()?;
+    let mut values = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for ((t, _), v) in inputs.iter().zip(&rescaled) {
+            let block: usize = t.shape[axis..].iter().product();
+            values.extend_from_slice(&v[o * block..(o + 1) * block]);
+        }
+    }
+    Ok(store(values, out, shape))
+}
