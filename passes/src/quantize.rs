@@ -292,7 +292,7 @@ impl Rewriter<'_> {
         self.add(Operation::new("nn.const", attrs, ty), &[])
     }
 
-    /// Rewrites conv2d/dense with constant weights; `Ok(false)` when it must stay float.
+    /// Rewrites conv2d/dense with constant weights; `Ok(Some(why))` when it must stay float.
     fn layer(
         &mut self,
         node: NodeIndex,
@@ -381,9 +381,11 @@ impl Rewriter<'_> {
             TensorType::new(vec![channels], ElemType::I32),
             inline,
         );
-        if let Some(h) = ops.get(2).and_then(|b| hint(self.old, *b)) {
-            self.new.op_mut(bv.node).result_names[0] = Some(format!("{h}_q"));
-        }
+        let bias_hint = match ops.get(2) {
+            Some(b) => hint(self.old, *b).map(|h| format!("{h}_q")),
+            None => hint(self.old, Value::of(node)).map(|h| format!("{h}_bias_q")),
+        };
+        self.new.op_mut(bv.node).result_names[0] = bias_hint;
         let (out, ty, clamp, fused) = self.output(node, op.results[0].shape.clone());
         let mut attrs = op.attrs.clone();
         if let Some(c) = clamp {

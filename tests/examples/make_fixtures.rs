@@ -58,7 +58,38 @@ fn bn(prefix: &str, c: usize, seed: usize) -> Vec<(String, Vec<usize>, TensorDat
     ]
 }
 
+/// Writes f32 network inputs as a `.npy` file.
+fn write_npy(path: &str, shape: Vec<usize>, data: Vec<f32>) {
+    let bytes = qcc_runtime::io::npy_bytes(&Tensor::from_f32(shape, data)).expect("npy encodes");
+    std::fs::write(path, bytes).expect("fixture is writable");
+    println!("wrote {path}");
+}
+
+/// Deterministic values in [0, 2) (an LCG), so that calibration ranges are stable.
+fn inputs(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 23) as f32
+        })
+        .collect()
+}
+
 fn main() {
+    std::fs::create_dir_all("tests/filetests/quantize").expect("folder");
+    write_npy(
+        "tests/filetests/quantize/calib.npy",
+        vec![8, 2, 6, 6],
+        inputs(8 * 2 * 36, 1).iter().map(|v| v - 0.5).collect(),
+    );
+    write_npy(
+        "tests/filetests/quantize/calib_vec.npy",
+        vec![8, 8],
+        inputs(64, 2),
+    );
     let mut stem: Vec<(String, Vec<usize>, TensorData)> = vec![
         (
             "conv0.weight".into(),
