@@ -137,8 +137,11 @@ struct Rewriter<'a> {
 }
 
 fn hint(func: &Function, v: Value) -> Option<String> {
-    func.try_op(v.node)
-        .and_then(|op| op.result_names.get(v.result).cloned().flatten())
+    match &func.graph[v.node] {
+        qcc_dialects::Node::Arg { name, .. } => Some(name.clone()),
+        qcc_dialects::Node::Op(op) => op.result_names.get(v.result).cloned().flatten(),
+    }
+    .filter(|h| !h.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Rewriter<'_> {
