@@ -69,28 +69,42 @@ fn own_image_loading_gives_the_golden_top1() {
     }
 }
 
+/// The README's main job: float and int8 (quantized on the photos themselves) side by side.
 #[test]
-fn main_job_prints_sensible_classes() {
+fn main_job_prints_sensible_classes_before_and_after_quantization() {
+    let photos = example("photos");
     let run = qcc(&[
         "run",
         &example("model.onnx"),
         "--input",
-        &example("photos"),
+        &photos,
         "--top",
         "5",
+        "--passes=quantize",
+        "--calib",
+        &photos,
+        "--compare",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let top1 = |photo: &str| -> usize {
         let mut lines = run.stdout.lines().skip_while(|l| *l != photo);
         lines.next();
-        lines
-            .next()
-            .expect("a class line")
-            .split_whitespace()
-            .next()
-            .expect("index")
-            .parse()
-            .expect("a number")
+        assert!(lines.next().expect("a header").contains("after quantize"));
+        let row = lines.next().expect("a class line");
+        let (float, int8) = row.split_once('|').expect("two columns");
+        let class = |s: &str| -> usize {
+            s.split_whitespace()
+                .next()
+                .expect("index")
+                .parse()
+                .expect("a number")
+        };
+        assert_eq!(
+            class(float),
+            class(int8),
+            "{photo}: int8 top-1 differs from float:\n{row}"
+        );
+        class(float)
     };
     assert!((281..=285).contains(&top1("cat.jpg")), "{}", run.stdout);
     assert!(

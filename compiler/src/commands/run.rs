@@ -39,9 +39,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
 
-    /// Passes to run on the model first, e.g. fold-batchnorm.
+    /// Passes to run on the model first, e.g. fold-batchnorm or quantize.
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Option<String>,
+
+    /// Calibration data for the passes (images, u8 pixels .npy or f32 inputs .npy).
+    #[arg(long, value_name = "DATA")]
+    pub calib: Option<PathBuf>,
+
+    /// With --passes: print the model's top classes before and after the passes side by side.
+    #[arg(long, requires = "passes")]
+    pub compare: bool,
+
+    /// Say what the passes did.
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Inputs per batch.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
@@ -112,23 +124,54 @@ fn probabilities(module: &Module, row: &[f32]) -> Vec<f32> {
     exp.iter().map(|e| e / sum).collect()
 }
 
+fn top_lines(module: &Module, row: &[f32], k: usize, names: Option<&[String]>) -> Vec<String> {
+    let probs = probabilities(module, row);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
+    order
+        .iter()
+        .take(k)
+        .map(|&c| {
+            let label = names.and_then(|l| l.get(c)).map_or("", String::as_str);
+            format!("{c:>5}  {:>6.2}%  {label}", probs[c] * 100.0)
+        })
+        .collect()
+}
+
 /// Runs `qcc run`.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Failure> {
     let names = labels(args.labels.as_deref(), &args.model)?;
-    let mut module = load(&args.model, &args.preprocess, err)?;
+    let original = load(&args.model, &args.preprocess, err)?;
+    let mut module = original.clone();
     if let Some(p) = &args.passes {
-        run_pipeline(&mut module, p, &CompileArgs::default(), err)?;
+        let settings = CompileArgs {
+            calib: args.calib.clone(),
+            verbose: args.verbose,
+            preprocess: args.preprocess.clone(),
+            ..CompileArgs::default()
+        };
+        run_pipeline(&mut module, p, &settings, err)?;
     }
     let pre = preprocessing(&module, &args.preprocess)?;
     let inputs = data::load(&args.input, &input_type(&module)?, &pre, None)?;
     let n = inputs.names.len();
-    let mut progress = Progress::new(n, "running", args.quiet);
+    let mut progress = Progress::new(n * (1 + usize::from(args.compare)), "running", args.quiet);
     let outputs = run_batches(
         &module,
         &inputs.tensor,
         args.batch_size as usize,
         &mut progress,
     )?;
+    let before = if args.compare {
+        Some(run_batches(
+            &original,
+            &inputs.tensor,
+            args.batch_size as usize,
+            &mut progress,
+        )?)
+    } else {
+        None
+    };
     progress.finish();
     if let Some(path) = &args.output {
         write_atomic(path, &qcc_runtime::io::npy_bytes(&outputs)?)?;
@@ -136,20 +179,32 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let top = args
         .top
         .or(if args.output.is_none() { Some(5) } else { None });
-    if let Some(k) = top {
-        let values = outputs.as_f32().expect("outputs are f32");
-        let per_item = values.len() / n.max(1);
-        for (i, name) in inputs.names.iter().enumerate() {
-            let probs = probabilities(&module, &values[i * per_item..(i + 1) * per_item]);
-            let mut order: Vec<usize> = (0..probs.len()).collect();
-            order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
-            let _ = writeln!(out, "{name}");
-            for &c in order.iter().take(k) {
-                let label = names
-                    .as_ref()
-                    .and_then(|l| l.get(c))
-                    .map_or("", String::as_str);
-                let _ = writeln!(out, "  {c:>5}  {:>6.2}%  {label}", probs[c] * 100.0);
+    let Some(k) = top else { return Ok(()) };
+    let values = outputs.as_f32().expect("outputs are f32");
+    let per_item = values.len() / n.max(1);
+    let after_label = args.passes.as_deref().unwrap_or("");
+    for (i, name) in inputs.names.iter().enumerate() {
+        let row = |t: &[f32]| t[i * per_item..(i + 1) * per_item].to_vec();
+        let now = top_lines(&module, &row(values), k, names.as_deref());
+        match &before {
+            None => {
+                let _ = writeln!(out, "{name}");
+                for l in now {
+                    let _ = writeln!(out, "  {l}");
+                }
+            }
+            Some(b) => {
+                let was = top_lines(
+                    &original,
+                    &row(b.as_f32().expect("f32")),
+                    k,
+                    names.as_deref(),
+                );
+                let _ = writeln!(out, "{name}\n  {:<42}|   after {after_label}", "as given");
+                for (w, l) in was.iter().zip(&now) {
+                    let w: String = w.chars().take(42).collect();
+                    let _ = writeln!(out, "  {w:<42}|   {l}");
+                }
             }
         }
     }
