@@ -154,9 +154,9 @@ impl TensorType {
         TensorType::new(shape, ElemType::F32)
     }
 
-    /// Number of elements.
+    /// Number of elements (saturating: types from text or ONNX are checked to stay far below).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |a, d| a.saturating_mul(*d))
     }
 
     /// Number of dimensions.

@@ -344,6 +344,20 @@ impl<'m> Interpreter<'m> {
         inputs: &[Tensor],
         observer: &mut dyn FnMut(NodeIndex, &Operation, &Tensor),
     ) -> Result<Vec<Tensor>, RunError> {
+        let mut stepper = self.stepper(inputs)?;
+        while let Some(node) = stepper.step()? {
+            if let Some(t) = stepper
+                .value(Value::of(node))
+                .filter(|_| !self.consts.contains_key(&node))
+            {
+                observer(node, self.func.op(node), t);
+            }
+        }
+        Ok(stepper.results())
+    }
+
+    /// Starts a run that the caller advances op by op, reading and replacing live values.
+    pub fn stepper(&self, inputs: &[Tensor]) -> Result<Stepper<'_, 'm>, RunError> {
         let func = self.func;
         if inputs.len() != func.args.len() {
             return Err(RunError {
@@ -367,35 +381,86 @@ impl<'m> Interpreter<'m> {
                     ),
                 });
             }
-            live.insert(Value::of(arg), Cow::Borrowed(t));
+            live.insert(Value::of(arg), Cow::Owned(t.clone()));
         }
-        for (step, &node) in self.schedule.iter().enumerate() {
-            let op = func.op(node);
-            let out = if let Some(c) = self.consts.get(&node) {
-                Cow::Borrowed(c.as_ref())
-            } else {
-                let operands = func.operands(node);
-                let args: Vec<&Tensor> = operands.iter().map(|v| live[v].as_ref()).collect();
-                let types: Vec<&TensorType> =
-                    operands.iter().map(|v| func.value_type(*v)).collect();
-                let t = eval_op(op, &args, &types).map_err(|message| RunError {
-                    op: describe(func, node),
-                    message,
-                })?;
-                observer(node, op, &t);
-                Cow::Owned(t)
-            };
-            live.insert(Value::of(node), out);
-            for v in func.operands(node) {
-                if self.last_use.get(&v) == Some(&step) && !func.is_returned(v) {
-                    live.remove(&v);
-                }
+        Ok(Stepper {
+            interp: self,
+            live,
+            position: 0,
+        })
+    }
+
+    /// The prepared function.
+    pub fn function(&self) -> &'m Function {
+        self.func
+    }
+}
+
+/// A run in progress: ops execute one at a time in schedule order; a value stays readable until
+/// its last reader has run.
+pub struct Stepper<'i, 'm> {
+    interp: &'i Interpreter<'m>,
+    live: HashMap<Value, Cow<'i, Tensor>>,
+    position: usize,
+}
+
+impl Stepper<'_, '_> {
+    /// The op the next `step` runs.
+    pub fn next_node(&self) -> Option<NodeIndex> {
+        self.interp.schedule.get(self.position).copied()
+    }
+
+    /// Runs the next op; returns its node, or `None` when the function is done.
+    pub fn step(&mut self) -> Result<Option<NodeIndex>, RunError> {
+        let Some(node) = self.next_node() else {
+            return Ok(None);
+        };
+        let (func, step) = (self.interp.func, self.position);
+        let out = if let Some(c) = self.interp.consts.get(&node) {
+            Cow::Borrowed(c.as_ref())
+        } else {
+            let operands = func.operands(node);
+            let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
+            let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
+            let t = eval_op(func.op(node), &args, &types).map_err(|message| RunError {
+                op: describe(func, node),
+                message,
+            })?;
+            Cow::Owned(t)
+        };
+        self.live.insert(Value::of(node), out);
+        for v in func.operands(node) {
+            if self.interp.last_use.get(&v) == Some(&step) && !func.is_returned(v) {
+                self.live.remove(&v);
             }
         }
-        Ok(func
+        self.position += 1;
+        Ok(Some(node))
+    }
+
+    /// A live value.
+    pub fn value(&self, v: Value) -> Option<&Tensor> {
+        self.live.get(&v).map(|t| t.as_ref())
+    }
+
+    /// Replaces a live value (later ops read the replacement).
+    pub fn replace(&mut self, v: Value, t: Tensor) {
+        self.live.insert(v, Cow::Owned(t));
+    }
+
+    /// Runs the remaining ops.
+    pub fn finish(&mut self) -> Result<(), RunError> {
+        while self.step()?.is_some() {}
+        Ok(())
+    }
+
+    /// The function's results (after `finish`).
+    pub fn results(&self) -> Vec<Tensor> {
+        self.interp
+            .func
             .results
             .iter()
-            .map(|v| live[v].clone().into_owned())
-            .collect())
+            .map(|v| self.live[v].clone().into_owned())
+            .collect()
     }
 }

@@ -6,5 +6,5 @@ pub mod io;
 pub mod kernels;
 pub mod quant;
 
-pub use interp::{Interpreter, RunError};
+pub use interp::{Interpreter, RunError, Stepper};
 pub use qcc_dialects::{Tensor, TensorData};

@@ -770,8 +770,23 @@ impl<'m> Converter<'m> {
                 }
             })
             .collect();
-        let known: i64 = shape.iter().filter(|d| **d != -1).product();
-        let total: i64 = input.iter().product::<usize>() as i64;
+        if shape
+            .iter()
+            .any(|d| *d < -1 || *d > qcc_dialects::ops::shape::MAX_DIM)
+        {
+            return self.err(format!(
+                "the target shape {target:?} has an invalid dimension"
+            ));
+        }
+        let known: i64 = shape
+            .iter()
+            .filter(|d| **d != -1)
+            .try_fold(1i64, |a, d| a.checked_mul(*d))
+            .unwrap_or(-1);
+        let total: i64 = input
+            .iter()
+            .try_fold(1i64, |a, d| a.checked_mul(*d as i64))
+            .unwrap_or(-1);
         match shape.iter().filter(|d| **d == -1).count() {
             0 => {}
             1 if known > 0 && total % known == 0 => {
@@ -914,7 +929,9 @@ fn input_type(input: &super::proto::ValueInfoProto) -> Result<TensorType, String
     let mut dims = Vec::new();
     for (i, d) in shape.dim.iter().enumerate() {
         match d.value {
-            Some(Dim::DimValue(v)) if v > 0 => dims.push(v as usize),
+            Some(Dim::DimValue(v)) if v > 0 && v <= qcc_dialects::ops::shape::MAX_DIM => {
+                dims.push(v as usize)
+            }
             _ if i == 0 => dims.push(1),
             ref other => {
                 let what = match other {
@@ -926,6 +943,15 @@ fn input_type(input: &super::proto::ValueInfoProto) -> Result<TensorType, String
                 ));
             }
         }
+    }
+    if dims
+        .iter()
+        .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
+        .is_none_or(|n| n > 1 << 40)
+    {
+        return Err(format!(
+            "graph input '{name}' of shape {dims:?} is too large"
+        ));
     }
     Ok(TensorType::f32(dims))
 }

@@ -3,6 +3,10 @@
 use crate::registry::OpCtx;
 use crate::types::{ElemType, TensorType};
 
+/// The largest dimension, pad, stride or group count the shape rules accept (keeps every
+/// derived size far from overflow).
+pub const MAX_DIM: i64 = 1 << 31;
+
 /// Converts a non-negative attribute value to usize, or says which attribute is wrong.
 fn dims(values: &[i64], name: &str, len: usize, min: i64) -> Result<Vec<usize>, String> {
     if values.len() != len {
@@ -13,6 +17,8 @@ fn dims(values: &[i64], name: &str, len: usize, min: i64) -> Result<Vec<usize>, 
         .map(|&v| {
             if v < min {
                 Err(format!("'{name}' values must be >= {min}, got {v}"))
+            } else if v > MAX_DIM {
+                Err(format!("'{name}' value {v} is too large"))
             } else {
                 Ok(v as usize)
             }
@@ -90,7 +96,7 @@ pub fn conv2d(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     rank(x, 4, "the input")?;
     rank(w, 4, "the weight")?;
     let groups = ctx.int("groups", 1);
-    if groups < 1 {
+    if !(1..=MAX_DIM).contains(&groups) {
         return Err(format!("'groups' must be >= 1, got {groups}"));
     }
     let g = groups as usize;
@@ -251,8 +257,12 @@ pub fn reshape(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
     if let Some(bad) = target.iter().find(|d| **d < 0) {
         return Err(format!("'shape' dimensions must be >= 0, got {bad}"));
     }
+    if let Some(big) = target.iter().find(|d| **d > MAX_DIM) {
+        return Err(format!("'shape' dimension {big} is too large"));
+    }
     let shape: Vec<usize> = target.iter().map(|d| *d as usize).collect();
-    if shape.iter().product::<usize>() != x.numel() {
+    let count = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+    if count != Some(x.numel()) {
         return Err(format!(
             "cannot reshape {x} ({} elements) to {:?}",
             x.numel(),
