@@ -109,8 +109,8 @@ pub struct LayerOperands<'a> {
     pub clamp: Option<[i64; 2]>,
 }
 
-/// Per-channel requantization of exact accumulators (`acc + bias`) into the result type.
-struct Requant {
+/// Per-channel requantization of exact accumulators (`acc + bias`) into a result type.
+pub struct Requant {
     mults: Vec<Multiplier>,
     bias: Vec<i64>,
     zp: i64,
@@ -119,43 +119,77 @@ struct Requant {
 }
 
 impl Requant {
-    fn new(ops: &LayerOperands, channels: usize) -> Result<Requant, String> {
-        let (sx, _, _) = params(ops.x.1, "the input")?;
-        let (sy, zp, range) = params(ops.out, "the result")?;
-        let sw = channel_scales(ops.w.1, channels).ok_or("the weight must be quantized")?;
-        let (lo, hi) = bounds(ops.clamp, range);
+    /// From the layer's input, weight and result types, its i32 bias and its clamp.
+    pub fn from_types(
+        x: &TensorType,
+        w: &TensorType,
+        out: &TensorType,
+        bias: Vec<i64>,
+        clamp: Option<[i64; 2]>,
+    ) -> Result<Requant, String> {
+        let channels = bias.len();
+        let (sx, _, _) = params(x, "the input")?;
+        let (sy, zp, range) = params(out, "the result")?;
+        let sw = channel_scales(w, channels).ok_or("the weight must be quantized")?;
+        let (lo, hi) = bounds(clamp, range);
         Ok(Requant {
             mults: sw.iter().map(|s| Multiplier::new(sx * s / sy)).collect(),
-            bias: ops.bias.map_or(vec![0; channels], |b| {
-                ints(b).into_iter().map(i64::from).collect()
-            }),
+            bias,
             zp,
             lo,
             hi,
         })
     }
 
-    fn apply(&self, c: usize, acc: i64) -> i64 {
-        (self.zp + self.mults[c].apply(acc + self.bias[c])).clamp(self.lo, self.hi)
+    fn new(ops: &LayerOperands, channels: usize) -> Result<Requant, String> {
+        let bias = ops.bias.map_or(vec![0; channels], |b| {
+            ints(b).into_iter().map(i64::from).collect()
+        });
+        Requant::from_types(ops.x.1, ops.w.1, ops.out, bias, ops.clamp)
     }
 
-    /// Requantizes one channel's plane of exact accumulators.
-    fn plane<T: Copy + Into<f64>>(&self, c: usize, acc: &[T], dst: &mut [i64]) {
-        let (m, b) = (self.mults[c], self.bias[c]);
-        for (d, a) in dst.iter_mut().zip(acc) {
-            let v: f64 = (*a).into();
-            *d = (self.zp + m.apply(v as i64 + b)).clamp(self.lo, self.hi);
-        }
+    /// Requantizes accumulators laid out `[N, C, plane]`.
+    pub fn apply_all(&self, acc: &[i64], plane: usize) -> Vec<i64> {
+        let c = self.bias.len();
+        acc.iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let ch = (i / plane.max(1)) % c;
+                (self.zp + self.mults[ch].apply(a + self.bias[ch])).clamp(self.lo, self.hi)
+            })
+            .collect()
+    }
+}
+
+/// Copies exact accumulators (integers held in i32 or f64) into i64.
+fn copy_exact<T: Copy + Into<f64>>(acc: &[T], dst: &mut [i64]) {
+    for (d, a) in dst.iter_mut().zip(acc) {
+        let v: f64 = (*a).into();
+        *d = v as i64;
     }
 }
 
 /// `quant.conv2d`.
 pub fn conv2d(ops: &LayerOperands, g: &ConvGeometry) -> Result<Tensor, String> {
-    let (x, w) = (ops.x.0, ops.w.0);
+    let (acc, shape) = conv2d_accumulators((ops.x.0, ops.x.1), ops.w.0, g)?;
+    let rq = Requant::new(ops, shape[1])?;
+    Ok(store(
+        rq.apply_all(&acc, shape[2] * shape[3]),
+        ops.out,
+        shape,
+    ))
+}
+
+/// The exact accumulators `sum (x - Z_x) * w` of an integer convolution (no bias), `[N, O, OH, OW]`.
+pub fn conv2d_accumulators(
+    xq: (&Tensor, &TensorType),
+    w: &Tensor,
+    g: &ConvGeometry,
+) -> Result<(Vec<i64>, Vec<usize>), String> {
+    let x = xq.0;
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
-    let (_, zx, _) = params(ops.x.1, "the input")?;
-    let rq = Requant::new(ops, o)?;
+    let (_, zx, _) = params(xq.1, "the input")?;
     let (oh, ow) = g.output(h, wd, kh, kw);
     let plane = oh * ow;
     let og = o / g.groups;
@@ -185,7 +219,7 @@ pub fn conv2d(ops: &LayerOperands, g: &ConvGeometry) -> Result<Tensor, String> {
                         &mut acc,
                         ow,
                     );
-                    rq.plane(ch, &acc, &mut image[ch * plane..(ch + 1) * plane]);
+                    copy_exact(&acc, &mut image[ch * plane..(ch + 1) * plane]);
                 }
                 return;
             }
@@ -214,37 +248,51 @@ pub fn conv2d(ops: &LayerOperands, g: &ConvGeometry) -> Result<Tensor, String> {
                 );
                 for oc in 0..og {
                     let ch = grp * og + oc;
-                    rq.plane(
-                        ch,
+                    copy_exact(
                         &acc[oc * plane..(oc + 1) * plane],
                         &mut image[ch * plane..(ch + 1) * plane],
                     );
                 }
             }
         });
-    Ok(store(out, ops.out, vec![n, o, oh, ow]))
+    Ok((out, vec![n, o, oh, ow]))
 }
 
 /// `quant.dense`: x [N, K] and w [M, K].
 pub fn dense(ops: &LayerOperands) -> Result<Tensor, String> {
-    let (x, w) = (ops.x.0, ops.w.0);
+    let (acc, shape) = dense_accumulators((ops.x.0, ops.x.1), ops.w.0)?;
+    let rq = Requant::new(ops, shape[1])?;
+    Ok(store(rq.apply_all(&acc, 1), ops.out, shape))
+}
+
+/// The exact accumulators `sum (x - Z_x) * w` of an integer dense layer (no bias), `[N, M]`.
+pub fn dense_accumulators(
+    xq: (&Tensor, &TensorType),
+    w: &Tensor,
+) -> Result<(Vec<i64>, Vec<usize>), String> {
+    let x = xq.0;
     let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
-    let (_, zx, _) = params(ops.x.1, "the input")?;
-    let rq = Requant::new(ops, m)?;
+    let (_, zx, _) = params(xq.1, "the input")?;
     let xs: Vec<i64> = ints(x).into_iter().map(|v| (v as i64) - zx).collect();
     let ws = ints(w);
     let mut out = Vec::with_capacity(n * m);
     for i in 0..n {
         for j in 0..m {
-            let acc: i64 = xs[i * k..(i + 1) * k]
-                .iter()
-                .zip(&ws[j * k..(j + 1) * k])
-                .map(|(a, b)| a * *b as i64)
-                .sum();
-            out.push(rq.apply(j, acc));
+            out.push(
+                xs[i * k..(i + 1) * k]
+                    .iter()
+                    .zip(&ws[j * k..(j + 1) * k])
+                    .map(|(a, b)| a * *b as i64)
+                    .sum(),
+            );
         }
     }
-    Ok(store(out, ops.out, vec![n, m]))
+    Ok((out, vec![n, m]))
+}
+
+/// Stores requantized values in the storage type of `ty`.
+pub fn store_as(values: Vec<i64>, ty: &TensorType, shape: Vec<usize>) -> Tensor {
+    store(values, ty, shape)
 }
 
 /// Bits of headroom the inputs of an integer add get before rescaling.
