@@ -1,6 +1,8 @@
 //! qcc's passes: the `Pass` trait, the pass registry and pipeline parser, the pass manager, and
 //! every pass.
 
+pub mod bias;
+pub mod bias_correct;
 pub mod calibrate;
 pub mod canonicalize;
 pub mod fold_batchnorm;

@@ -152,6 +152,8 @@ pub struct PassContext {
     pub verbose: bool,
     /// Calibration inputs (f32, the network's input shape with the samples first), from `--calib`.
     pub calib: Option<qcc_dialects::Tensor>,
+    /// The float network `quantize` started from, for the bias-correction passes.
+    pub float_reference: Option<crate::bias::FloatReference>,
     /// Messages passes emitted (shown on stderr under `--verbose`).
     pub notes: Vec<String>,
 }

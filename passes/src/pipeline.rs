@@ -14,6 +14,9 @@ pub fn passes() -> &'static [PassInfo] {
         crate::canonicalize::INFO,
         crate::fold_batchnorm::INFO,
         crate::quantize::INFO,
+        crate::bias_correct::ESTIMATE,
+        crate::bias_correct::APPLY,
+        crate::bias_correct::CORRECT,
     ]
 }
 

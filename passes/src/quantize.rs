@@ -134,6 +134,7 @@ struct Rewriter<'a> {
     per_channel: bool,
     skipped: BTreeMap<String, usize>,
     layers: usize,
+    links: Vec<crate::bias::LayerLink>,
 }
 
 fn hint(func: &Function, v: Value) -> Option<String> {
@@ -405,6 +406,11 @@ impl Rewriter<'_> {
         self.map.quant.insert(out, q);
         consumed.extend(fused);
         self.layers += 1;
+        self.links.push(crate::bias::LayerLink {
+            quant: q.node,
+            pre: Value::of(node),
+            post: out,
+        });
         Ok(None)
     }
 
@@ -532,6 +538,7 @@ impl Pass for Quantize {
         check_inputs(main, calib)?;
         let inputs = take(calib, self.samples);
         let ranges = calibrate(module, &inputs, self.method)?;
+        let float_module = module.clone();
         let index = module
             .functions
             .iter()
@@ -547,9 +554,10 @@ impl Pass for Quantize {
             per_channel: self.per_channel,
             skipped: BTreeMap::new(),
             layers: 0,
+            links: Vec::new(),
         };
         let result = r.run();
-        let (mut new, layers, skipped) = (r.new, r.layers, r.skipped);
+        let (mut new, layers, skipped, links) = (r.new, r.layers, r.skipped, r.links);
         if let Err(e) = result {
             module.functions[index] = old;
             return Err(e);
@@ -557,6 +565,10 @@ impl Pass for Quantize {
         crate::rewrite::remove_dead_ops(&mut new);
         new.span = old.span;
         module.functions[index] = new;
+        ctx.float_reference = Some(crate::bias::FloatReference {
+            module: float_module,
+            layers: links,
+        });
         ctx.note(
             INFO.name,
             format!(

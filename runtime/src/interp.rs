@@ -438,6 +438,19 @@ impl Stepper<'_, '_> {
         Ok(Some(node))
     }
 
+    /// Skips the next op, taking `t` as its output (a caller that computed it differently).
+    pub fn provide(&mut self, t: Tensor) {
+        let Some(node) = self.next_node() else { return };
+        let (func, step) = (self.interp.func, self.position);
+        self.live.insert(Value::of(node), Cow::Owned(t));
+        for v in func.operands(node) {
+            if self.interp.last_use.get(&v) == Some(&step) && !func.is_returned(v) {
+                self.live.remove(&v);
+            }
+        }
+        self.position += 1;
+    }
+
     /// A live value.
     pub fn value(&self, v: Value) -> Option<&Tensor> {
         self.live.get(&v).map(|t| t.as_ref())

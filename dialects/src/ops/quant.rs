@@ -110,12 +110,13 @@ fn dequantize_verify(ctx: &OpCtx) -> Result<(), String> {
     Ok(())
 }
 
-const LAYER_ATTRS: [AttrSpec; 5] = [
+const LAYER_ATTRS: [AttrSpec; 6] = [
     optional("strides", K::Ints),
     optional("pads", K::Ints),
     optional("dilations", K::Ints),
     optional("groups", K::Int),
     optional("clamp", K::Ints),
+    optional("bias_shift", K::Floats),
 ];
 
 /// Every `quant` op.
@@ -152,7 +153,10 @@ pub static OPS: &[OpDef] = &[
         summary: "integer fully connected layer: i32 accumulation, fixed-point requantization, clamp",
         operands: Arity::Range(2, 3),
         results: 1,
-        attrs: &[optional("clamp", K::Ints)],
+        attrs: &[
+            optional("clamp", K::Ints),
+            optional("bias_shift", K::Floats),
+        ],
         infer: shape::dense,
         verify: layer_verify,
     },

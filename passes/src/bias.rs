@@ -1,0 +1,324 @@
+//! Bias correction ("Fighting Quantization Bias With Bias", Finkelstein, Almog, Grobman 2019):
+//! measure, per output channel of every integer conv/dense layer, the mean of (quantized - float)
+//! output on calibration inputs, and subtract it through the i32 bias.
+//!
+//! The float and the quantized network step together op by op over the whole calibration batch,
+//! keeping only live values: one pass costs about one float plus one integer run. A layer's
+//! accumulators are computed once; trying a bias is only a requantization.
+
+use std::collections::HashMap;
+
+use qcc_dialects::{Attr, Module, NodeIndex, Tensor, TensorData, TensorType, Value};
+use qcc_runtime::Interpreter;
+use qcc_runtime::kernels::layers::ConvGeometry;
+use qcc_runtime::kernels::quant::{
+    Requant, conv2d_accumulators, dense_accumulators, dequantize, ints, store_as,
+};
+use qcc_runtime::quant::{channel_scales, per_tensor};
+
+/// The float network a quantized one came from, and which float values each integer layer stands for.
+#[derive(Clone)]
+pub struct FloatReference {
+    /// The float module (after batch-norm folding, before quantization).
+    pub module: Module,
+    /// Integer layer -> its float counterpart.
+    pub layers: Vec<LayerLink>,
+}
+
+/// One integer conv/dense and the float values it replaces.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerLink {
+    /// The `quant.conv2d` / `quant.dense` node of the quantized `@main`.
+    pub quant: NodeIndex,
+    /// The float layer's output (before its activation).
+    pub pre: Value,
+    /// The float value after the fused activation (equal to `pre` without one).
+    pub post: Value,
+}
+
+/// Where the shift is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// The layer's real-valued output before requantization and activation.
+    PreActivation,
+    /// The dequantized output after the fused activation clamp.
+    PostActivation,
+}
+
+impl At {
+    /// From the `at` option.
+    pub fn parse(s: &str) -> At {
+        if s == "post-activation" {
+            At::PostActivation
+        } else {
+            At::PreActivation
+        }
+    }
+}
+
+/// What happened to one layer.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The integer layer.
+    pub node: NodeIndex,
+    /// Measured mean (quantized - float) per channel, in real units.
+    pub shift: Vec<f64>,
+    /// The bias that stays (the corrected one, or the original when reverted or only measuring).
+    pub bias: Vec<i32>,
+    /// Whether a correction was applied and kept.
+    pub kept: bool,
+    /// Squared error against float before and after the correction.
+    pub error: (f64, f64),
+}
+
+/// Whether the pass measures only, or corrects as it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Record shifts against an uncorrected network (one shot).
+    Measure,
+    /// Correct each layer before the next is measured, keeping a correction only if it lowers
+    /// the layer's error.
+    Correct,
+}
+
+fn per_channel_means(v: &[f64], channels: usize, plane: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; channels];
+    let mut counts = vec![0usize; channels];
+    for (i, x) in v.iter().enumerate() {
+        let c = (i / plane.max(1)) % channels;
+        sums[c] += x;
+        counts[c] += 1;
+    }
+    sums.iter()
+        .zip(&counts)
+        .map(|(s, n)| if *n == 0 { 0.0 } else { s / *n as f64 })
+        .collect()
+}
+
+fn squared_error(a: &[f64], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - *y as f64).powi(2)).sum()
+}
+
+/// Advances the float run until `v` is computed, and returns a copy of it.
+fn float_value(stepper: &mut qcc_runtime::Stepper<'_, '_>, v: Value) -> Result<Tensor, String> {
+    loop {
+        if let Some(t) = stepper.value(v) {
+            return Ok(t.clone());
+        }
+        if stepper.step().map_err(|e| e.to_string())?.is_none() {
+            return Err("internal error: the float network finished before a layer's counterpart was computed".into());
+        }
+    }
+}
+
+fn geometry(op: &qcc_dialects::Operation) -> ConvGeometry {
+    let ints = |name: &str, d: &[i64]| -> Vec<usize> {
+        op.attr(name)
+            .and_then(Attr::as_ints)
+            .unwrap_or_else(|| d.to_vec())
+            .into_iter()
+            .map(|v| v.max(0) as usize)
+            .collect()
+    };
+    let (s, p, d) = (
+        ints("strides", &[1, 1]),
+        ints("pads", &[0; 4]),
+        ints("dilations", &[1, 1]),
+    );
+    ConvGeometry {
+        strides: [s[0], s[1]],
+        pads: [p[0], p[1], p[2], p[3]],
+        dilations: [d[0], d[1]],
+        groups: op.attr("groups").and_then(Attr::as_int).unwrap_or(1).max(1) as usize,
+    }
+}
+
+/// Runs the quantized module and its float reference side by side on `inputs` and measures (and,
+/// in `Mode::Correct`, corrects) every linked layer in schedule order.
+pub fn lockstep(
+    module: &Module,
+    reference: &FloatReference,
+    inputs: &Tensor,
+    at: At,
+    mode: Mode,
+) -> Result<Vec<Outcome>, String> {
+    let qf = module.function("main").ok_or("the module has no @main")?;
+    let links: HashMap<NodeIndex, LayerLink> =
+        reference.layers.iter().map(|l| (l.quant, *l)).collect();
+    let qi = Interpreter::new(module, "main")?;
+    let fi = Interpreter::new(&reference.module, "main")?;
+    let mut qs = qi
+        .stepper(std::slice::from_ref(inputs))
+        .map_err(|e| e.to_string())?;
+    let mut fs = fi
+        .stepper(std::slice::from_ref(inputs))
+        .map_err(|e| e.to_string())?;
+    let mut outcomes = Vec::new();
+    while let Some(node) = qs.next_node() {
+        let Some(link) = links.get(&node) else {
+            qs.step().map_err(|e| e.to_string())?;
+            continue;
+        };
+        let op = qf.op(node);
+        if op.name != "quant.conv2d" && op.name != "quant.dense" {
+            return Err(format!(
+                "bias correction expected an integer conv or dense layer, found '{}'",
+                op.name
+            ));
+        }
+        let f_pre = float_value(&mut fs, link.pre)?;
+        let f_post = if link.post == link.pre {
+            None
+        } else {
+            Some(float_value(&mut fs, link.post)?)
+        };
+        let operands = qf.operands(node);
+        let (x_ty, w_ty, out_ty) = (
+            qf.value_type(operands[0]),
+            qf.value_type(operands[1]),
+            &op.results[0],
+        );
+        let x = qs
+            .value(operands[0])
+            .ok_or("internal error: the layer input is not live")?;
+        let w = qs
+            .value(operands[1])
+            .ok_or("internal error: the layer weight is not live")?;
+        let (acc, shape) = if op.name == "quant.conv2d" {
+            conv2d_accumulators((x, x_ty), w, &geometry(op))?
+        } else {
+            dense_accumulators((x, x_ty), w)?
+        };
+        let channels = shape[1];
+        let plane: usize = shape[2..].iter().product();
+        let bias: Vec<i64> = match operands.get(2).and_then(|b| qs.value(*b)) {
+            Some(b) => ints(b).into_iter().map(i64::from).collect(),
+            None => vec![0; channels],
+        };
+        let (sx, _, _) = per_tensor(x_ty).ok_or("the layer input must be per-tensor quantized")?;
+        let unit: Vec<f64> = channel_scales(w_ty, channels)
+            .ok_or("the weight must be quantized")?
+            .iter()
+            .map(|s| sx * s)
+            .collect();
+        let clamp = op
+            .attr("clamp")
+            .and_then(Attr::as_ints)
+            .filter(|c| c.len() == 2)
+            .map(|c| [c[0], c[1]]);
+        let output = |b: &[i64]| -> Result<Tensor, String> {
+            let rq = Requant::from_types(x_ty, w_ty, out_ty, b.to_vec(), clamp)?;
+            Ok(store_as(rq.apply_all(&acc, plane), out_ty, shape.clone()))
+        };
+        // The layer's output, as real values, at the measuring point.
+        let measured = |b: &[i64]| -> Result<Vec<f64>, String> {
+            Ok(match at {
+                At::PreActivation => acc
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let c = (i / plane.max(1)) % channels;
+                        (a + b[c]) as f64 * unit[c]
+                    })
+                    .collect(),
+                At::PostActivation => dequantize(&output(b)?, out_ty)?
+                    .as_f32()
+                    .expect("f32")
+                    .iter()
+                    .map(|v| *v as f64)
+                    .collect(),
+            })
+        };
+        let reference_values = match at {
+            At::PreActivation => f_pre.as_f32(),
+            At::PostActivation => f_post.as_ref().unwrap_or(&f_pre).as_f32(),
+        }
+        .ok_or("the float counterpart is not f32")?;
+        let now = measured(&bias)?;
+        let q_means = per_channel_means(&now, channels, plane);
+        let f_means = per_channel_means(
+            &reference_values
+                .iter()
+                .map(|v| *v as f64)
+                .collect::<Vec<_>>(),
+            channels,
+            plane,
+        );
+        let shift: Vec<f64> = q_means.iter().zip(&f_means).map(|(q, f)| q - f).collect();
+        let corrected: Vec<i64> = bias
+            .iter()
+            .zip(&shift)
+            .zip(&unit)
+            .map(|((b, s), u)| {
+                (*b as f64 - s / u)
+                    .round()
+                    .clamp(i32::MIN as f64, i32::MAX as f64) as i64
+            })
+            .collect();
+        let before = squared_error(&now, reference_values);
+        let (kept, after, final_bias) = match mode {
+            Mode::Measure => (false, before, bias.clone()),
+            Mode::Correct => {
+                let after = squared_error(&measured(&corrected)?, reference_values);
+                if after < before {
+                    (true, after, corrected)
+                } else {
+                    (false, after, bias.clone())
+                }
+            }
+        };
+        qs.provide(output(&final_bias)?);
+        outcomes.push(Outcome {
+            node,
+            shift,
+            bias: final_bias.iter().map(|b| *b as i32).collect(),
+            kept,
+            error: (before, after),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Writes a layer's new i32 bias into its bias constant (in the weight store, or inline).
+pub fn set_bias(module: &mut Module, node: NodeIndex, bias: Vec<i32>) -> Result<(), String> {
+    let func = module
+        .functions
+        .iter_mut()
+        .find(|f| f.name == "main")
+        .ok_or("the module has no @main")?;
+    let Some(b) = func.operands(node).get(2).copied() else {
+        return Err("the layer has no bias operand".into());
+    };
+    let op = func.op_mut(b.node);
+    if op.name != "nn.const" {
+        return Err("the layer's bias is not a constant".into());
+    }
+    let ty: TensorType = op.results[0].clone();
+    if let Some(Attr::Dense(d)) = op.attrs.get("value").cloned() {
+        let mut d = d;
+        d.data = TensorData::I32(bias);
+        op.attrs.set("value", Attr::Dense(d));
+        return Ok(());
+    }
+    let name = op
+        .attr("name")
+        .and_then(Attr::as_str)
+        .ok_or("the bias constant names no tensor")?
+        .to_string();
+    module
+        .weights
+        .insert(name, Tensor::new(ty.shape, TensorData::I32(bias))?);
+    Ok(())
+}
+
+/// A printable name of an integer layer, for `--verbose`.
+pub fn layer_name(module: &Module, node: NodeIndex) -> String {
+    module
+        .function("main")
+        .and_then(|f| f.try_op(node))
+        .map(|op| match op.result_names.first().cloned().flatten() {
+            Some(n) => format!("%{n}"),
+            None => op.name.clone(),
+        })
+        .unwrap_or_default()
+}

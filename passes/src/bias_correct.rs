@@ -1,0 +1,229 @@
+//! The bias-correction passes: `estimate-bias-shift` + `apply-bias-correction` (one shot) and
+//! `bias-correct` (the paper's iterative method). See `bias.rs` and `docs/bias-correction.md`.
+
+use qcc_dialects::{Attr, Module};
+
+use crate::bias::{At, FloatReference, Mode, layer_name, lockstep, set_bias};
+use crate::calibrate::take;
+use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
+
+const AT: OptionSpec = OptionSpec {
+    name: "at",
+    kind: OptionKind::Choice(&["pre-activation", "post-activation"]),
+    default: "pre-activation",
+    help: "measure the shift before the layer's activation, or after it",
+};
+
+const SAMPLES: OptionSpec = OptionSpec {
+    name: "samples",
+    kind: OptionKind::Int {
+        min: 1,
+        max: i64::MAX,
+    },
+    default: "64",
+    help: "calibration inputs used",
+};
+
+/// Registration of `estimate-bias-shift`.
+pub const ESTIMATE: PassInfo = PassInfo {
+    name: "estimate-bias-shift",
+    summary: "record every integer layer's per-channel mean output shift against float (attribute bias_shift)",
+    options: &[SAMPLES, AT],
+    requires: &["quantize"],
+    create: |o: &Options| {
+        Box::new(Estimate {
+            samples: o.int("samples") as usize,
+            at: At::parse(o.choice("at")),
+        })
+    },
+};
+
+/// Registration of `apply-bias-correction`.
+pub const APPLY: PassInfo = PassInfo {
+    name: "apply-bias-correction",
+    summary: "fold recorded bias_shift attributes into the i32 biases and drop them",
+    options: &[],
+    requires: &[],
+    create: |_: &Options| Box::new(Apply),
+};
+
+/// Registration of `bias-correct`.
+pub const CORRECT: PassInfo = PassInfo {
+    name: "bias-correct",
+    summary: "iterative bias correction: layers in order, each measured with earlier corrections in place",
+    options: &[
+        OptionSpec {
+            name: "iterations",
+            kind: OptionKind::Int { min: 1, max: 100 },
+            default: "1",
+            help: "rounds over the network",
+        },
+        SAMPLES,
+        AT,
+    ],
+    requires: &["quantize"],
+    create: |o: &Options| {
+        Box::new(Correct {
+            iterations: o.int("iterations") as usize,
+            samples: o.int("samples") as usize,
+            at: At::parse(o.choice("at")),
+        })
+    },
+};
+
+fn needs<'a>(
+    ctx: &'a PassContext,
+    pass: &str,
+) -> Result<(&'a FloatReference, &'a qcc_dialects::Tensor), String> {
+    let reference = ctx.float_reference.as_ref().ok_or_else(|| {
+        format!("{pass} needs the float network that quantize started from: run it in the same pipeline after quantize (e.g. --passes=quantize,{pass})")
+    })?;
+    let calib = ctx
+        .calib
+        .as_ref()
+        .ok_or_else(|| format!("{pass} needs calibration data: give --calib DATA"))?;
+    Ok((reference, calib))
+}
+
+struct Estimate {
+    samples: usize,
+    at: At,
+}
+
+impl Pass for Estimate {
+    fn name(&self) -> &'static str {
+        ESTIMATE.name
+    }
+
+    fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
+        let (reference, calib) = needs(ctx, ESTIMATE.name)?;
+        let inputs = take(calib, self.samples);
+        let outcomes = lockstep(module, reference, &inputs, self.at, Mode::Measure)?;
+        let func = module
+            .functions
+            .iter_mut()
+            .find(|f| f.name == "main")
+            .expect("lockstep checked @main");
+        for o in &outcomes {
+            func.op_mut(o.node)
+                .attrs
+                .set("bias_shift", Attr::floats(&o.shift));
+        }
+        ctx.note(
+            ESTIMATE.name,
+            format!(
+                "measured {} layers on {} samples",
+                outcomes.len(),
+                inputs.shape[0]
+            ),
+        );
+        Ok(())
+    }
+}
+
+struct Apply;
+
+impl Pass for Apply {
+    fn name(&self) -> &'static str {
+        APPLY.name
+    }
+
+    fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
+        let Some(func) = module.function("main") else {
+            return Ok(());
+        };
+        let mut updates = Vec::new();
+        for node in func.op_nodes() {
+            let op = func.op(node);
+            let Some(shift) = op.attr("bias_shift").and_then(Attr::as_floats) else {
+                continue;
+            };
+            let ops = func.operands(node);
+            let (x_ty, w_ty) = (func.value_type(ops[0]), func.value_type(ops[1]));
+            let sx = qcc_runtime::quant::per_tensor(x_ty)
+                .ok_or("the layer input must be per-tensor quantized")?
+                .0;
+            let sw = qcc_runtime::quant::channel_scales(w_ty, shift.len())
+                .ok_or("the weight must be quantized")?;
+            let bias = ops
+                .get(2)
+                .and_then(|b| crate::rewrite::const_tensor(module, func, *b))
+                .map(|t| qcc_runtime::kernels::quant::ints(&t))
+                .unwrap_or_else(|| vec![0; shift.len()]);
+            let new: Vec<i32> = bias
+                .iter()
+                .zip(&shift)
+                .zip(&sw)
+                .map(|((b, s), w)| {
+                    (*b as f64 - s / (sx * w))
+                        .round()
+                        .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+                })
+                .collect();
+            updates.push((node, new));
+        }
+        for (node, bias) in &updates {
+            set_bias(module, *node, bias.clone())?;
+            let func = module
+                .functions
+                .iter_mut()
+                .find(|f| f.name == "main")
+                .expect("@main exists");
+            func.op_mut(*node).attrs.remove("bias_shift");
+        }
+        ctx.note(
+            APPLY.name,
+            format!("corrected the biases of {} layers", updates.len()),
+        );
+        Ok(())
+    }
+}
+
+struct Correct {
+    iterations: usize,
+    samples: usize,
+    at: At,
+}
+
+impl Pass for Correct {
+    fn name(&self) -> &'static str {
+        CORRECT.name
+    }
+
+    fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
+        let (reference, calib) = needs(ctx, CORRECT.name)?;
+        let reference = reference.clone();
+        let inputs = take(calib, self.samples);
+        let mut notes = Vec::new();
+        for round in 1..=self.iterations {
+            let outcomes = lockstep(module, &reference, &inputs, self.at, Mode::Correct)?;
+            let (mut kept, mut reverted) = (0, Vec::new());
+            for o in outcomes {
+                if o.kept {
+                    kept += 1;
+                    set_bias(module, o.node, o.bias)?;
+                } else {
+                    reverted.push(format!(
+                        "{} (error {:.4e} -> {:.4e})",
+                        layer_name(module, o.node),
+                        o.error.0,
+                        o.error.1
+                    ));
+                }
+            }
+            notes.push(format!(
+                "round {round}: corrected {kept} layers on {} samples",
+                inputs.shape[0]
+            ));
+            for r in reverted {
+                notes.push(format!(
+                    "round {round}: reverted {r}: the correction did not lower the layer's error"
+                ));
+            }
+        }
+        for n in notes {
+            ctx.note(CORRECT.name, n);
+        }
+        Ok(())
+    }
+}
