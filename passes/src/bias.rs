@@ -12,7 +12,7 @@ use qcc_dialects::{Attr, Module, NodeIndex, Tensor, TensorData, TensorType, Valu
 use qcc_runtime::Interpreter;
 use qcc_runtime::kernels::layers::ConvGeometry;
 use qcc_runtime::kernels::quant::{
-    Requant, conv2d_accumulators, dense_accumulators, dequantize, ints, store_as,
+    Requant, conv2d_accumulators, dense_accumulators, ints, store_as,
 };
 use qcc_runtime::quant::{channel_scales, per_tensor};
 
@@ -79,24 +79,6 @@ pub enum Mode {
     /// Correct each layer before the next is measured, keeping a correction only if it lowers
     /// the layer's error.
     Correct,
-}
-
-fn per_channel_means(v: &[f64], channels: usize, plane: usize) -> Vec<f64> {
-    let mut sums = vec![0f64; channels];
-    let mut counts = vec![0usize; channels];
-    for (i, x) in v.iter().enumerate() {
-        let c = (i / plane.max(1)) % channels;
-        sums[c] += x;
-        counts[c] += 1;
-    }
-    sums.iter()
-        .zip(&counts)
-        .map(|(s, n)| if *n == 0 { 0.0 } else { s / *n as f64 })
-        .collect()
-}
-
-fn squared_error(a: &[f64], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - *y as f64).powi(2)).sum()
 }
 
 /// Advances the float run until `v` is computed, and returns a copy of it.
@@ -206,45 +188,37 @@ pub fn lockstep(
             .and_then(Attr::as_ints)
             .filter(|c| c.len() == 2)
             .map(|c| [c[0], c[1]]);
-        let output = |b: &[i64]| -> Result<Tensor, String> {
-            let rq = Requant::from_types(x_ty, w_ty, out_ty, b.to_vec(), clamp)?;
-            Ok(store_as(rq.apply_all(&acc, plane), out_ty, shape.clone()))
-        };
-        // The layer's output, as real values, at the measuring point.
-        let measured = |b: &[i64]| -> Result<Vec<f64>, String> {
-            Ok(match at {
-                At::PreActivation => acc
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| {
-                        let c = (i / plane.max(1)) % channels;
-                        (a + b[c]) as f64 * unit[c]
-                    })
-                    .collect(),
-                At::PostActivation => dequantize(&output(b)?, out_ty)?
-                    .as_f32()
-                    .expect("f32")
-                    .iter()
-                    .map(|v| *v as f64)
-                    .collect(),
-            })
-        };
+        let requant = |b: &[i64]| Requant::from_types(x_ty, w_ty, out_ty, b.to_vec(), clamp);
         let reference_values = match at {
             At::PreActivation => f_pre.as_f32(),
             At::PostActivation => f_post.as_ref().unwrap_or(&f_pre).as_f32(),
         }
         .ok_or("the float counterpart is not f32")?;
-        let now = measured(&bias)?;
-        let q_means = per_channel_means(&now, channels, plane);
-        let f_means = per_channel_means(
-            &reference_values
-                .iter()
-                .map(|v| *v as f64)
-                .collect::<Vec<_>>(),
-            channels,
-            plane,
-        );
-        let shift: Vec<f64> = q_means.iter().zip(&f_means).map(|(q, f)| q - f).collect();
+        // The layer's output as real values at the measuring point, element by element.
+        let (out_scale, out_zp, _) =
+            per_tensor(out_ty).ok_or("the layer output must be per-tensor quantized")?;
+        let real = |rq: &Requant, b: &[i64], i: usize, c: usize| -> f64 {
+            match at {
+                At::PreActivation => (acc[i] + b[c]) as f64 * unit[c],
+                At::PostActivation => (rq.one(c, acc[i]) - out_zp) as f64 * out_scale,
+            }
+        };
+        // Per channel: count, sum of (q - f), sum of (q - f)^2.
+        let rq = requant(&bias)?;
+        let mut sums = vec![(0f64, 0f64, 0f64); channels];
+        for (i, f) in reference_values.iter().enumerate() {
+            let c = (i / plane.max(1)) % channels;
+            let d = real(&rq, &bias, i, c) - *f as f64;
+            let e = &mut sums[c];
+            e.0 += 1.0;
+            e.1 += d;
+            e.2 += d * d;
+        }
+        let shift: Vec<f64> = sums
+            .iter()
+            .map(|(n, d, _)| if *n > 0.0 { d / n } else { 0.0 })
+            .collect();
+        let before: f64 = sums.iter().map(|e| e.2).sum();
         let corrected: Vec<i64> = bias
             .iter()
             .zip(&shift)
@@ -255,11 +229,18 @@ pub fn lockstep(
                     .clamp(i32::MIN as f64, i32::MAX as f64) as i64
             })
             .collect();
-        let before = squared_error(&now, reference_values);
         let (kept, after, final_bias) = match mode {
             Mode::Measure => (false, before, bias.clone()),
             Mode::Correct => {
-                let after = squared_error(&measured(&corrected)?, reference_values);
+                let rq2 = requant(&corrected)?;
+                let after: f64 = reference_values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let c = (i / plane.max(1)) % channels;
+                        (real(&rq2, &corrected, i, c) - *f as f64).powi(2)
+                    })
+                    .sum();
                 if after < before {
                     (true, after, corrected)
                 } else {
@@ -267,7 +248,8 @@ pub fn lockstep(
                 }
             }
         };
-        qs.provide(output(&final_bias)?);
+        let output = requant(&final_bias)?.apply_all(&acc, plane);
+        qs.provide(store_as(output, out_ty, shape.clone()));
         outcomes.push(Outcome {
             node,
             shift,

@@ -148,6 +148,12 @@ impl Requant {
         Requant::from_types(ops.x.1, ops.w.1, ops.out, bias, ops.clamp)
     }
 
+    /// Requantizes one accumulator of channel `c`.
+    #[inline]
+    pub fn one(&self, c: usize, acc: i64) -> i64 {
+        (self.zp + self.mults[c].apply(acc + self.bias[c])).clamp(self.lo, self.hi)
+    }
+
     /// Requantizes accumulators laid out `[N, C, plane]`.
     pub fn apply_all(&self, acc: &[i64], plane: usize) -> Vec<i64> {
         let c = self.bias.len();
