@@ -154,8 +154,21 @@ fn parse_step(text: &str) -> Result<Step, String> {
     })
 }
 
+/// Appends the passes `info` requires (and theirs, first) that are not in `steps` yet.
+fn add_requirements(info: &PassInfo, steps: &mut Vec<Step>) {
+    for req in info.requires {
+        if steps.iter().any(|s| s.info.name == *req) {
+            continue;
+        }
+        let mut dep = parse_step(req).expect("required passes are registered");
+        add_requirements(dep.info, steps);
+        dep.implicit = true;
+        steps.push(dep);
+    }
+}
+
 /// Parses a pipeline string and adds the passes that listed passes require but that do not run
-/// before them (with default options), as MLIR's dependent passes.
+/// before them (with default options, their own requirements first), as MLIR's dependent passes.
 pub fn parse_pipeline(text: &str) -> Result<Vec<Step>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
@@ -163,13 +176,7 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<Step>, String> {
     let mut steps: Vec<Step> = Vec::new();
     for part in split_top_level(text)? {
         let step = parse_step(part)?;
-        for req in step.info.requires {
-            if !steps.iter().any(|s| s.info.name == *req) {
-                let mut dep = parse_step(req).expect("required passes are registered");
-                dep.implicit = true;
-                steps.push(dep);
-            }
-        }
+        add_requirements(step.info, &mut steps);
         steps.push(step);
     }
     Ok(steps)

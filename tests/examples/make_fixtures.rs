@@ -90,6 +90,12 @@ fn main() {
         vec![8, 8],
         inputs(64, 2),
     );
+    std::fs::create_dir_all("tests/filetests/bias").expect("folder");
+    write_npy(
+        "tests/filetests/bias/ones.npy",
+        vec![4, 2, 3, 3],
+        vec![1.0; 4 * 2 * 9],
+    );
     let mut stem: Vec<(String, Vec<usize>, TensorData)> = vec![
         (
             "conv0.weight".into(),

@@ -188,3 +188,29 @@ fn no_verify_skips_the_verifier() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+#[test]
+fn one_shot_and_iterative_correction_agree_on_a_single_layer() {
+    let file = fixture("tests/filetests/bias/estimate_depthwise.ir");
+    let calib = fixture("tests/filetests/bias/ones.npy");
+    let one_shot = qcc(&[
+        "--passes=quantize{granularity=per-tensor},estimate-bias-shift,apply-bias-correction",
+        "--calib",
+        &calib,
+        &file,
+    ]);
+    let iterative = qcc(&[
+        "--passes=quantize{granularity=per-tensor},bias-correct{iterations=1}",
+        "--calib",
+        &calib,
+        &file,
+    ]);
+    assert_eq!(one_shot.code, 0, "{}", one_shot.stderr);
+    assert_eq!(iterative.code, 0, "{}", iterative.stderr);
+    assert_eq!(one_shot.stdout, iterative.stdout);
+    assert!(
+        one_shot.stdout.contains("dense<[0, -61]>"),
+        "{}",
+        one_shot.stdout
+    );
+}
