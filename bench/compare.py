@@ -29,7 +29,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--kit", default=os.path.join(ROOT, "..", "shared", "eval"))
 parser.add_argument("--only", choices=["mobilenet", "dogs"])
 parser.add_argument("--qcc-only", action="store_true", help="skip the peers (keeps their rows from the last run)")
-parser.add_argument("--qcc-configs", default="", help="comma-separated extra qcc pipelines to score")
+parser.add_argument("--qcc-configs", default="", help="extra qcc pipelines to score, separated by semicolons")
 args = parser.parse_args()
 kit = os.path.normpath(args.kit)
 subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
@@ -160,7 +160,7 @@ for key, m in MODELS.items():
     configs = [
         ("qcc per-tensor", "quantize{granularity=per-tensor}"),
         ("qcc per-channel", "quantize{granularity=per-channel}"),
-    ] + [(f"qcc {p}", p) for p in args.qcc_configs.split(",") if p]
+    ] + [(f"qcc {p}", p) for p in args.qcc_configs.split(";") if p]
     qcc_rows = [qcc_row(m, label, p, evaluation, labels_path) for label, p in configs]
     lines = [f"#### {m['title']}", "", "| method | top-1 agree % | top-5 agree % | SQNR dB | KL | top-1 acc % | quantize s | on ORT int8 kernels: agree % / SQNR dB |", "|---|---|---|---|---|---|---|---|"]
     for name, r, dt in peer_rows + qcc_rows:
