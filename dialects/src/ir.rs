@@ -344,6 +344,31 @@ impl WeightStore {
         self.modified = true;
     }
 
+    /// An `nn.const` op holding `tensor` (of type `ty`): inline when `inline`, otherwise stored
+    /// here under a fresh name derived from `name`.
+    pub fn const_op(
+        &mut self,
+        name: &str,
+        tensor: Tensor,
+        ty: TensorType,
+        inline: bool,
+    ) -> Operation {
+        let attrs = if inline {
+            Attrs::new().with(
+                "value",
+                Attr::Dense(crate::attr::DenseAttr {
+                    ty: ty.clone(),
+                    data: tensor.data,
+                }),
+            )
+        } else {
+            let stored = self.fresh_name(name);
+            self.insert(stored.clone(), tensor);
+            Attrs::new().with("name", Attr::Str(stored))
+        };
+        Operation::new("nn.const", attrs, ty)
+    }
+
     /// A name not used yet, derived from `base`.
     pub fn fresh_name(&self, base: &str) -> String {
         if !self.tensors.contains_key(base) {

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use qcc_dialects::{
-    Attr, Attrs, DenseAttr, ElemType, Function, Module, NodeIndex, Operation, QuantParams,
-    QuantType, Storage, Tensor, TensorData, TensorType, Value,
+    Attr, Attrs, ElemType, Function, Module, NodeIndex, Operation, QuantParams, QuantType, Storage,
+    Tensor, TensorData, TensorType, Value,
 };
 
 use crate::calibrate::{Method, calibrate, check_inputs, take};
@@ -280,20 +280,8 @@ impl Rewriter<'_> {
             shape: ty.shape.clone(),
             data,
         };
-        let attrs = if inline {
-            Attrs::new().with(
-                "value",
-                Attr::Dense(DenseAttr {
-                    ty: ty.clone(),
-                    data: tensor.data,
-                }),
-            )
-        } else {
-            let stored = self.module.weights.fresh_name(name);
-            self.module.weights.insert(stored.clone(), tensor);
-            Attrs::new().with("name", Attr::Str(stored))
-        };
-        self.add(Operation::new("nn.const", attrs, ty), &[])
+        let op = self.module.weights.const_op(name, tensor, ty, inline);
+        self.add(op, &[])
     }
 
     /// Rewrites conv2d/dense with constant weights; `Ok(Some(why))` when it must stay float.

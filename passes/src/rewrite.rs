@@ -1,8 +1,6 @@
 //! Helpers passes share to read constants, make new ones and clean up dead ops.
 
-use qcc_dialects::{
-    Attr, Attrs, DenseAttr, Function, Module, NodeIndex, Operation, Tensor, TensorType, Value,
-};
+use qcc_dialects::{Function, Module, NodeIndex, Tensor, TensorType, Value};
 
 /// The tensor behind `v` if it is produced by an `nn.const`.
 pub fn const_tensor(module: &Module, func: &Function, v: Value) -> Option<Tensor> {
@@ -35,20 +33,7 @@ pub fn add_const(
     ty: TensorType,
     inline: bool,
 ) -> Value {
-    let attrs = if inline {
-        Attrs::new().with(
-            "value",
-            Attr::Dense(DenseAttr {
-                ty: ty.clone(),
-                data: tensor.data,
-            }),
-        )
-    } else {
-        let stored = module.weights.fresh_name(name);
-        module.weights.insert(stored.clone(), tensor);
-        Attrs::new().with("name", Attr::Str(stored))
-    };
-    Value::of(func.add_op(Operation::new("nn.const", attrs, ty), &[]))
+    Value::of(func.add_op(module.weights.const_op(name, tensor, ty, inline), &[]))
 }
 
 /// Removes ops whose results nobody reads (every op is pure); returns how many were removed.

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use qcc_dialects::registry::OpCtx;
 use qcc_dialects::{
-    Attr, Attrs, DenseAttr, ElemType, Function, Module, Operation, Tensor, TensorData, TensorType,
-    Value, registry,
+    Attr, Attrs, ElemType, Function, Module, Operation, Tensor, TensorData, TensorType, Value,
+    registry,
 };
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
@@ -214,20 +214,12 @@ impl<'m> Converter<'m> {
 
     fn add_const(&mut self, name: &str, tensor: Tensor, inline: bool) -> Value {
         let ty = TensorType::f32(tensor.shape.clone());
-        let attrs = if inline || tensor.numel() == 0 {
-            Attrs::new().with(
-                "value",
-                Attr::Dense(DenseAttr {
-                    ty: ty.clone(),
-                    data: tensor.data,
-                }),
-            )
-        } else {
-            let stored = self.module.weights.fresh_name(name);
-            self.module.weights.insert(stored.clone(), tensor);
-            Attrs::new().with("name", Attr::Str(stored))
-        };
-        let op = Operation::new("nn.const", attrs, ty).named(sanitize(name));
+        let inline = inline || tensor.numel() == 0;
+        let op = self
+            .module
+            .weights
+            .const_op(name, tensor, ty, inline)
+            .named(sanitize(name));
         Value::of(self.func.add_op(op, &[]))
     }
 
