@@ -113,10 +113,10 @@ pub struct PreprocessArgs {
     #[arg(long, value_name = "PIXELS")]
     pub crop: Option<usize>,
     /// Per-channel mean on [0, 1] pixels, e.g. 0.485,0.456,0.406.
-    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
     /// Per-channel std on [0, 1] pixels, e.g. 0.229,0.224,0.225.
-    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
     /// Feed channels in BGR order.
     #[arg(long)]
@@ -148,6 +148,16 @@ impl PreprocessArgs {
         }
         if let Some(r) = self.resize {
             p.resize = r;
+        }
+        for (flag, values) in [("--mean", &self.mean), ("--std", &self.std)] {
+            if let Some(v) = values
+                && v.len() != 3
+            {
+                return Err(format!(
+                    "{flag} takes three comma-separated numbers (R,G,B), got {}",
+                    v.len()
+                ));
+            }
         }
         if let Some(m) = &self.mean {
             p.mean = [m[0], m[1], m[2]];
