@@ -214,3 +214,20 @@ fn one_shot_and_iterative_correction_agree_on_a_single_layer() {
         one_shot.stdout
     );
 }
+
+#[test]
+fn empty_calibration_folder_is_an_error_before_any_work() {
+    let dir = scratch("empty-calib");
+    let run = qcc(&[
+        "--passes=quantize",
+        "--calib",
+        &dir.display().to_string(),
+        &fixture("tests/filetests/quantize/conv_relu6.ir"),
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("holds no JPEG or PNG images"),
+        "{}",
+        run.stderr
+    );
+}
