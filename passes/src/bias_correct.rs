@@ -14,15 +14,7 @@ const AT: OptionSpec = OptionSpec {
     help: "measure the shift before the layer's activation, or after it",
 };
 
-const SAMPLES: OptionSpec = OptionSpec {
-    name: "samples",
-    kind: OptionKind::Int {
-        min: 1,
-        max: i64::MAX,
-    },
-    default: "64",
-    help: "calibration inputs used",
-};
+const SAMPLES: OptionSpec = crate::calibrate::SAMPLES_OPTION;
 
 /// Registration of `estimate-bias-shift`.
 pub const ESTIMATE: PassInfo = PassInfo {

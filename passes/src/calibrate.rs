@@ -17,6 +17,17 @@ pub enum Method {
     Mse,
 }
 
+/// The `samples` option of every pass that runs on calibration data.
+pub const SAMPLES_OPTION: crate::pass::OptionSpec = crate::pass::OptionSpec {
+    name: "samples",
+    kind: crate::pass::OptionKind::Int {
+        min: 1,
+        max: i64::MAX,
+    },
+    default: "64",
+    help: "calibration inputs used",
+};
+
 /// Images per interpreter run during calibration.
 const CHUNK: usize = 16;
 /// Bins of the histogram the MSE search works on.

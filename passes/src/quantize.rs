@@ -39,15 +39,7 @@ pub const INFO: PassInfo = PassInfo {
             default: "99.99",
             help: "the percentile kept by calibration=percentile",
         },
-        OptionSpec {
-            name: "samples",
-            kind: OptionKind::Int {
-                min: 1,
-                max: i64::MAX,
-            },
-            default: "64",
-            help: "calibration inputs used",
-        },
+        crate::calibrate::SAMPLES_OPTION,
     ],
     requires: &["fold-batchnorm"],
     create: |o: &Options| {

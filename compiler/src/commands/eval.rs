@@ -206,8 +206,8 @@ pub fn evaluate(
     }
     let classes = f.numel() / n.max(1);
     let comparison = compare(
-        f.as_f32().expect("f32"),
-        q.as_f32().expect("f32"),
+        f.as_f32().ok_or("the reference's output is not f32")?,
+        q.as_f32().ok_or("the model's output is not f32")?,
         classes,
         labels,
     );

@@ -180,7 +180,9 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         .top
         .or(if args.output.is_none() { Some(5) } else { None });
     let Some(k) = top else { return Ok(()) };
-    let values = outputs.as_f32().expect("outputs are f32");
+    let values = outputs
+        .as_f32()
+        .ok_or_else(|| Failure::msg("the model's output is not f32"))?;
     let per_item = values.len() / n.max(1);
     let after_label = args.passes.as_deref().unwrap_or("");
     for (i, name) in inputs.names.iter().enumerate() {
@@ -196,7 +198,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             Some(b) => {
                 let was = top_lines(
                     &original,
-                    &row(b.as_f32().expect("f32")),
+                    &row(b.as_f32().unwrap_or(&[])),
                     k,
                     names.as_deref(),
                 );

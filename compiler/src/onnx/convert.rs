@@ -252,9 +252,9 @@ impl<'m> Converter<'m> {
         operands: &[Value],
         hint: Option<&str>,
     ) -> Result<Value, String> {
-        let def = registry()
-            .get(name)
-            .expect("the importer emits registered ops");
+        let Some(def) = registry().get(name) else {
+            return self.err(format!("internal error: '{name}' is not a registered op"));
+        };
         let mut op = Operation::new(name, attrs, TensorType::f32(vec![]));
         let shapes = {
             let ctx = OpCtx {
@@ -679,14 +679,15 @@ impl<'m> Converter<'m> {
         };
         // A C that is one value per output (or a scalar) is the dense layer's bias.
         let c_name = node.input.get(2).filter(|n| !n.is_empty()).cloned();
-        if let Some(c) = c_name.as_ref().and_then(|n| self.constant(n)).cloned() {
+        if let Some((c_name, c)) = c_name
+            .as_ref()
+            .and_then(|n| Some((n.clone(), self.constant(n)?.clone())))
+        {
             let row = c.numel() == m && c.shape.iter().rev().skip(1).all(|d| *d == 1);
-            if (row || c.numel() == 1) && c.as_f32().is_some() {
-                let cd = c.as_f32().expect("checked f32");
+            if let (true, Some(cd)) = (row || c.numel() == 1, c.as_f32()) {
                 let bias: Vec<f32> = (0..m)
                     .map(|i| beta * cd[if c.numel() == 1 { 0 } else { i }])
                     .collect();
-                let c_name = c_name.expect("present");
                 let bv = if beta == 1.0 && c.shape == [m] {
                     self.value(&c_name)?
                 } else {
