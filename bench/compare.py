@@ -170,6 +170,9 @@ for key, m in MODELS.items():
         print(lines[-1])
     sections.append("\n".join(lines))
 
+if args.only:
+    print("--only given: RESULTS.md is left as it is (it holds both models)")
+    sys.exit(0)
 text = open(results_path).read() if os.path.exists(results_path) else "# Benchmark results\n"
 section = "\n".join([
     "<!-- quantization:begin (written by bench/compare.py) -->",
