@@ -7,7 +7,7 @@ use super::proto::tensor_proto::DataType;
 
 fn le<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
     raw.chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunk of N bytes")))
+        .map(|c| f(<[u8; N]>::try_from(c).unwrap_or([0; N])))
         .collect()
 }
 
