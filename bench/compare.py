@@ -23,6 +23,7 @@ ROOT = os.path.normpath(os.path.join(HERE, ".."))
 subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")], check=True)
 
 import numpy as np  # noqa: E402
+from results import update_section  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -136,7 +137,6 @@ def qcc_row(m, label, pipeline, evaluation, labels_path):
     return (label, dict(top1=r["top1_agreement"], top5=r["top5_agreement"], sqnr=r["sqnr_db"], kl=r["kl"], acc=r.get("top1_accuracy")), dt)
 
 
-results_path = os.path.join(HERE, "RESULTS.md")
 cache_path = os.path.join(HERE, "peers.json")
 cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
 sections = []
@@ -173,7 +173,6 @@ for key, m in MODELS.items():
 if args.only:
     print("--only given: RESULTS.md is left as it is (it holds both models)")
     sys.exit(0)
-text = open(results_path).read() if os.path.exists(results_path) else "# Benchmark results\n"
 section = "\n".join([
     "<!-- quantization:begin (written by bench/compare.py) -->",
     f"### Post-training quantization against the peers ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
@@ -190,11 +189,4 @@ section = "\n".join([
     "ONNX import and writing the result).",
     "",
 ] + sections + ["<!-- quantization:end -->"])
-if "<!-- quantization:begin" in text:
-    a = text.index("<!-- quantization:begin")
-    b = text.index("<!-- quantization:end -->") + len("<!-- quantization:end -->")
-    text = text[:a] + section + text[b:]
-else:
-    text = text.rstrip() + "\n\n" + section + "\n"
-open(results_path, "w").write(text)
-print("updated", results_path)
+update_section("quantization", section)

@@ -24,6 +24,7 @@ ROOT = os.path.normpath(os.path.join(HERE, ".."))
 subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")], check=True)
 
 import numpy as np  # noqa: E402
+from results import update_section  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -112,14 +113,4 @@ lines += [
     f"| ONNX Runtime float, 1 thread | {t_ort1:.2f} | {n / t_ort1:.1f} | – |",
     "<!-- float:end -->",
 ]
-section = "\n".join(lines)
-results = os.path.join(HERE, "RESULTS.md")
-text = open(results).read() if os.path.exists(results) else "# Benchmark results\n\nMeasured by the scripts in this folder; each section says which.\n\n"
-if "<!-- float:begin" in text:
-    start = text.index("<!-- float:begin")
-    end = text.index("<!-- float:end -->") + len("<!-- float:end -->")
-    text = text[:start] + section + text[end:]
-else:
-    text = text.rstrip() + "\n\n" + section + "\n"
-open(results, "w").write(text)
-print("updated", results)
+update_section("float", "\n".join(lines))

@@ -2,7 +2,7 @@
 //! integer semantics (accumulation, requantization, rounding) are stated in `docs/quantization.md`.
 
 use super::shape;
-use crate::registry::{Arity, AttrKind as K, AttrSpec, OpCtx, OpDef, optional, required};
+use crate::registry::{Arity, AttrKind as K, AttrSpec, OpCtx, OpDef, optional};
 use crate::types::{ElemType, QuantParams, QuantType, Storage, TensorType};
 
 fn quant_of<'a>(t: &'a TensorType, what: &str) -> Result<&'a QuantType, String> {
@@ -174,13 +174,7 @@ pub static OPS: &[OpDef] = &[
         summary: "integer average pooling with rounding and rescale",
         operands: Arity::Exact(1),
         results: 1,
-        attrs: &[
-            required("kernel", K::Ints),
-            optional("strides", K::Ints),
-            optional("pads", K::Ints),
-            optional("ceil_mode", K::Bool),
-            optional("count_include_pad", K::Bool),
-        ],
+        attrs: &super::AVG_POOL_ATTRS,
         infer: shape::pool2d,
         verify: activations_verify,
     },
@@ -189,13 +183,7 @@ pub static OPS: &[OpDef] = &[
         summary: "integer max pooling; the result keeps the input's scale and zero point",
         operands: Arity::Exact(1),
         results: 1,
-        attrs: &[
-            required("kernel", K::Ints),
-            optional("strides", K::Ints),
-            optional("pads", K::Ints),
-            optional("dilations", K::Ints),
-            optional("ceil_mode", K::Bool),
-        ],
+        attrs: &super::MAX_POOL_ATTRS,
         infer: shape::pool2d,
         verify: same_type_verify,
     },

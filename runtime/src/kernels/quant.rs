@@ -2,7 +2,7 @@
 //! through an f64 GEMM whose sums of integer products are exact), requantization goes through
 //! [`Multiplier`], and every result saturates to its storage range.
 
-use qcc_dialects::{QuantParams, Tensor, TensorData, TensorType};
+use qcc_dialects::{QuantParams, QuantType, Tensor, TensorData, TensorType};
 use rayon::prelude::*;
 
 use super::gemm::dgemm;
@@ -39,59 +39,49 @@ fn bounds(clamp: Option<[i64; 2]>, range: (i64, i64)) -> (i64, i64) {
     clamp.map_or(range, |[lo, hi]| (lo.max(range.0), hi.min(range.1)))
 }
 
-/// `quant.quantize`: f32 to the result type (per tensor, or per axis).
-pub fn quantize(x: &[f32], shape: &[usize], ty: &TensorType) -> Result<Tensor, String> {
-    let q = ty.elem.quant().ok_or("the result must be quantized")?;
-    let range = q.storage.range();
-    let values: Vec<i64> = match &q.params {
-        QuantParams::PerTensor { scale, zero_point } => x
-            .iter()
-            .map(|v| quantize_value(*v, *scale, *zero_point, range))
-            .collect(),
+/// The scale and zero point that apply to flat element `i` of a tensor of `shape` and type `q`.
+fn params_of<'a>(q: &'a QuantType, shape: &'a [usize]) -> impl Fn(usize) -> (f64, i64) + 'a {
+    move |i| match &q.params {
+        QuantParams::PerTensor { scale, zero_point } => (*scale, *zero_point),
         QuantParams::PerAxis {
             axis,
             scales,
             zero_points,
         } => {
             let inner: usize = shape[axis + 1..].iter().product();
-            let n = shape[*axis];
-            x.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let c = (i / inner) % n;
-                    quantize_value(*v, scales[c], zero_points[c], range)
-                })
-                .collect()
+            let c = (i / inner.max(1)) % shape[*axis];
+            (scales[c], zero_points[c])
         }
-    };
+    }
+}
+
+/// `quant.quantize`: f32 to the result type (per tensor, or per axis).
+pub fn quantize(x: &[f32], shape: &[usize], ty: &TensorType) -> Result<Tensor, String> {
+    let q = ty.elem.quant().ok_or("the result must be quantized")?;
+    let (range, at) = (q.storage.range(), params_of(q, shape));
+    let values: Vec<i64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (scale, zp) = at(i);
+            quantize_value(*v, scale, zp, range)
+        })
+        .collect();
     Ok(store(values, ty, shape.to_vec()))
 }
 
 /// `quant.dequantize`: the input type's scales and zero points back to f32.
 pub fn dequantize(q: &Tensor, ty: &TensorType) -> Result<Tensor, String> {
     let quant = ty.elem.quant().ok_or("the input must be quantized")?;
-    let v = ints(q);
-    let data = match &quant.params {
-        QuantParams::PerTensor { scale, zero_point } => v
-            .iter()
-            .map(|x| dequantize_value(*x as i64, *scale, *zero_point))
-            .collect(),
-        QuantParams::PerAxis {
-            axis,
-            scales,
-            zero_points,
-        } => {
-            let inner: usize = q.shape[axis + 1..].iter().product();
-            let n = q.shape[*axis];
-            v.iter()
-                .enumerate()
-                .map(|(i, x)| {
-                    let c = (i / inner) % n;
-                    dequantize_value(*x as i64, scales[c], zero_points[c])
-                })
-                .collect()
-        }
-    };
+    let at = params_of(quant, &q.shape);
+    let data = ints(q)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let (scale, zp) = at(i);
+            dequantize_value(*x as i64, scale, zp)
+        })
+        .collect();
     Ok(Tensor::from_f32(q.shape.clone(), data))
 }
 

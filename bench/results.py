@@ -1,0 +1,20 @@
+"""Rewrites one marked section of bench/RESULTS.md, leaving the others as they are."""
+import os
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+HEADER = "# Benchmark results\n\nMeasured by the scripts in this folder; each section says which.\n\n"
+
+
+def update_section(name, section):
+    """Replaces the text between `<!-- NAME:begin` and `<!-- NAME:end -->` (which `section` must
+    itself start and end with), or appends `section` when the file has none yet."""
+    text = open(RESULTS).read() if os.path.exists(RESULTS) else HEADER
+    begin, end = f"<!-- {name}:begin", f"<!-- {name}:end -->"
+    if begin in text:
+        a = text.index(begin)
+        b = text.index(end) + len(end)
+        text = text[:a] + section + text[b:]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    open(RESULTS, "w").write(text)
+    print("updated", RESULTS)
