@@ -16,6 +16,8 @@ use qcc_runtime::kernels::quant::{
 };
 use qcc_runtime::quant::{channel_scales, per_tensor};
 
+use crate::bias_search::{LayerOutput, Sums};
+
 /// The float network a quantized one came from, and which float values each integer layer stands for.
 #[derive(Clone)]
 pub struct FloatReference {
@@ -72,13 +74,21 @@ pub struct Outcome {
 }
 
 /// Whether the pass measures only, or corrects as it goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq)]
 pub enum Mode {
     /// Record shifts against an uncorrected network (one shot).
     Measure,
     /// Correct each layer before the next is measured, keeping a correction only if it lowers
     /// the layer's error.
     Correct,
+    /// Fit each layer's biases to its float counterpart after the activation (gradient descent,
+    /// `steps` steps of rate `lr`) before the next is measured.
+    Fit {
+        /// Gradient steps per layer.
+        steps: usize,
+        /// Learning rate (unitless; see [`LayerOutput::fit`]).
+        lr: f64,
+    },
 }
 
 /// Advances the float run until `v` is computed, and returns a copy of it.
@@ -178,74 +188,56 @@ pub fn lockstep(
             None => vec![0; channels],
         };
         let (sx, _, _) = per_tensor(x_ty).ok_or("the layer input must be per-tensor quantized")?;
-        let unit: Vec<f64> = channel_scales(w_ty, channels)
-            .ok_or("the weight must be quantized")?
-            .iter()
-            .map(|s| sx * s)
-            .collect();
         let clamp = op
             .attr("clamp")
             .and_then(Attr::as_ints)
             .filter(|c| c.len() == 2)
             .map(|c| [c[0], c[1]]);
         let requant = |b: &[i64]| Requant::from_types(x_ty, w_ty, out_ty, b.to_vec(), clamp);
+        let at = match mode {
+            Mode::Fit { .. } => At::PostActivation,
+            _ => at,
+        };
         let reference_values = match at {
             At::PreActivation => f_pre.as_f32(),
             At::PostActivation => f_post.as_ref().unwrap_or(&f_pre).as_f32(),
         }
         .ok_or("the float counterpart is not f32")?;
-        // The layer's output as real values at the measuring point, element by element.
         let (out_scale, out_zp, _) =
             per_tensor(out_ty).ok_or("the layer output must be per-tensor quantized")?;
-        let real = |rq: &Requant, b: &[i64], i: usize, c: usize| -> f64 {
-            match at {
-                At::PreActivation => (acc[i] + b[c]) as f64 * unit[c],
-                At::PostActivation => (rq.one(c, acc[i]) - out_zp) as f64 * out_scale,
-            }
+        let layer = LayerOutput {
+            acc: &acc,
+            reference: reference_values,
+            channels,
+            plane: plane.max(1),
+            unit: channel_scales(w_ty, channels)
+                .ok_or("the weight must be quantized")?
+                .iter()
+                .map(|s| sx * s)
+                .collect(),
+            requant: requant(&vec![0; channels])?,
+            out: (out_scale, out_zp),
+            at,
         };
-        // Per channel: count, sum of (q - f), sum of (q - f)^2.
-        let rq = requant(&bias)?;
-        let mut sums = vec![(0f64, 0f64, 0f64); channels];
-        for (i, f) in reference_values.iter().enumerate() {
-            let c = (i / plane.max(1)) % channels;
-            let d = real(&rq, &bias, i, c) - *f as f64;
-            let e = &mut sums[c];
-            e.0 += 1.0;
-            e.1 += d;
-            e.2 += d * d;
-        }
-        let shift: Vec<f64> = sums
-            .iter()
-            .map(|(n, d, _)| if *n > 0.0 { d / n } else { 0.0 })
-            .collect();
-        let before: f64 = sums.iter().map(|e| e.2).sum();
-        let corrected: Vec<i64> = bias
-            .iter()
-            .zip(&shift)
-            .zip(&unit)
-            .map(|((b, s), u)| {
-                (*b as f64 - s / u)
-                    .round()
-                    .clamp(i32::MIN as f64, i32::MAX as f64) as i64
-            })
-            .collect();
+        let sums = layer.sums(&bias);
+        let shift: Vec<f64> = sums.iter().map(Sums::mean).collect();
+        let before: f64 = sums.iter().map(|s| s.d2).sum();
         let (kept, after, final_bias) = match mode {
             Mode::Measure => (false, before, bias.clone()),
             Mode::Correct => {
-                let rq2 = requant(&corrected)?;
-                let after: f64 = reference_values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        let c = (i / plane.max(1)) % channels;
-                        (real(&rq2, &corrected, i, c) - *f as f64).powi(2)
-                    })
-                    .sum();
+                let corrected = layer.corrected(&bias, &sums);
+                let after: f64 = layer.sums(&corrected).iter().map(|s| s.d2).sum();
                 if after < before {
                     (true, after, corrected)
                 } else {
                     (false, after, bias.clone())
                 }
+            }
+            Mode::Fit { steps, lr } => {
+                let fitted = layer.fit(&bias, steps, lr);
+                let after: f64 = fitted.iter().map(|(_, s)| s.d2).sum();
+                let fitted: Vec<i64> = fitted.into_iter().map(|(b, _)| b).collect();
+                (fitted != bias, after, fitted)
             }
         };
         let output = requant(&final_bias)?.apply_all(&acc, plane);

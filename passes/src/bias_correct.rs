@@ -1,5 +1,6 @@
-//! The bias-correction passes: `estimate-bias-shift` + `apply-bias-correction` (one shot) and
-//! `bias-correct` (the paper's iterative method). See `bias.rs` and `docs/bias-correction.md`.
+//! The bias-correction passes: `estimate-bias-shift` + `apply-bias-correction` (one shot),
+//! `bias-correct` (the paper's iterative method) and `bias-fit` (bias-only fitting). See `bias.rs`,
+//! `bias_search.rs` and `docs/bias-correction.md`.
 
 use qcc_dialects::{Attr, Module};
 
@@ -59,6 +60,41 @@ pub const CORRECT: PassInfo = PassInfo {
             iterations: o.int("iterations") as usize,
             samples: o.int("samples") as usize,
             at: At::parse(o.choice("at")),
+        })
+    },
+};
+
+/// Registration of `bias-fit`.
+pub const FIT: PassInfo = PassInfo {
+    name: "bias-fit",
+    summary: "fit every integer layer's biases to the float output after its activation, layer by layer",
+    options: &[
+        OptionSpec {
+            name: "steps",
+            kind: OptionKind::Int {
+                min: 1,
+                max: 10_000,
+            },
+            default: "20",
+            help: "gradient steps per layer",
+        },
+        OptionSpec {
+            name: "lr",
+            kind: OptionKind::Float {
+                min: 1e-6,
+                max: 10.0,
+            },
+            default: "0.5",
+            help: "learning rate (0.5 cancels an unclamped mean shift in one step)",
+        },
+        SAMPLES,
+    ],
+    requires: &["quantize"],
+    create: |o: &Options| {
+        Box::new(Fit {
+            steps: o.int("steps") as usize,
+            lr: o.float("lr"),
+            samples: o.int("samples") as usize,
         })
     },
 };
@@ -183,39 +219,102 @@ impl Pass for Correct {
     }
 
     fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
-        let (reference, calib) = needs(ctx, CORRECT.name)?;
-        let reference = reference.clone();
-        let inputs = take(calib, self.samples);
-        let mut notes = Vec::new();
-        for round in 1..=self.iterations {
-            let outcomes = lockstep(module, &reference, &inputs, self.at, Mode::Correct)?;
-            let (mut kept, mut reverted) = (0, Vec::new());
-            for o in outcomes {
-                if o.kept {
-                    kept += 1;
-                    set_bias(module, o.node, o.bias)?;
-                } else {
-                    reverted.push(format!(
-                        "{} (error {:.4e} -> {:.4e})",
-                        layer_name(module, o.node),
-                        o.error.0,
-                        o.error.1
-                    ));
-                }
-            }
-            notes.push(format!(
-                "round {round}: corrected {kept} layers on {} samples",
-                inputs.shape[0]
-            ));
-            for r in reverted {
-                notes.push(format!(
-                    "round {round}: reverted {r}: the correction did not lower the layer's error"
+        adjust(
+            module,
+            ctx,
+            CORRECT.name,
+            self.samples,
+            self.iterations,
+            self.at,
+            Mode::Correct,
+        )
+    }
+}
+
+struct Fit {
+    steps: usize,
+    lr: f64,
+    samples: usize,
+}
+
+impl Pass for Fit {
+    fn name(&self) -> &'static str {
+        FIT.name
+    }
+
+    fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
+        let mode = Mode::Fit {
+            steps: self.steps,
+            lr: self.lr,
+        };
+        adjust(
+            module,
+            ctx,
+            FIT.name,
+            self.samples,
+            1,
+            At::PostActivation,
+            mode,
+        )
+    }
+}
+
+/// Runs `rounds` lockstep rounds of `mode` over the calibration inputs, writing the biases each
+/// round keeps and noting the layers it left alone.
+fn adjust(
+    module: &mut Module,
+    ctx: &mut PassContext,
+    pass: &str,
+    samples: usize,
+    rounds: usize,
+    at: At,
+    mode: Mode,
+) -> Result<(), String> {
+    let (reference, calib) = needs(ctx, pass)?;
+    let reference = reference.clone();
+    let inputs = take(calib, samples);
+    let mut notes = Vec::new();
+    for round in 1..=rounds {
+        let outcomes = lockstep(module, &reference, &inputs, at, mode)?;
+        let (mut kept, mut unchanged) = (0, Vec::new());
+        for o in outcomes {
+            if o.kept {
+                kept += 1;
+                set_bias(module, o.node, o.bias)?;
+            } else {
+                unchanged.push(format!(
+                    "{} (error {:.4e} -> {:.4e})",
+                    layer_name(module, o.node),
+                    o.error.0,
+                    o.error.1
                 ));
             }
         }
-        for n in notes {
-            ctx.note(CORRECT.name, n);
+        let what = if mode == Mode::Correct {
+            "corrected"
+        } else {
+            "fitted"
+        };
+        let prefix = if rounds > 1 {
+            format!("round {round}: ")
+        } else {
+            String::new()
+        };
+        let layers = if kept == 1 { "layer" } else { "layers" };
+        notes.push(format!(
+            "{prefix}{what} {kept} {layers} on {} samples",
+            inputs.shape[0]
+        ));
+        for u in unchanged {
+            notes.push(if mode == Mode::Correct {
+                format!("{prefix}reverted {u}: the correction did not lower the layer's error")
+            } else {
+                format!("{prefix}kept the bias of {u}: no step lowered the layer's error")
+            });
         }
-        Ok(())
     }
+    for n in notes {
+        ctx.note(pass, n);
+    }
+    Ok(())
 }

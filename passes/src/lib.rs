@@ -3,6 +3,7 @@
 
 pub mod bias;
 pub mod bias_correct;
+pub mod bias_search;
 pub mod calibrate;
 pub mod canonicalize;
 pub mod fold_batchnorm;

@@ -17,6 +17,7 @@ pub fn passes() -> &'static [PassInfo] {
         crate::bias_correct::ESTIMATE,
         crate::bias_correct::APPLY,
         crate::bias_correct::CORRECT,
+        crate::bias_correct::FIT,
     ]
 }
 

@@ -159,18 +159,27 @@ fn score(pipeline: &str, name: &str) -> (f64, f64) {
 }
 
 /// Bias correction rescues per-tensor MobileNetV2: measured on the 8 photos, naive per-tensor
-/// quantization gives 0% agreement and -3.67 dB, bias-correct 62.5% and 6.35 dB. The floors leave
-/// room for noise but fail on a regression.
+/// quantization gives 0% agreement and -3.67 dB, bias-correct 62.5% and 6.35 dB, bias-fit 100%
+/// and 10.31 dB. The floors leave room for noise but fail on a regression.
 #[test]
 fn bias_correction_improves_per_tensor_quantization() {
     let (naive_agree, naive_sqnr) = score("quantize{granularity=per-tensor}", "naive");
     let (agree, sqnr) = score("quantize{granularity=per-tensor},bias-correct", "corrected");
     assert!(
         sqnr >= naive_sqnr + 8.0,
-        "SQNR {naive_sqnr:.2} dB -> {sqnr:.2} dB"
+        "bias-correct: SQNR {naive_sqnr:.2} dB -> {sqnr:.2} dB"
     );
     assert!(
         agree >= 50.0 && agree >= naive_agree + 37.5,
-        "agreement {naive_agree}% -> {agree}%"
+        "bias-correct: agreement {naive_agree}% -> {agree}%"
+    );
+    let (agree, sqnr) = score("quantize{granularity=per-tensor},bias-fit", "fitted");
+    assert!(
+        sqnr >= naive_sqnr + 12.0,
+        "bias-fit: SQNR {naive_sqnr:.2} dB -> {sqnr:.2} dB"
+    );
+    assert!(
+        agree >= 75.0,
+        "bias-fit: agreement {naive_agree}% -> {agree}%"
     );
 }

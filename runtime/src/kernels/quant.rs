@@ -144,6 +144,17 @@ impl Requant {
         (self.zp + self.mults[c].apply(acc + self.bias[c])).clamp(self.lo, self.hi)
     }
 
+    /// The output level of one accumulator of channel `c` before the clamp to [`Requant::bounds`].
+    #[inline]
+    pub fn unclamped(&self, c: usize, acc: i64) -> i64 {
+        self.zp + self.mults[c].apply(acc + self.bias[c])
+    }
+
+    /// The smallest and largest output level (clamp and storage range).
+    pub fn bounds(&self) -> (i64, i64) {
+        (self.lo, self.hi)
+    }
+
     /// Requantizes accumulators laid out `[N, C, plane]`.
     pub fn apply_all(&self, acc: &[i64], plane: usize) -> Vec<i64> {
         let c = self.bias.len();

@@ -1,0 +1,147 @@
+//! How a layer's i32 bias is chosen once its exact accumulators and its float counterpart are
+//! known: per-channel error sums, the mean-shift correction, and the bias-only fit. Channels are
+//! independent (a bias only moves its own channel), so every search runs per channel in parallel.
+
+use qcc_runtime::kernels::quant::Requant;
+use rayon::prelude::*;
+
+use crate::bias::At;
+
+/// Per-channel sums over a layer's output elements of `d = quantized - float` (real units).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sums {
+    /// Elements.
+    pub n: f64,
+    /// Sum of `d`.
+    pub d: f64,
+    /// Sum of `d^2`.
+    pub d2: f64,
+    /// Sum of `d` over the elements the output clamp lets through (straight-through gradient).
+    pub d_active: f64,
+}
+
+impl Sums {
+    /// Mean of `d`.
+    pub fn mean(&self) -> f64 {
+        if self.n > 0.0 { self.d / self.n } else { 0.0 }
+    }
+
+    /// Mean of `d^2`.
+    pub fn mean_square(&self) -> f64 {
+        if self.n > 0.0 { self.d2 / self.n } else { 0.0 }
+    }
+}
+
+/// One integer layer's output on the calibration batch, as a function of its bias.
+pub struct LayerOutput<'a> {
+    /// Exact accumulators without bias, `[N, C, plane]`.
+    pub acc: &'a [i64],
+    /// The float counterpart at the measuring point, same layout.
+    pub reference: &'a [f32],
+    /// Output channels.
+    pub channels: usize,
+    /// Elements per channel and image.
+    pub plane: usize,
+    /// Real value of one accumulator unit per channel (input scale times weight scale).
+    pub unit: Vec<f64>,
+    /// Requantization with a zero bias.
+    pub requant: Requant,
+    /// Output scale and zero point.
+    pub out: (f64, i64),
+    /// Where the layer's output is compared with float.
+    pub at: At,
+}
+
+impl LayerOutput<'_> {
+    /// The sums of channel `c` with bias `b` (in accumulator units).
+    pub fn channel(&self, c: usize, b: i64) -> Sums {
+        let (lo, hi) = self.requant.bounds();
+        let (scale, zp) = self.out;
+        let unit = self.unit[c];
+        let images = self.acc.len() / (self.channels * self.plane).max(1);
+        let mut s = Sums::default();
+        for n in 0..images {
+            let start = (n * self.channels + c) * self.plane;
+            let acc = &self.acc[start..start + self.plane];
+            let reference = &self.reference[start..start + self.plane];
+            for (a, f) in acc.iter().zip(reference) {
+                let (real, active) = match self.at {
+                    At::PreActivation => ((a + b) as f64 * unit, true),
+                    At::PostActivation => {
+                        let level = self.requant.unclamped(c, a + b);
+                        let q = level.clamp(lo, hi);
+                        ((q - zp) as f64 * scale, q == level)
+                    }
+                };
+                let d = real - *f as f64;
+                s.n += 1.0;
+                s.d += d;
+                s.d2 += d * d;
+                if active {
+                    s.d_active += d;
+                }
+            }
+        }
+        s
+    }
+
+    /// The sums of every channel with biases `bias`.
+    pub fn sums(&self, bias: &[i64]) -> Vec<Sums> {
+        (0..self.channels)
+            .into_par_iter()
+            .map(|c| self.channel(c, bias[c]))
+            .collect()
+    }
+
+    /// The bias that cancels each channel's mean shift `sums[c].mean()`.
+    pub fn corrected(&self, bias: &[i64], sums: &[Sums]) -> Vec<i64> {
+        (0..self.channels)
+            .map(|c| to_bias(bias[c] as f64 - sums[c].mean() / self.unit[c]))
+            .collect()
+    }
+
+    /// Fits every channel's bias by `steps` steps of gradient descent on the channel's mean
+    /// squared error, with gradients straight through rounding and zero where the output
+    /// clamp cuts. The bias is a real value in output units (`lr` is therefore unitless: with
+    /// nothing clamped, `lr = 0.5` cancels the mean shift in one step); the layer runs with its
+    /// rounding to the bias grid. Returns, per channel, the best bias seen (never worse than
+    /// `bias`) and its sums.
+    pub fn fit(&self, bias: &[i64], steps: usize, lr: f64) -> Vec<(i64, Sums)> {
+        (0..self.channels)
+            .into_par_iter()
+            .map(|c| {
+                let unit = self.unit[c];
+                let mut best = (bias[c], self.channel(c, bias[c]));
+                if !(unit.is_finite() && unit > 0.0) {
+                    return best;
+                }
+                let mut real = bias[c] as f64 * unit;
+                let mut current = best;
+                for _ in 0..steps {
+                    let s = current.1;
+                    let gradient = if s.n > 0.0 {
+                        2.0 * s.d_active / s.n
+                    } else {
+                        0.0
+                    };
+                    real -= lr * gradient;
+                    let b = to_bias(real / unit);
+                    current = if b == current.0 {
+                        current
+                    } else {
+                        (b, self.channel(c, b))
+                    };
+                    if current.1.d2 < best.1.d2 {
+                        best = current;
+                    }
+                }
+                best
+            })
+            .collect()
+    }
+}
+
+/// A real bias in accumulator units, rounded and saturated to i32.
+fn to_bias(v: f64) -> i64 {
+    v.round().clamp(i32::MIN as f64, i32::MAX as f64) as i64
+}
