@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use qcc_dialects::{Attr, Module, NodeIndex, Tensor, TensorData, TensorType, Value};
 use qcc_runtime::Interpreter;
 use qcc_runtime::kernels::layers::ConvGeometry;
-use qcc_runtime::kernels::quant::{
-    Requant, conv2d_accumulators, dense_accumulators, ints, store_as,
-};
+use qcc_runtime::kernels::quant::{Requant, conv2d_accumulators, dense_accumulators, ints};
 use qcc_runtime::quant::{channel_scales, per_tensor};
 
 use crate::bias_search::{LayerOutput, Sums};
@@ -91,16 +89,19 @@ pub enum Mode {
     },
 }
 
-/// Advances the float run until `v` is computed, and returns a copy of it.
-fn float_value(stepper: &mut qcc_runtime::Stepper<'_, '_>, v: Value) -> Result<Tensor, String> {
-    loop {
-        if let Some(t) = stepper.value(v) {
-            return Ok(t.clone());
-        }
+/// Advances the float run until `v` is computed, and returns it (live until the run steps on).
+fn float_value<'s>(
+    stepper: &'s mut qcc_runtime::Stepper<'_, '_>,
+    v: Value,
+) -> Result<&'s Tensor, String> {
+    while stepper.value(v).is_none() {
         if stepper.step().map_err(|e| e.to_string())?.is_none() {
             return Err("internal error: the float network finished before a layer's counterpart was computed".into());
         }
     }
+    stepper
+        .value(v)
+        .ok_or_else(|| "internal error: a computed float value is gone".into())
 }
 
 fn geometry(op: &qcc_dialects::Operation) -> ConvGeometry {
@@ -158,12 +159,6 @@ pub fn lockstep(
                 op.name
             ));
         }
-        let f_pre = float_value(&mut fs, link.pre)?;
-        let f_post = if link.post == link.pre {
-            None
-        } else {
-            Some(float_value(&mut fs, link.post)?)
-        };
         let operands = qf.operands(node);
         let (x_ty, w_ty, out_ty) = (
             qf.value_type(operands[0]),
@@ -198,11 +193,13 @@ pub fn lockstep(
             Mode::Fit { .. } => At::PostActivation,
             _ => at,
         };
-        let reference_values = match at {
-            At::PreActivation => f_pre.as_f32(),
-            At::PostActivation => f_post.as_ref().unwrap_or(&f_pre).as_f32(),
-        }
-        .ok_or("the float counterpart is not f32")?;
+        let measured = match at {
+            At::PreActivation => link.pre,
+            At::PostActivation => link.post,
+        };
+        let reference_values = float_value(&mut fs, measured)?
+            .as_f32()
+            .ok_or("the float counterpart is not f32")?;
         let (out_scale, out_zp, _) =
             per_tensor(out_ty).ok_or("the layer output must be per-tensor quantized")?;
         let layer = LayerOutput {
@@ -226,7 +223,11 @@ pub fn lockstep(
             Mode::Measure => (false, before, bias.clone()),
             Mode::Correct => {
                 let corrected = layer.corrected(&bias, &sums);
-                let after: f64 = layer.sums(&corrected).iter().map(|s| s.d2).sum();
+                let after: f64 = layer
+                    .rebias(&bias, &sums, &corrected)
+                    .iter()
+                    .map(|s| s.d2)
+                    .sum();
                 if after < before {
                     (true, after, corrected)
                 } else {
@@ -240,8 +241,7 @@ pub fn lockstep(
                 (fitted != bias, after, fitted)
             }
         };
-        let output = requant(&final_bias)?.apply_all(&acc, plane);
-        qs.provide(store_as(output, out_ty, shape.clone()));
+        qs.provide(requant(&final_bias)?.requantize(&acc, plane, out_ty, shape.clone()));
         outcomes.push(Outcome {
             node,
             shift,

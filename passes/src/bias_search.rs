@@ -35,7 +35,7 @@ impl Sums {
 /// One integer layer's output on the calibration batch, as a function of its bias.
 pub struct LayerOutput<'a> {
     /// Exact accumulators without bias, `[N, C, plane]`.
-    pub acc: &'a [i64],
+    pub acc: &'a [i32],
     /// The float counterpart at the measuring point, same layout.
     pub reference: &'a [f32],
     /// Output channels.
@@ -65,6 +65,7 @@ impl LayerOutput<'_> {
             let acc = &self.acc[start..start + self.plane];
             let reference = &self.reference[start..start + self.plane];
             for (a, f) in acc.iter().zip(reference) {
+                let a = i64::from(*a);
                 let (real, active) = match self.at {
                     At::PreActivation => ((a + b) as f64 * unit, true),
                     At::PostActivation => {
@@ -90,6 +91,27 @@ impl LayerOutput<'_> {
         (0..self.channels)
             .into_par_iter()
             .map(|c| self.channel(c, bias[c]))
+            .collect()
+    }
+
+    /// The sums with biases `to`, given those with biases `from`. Before the activation every
+    /// output of a channel moves by the same amount, so the new sums follow without another pass.
+    pub fn rebias(&self, from: &[i64], sums: &[Sums], to: &[i64]) -> Vec<Sums> {
+        if self.at == At::PostActivation {
+            return self.sums(to);
+        }
+        sums.iter()
+            .enumerate()
+            .map(|(c, s)| {
+                let delta = (to[c] - from[c]) as f64 * self.unit[c];
+                let d = s.d + s.n * delta;
+                Sums {
+                    n: s.n,
+                    d,
+                    d2: s.d2 + 2.0 * delta * s.d + s.n * delta * delta,
+                    d_active: d,
+                }
+            })
             .collect()
     }
 

@@ -6,8 +6,8 @@ use qcc_dialects::{ElemType, QuantParams, QuantType, Storage, Tensor, TensorData
 use qcc_runtime::kernels::layers::ConvGeometry;
 use qcc_runtime::kernels::pool::PoolGeometry;
 use qcc_runtime::kernels::quant::{
-    LayerOperands, add, avg_pool2d, concat, conv2d, dense, dequantize, global_avg_pool, ints,
-    quantize,
+    LayerOperands, add, avg_pool2d, concat, conv2d, conv2d_accumulators, dense, dequantize,
+    global_avg_pool, ints, quantize,
 };
 use qcc_runtime::quant::{Multiplier, round_shift};
 
@@ -139,6 +139,48 @@ fn one_by_one_conv_by_hand() {
     )
     .expect("runs");
     assert_eq!(ints(&clamped), vec![108, 100, 100, 110]);
+}
+
+/// Accumulators at the extremes of u8 x i8 over a K long enough to need several exact f32 chunks
+/// (2^24 / (255 * 128) = 514 products each) equal the integer sum computed one product at a time.
+#[test]
+fn long_accumulations_are_exact() {
+    let (k, o) = (1500, 3);
+    // Odd products that mostly add up: the sums pass 2^24 and need every low bit.
+    let x = u8s(&[1, k, 1, 1], (0..k).map(|i| 255 - (i % 3) as u8).collect());
+    let w = i8s(
+        &[o, k, 1, 1],
+        (0..o * k)
+            .map(|i| {
+                if i % 11 == i / k {
+                    -128
+                } else {
+                    127 - (i % 2) as i8
+                }
+            })
+            .collect(),
+    );
+    let xt = qtype(&[1, k, 1, 1], Storage::U8, 1.0, 0);
+    let g = ConvGeometry {
+        strides: [1, 1],
+        pads: [0; 4],
+        dilations: [1, 1],
+        groups: 1,
+    };
+    let (acc, shape) = conv2d_accumulators((&x, &xt), &w, &g).expect("fits i32");
+    assert_eq!(shape, vec![1, o, 1, 1]);
+    let (xv, wv) = (ints(&x), ints(&w));
+    let want: Vec<i32> = (0..o)
+        .map(|c| (0..k).map(|i| xv[i] * wv[c * k + i]).sum())
+        .collect();
+    assert_eq!(acc, want);
+    // A sum that could leave i32 is refused rather than wrapped.
+    let k = 70_000;
+    let x = u8s(&[1, k, 1, 1], vec![255; k]);
+    let w = i8s(&[1, k, 1, 1], vec![-128; k]);
+    let xt = qtype(&[1, k, 1, 1], Storage::U8, 1.0, 0);
+    let err = conv2d_accumulators((&x, &xt), &w, &g).expect_err("may overflow");
+    assert!(err.contains("i32 accumulators"), "{err}");
 }
 
 #[test]

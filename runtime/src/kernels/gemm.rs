@@ -43,33 +43,49 @@ pub fn sgemm(
     }
 }
 
-/// `c[m x n] = a[m x k] * b[k x n]` in f64 for `[m, k, n]`. Integer operands of up to 2^53 in every
-/// partial sum give exact integer results, which the integer kernels rely on.
-pub fn dgemm([m, k, n]: [usize; 3], a: &[f64], b: &[f64], c: &mut [f64]) {
+/// `c[m x n] = a[m x k] * b[k x n]` exactly, for integer-valued `a` and `b` with `|a| <= max_a` and
+/// `|b| <= max_b` (and `k * max_a * max_b < 2^31`). An f32 GEMM is exact while every partial sum
+/// stays below 2^24, so `k` is cut into chunks that keep it there and the chunks' results are
+/// added in i32. `scratch` holds one chunk's f32 result.
+pub fn exact_int_gemm(
+    [m, k, n]: [usize; 3],
+    (a, max_a): (&[f32], u32),
+    (b, max_b): (&[f32], u32),
+    c: &mut [i32],
+    scratch: &mut Vec<f32>,
+) {
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "gemm operand sizes"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the assert above keeps every index inside the slices for these strides.
-    unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+    let product = (u64::from(max_a) * u64::from(max_b)).max(1);
+    let chunk = ((1u64 << 24) / product).clamp(1, k.max(1) as u64) as usize;
+    scratch.resize(m * n, 0.0);
+    c[..m * n].fill(0);
+    for k0 in (0..k).step_by(chunk) {
+        let kc = chunk.min(k - k0);
+        // SAFETY: rows of `a` are read at stride k from column k0 for kc columns, rows k0..k0+kc
+        // of `b`, and m x n of `scratch`; the asserts and resize above keep these in bounds.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                kc,
+                n,
+                1.0,
+                a.as_ptr().add(k0),
+                k as isize,
+                1,
+                b.as_ptr().add(k0 * n),
+                n as isize,
+                1,
+                0.0,
+                scratch.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        for (d, s) in c.iter_mut().zip(scratch.iter()) {
+            *d += *s as i32;
+        }
     }
 }

@@ -1,11 +1,11 @@
-//! Integer kernels of the `quant` ops. Accumulation is exact (i32 values; dense convolutions
-//! through an f64 GEMM whose sums of integer products are exact), requantization goes through
+//! Integer kernels of the `quant` ops. Accumulation is exact in i32 (convolutions through an f32
+//! GEMM cut into chunks whose sums of integer products stay exact), requantization goes through
 //! [`Multiplier`], and every result saturates to its storage range.
 
 use qcc_dialects::{QuantParams, QuantType, Tensor, TensorData, TensorType};
 use rayon::prelude::*;
 
-use super::gemm::dgemm;
+use super::gemm::exact_int_gemm;
 use super::layers::{ConvGeometry, depthwise_plane, im2col};
 use super::pool::PoolGeometry;
 use crate::quant::{Multiplier, channel_scales, dequantize_value, per_tensor, quantize_value};
@@ -155,24 +155,40 @@ impl Requant {
         (self.lo, self.hi)
     }
 
-    /// Requantizes accumulators laid out `[N, C, plane]`.
-    pub fn apply_all(&self, acc: &[i64], plane: usize) -> Vec<i64> {
-        let c = self.bias.len();
-        acc.iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let ch = (i / plane.max(1)) % c;
-                (self.zp + self.mults[ch].apply(a + self.bias[ch])).clamp(self.lo, self.hi)
-            })
-            .collect()
+    /// Requantizes accumulators laid out `[N, C, plane]` into a tensor of type `ty`.
+    pub fn requantize(
+        &self,
+        acc: &[i32],
+        plane: usize,
+        ty: &TensorType,
+        shape: Vec<usize>,
+    ) -> Tensor {
+        let data = match TensorData::zeros(&ty.elem, 0) {
+            TensorData::U8(_) => TensorData::U8(self.fill(acc, plane, |v| v as u8)),
+            TensorData::I8(_) => TensorData::I8(self.fill(acc, plane, |v| v as i8)),
+            _ => TensorData::I32(self.fill(acc, plane, |v| v as i32)),
+        };
+        Tensor { shape, data }
     }
-}
 
-/// Copies exact accumulators (integers held in i32 or f64) into i64.
-fn copy_exact<T: Copy + Into<f64>>(acc: &[T], dst: &mut [i64]) {
-    for (d, a) in dst.iter_mut().zip(acc) {
-        let v: f64 = (*a).into();
-        *d = v as i64;
+    fn fill<T: Copy + Default + Send>(
+        &self,
+        acc: &[i32],
+        plane: usize,
+        cast: impl Fn(i64) -> T + Sync,
+    ) -> Vec<T> {
+        let (c, plane) = (self.bias.len().max(1), plane.max(1));
+        let mut out = vec![T::default(); acc.len()];
+        out.par_chunks_mut(plane)
+            .zip(acc.par_chunks(plane))
+            .enumerate()
+            .for_each(|(j, (dst, src))| {
+                let ch = j % c;
+                for (d, a) in dst.iter_mut().zip(src) {
+                    *d = cast(self.one(ch, i64::from(*a)));
+                }
+            });
+        out
     }
 }
 
@@ -180,11 +196,23 @@ fn copy_exact<T: Copy + Into<f64>>(acc: &[T], dst: &mut [i64]) {
 pub fn conv2d(ops: &LayerOperands, g: &ConvGeometry) -> Result<Tensor, String> {
     let (acc, shape) = conv2d_accumulators((ops.x.0, ops.x.1), ops.w.0, g)?;
     let rq = Requant::new(ops, shape[1])?;
-    Ok(store(
-        rq.apply_all(&acc, shape[2] * shape[3]),
-        ops.out,
-        shape,
-    ))
+    let plane = shape[2] * shape[3];
+    Ok(rq.requantize(&acc, plane, ops.out, shape))
+}
+
+/// The largest `|v|` of integer values.
+fn magnitude(values: &[i32]) -> u32 {
+    values.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)
+}
+
+/// Checks that sums of `k` products of magnitudes up to `max_x` and `max_w` fit i32.
+fn check_accumulator(k: usize, max_x: u32, max_w: u32) -> Result<(), String> {
+    if (k as u128) * u128::from(max_x) * u128::from(max_w) >= 1u128 << 31 {
+        return Err(format!(
+            "a layer summing {k} products of inputs up to {max_x} and weights up to {max_w} may overflow its i32 accumulators"
+        ));
+    }
+    Ok(())
 }
 
 /// The exact accumulators `sum (x - Z_x) * w` of an integer convolution (no bias), `[N, O, OH, OW]`.
@@ -192,7 +220,7 @@ pub fn conv2d_accumulators(
     xq: (&Tensor, &TensorType),
     w: &Tensor,
     g: &ConvGeometry,
-) -> Result<(Vec<i64>, Vec<usize>), String> {
+) -> Result<(Vec<i32>, Vec<usize>), String> {
     let x = xq.0;
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
@@ -202,18 +230,19 @@ pub fn conv2d_accumulators(
     let og = o / g.groups;
     let xs: Vec<i32> = ints(x).into_iter().map(|v| v - zx as i32).collect();
     let ws = ints(w);
-    let wf: Vec<f64> = ws.iter().map(|v| *v as f64).collect();
+    let (max_x, max_w) = (magnitude(&xs), magnitude(&ws));
+    let kdim = cg * kh * kw;
+    check_accumulator(kdim, max_x, max_w)?;
+    let wf: Vec<f32> = ws.iter().map(|v| *v as f32).collect();
     let depthwise = cg == 1 && og == 1;
     let pointwise = kh == 1 && kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
-    let mut out = vec![0i64; n * o * plane];
+    let mut out = vec![0i32; n * o * plane];
     out.par_chunks_mut(o * plane)
         .enumerate()
         .for_each(|(b, image)| {
             let xin = &xs[b * c * h * wd..(b + 1) * c * h * wd];
             if depthwise {
-                let mut acc = vec![0i32; plane];
                 for ch in 0..o {
-                    acc.fill(0);
                     let k = &ws[ch * kh * kw..(ch + 1) * kh * kw];
                     depthwise_plane(
                         &xin[ch * h * wd..(ch + 1) * h * wd],
@@ -223,43 +252,34 @@ pub fn conv2d_accumulators(
                         kh,
                         kw,
                         g,
-                        &mut acc,
+                        &mut image[ch * plane..(ch + 1) * plane],
                         ow,
                     );
-                    copy_exact(&acc, &mut image[ch * plane..(ch + 1) * plane]);
                 }
                 return;
             }
-            // Sums of at most 2^53 integer products are exact in f64, so the GEMM is exact.
-            let kdim = cg * kh * kw;
-            let xf: Vec<f64> = xin.iter().map(|v| *v as f64).collect();
+            let xf: Vec<f32> = xin.iter().map(|v| *v as f32).collect();
             let mut cols = if pointwise {
                 Vec::new()
             } else {
-                vec![0f64; kdim * plane]
+                vec![0f32; kdim * plane]
             };
-            let mut acc = vec![0f64; og * plane];
+            let mut scratch = Vec::new();
             for grp in 0..g.groups {
                 let xg = &xf[grp * cg * h * wd..(grp + 1) * cg * h * wd];
-                let b_mat: &[f64] = if pointwise {
+                let b_mat: &[f32] = if pointwise {
                     xg
                 } else {
                     im2col(xg, cg, h, wd, kh, kw, g, oh, ow, &mut cols);
                     &cols
                 };
-                dgemm(
+                exact_int_gemm(
                     [og, kdim, plane],
-                    &wf[grp * og * kdim..(grp + 1) * og * kdim],
-                    b_mat,
-                    &mut acc,
+                    (&wf[grp * og * kdim..(grp + 1) * og * kdim], max_w),
+                    (b_mat, max_x),
+                    &mut image[grp * og * plane..(grp + 1) * og * plane],
+                    &mut scratch,
                 );
-                for oc in 0..og {
-                    let ch = grp * og + oc;
-                    copy_exact(
-                        &acc[oc * plane..(oc + 1) * plane],
-                        &mut image[ch * plane..(ch + 1) * plane],
-                    );
-                }
             }
         });
     Ok((out, vec![n, o, oh, ow]))
@@ -269,37 +289,29 @@ pub fn conv2d_accumulators(
 pub fn dense(ops: &LayerOperands) -> Result<Tensor, String> {
     let (acc, shape) = dense_accumulators((ops.x.0, ops.x.1), ops.w.0)?;
     let rq = Requant::new(ops, shape[1])?;
-    Ok(store(rq.apply_all(&acc, 1), ops.out, shape))
+    Ok(rq.requantize(&acc, 1, ops.out, shape))
 }
 
 /// The exact accumulators `sum (x - Z_x) * w` of an integer dense layer (no bias), `[N, M]`.
 pub fn dense_accumulators(
     xq: (&Tensor, &TensorType),
     w: &Tensor,
-) -> Result<(Vec<i64>, Vec<usize>), String> {
+) -> Result<(Vec<i32>, Vec<usize>), String> {
     let x = xq.0;
     let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
     let (_, zx, _) = params(xq.1, "the input")?;
-    let xs: Vec<i64> = ints(x).into_iter().map(|v| (v as i64) - zx).collect();
+    let xs: Vec<i32> = ints(x).into_iter().map(|v| v - zx as i32).collect();
     let ws = ints(w);
-    let mut out = Vec::with_capacity(n * m);
-    for i in 0..n {
-        for j in 0..m {
-            out.push(
-                xs[i * k..(i + 1) * k]
-                    .iter()
-                    .zip(&ws[j * k..(j + 1) * k])
-                    .map(|(a, b)| a * *b as i64)
-                    .sum(),
-            );
-        }
-    }
+    check_accumulator(k, magnitude(&xs), magnitude(&ws))?;
+    let mut out = vec![0i32; n * m];
+    out.par_chunks_mut(m.max(1))
+        .zip(xs.par_chunks(k.max(1)))
+        .for_each(|(row, x)| {
+            for (o, w) in row.iter_mut().zip(ws.chunks(k.max(1))) {
+                *o = x.iter().zip(w).map(|(a, b)| a * b).sum();
+            }
+        });
     Ok((out, vec![n, m]))
-}
-
-/// Stores requantized values in the storage type of `ty`.
-pub fn store_as(values: Vec<i64>, ty: &TensorType, shape: Vec<usize>) -> Tensor {
-    store(values, ty, shape)
 }
 
 /// Bits of headroom the inputs of an integer add get before rescaling.
