@@ -5,9 +5,11 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::compare::{CompareArgs, compare_pipelines};
 use crate::commands::compile::{CompileArgs, compile};
 use crate::commands::eval::{EvalArgs, eval};
 use crate::commands::import::{ImportArgs, import};
+use crate::commands::report::{ReportArgs, report};
 use crate::commands::run::{RunArgs, run as run_model};
 use crate::model::Failure;
 
@@ -56,6 +58,10 @@ pub enum Command {
     Run(RunArgs),
     /// Score a (quantized) model against a float reference: agreement, SQNR, KL, accuracy.
     Eval(EvalArgs),
+    /// Quantize a float model with several pipelines and score each against float, as a table.
+    Compare(CompareArgs),
+    /// Plot and tabulate the mean activation shift per layer of quantized models against float.
+    Report(ReportArgs),
 }
 
 fn list_passes(out: &mut dyn Write) -> std::io::Result<()> {
@@ -115,6 +121,8 @@ where
         Some(Command::Import(args)) => import(args, err),
         Some(Command::Run(args)) => run_model(args, out, err),
         Some(Command::Eval(args)) => eval(args, out, err),
+        Some(Command::Report(args)) => report(args, out, err),
+        Some(Command::Compare(args)) => compare_pipelines(args, out, err),
         None if cli.compile.list_passes => {
             list_passes(out).map_err(|e| Failure::msg(e.to_string()))
         }

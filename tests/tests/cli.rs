@@ -231,3 +231,29 @@ fn empty_calibration_folder_is_an_error_before_any_work() {
         run.stderr
     );
 }
+
+#[test]
+fn report_needs_quantized_layers_and_writes_nothing_otherwise() {
+    let dir = scratch("report-float");
+    let svg = dir.join("shift.svg");
+    let model = fixture("tests/filetests/bias/estimate_depthwise.ir");
+    let run = qcc(&[
+        "report",
+        &model,
+        "--reference",
+        &model,
+        "--data",
+        &fixture("tests/filetests/bias/ones.npy"),
+        "-o",
+        &svg.display().to_string(),
+        "--quiet",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("has no quantized layer named like a value of the reference"),
+        "{}",
+        run.stderr
+    );
+    assert!(!svg.exists());
+}

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod compare;
 pub mod compile;
 pub mod eval;
 pub mod import;
+pub mod report;
 pub mod run;
