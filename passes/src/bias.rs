@@ -200,6 +200,14 @@ pub fn lockstep(
         let reference_values = float_value(&mut fs, measured)?
             .as_f32()
             .ok_or("the float counterpart is not f32")?;
+        if reference_values.len() != acc.len() {
+            return Err(format!(
+                "internal error: {} has {} outputs but its float counterpart {}",
+                layer_name(module, node),
+                acc.len(),
+                reference_values.len()
+            ));
+        }
         let (out_scale, out_zp, _) =
             per_tensor(out_ty).ok_or("the layer output must be per-tensor quantized")?;
         let layer = LayerOutput {

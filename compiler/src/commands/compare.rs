@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::commands::compile::{CompileArgs, run_pipeline};
-use crate::commands::run::run_batches;
+use crate::commands::run::{Batching, run_batches};
 use crate::data;
 use crate::metrics::{Comparison, argmax, compare};
 use crate::model::{Failure, input_type, load, preprocessing};
@@ -41,13 +41,9 @@ pub struct CompareArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Inputs per batch.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_size: u64,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// Batching and progress display.
+    #[command(flatten)]
+    pub batching: Batching,
 
     /// Preprocessing of images (overrides what the model records).
     #[command(flatten)]
@@ -144,7 +140,7 @@ pub fn compare_pipelines(
     let inputs = data::load(data_path, &input_type(&float)?, &pre, None)
         .map_err(|e| format!("--data: {e}"))?;
     let n = inputs.names.len();
-    let batch = args.batch_size as usize;
+    let batch = args.batching.batch_size as usize;
     let rows: Vec<(String, String)> = if args.passes.is_empty() {
         DEFAULT_ROWS
             .iter()
@@ -153,7 +149,7 @@ pub fn compare_pipelines(
     } else {
         args.passes.iter().map(|p| (p.clone(), p.clone())).collect()
     };
-    let mut progress = Progress::new(n * (1 + rows.len()), "scoring", args.quiet);
+    let mut progress = Progress::new(n * (1 + rows.len()), "scoring", args.batching.quiet);
     let reference = run_batches(&float, &inputs.tensor, batch, &mut progress)?;
     let f = reference
         .as_f32()

@@ -11,7 +11,7 @@ use qcc_runtime::Interpreter;
 use qcc_runtime::io::read_npy;
 use serde_json::json;
 
-use crate::commands::run::run_batches;
+use crate::commands::run::{Batching, run_batches};
 use crate::data;
 use crate::metrics::{Comparison, LayerStats, compare};
 use crate::model::{Failure, input_type, load, preprocessing};
@@ -45,13 +45,9 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Inputs per batch.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_size: u64,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// Batching and progress display.
+    #[command(flatten)]
+    pub batching: Batching,
 
     /// Preprocessing of images (overrides what the reference records).
     #[command(flatten)]
@@ -304,8 +300,8 @@ pub fn eval(args: &EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         &inputs.tensor,
         labels.as_deref(),
         args.per_layer,
-        args.batch_size as usize,
-        args.quiet,
+        args.batching.batch_size as usize,
+        args.batching.quiet,
     )?;
     let written = if args.json {
         writeln!(out, "{}", to_json(&e))

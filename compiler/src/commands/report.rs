@@ -9,6 +9,7 @@ use clap::Args;
 use plotters::prelude::*;
 
 use crate::commands::eval::{LayerRow, per_layer};
+use crate::commands::run::Batching;
 use crate::data;
 use crate::model::{Failure, input_type, load, preprocessing};
 use crate::output::write_atomic;
@@ -34,13 +35,9 @@ pub struct ReportArgs {
     #[arg(short = 'o', long = "output", value_name = "OUT.svg")]
     pub output: Option<PathBuf>,
 
-    /// Inputs per batch.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_size: u64,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// Batching and progress display.
+    #[command(flatten)]
+    pub batching: Batching,
 
     /// Preprocessing of images (overrides what the reference records).
     #[command(flatten)]
@@ -202,12 +199,13 @@ pub fn report(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Re
     for (path, name) in args.models.iter().zip(names(&args.models)) {
         let model = load(path, &args.preprocess, err)?;
         let n = inputs.tensor.shape[0];
-        let mut progress = Progress::new(n, &format!("measuring {name}"), args.quiet);
+        let mut progress = Progress::new(n, &format!("measuring {name}"), args.batching.quiet);
         let rows = per_layer(
             &model,
             &reference,
             &inputs.tensor,
-            args.batch_size as usize,
+            // Every layer's float output of a batch is held at once: keep batches small.
+            (args.batching.batch_size as usize).min(8),
             &mut progress,
         )?;
         progress.finish();

@@ -55,6 +55,18 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// Batching and progress display.
+    #[command(flatten)]
+    pub batching: Batching,
+
+    /// Preprocessing of images (overrides what the model records).
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+}
+
+/// How a command runs its inputs: batch size and progress display.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Batching {
     /// Inputs per batch.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
@@ -62,10 +74,6 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
-
-    /// Preprocessing of images (overrides what the model records).
-    #[command(flatten)]
-    pub preprocess: PreprocessArgs,
 }
 
 /// Runs `module` on all of `inputs` in batches; returns the first output of every item, stacked.
@@ -155,18 +163,18 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let pre = preprocessing(&module, &args.preprocess)?;
     let inputs = data::load(&args.input, &input_type(&module)?, &pre, None)?;
     let n = inputs.names.len();
-    let mut progress = Progress::new(n * (1 + usize::from(args.compare)), "running", args.quiet);
+    let mut progress = Progress::new(n * (1 + usize::from(args.compare)), "running", args.batching.quiet);
     let outputs = run_batches(
         &module,
         &inputs.tensor,
-        args.batch_size as usize,
+        args.batching.batch_size as usize,
         &mut progress,
     )?;
     let before = if args.compare {
         Some(run_batches(
             &original,
             &inputs.tensor,
-            args.batch_size as usize,
+            args.batching.batch_size as usize,
             &mut progress,
         )?)
     } else {
