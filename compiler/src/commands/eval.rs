@@ -71,8 +71,31 @@ fn is_layer(op: &str) -> bool {
     op.starts_with("quant.") && op != "quant.quantize" && op != "quant.dequantize"
 }
 
-/// Per-layer statistics of `model` against `reference`, matched by value name, in `model`'s
-/// schedule order.
+/// `reference` with its batch norms folded into the layers before them, as `quantize` saw it:
+/// a folded layer keeps its name but computes what the batch norm computed, so its values match
+/// the quantized layer of the same name.
+fn folded(reference: &Module) -> Result<Module, String> {
+    let steps = qcc_passes::parse_pipeline("fold-batchnorm")?;
+    let mut module = reference.clone();
+    qcc_passes::PassManager::new(steps)
+        .run(
+            &mut module,
+            &mut qcc_passes::PassContext::default(),
+            &mut |_, _| {},
+        )
+        .map_err(|e| {
+            let first = e.diagnostics.first().map(|d| d.message.clone());
+            format!(
+                "cannot fold the reference's batch norms ({}): {}",
+                e.pass,
+                first.unwrap_or_default()
+            )
+        })?;
+    Ok(module)
+}
+
+/// Per-layer statistics of `model` against `reference` (its batch norms folded), matched by value
+/// name, in `model`'s schedule order.
 pub fn per_layer(
     model: &Module,
     reference: &Module,
@@ -80,6 +103,7 @@ pub fn per_layer(
     batch: usize,
     progress: &mut Progress,
 ) -> Result<Vec<LayerRow>, String> {
+    let reference = &folded(reference)?;
     let qf = model.function("main").ok_or("the model has no @main")?;
     let ff = reference
         .function("main")

@@ -163,7 +163,11 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let pre = preprocessing(&module, &args.preprocess)?;
     let inputs = data::load(&args.input, &input_type(&module)?, &pre, None)?;
     let n = inputs.names.len();
-    let mut progress = Progress::new(n * (1 + usize::from(args.compare)), "running", args.batching.quiet);
+    let mut progress = Progress::new(
+        n * (1 + usize::from(args.compare)),
+        "running",
+        args.batching.quiet,
+    );
     let outputs = run_batches(
         &module,
         &inputs.tensor,
