@@ -39,6 +39,12 @@ pub const INFO: PassInfo = PassInfo {
             default: "99.99",
             help: "the percentile kept by calibration=percentile",
         },
+        OptionSpec {
+            name: "weights",
+            kind: OptionKind::Choice(&["maxabs", "mse"]),
+            default: "maxabs",
+            help: "weight scales: max |w| / 127, or the clipping that minimizes the squared rounding error",
+        },
         crate::calibrate::SAMPLES_OPTION,
     ],
     requires: &["fold-batchnorm"],
@@ -51,12 +57,14 @@ pub const INFO: PassInfo = PassInfo {
                 _ => Method::MinMax,
             },
             samples: o.int("samples") as usize,
+            weight_mse: o.choice("weights") == "mse",
         })
     },
 };
 
 struct Quantize {
     per_channel: bool,
+    weight_mse: bool,
     method: Method,
     samples: usize,
 }
@@ -83,15 +91,46 @@ fn u8_type(shape: Vec<usize>, (scale, zero_point): (f64, i64)) -> TensorType {
     )
 }
 
+/// The scale of symmetric narrow-range i8 weights: `max |w| / 127`, or with `mse` the clipped
+/// scale (down to half of that, in 1% steps) with the smallest squared rounding error, ties going
+/// to the larger scale (so weights already on a grid keep it).
+fn weight_scale(w: &[f32], mse: bool) -> f64 {
+    let top = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0;
+    if !mse || top == 0.0 {
+        return top;
+    }
+    let error = |s: f64| -> f64 {
+        w.iter()
+            .map(|v| {
+                let v = *v as f64;
+                (v - (v / s).round().clamp(-127.0, 127.0) * s).powi(2)
+            })
+            .sum()
+    };
+    let mut best = (error(top), top);
+    for percent in (50..100).rev() {
+        let s = top * percent as f64 / 100.0;
+        let e = error(s);
+        if e < best.0 {
+            best = (e, s);
+        }
+    }
+    best.1
+}
+
 /// Symmetric narrow-range i8 weights: per output channel (axis 0) or one scale for the tensor.
-pub fn quantize_weights(w: &[f32], shape: &[usize], per_channel: bool) -> (Vec<i8>, Vec<f64>) {
+pub fn quantize_weights(
+    w: &[f32],
+    shape: &[usize],
+    per_channel: bool,
+    mse: bool,
+) -> (Vec<i8>, Vec<f64>) {
     let channels = shape[0];
     let per = w.len() / channels.max(1);
-    let maxabs = |s: &[f32]| s.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
     let scales: Vec<f64> = if per_channel {
-        w.chunks(per.max(1)).map(|c| maxabs(c) / 127.0).collect()
+        w.chunks(per.max(1)).map(|c| weight_scale(c, mse)).collect()
     } else {
-        vec![maxabs(w) / 127.0; channels]
+        vec![weight_scale(w, mse); channels]
     };
     // An all-zero channel quantizes to zeros under any scale; 1/127 keeps its bias precise.
     let scales: Vec<f64> = scales
@@ -124,6 +163,7 @@ struct Rewriter<'a> {
     ranges: HashMap<Value, (f32, f32)>,
     map: Mapping,
     per_channel: bool,
+    weight_mse: bool,
     skipped: BTreeMap<String, usize>,
     layers: usize,
     links: Vec<crate::bias::LayerLink>,
@@ -316,7 +356,12 @@ impl Rewriter<'_> {
             Some((s, z, _)) => (s, z),
             None => return Ok(Some("its input is not per-tensor quantized".into())),
         };
-        let (wq, scales) = quantize_weights(w.as_f32().expect("f32"), &w.shape, self.per_channel);
+        let (wq, scales) = quantize_weights(
+            w.as_f32().expect("f32"),
+            &w.shape,
+            self.per_channel,
+            self.weight_mse,
+        );
         let channels = w.shape[0];
         let params = if self.per_channel {
             QuantParams::PerAxis {
@@ -532,6 +577,7 @@ impl Pass for Quantize {
             ranges,
             map: Mapping::default(),
             per_channel: self.per_channel,
+            weight_mse: self.weight_mse,
             skipped: BTreeMap::new(),
             layers: 0,
             links: Vec::new(),
