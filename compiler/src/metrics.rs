@@ -144,24 +144,30 @@ impl LayerStats {
         }
     }
 
-    /// Mean over channels of |mean(q) - mean(f)| / std(f) (channels with no spread are skipped).
+    /// Mean over channels of |mean(q) - mean(f)| / std(f). Channels whose float spread is below
+    /// a thousandth of the layer's typical spread (dead or constant channels, where any shift
+    /// divides by almost nothing) are skipped.
     pub fn mean_shift(&self) -> f64 {
-        let mut total = 0.0;
-        let mut used = 0usize;
-        for ch in 0..self.count.len() {
-            let n = self.count[ch];
-            if n == 0.0 {
-                continue;
-            }
-            let mf = self.sum_f[ch] / n;
-            let var = (self.sum_f2[ch] / n - mf * mf).max(0.0);
-            if var <= 1e-12 {
-                continue;
-            }
-            total += ((self.sum_q[ch] / n) - mf).abs() / var.sqrt();
-            used += 1;
+        let stats: Vec<(f64, f64)> = (0..self.count.len())
+            .filter(|ch| self.count[*ch] > 0.0)
+            .map(|ch| {
+                let n = self.count[ch];
+                let mf = self.sum_f[ch] / n;
+                let std = (self.sum_f2[ch] / n - mf * mf).max(0.0).sqrt();
+                ((self.sum_q[ch] / n - mf).abs(), std)
+            })
+            .collect();
+        let typical = stats.iter().map(|s| s.1).sum::<f64>() / stats.len().max(1) as f64;
+        let kept: Vec<f64> = stats
+            .iter()
+            .filter(|(_, std)| *std > 1e-3 * typical && *std > 1e-6)
+            .map(|(shift, std)| shift / std)
+            .collect();
+        if kept.is_empty() {
+            0.0
+        } else {
+            kept.iter().sum::<f64>() / kept.len() as f64
         }
-        if used == 0 { 0.0 } else { total / used as f64 }
     }
 
     /// `10 log10(sum f^2 / sum (f - q)^2)` in dB.
@@ -209,5 +215,18 @@ mod tests {
         s.add(&[0.0, 2.0], &[0.5, 2.5], &[1, 1, 2]);
         assert!((s.mean_shift() - 0.5).abs() < 1e-12);
         assert!((s.sqnr_db() - 10.0 * (4.0f64 / 0.5).log10()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nearly_constant_channels_do_not_dominate_the_shift() {
+        let mut s = LayerStats::default();
+        // Channel 0: values 0 and 2, shifted by 0.5 (0.5 std). Channel 1: 1.0 and 1.00002 (std
+        // 1e-5), shifted by 1e-4: 10 std, but of a channel that carries nothing.
+        s.add(
+            &[0.0, 2.0, 1.0, 1.00002],
+            &[0.5, 2.5, 1.0001, 1.00012],
+            &[1, 2, 2],
+        );
+        assert!((s.mean_shift() - 0.5).abs() < 1e-6, "{}", s.mean_shift());
     }
 }

@@ -44,6 +44,17 @@ pub struct ReportArgs {
     pub preprocess: PreprocessArgs,
 }
 
+/// Line colours that stay apart on white (red, blue, green, orange, purple, brown, grey).
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(127, 127, 127),
+];
+
 /// One model's per-layer figures, named for the legend.
 struct Series {
     name: String,
@@ -128,7 +139,8 @@ fn plot(series: &[Series], reference: &str) -> Result<String, String> {
         .iter()
         .flat_map(|s| s.rows.iter().map(|r| r.shift.max(FLOOR)));
     let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)));
-    let (lo, hi) = (lo / 1.5, (hi * 1.5).max(lo * 10.0));
+    // Headroom above the lines for the legend.
+    let (lo, hi) = (lo / 1.5, (hi * 4.0).max(lo * 10.0));
     let layers = series.iter().map(|s| s.rows.len()).max().unwrap_or(1);
     let mut svg = String::new();
     {
@@ -155,7 +167,7 @@ fn plot(series: &[Series], reference: &str) -> Result<String, String> {
             .draw()
             .map_err(e)?;
         for (i, s) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = PALETTE[i % PALETTE.len()].to_rgba();
             let points: Vec<(f64, f64)> = s
                 .rows
                 .iter()
