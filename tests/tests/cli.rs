@@ -292,3 +292,39 @@ fn per_layer_figures_match_folded_layers() {
     // Measured 43.33 dB, equal to the output SQNR; against the unfolded convolution, 1.87 dB.
     assert!(sqnr > 30.0, "{}", run.stdout);
 }
+
+#[test]
+fn compare_scores_each_pipeline_and_rejects_a_bad_one_first() {
+    let model = fixture("tests/filetests/quantize/conv_relu6.ir");
+    let calib = fixture("tests/filetests/quantize/calib.npy");
+    let run = qcc(&[
+        "compare",
+        &model,
+        "--calib",
+        &calib,
+        "--passes",
+        "quantize",
+        "--passes",
+        "quantize,bias-correct",
+        "--quiet",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Vec<&str> = run.stdout.lines().collect();
+    assert!(rows[2].starts_with("float"), "{}", run.stdout);
+    assert!(rows[3].starts_with("quantize "), "{}", run.stdout);
+    assert!(
+        rows[4].starts_with("quantize,bias-correct "),
+        "{}",
+        run.stdout
+    );
+    let bad = qcc(&[
+        "compare", &model, "--calib", &calib, "--passes", "quantize", "--passes", "quantise",
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("unknown pass 'quantise'"),
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stdout.is_empty(), "{}", bad.stdout);
+}

@@ -137,8 +137,13 @@ pub fn compare_pipelines(
     let float = load(&args.model, &args.preprocess, err)?;
     let pre = preprocessing(&float, &args.preprocess)?;
     let data_path = args.data.as_ref().unwrap_or(&args.calib);
+    let flag = if args.data.is_some() {
+        "--data"
+    } else {
+        "--calib"
+    };
     let inputs = data::load(data_path, &input_type(&float)?, &pre, None)
-        .map_err(|e| format!("--data: {e}"))?;
+        .map_err(|e| format!("{flag}: {e}"))?;
     let n = inputs.names.len();
     let batch = args.batching.batch_size as usize;
     let rows: Vec<(String, String)> = if args.passes.is_empty() {
@@ -149,6 +154,10 @@ pub fn compare_pipelines(
     } else {
         args.passes.iter().map(|p| (p.clone(), p.clone())).collect()
     };
+    // A mistyped pipeline is an error before any work.
+    for (_, pipeline) in &rows {
+        qcc_passes::parse_pipeline(pipeline).map_err(Failure::msg)?;
+    }
     let mut progress = Progress::new(n * (1 + rows.len()), "scoring", args.batching.quiet);
     let reference = run_batches(&float, &inputs.tensor, batch, &mut progress)?;
     let f = reference
