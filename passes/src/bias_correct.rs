@@ -5,6 +5,7 @@
 use qcc_dialects::{Attr, Module};
 
 use crate::bias::{At, FloatReference, Mode, layer_name, lockstep, set_bias};
+use crate::bias_search::to_bias;
 use crate::calibrate::take;
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
 
@@ -182,11 +183,7 @@ impl Pass for Apply {
                 .iter()
                 .zip(&shift)
                 .zip(&sw)
-                .map(|((b, s), w)| {
-                    (*b as f64 - s / (sx * w))
-                        .round()
-                        .clamp(i32::MIN as f64, i32::MAX as f64) as i32
-                })
+                .map(|((b, s), w)| to_bias(*b as f64 - s / (sx * w)) as i32)
                 .collect();
             updates.push((node, new));
         }

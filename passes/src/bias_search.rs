@@ -164,6 +164,6 @@ impl LayerOutput<'_> {
 }
 
 /// A real bias in accumulator units, rounded and saturated to i32.
-fn to_bias(v: f64) -> i64 {
+pub fn to_bias(v: f64) -> i64 {
     v.round().clamp(i32::MIN as f64, i32::MAX as f64) as i64
 }
