@@ -10,6 +10,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `path` relative to the workspace root (as tests name files in snapshots), or as given.
+pub fn relative_to_root(path: &Path) -> String {
+    path.strip_prefix(workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// The result of running the `qcc` command line in-process.
 pub struct CliOutput {
     /// Exit code.

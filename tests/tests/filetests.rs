@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use qcc_dialects::{SourceFile, parse_module, print_module};
-use qcc_tests::{qcc, workspace_root};
+use qcc_tests::{qcc, relative_to_root, workspace_root};
 
 struct Directives {
     run: String,
@@ -81,12 +81,7 @@ fn roundtrip(text: &str, name: &str, dir: &Path) -> String {
 }
 
 fn check(path: &Path) -> String {
-    let root = workspace_root();
-    let rel = path
-        .strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string();
+    let rel = relative_to_root(path);
     let text = std::fs::read_to_string(path).expect("filetest is readable");
     let d = directives(&text);
     assert!(!d.run.is_empty(), "{rel}: no `// RUN:` line");

@@ -8,15 +8,10 @@ use proptest::prelude::*;
 use qcc_dialects::{SourceFile, parse_module};
 use qcc_runtime::Interpreter;
 use qcc_runtime::io::read_npy;
-use qcc_tests::{qcc, workspace_root};
+use qcc_tests::{qcc, relative_to_root, workspace_root};
 
 fn check(path: &Path) -> String {
-    let root = workspace_root();
-    let rel = path
-        .strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string();
+    let rel = relative_to_root(path);
     let stem = path
         .file_stem()
         .expect("file name")

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::commands::compile::{CompileArgs, run_pipeline};
+use crate::commands::compile::{CompileArgs, load_calib, run_pipeline_with};
 use crate::commands::run::{Batching, run_batches};
 use crate::data;
 use crate::metrics::{Comparison, argmax, compare};
@@ -176,10 +176,16 @@ pub fn compare_pipelines(
         preprocess: args.preprocess.clone(),
         ..CompileArgs::default()
     };
+    // Decoded once for every pipeline (and reused as the scoring inputs when they are the same).
+    let calib = if args.data.is_some() {
+        load_calib(&float, &settings)?
+    } else {
+        Some(inputs.tensor.clone())
+    };
     for (label, pipeline) in rows {
         let mut module = float.clone();
         let start = Instant::now();
-        run_pipeline(&mut module, &pipeline, &settings, err)?;
+        run_pipeline_with(&mut module, &pipeline, &settings, calib.clone(), err)?;
         let seconds = start.elapsed().as_secs_f64();
         let outputs = run_batches(&module, &inputs.tensor, batch, &mut progress)?;
         let q = outputs

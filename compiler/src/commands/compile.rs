@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use qcc_dialects::{Diagnostic, Module, print_module};
+use qcc_dialects::{Diagnostic, Module, Tensor, print_module};
 use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline};
 
 use crate::model::{Failure, load};
@@ -86,11 +86,38 @@ fn print_timings(err: &mut dyn Write, timings: &[PassTiming]) -> std::io::Result
     writeln!(err, "{:<width$}  {run:>10.3}  {verify:>10.3}", "total")
 }
 
-/// Runs `pipeline` on `module` with the reporting flags of `args`.
+/// The calibration data `args.calib` names, as inputs of `module`.
+pub fn load_calib(module: &Module, args: &CompileArgs) -> Result<Option<Tensor>, Failure> {
+    let Some(path) = &args.calib else {
+        return Ok(None);
+    };
+    let pre = crate::model::preprocessing(module, &args.preprocess)?;
+    let input = crate::model::input_type(module)?;
+    Ok(Some(
+        crate::data::load(path, &input, &pre, None)
+            .map_err(|e| format!("--calib: {e}"))?
+            .tensor,
+    ))
+}
+
+/// Runs `pipeline` on `module` with the reporting flags of `args`, calibrating on `args.calib`.
 pub fn run_pipeline(
     module: &mut Module,
     pipeline: &str,
     args: &CompileArgs,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
+    let calib = load_calib(module, args)?;
+    run_pipeline_with(module, pipeline, args, calib, err)
+}
+
+/// Runs `pipeline` on `module` with the reporting flags of `args` and calibration data already
+/// loaded.
+pub fn run_pipeline_with(
+    module: &mut Module,
+    pipeline: &str,
+    args: &CompileArgs,
+    calib: Option<Tensor>,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
     let steps = parse_pipeline(pipeline).map_err(Failure::msg)?;
@@ -105,18 +132,6 @@ pub fn run_pipeline(
             );
         }
     }
-    let calib = match &args.calib {
-        Some(path) => {
-            let pre = crate::model::preprocessing(module, &args.preprocess)?;
-            let input = crate::model::input_type(module)?;
-            Some(
-                crate::data::load(path, &input, &pre, None)
-                    .map_err(|e| format!("--calib: {e}"))?
-                    .tensor,
-            )
-        }
-        None => None,
-    };
     let mut ctx = PassContext {
         verbose: args.verbose,
         calib,
