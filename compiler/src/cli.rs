@@ -15,24 +15,29 @@ use crate::model::Failure;
 
 const EXAMPLES: &str = "\
 Examples:
-  Parse, verify and print a module:
-    qcc model.ir
-  Fold batch norm into the layers before it, clean up, print the result:
+  Quantize an ONNX model to int8, calibrated on a folder of images, with bias correction:
+    qcc --passes=quantize,bias-correct --calib photos/ model.onnx -o model.q.ir
+  The same with per-tensor weights and the bias-only fitting phase instead:
+    qcc --passes=quantize{granularity=per-tensor},bias-fit --calib photos/ model.onnx -o model.q.ir
+  Score the result against float, or compare naive quantization with bias correction:
+    qcc eval model.q.ir --reference model.onnx --data photos/
+    qcc compare model.onnx --calib photos/
+  Run a model on images and print the top 5 classes:
+    qcc run model.q.ir --input photos/
+  Fold batch norms and clean up, then print the module (or write it with -o):
     qcc --passes=fold-batchnorm,canonicalize model.ir
-  Write the result to out.ir (and out.safetensors when weights changed):
-    qcc --passes=fold-batchnorm,canonicalize model.ir -o out.ir
   Watch each pass and time it:
-    qcc --passes=fold-batchnorm,canonicalize --print-ir-after-all --timing -v model.ir
-  Import an ONNX model (weights to model.safetensors), or run one on a folder of images:
+    qcc --passes=fold-batchnorm,quantize --calib photos/ --print-ir-after-all --timing -v model.ir
+  Import an ONNX model (weights to model.safetensors):
     qcc import model.onnx -o model.ir --preprocess tf
-    qcc run model.onnx --input photos/ --top 5
   List the passes and their options, or the ops:
     qcc --list-passes
     qcc --list-ops
 
 A pipeline is a comma-separated list of passes, each with options in braces if needed:
   pass-a,pass-b{key=value,key2=value2}
-Passes that a listed pass requires are added before it.";
+Passes that a listed pass requires are added before it (quantize adds fold-batchnorm).
+A written module and its weights file appear together or not at all; errors exit with code 1.";
 
 /// qcc: a post-training quantization compiler for neural networks. It reads a model (qcc's
 /// textual IR, or ONNX), runs a pipeline of passes with the verifier after each, and prints or
@@ -64,19 +69,40 @@ pub enum Command {
     Report(ReportArgs),
 }
 
+/// Width `--list-passes` wraps its descriptions to.
+const LIST_WIDTH: usize = 100;
+
+/// Writes `text` word-wrapped to `LIST_WIDTH`, every line indented by `indent` spaces.
+fn write_wrapped(out: &mut dyn Write, indent: usize, text: &str) -> std::io::Result<()> {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent + line.len() + 1 + word.len() > LIST_WIDTH {
+            writeln!(out, "{:indent$}{line}", "")?;
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        writeln!(out, "{:indent$}{line}", "")?;
+    }
+    Ok(())
+}
+
 fn list_passes(out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(out, "Passes (use as --passes=a,b{{key=value}}):")?;
+    writeln!(
+        out,
+        "Passes (use as --passes=a,b{{key=value}}; a pass's requirements run first):"
+    )?;
     for p in qcc_passes::passes() {
-        writeln!(out, "  {:<24} {}", p.name, p.summary)?;
+        writeln!(out)?;
+        writeln!(out, "  {}", p.name)?;
+        write_wrapped(out, 6, p.summary)?;
         for o in p.options {
-            writeln!(
-                out,
-                "      {}={:<18} {} (default {})",
-                o.name,
-                o.describe_kind(),
-                o.help,
-                o.default
-            )?;
+            writeln!(out, "      {}={}", o.name, o.describe_kind())?;
+            write_wrapped(out, 10, &format!("{} (default {})", o.help, o.default))?;
         }
         if !p.requires.is_empty() {
             writeln!(out, "      requires: {}", p.requires.join(", "))?;

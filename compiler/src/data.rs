@@ -147,11 +147,11 @@ pub fn load(
                 )
             }
             TensorData::F32(values) => {
-                if t.shape[1..] != input.shape[1..] {
+                if t.shape.get(1..) != input.shape.get(1..) {
                     return Err(format!(
                         "{what} holds f32 inputs of shape {:?}; the network takes N x {}",
                         t.shape,
-                        input.shape[1..]
+                        input.shape[input.rank().min(1)..]
                             .iter()
                             .map(|d| d.to_string())
                             .collect::<Vec<_>>()

@@ -59,6 +59,41 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The most characters of a source line a diagnostic shows.
+const EXCERPT_CHARS: usize = 300;
+
+/// The part of `line` to show around 1-based column `col`, with control characters made visible,
+/// and the column of `col` within it. Long lines (minified or binary text) are cut to a window.
+fn excerpt(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if chars.len() <= EXCERPT_CHARS {
+        return (chars.into_iter().collect(), col);
+    }
+    let start = col
+        .saturating_sub(EXCERPT_CHARS / 2)
+        .min(chars.len() - EXCERPT_CHARS);
+    let end = start + EXCERPT_CHARS;
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push_str("...");
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push_str("...");
+    }
+    let lead = if start > 0 { 3 } else { 0 };
+    (shown, col - start + lead)
+}
+
 /// An error, optionally located in the source, with notes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
@@ -118,11 +153,13 @@ impl Diagnostic {
                 } else {
                     1
                 };
+                let (shown, caret_col) = excerpt(text, col);
+                let width = width.min(EXCERPT_CHARS);
                 out.push_str(&format!("{:gutter$} |\n", ""));
-                out.push_str(&format!("{line} | {text}\n"));
-                let lead: String = text
+                out.push_str(&format!("{line} | {shown}\n"));
+                let lead: String = shown
                     .chars()
-                    .take(col - 1)
+                    .take(caret_col - 1)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
                 out.push_str(&format!("{:gutter$} | {lead}{}\n", "", "^".repeat(width)));

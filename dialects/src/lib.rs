@@ -25,5 +25,5 @@ pub use petgraph::stable_graph::NodeIndex;
 pub use printer::print_module;
 pub use registry::{OpDef, Registry, registry};
 pub use tensor::{Tensor, TensorData};
-pub use types::{ElemType, QuantParams, QuantType, Storage, TensorType};
+pub use types::{ElemType, MAX_ELEMENTS, QuantParams, QuantType, Storage, TensorType};
 pub use verifier::verify_module;

@@ -338,7 +338,7 @@ pub fn parse_module(file: &SourceFile, dir: Option<&Path>) -> Result<Module, Vec
 
 /// Reads, parses and verifies a `.ir` file; weights are resolved next to it.
 pub fn parse_file(path: &Path) -> Result<Module, (Option<SourceFile>, Vec<Diagnostic>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         (
             None,
             vec![Diagnostic::new(format!(
@@ -347,6 +347,24 @@ pub fn parse_file(path: &Path) -> Result<Module, (Option<SourceFile>, Vec<Diagno
             ))],
         )
     })?;
-    let file = SourceFile::new(path.display().to_string(), text);
+    let name = path.display().to_string();
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let offset = e.utf8_error().valid_up_to();
+            let byte = e.as_bytes()[offset];
+            // The text before the bad byte is kept as it is, so line and column stay right.
+            let file = SourceFile::new(name, String::from_utf8_lossy(e.as_bytes()).into_owned());
+            let diagnostic = Diagnostic::at(
+                Span::new(offset, offset + 1),
+                format!(
+                    "the file is not UTF-8 text: byte 0x{byte:02x} at offset {offset} is not part of a character"
+                ),
+            )
+            .with_note("a .ir module is UTF-8 text; an ONNX model needs the .onnx extension");
+            return Err((Some(file), vec![diagnostic]));
+        }
+    };
+    let file = SourceFile::new(name, text);
     parse_module(&file, Some(path.parent().unwrap_or(Path::new(".")))).map_err(|d| (Some(file), d))
 }

@@ -54,13 +54,8 @@ pub(crate) fn tensor_type(
     if let Err(why) = ty.validate() {
         return error(Span::new(l, r), format!("bad quant type: {why}"));
     }
-    if ty
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .is_none()
-    {
-        return error(Span::new(l, r), "tensor type has too many elements");
+    if let Err(why) = ty.check_size() {
+        return error(Span::new(l, r), why);
     }
     Ok(ty)
 }

@@ -134,6 +134,10 @@ impl ElemType {
     }
 }
 
+/// The most elements one tensor may hold (2^31: 8 GiB of f32). Types above it are errors in the
+/// parser and the verifier, before anything is allocated.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
 /// A ranked tensor type with static dimensions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorType {
@@ -157,6 +161,24 @@ impl TensorType {
     /// Number of elements (saturating: types from text or ONNX are checked to stay far below).
     pub fn numel(&self) -> usize {
         self.shape.iter().fold(1usize, |a, d| a.saturating_mul(*d))
+    }
+
+    /// Checks that the element count stays within [`MAX_ELEMENTS`], so that no value or
+    /// constant of this type can ask for an unbounded allocation.
+    pub fn check_size(&self) -> Result<(), String> {
+        match self
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        {
+            Some(n) if n <= MAX_ELEMENTS => Ok(()),
+            Some(n) => Err(format!(
+                "{self} has {n} elements, more than the {MAX_ELEMENTS} a tensor may hold"
+            )),
+            None => Err(format!(
+                "{self} has more elements than a tensor may hold ({MAX_ELEMENTS})"
+            )),
+        }
     }
 
     /// Number of dimensions.

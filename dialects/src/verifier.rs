@@ -75,6 +75,8 @@ pub fn verify_op(
     for t in ctx.operands.iter().copied().chain(&op.results) {
         t.validate()
             .map_err(|why| format!("'{}': bad quant type: {why}", def.name))?;
+        t.check_size()
+            .map_err(|why| format!("'{}': {why}", def.name))?;
     }
     let shapes = (def.infer)(&ctx).map_err(|why| format!("'{}': {why}", def.name))?;
     for (i, (shape, ty)) in shapes.iter().zip(&op.results).enumerate() {
@@ -127,8 +129,17 @@ pub fn verify_function(module: &Module, func: &Function, registry: &Registry) ->
         return errors;
     }
     for node in func.graph.node_indices() {
-        let Node::Op(op) = &func.graph[node] else {
-            continue;
+        let op = match &func.graph[node] {
+            Node::Op(op) => op,
+            Node::Arg { ty, .. } => {
+                if let Err(why) = ty.check_size() {
+                    errors.push(Diagnostic::new(format!(
+                        "argument of @{}: {why}",
+                        func.name
+                    )));
+                }
+                continue;
+            }
         };
         let operands: Vec<usize> = func
             .graph

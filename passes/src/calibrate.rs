@@ -240,6 +240,7 @@ pub fn check_inputs(func: &Function, inputs: &Tensor) -> Result<(), String> {
     let arg = func.args.first().ok_or("@main takes no input")?;
     let ty = func.value_type(Value::of(*arg));
     if inputs.shape.len() != ty.rank()
+        || inputs.shape.is_empty()
         || inputs.shape[1..] != ty.shape[1..]
         || inputs.as_f32().is_none()
     {

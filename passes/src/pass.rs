@@ -71,13 +71,11 @@ impl OptionSpec {
         match self.kind {
             OptionKind::Int { min, max } => match text.parse::<i64>() {
                 Ok(v) if (min..=max).contains(&v) => Ok(OptionValue::Int(v)),
-                _ => Err(format!(
-                    "must be an integer in [{min}, {max}], got '{text}'"
-                )),
+                _ => Err(format!("must be an {}, got '{text}'", self.describe_kind())),
             },
             OptionKind::Float { min, max } => match text.parse::<f64>() {
                 Ok(v) if v.is_finite() && (min..=max).contains(&v) => Ok(OptionValue::Float(v)),
-                _ => Err(format!("must be a number in [{min}, {max}], got '{text}'")),
+                _ => Err(format!("must be a {}, got '{text}'", self.describe_kind())),
             },
             OptionKind::Bool => match text {
                 "true" => Ok(OptionValue::Bool(true)),

@@ -172,7 +172,10 @@ fn add_requirements(info: &PassInfo, steps: &mut Vec<Step>) {
 /// before them (with default options, their own requirements first), as MLIR's dependent passes.
 pub fn parse_pipeline(text: &str) -> Result<Vec<Step>, String> {
     if text.trim().is_empty() {
-        return Ok(Vec::new());
+        return Err(format!(
+            "the pipeline is empty; give one or more passes, e.g. fold-batchnorm,quantize (valid passes: {})",
+            valid_pass_names()
+        ));
     }
     let mut steps: Vec<Step> = Vec::new();
     for part in split_top_level(text)? {
@@ -199,8 +202,22 @@ pub struct PassTiming {
 pub struct PipelineError {
     /// The step that failed or after which verification failed.
     pub pass: String,
+    /// Whether the verifier rejected what the pass left (rather than the pass itself failing).
+    pub in_verifier: bool,
     /// What went wrong.
     pub diagnostics: Vec<Diagnostic>,
+}
+
+impl PipelineError {
+    /// Where the failure happened, to put before each message: `pass 'quantize'` when the pass
+    /// failed, `the verifier after pass 'quantize'` when what it left does not verify.
+    pub fn location(&self) -> String {
+        if self.in_verifier {
+            format!("the verifier after pass '{}'", self.pass)
+        } else {
+            format!("pass '{}'", self.pass)
+        }
+    }
 }
 
 /// Runs steps in order.
@@ -239,6 +256,7 @@ impl PassManager {
             let t0 = Instant::now();
             pass.run(module, ctx).map_err(|msg| PipelineError {
                 pass: label.clone(),
+                in_verifier: false,
                 diagnostics: vec![Diagnostic::new(msg)],
             })?;
             let run = t0.elapsed();
@@ -246,6 +264,7 @@ impl PassManager {
             if self.verify_each {
                 verify_module(module).map_err(|diagnostics| PipelineError {
                     pass: label.clone(),
+                    in_verifier: true,
                     diagnostics,
                 })?;
             }

@@ -286,6 +286,37 @@ pub fn eval_op(
     })
 }
 
+/// Checks the op's shape rule on the shapes its operands have in this run (the batch may differ
+/// from the declared one), so that no kernel sees operands that do not fit together. Reshape and
+/// flatten are exempt: their target shape is declared for the declared batch, and their kernel
+/// follows the batch it is given.
+fn check_shapes(op: &Operation, inputs: &[&Tensor], types: &[&TensorType]) -> Result<(), String> {
+    if matches!(op.name.as_str(), "nn.reshape" | "nn.flatten") {
+        return Ok(());
+    }
+    if inputs.iter().zip(types).all(|(t, ty)| t.shape == ty.shape) {
+        return Ok(()); // the verifier checked the declared shapes
+    }
+    let def = qcc_dialects::registry()
+        .get(&op.name)
+        .ok_or_else(|| format!("unknown op '{}'", op.name))?;
+    let actual: Vec<TensorType> = inputs
+        .iter()
+        .zip(types)
+        .map(|(t, ty)| TensorType::new(t.shape.clone(), ty.elem.clone()))
+        .collect();
+    let ctx = qcc_dialects::registry::OpCtx {
+        op,
+        operands: actual.iter().collect(),
+    };
+    (def.infer)(&ctx).map(|_| ()).map_err(|why| {
+        format!(
+            "cannot run on inputs of shapes {:?}: {why}",
+            inputs.iter().map(|t| &t.shape).collect::<Vec<_>>()
+        )
+    })
+}
+
 /// A function prepared to run: schedule, constants, and where each value is last used.
 pub struct Interpreter<'m> {
     func: &'m Function,
@@ -369,7 +400,7 @@ impl<'m> Interpreter<'m> {
         for (&arg, t) in func.args.iter().zip(inputs) {
             let ty = func.value_type(Value::of(arg));
             if t.shape.len() != ty.rank()
-                || t.shape[1..] != ty.shape[1..]
+                || t.shape.get(1..) != ty.shape.get(1..)
                 || !t.data.matches(&ty.elem)
             {
                 return Err(RunError {
@@ -422,7 +453,12 @@ impl Stepper<'_, '_> {
             let operands = func.operands(node);
             let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
             let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
-            let t = eval_op(func.op(node), &args, &types).map_err(|message| RunError {
+            let op = func.op(node);
+            check_shapes(op, &args, &types).map_err(|message| RunError {
+                op: describe(func, node),
+                message,
+            })?;
+            let t = eval_op(op, &args, &types).map_err(|message| RunError {
                 op: describe(func, node),
                 message,
             })?;

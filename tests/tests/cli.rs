@@ -97,7 +97,7 @@ fn unwritable_output_is_an_error_not_a_panic() {
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
-            .contains("cannot write '/nonexistent-dir/out.ir'"),
+            .contains("-o '/nonexistent-dir/out.ir': the folder '/nonexistent-dir' does not exist"),
         "{}",
         run.stderr
     );
@@ -327,4 +327,93 @@ fn compare_scores_each_pipeline_and_rejects_a_bad_one_first() {
         bad.stderr
     );
     assert!(bad.stdout.is_empty(), "{}", bad.stdout);
+}
+
+#[test]
+fn an_empty_pipeline_is_an_error_in_every_command() {
+    let model = fixture("tests/filetests/quantize/conv_relu6.ir");
+    let calib = fixture("tests/filetests/quantize/calib.npy");
+    for args in [
+        vec!["--passes=", model.as_str()],
+        vec!["run", &model, "--input", &calib, "--passes="],
+        vec!["compare", &model, "--calib", &calib, "--passes", " "],
+    ] {
+        let run = qcc(&args);
+        assert_eq!(run.code, 1, "{args:?}");
+        assert!(
+            run.stderr.contains("the pipeline is empty"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_binary_file_given_as_ir_names_the_bad_byte() {
+    let dir = scratch("binary-ir");
+    let path = dir.join("model.ir");
+    std::fs::write(&path, b"module {\n  // caf\xe9 \xff\xfe\n}\n").expect("write");
+    let run = qcc(&[path.display().to_string()]);
+    assert_eq!(run.code, 1);
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "{}:2:9: error: the file is not UTF-8 text: byte 0xe9 at offset 17 is not part of a character",
+            path.display()
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("needs the .onnx extension"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Every option sits on a line of its own, its description wrapped below it.
+#[test]
+fn list_passes_keeps_options_apart_from_their_descriptions() {
+    let run = qcc(&["--list-passes"]);
+    assert_eq!(run.code, 0);
+    for line in run.stdout.lines() {
+        assert!(line.chars().count() <= 100, "too long: {line:?}");
+    }
+    let quantize = run
+        .stdout
+        .split("\n\n")
+        .find(|block| block.trim_start().starts_with("quantize"))
+        .unwrap_or_else(|| panic!("no quantize block:\n{}", run.stdout));
+    assert!(
+        quantize
+            .lines()
+            .any(|l| l.trim() == "calibration=minmax|percentile|mse"),
+        "{quantize}"
+    );
+    assert!(
+        quantize.lines().any(|l| l.trim() == "samples=integer >= 1"),
+        "{quantize}"
+    );
+}
+
+#[test]
+fn help_shows_how_to_quantize_and_correct_bias() {
+    let run = qcc(&["--help"]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .contains("qcc --passes=quantize,bias-correct --calib photos/ model.onnx"),
+        "{}",
+        run.stdout
+    );
+    for command in ["compare", "import", "run", "eval", "report"] {
+        let run = qcc(&[command, "--help"]);
+        assert_eq!(run.code, 0, "{command}");
+        assert!(
+            run.stdout.contains(&format!("qcc {command} ")) && run.stdout.contains("Example"),
+            "{command} --help has no example:\n{}",
+            run.stdout
+        );
+    }
 }

@@ -19,6 +19,14 @@ use crate::progress::Progress;
 
 /// Options of `qcc compare`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  Naive quantization, bias-correct and bias-fit, per-tensor and per-channel, scored on the
+  calibration photos themselves:
+    qcc compare model.onnx --calib photos/
+  Calibrate on one set and score on another, with pipelines of your own:
+    qcc compare model.onnx --calib calib.npy --data eval.npy \\
+        --passes 'quantize' --passes 'quantize{calibration=mse},bias-correct{at=post-activation}'")]
 pub struct CompareArgs {
     /// The float model: .ir or .onnx.
     #[arg(value_name = "MODEL")]
@@ -134,6 +142,18 @@ pub fn compare_pipelines(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
+    let rows: Vec<(String, String)> = if args.passes.is_empty() {
+        DEFAULT_ROWS
+            .iter()
+            .map(|(w, m, p)| (format!("{w:<11} {m}"), p.to_string()))
+            .collect()
+    } else {
+        args.passes.iter().map(|p| (p.clone(), p.clone())).collect()
+    };
+    // A mistyped pipeline is an error before any work.
+    for (_, pipeline) in &rows {
+        qcc_passes::parse_pipeline(pipeline).map_err(|e| format!("--passes '{pipeline}': {e}"))?;
+    }
     let float = load(&args.model, &args.preprocess, err)?;
     let pre = preprocessing(&float, &args.preprocess)?;
     let data_path = args.data.as_ref().unwrap_or(&args.calib);
@@ -146,18 +166,6 @@ pub fn compare_pipelines(
         .map_err(|e| format!("{flag}: {e}"))?;
     let n = inputs.names.len();
     let batch = args.batching.batch_size as usize;
-    let rows: Vec<(String, String)> = if args.passes.is_empty() {
-        DEFAULT_ROWS
-            .iter()
-            .map(|(w, m, p)| (format!("{w:<11} {m}"), p.to_string()))
-            .collect()
-    } else {
-        args.passes.iter().map(|p| (p.clone(), p.clone())).collect()
-    };
-    // A mistyped pipeline is an error before any work.
-    for (_, pipeline) in &rows {
-        qcc_passes::parse_pipeline(pipeline).map_err(Failure::msg)?;
-    }
     let mut progress = Progress::new(n * (1 + rows.len()), "scoring", args.batching.quiet);
     let reference = run_batches(&float, &inputs.tensor, batch, &mut progress)?;
     let f = reference

@@ -8,7 +8,7 @@ use qcc_dialects::{Diagnostic, Module, Tensor, print_module};
 use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline};
 
 use crate::model::{Failure, load};
-use crate::output::{inline_changed_weights, write_module};
+use crate::output::{check_module_output, inline_changed_weights, write_module};
 use crate::preprocess::PreprocessArgs;
 
 /// Above this many weight values not yet in any file, printing asks for `-o` instead.
@@ -152,13 +152,16 @@ pub fn run_pipeline_with(
             let _ = writeln!(err, "note: {note}");
         }
     }
-    let timings = result.map_err(|e| Failure {
-        file: None,
-        diagnostics: e
-            .diagnostics
-            .into_iter()
-            .map(|d| Diagnostic::new(format!("after pass '{}': {}", e.pass, d.message)))
-            .collect(),
+    let timings = result.map_err(|e| {
+        let location = e.location();
+        Failure {
+            file: None,
+            diagnostics: e
+                .diagnostics
+                .into_iter()
+                .map(|d| Diagnostic::new(format!("{location}: {}", d.message)))
+                .collect(),
+        }
     })?;
     if args.timing {
         let _ = print_timings(err, &timings);
@@ -175,10 +178,21 @@ pub fn compile(
     let Some(input) = &args.input else {
         return Err(Failure::msg("no input file given (try `qcc --help`)"));
     };
-    // Check the pipeline before the (possibly slow) load.
-    parse_pipeline(args.passes.as_deref().unwrap_or("")).map_err(Failure::msg)?;
+    // Check the pipeline and the output path before the (possibly slow) load.
+    if let Some(passes) = &args.passes {
+        parse_pipeline(passes).map_err(|e| format!("--passes: {e}"))?;
+    }
+    if let Some(path) = &args.output {
+        check_module_output(path, "-o")?;
+    }
     let mut module = load(input, &args.preprocess, err)?;
-    run_pipeline(&mut module, args.passes.as_deref().unwrap_or(""), args, err)?;
+    match &args.passes {
+        Some(passes) => run_pipeline(&mut module, passes, args, err)?,
+        None if args.calib.is_some() => {
+            let _ = writeln!(err, "warning: --calib is ignored: no --passes need it");
+        }
+        None => {}
+    }
     match &args.output {
         Some(path) => {
             let written = write_module(&mut module, path).map_err(Failure::msg)?;

@@ -20,6 +20,12 @@ use crate::progress::Progress;
 
 /// Options of `qcc eval`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  Agreement, SQNR and KL of an int8 module against its float model:
+    qcc eval model.q.ir --reference model.onnx --data photos/
+  The same per layer (mean activation shift and SQNR), as JSON:
+    qcc eval model.q.ir --reference model.onnx --data eval.npy --per-layer --json")]
 pub struct EvalArgs {
     /// The model to score (usually quantized): .ir or .onnx.
     #[arg(value_name = "MODEL")]
@@ -87,7 +93,7 @@ fn folded(reference: &Module) -> Result<Module, String> {
             let first = e.diagnostics.first().map(|d| d.message.clone());
             format!(
                 "cannot fold the reference's batch norms ({}): {}",
-                e.pass,
+                e.location(),
                 first.unwrap_or_default()
             )
         })?;

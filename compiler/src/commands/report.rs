@@ -12,12 +12,17 @@ use crate::commands::eval::{LayerRow, per_layer};
 use crate::commands::run::Batching;
 use crate::data;
 use crate::model::{Failure, input_type, load, preprocessing};
-use crate::output::write_atomic;
+use crate::output::{check_output, write_atomic};
 use crate::preprocess::PreprocessArgs;
 use crate::progress::Progress;
 
 /// Options of `qcc report`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Example: the mean activation shift per layer before and after bias correction, as a table and a plot:
+    qcc --passes=quantize{granularity=per-tensor} --calib photos/ model.onnx -o naive.ir
+    qcc --passes=quantize{granularity=per-tensor},bias-correct --calib photos/ model.onnx -o corrected.ir
+    qcc report naive.ir corrected.ir --reference model.onnx --data photos/ -o shift.svg")]
 pub struct ReportArgs {
     /// The quantized models to compare (e.g. before and after bias correction): .ir or .onnx.
     #[arg(value_name = "MODEL", required = true)]
@@ -203,6 +208,9 @@ fn plot(series: &[Series], reference: &str) -> Result<String, String> {
 
 /// Runs `qcc report`.
 pub fn report(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Failure> {
+    if let Some(path) = &args.output {
+        check_output(path, "-o")?;
+    }
     let reference = load(&args.reference, &args.preprocess, err)?;
     let pre = preprocessing(&reference, &args.preprocess)?;
     let inputs = data::load(&args.data, &input_type(&reference)?, &pre, None)

@@ -6,17 +6,26 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use qcc_dialects::{Module, Tensor};
+use qcc_passes::parse_pipeline;
 use qcc_runtime::Interpreter;
 
 use crate::commands::compile::{CompileArgs, run_pipeline};
 use crate::data;
 use crate::model::{Failure, input_type, load, preprocessing};
-use crate::output::write_atomic;
+use crate::output::{check_output, write_atomic};
 use crate::preprocess::PreprocessArgs;
 use crate::progress::Progress;
 
 /// Options of `qcc run`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  Top 5 classes of every photo:
+    qcc run model.q.ir --input photos/
+  Quantize on the fly and show the classes before and after side by side:
+    qcc run model.onnx --input photos/ --passes=quantize,bias-correct --calib photos/ --compare
+  Write every output (f32, dequantized for int8 models) to a .npy file:
+    qcc run model.q.ir --input eval.npy -o logits.npy")]
 pub struct RunArgs {
     /// The model: a .ir module or an .onnx file.
     #[arg(value_name = "MODEL")]
@@ -148,6 +157,12 @@ fn top_lines(module: &Module, row: &[f32], k: usize, names: Option<&[String]>) -
 
 /// Runs `qcc run`.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Failure> {
+    if let Some(path) = &args.output {
+        check_output(path, "-o")?;
+    }
+    if let Some(p) = &args.passes {
+        parse_pipeline(p).map_err(|e| format!("--passes: {e}"))?;
+    }
     let names = labels(args.labels.as_deref(), &args.model)?;
     let original = load(&args.model, &args.preprocess, err)?;
     let mut module = original.clone();

@@ -34,7 +34,13 @@ pub fn decode(t: &TensorProto) -> Result<Tensor, String> {
     let n = shape
         .iter()
         .try_fold(1usize, |a, d| a.checked_mul(*d))
-        .ok_or_else(|| format!("tensor '{name}' is too large"))?;
+        .filter(|n| *n <= qcc_dialects::MAX_ELEMENTS)
+        .ok_or_else(|| {
+            format!(
+                "tensor '{name}' of shape {shape:?} has more than the {} elements a tensor may hold",
+                qcc_dialects::MAX_ELEMENTS
+            )
+        })?;
     let raw = &t.raw_data;
     let dtype = DataType::try_from(t.data_type)
         .map_err(|_| format!("tensor '{name}' has unknown data type {}", t.data_type))?;

@@ -79,11 +79,14 @@ pub fn pad(x: &[f32], shape: &[usize], pads: &[usize], mode: PadMode) -> Tensor 
             let j = if (0..len).contains(&i) {
                 Some(i)
             } else {
+                // An empty axis has nothing to repeat; a one-element axis reflects onto itself.
                 match mode {
                     PadMode::Constant(_) => None,
+                    PadMode::Edge | PadMode::Reflect if len == 0 => None,
                     PadMode::Edge => Some(i.clamp(0, len - 1)),
+                    PadMode::Reflect if len == 1 => Some(0),
                     PadMode::Reflect => {
-                        let period = 2 * (len - 1).max(1);
+                        let period = 2 * (len - 1);
                         let m = i.rem_euclid(period);
                         Some(if m < len { m } else { period - m })
                     }

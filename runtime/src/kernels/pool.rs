@@ -16,6 +16,66 @@ pub struct PoolGeometry {
     pub out: [usize; 2],
 }
 
+/// The taps of one pooling window along one axis that fall inside the input: input positions
+/// `first, first + step, ...` (`count` of them), and how many of the window's taps lie inside the
+/// padded input (what `count_include_pad` divides by).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Taps {
+    /// The first input position read.
+    pub first: usize,
+    /// How many input positions are read.
+    pub count: usize,
+    /// The distance between them (the dilation).
+    pub step: usize,
+    /// Taps inside the input or its padding.
+    pub padded: usize,
+}
+
+impl Taps {
+    /// The input positions read, in order.
+    pub fn positions(self) -> impl Iterator<Item = usize> {
+        (0..self.count).map(move |i| self.first + i * self.step)
+    }
+}
+
+impl PoolGeometry {
+    /// The taps of output position `o` along `axis` (0: rows, 1: columns) of an input `len`
+    /// long. Only taps inside the input are visited, so a window much larger than its input
+    /// costs no more than the input.
+    pub fn taps(&self, axis: usize, o: usize, len: usize) -> Taps {
+        let (kernel, step) = (
+            self.kernel[axis] as i128,
+            self.dilations[axis].max(1) as i128,
+        );
+        let start = o as i128 * self.strides[axis] as i128 - self.pads[axis] as i128;
+        // Taps k in [0, kernel) with start + k * step below `limit`.
+        let below = |limit: i128| -> i128 {
+            if limit <= start {
+                0
+            } else {
+                ((limit - start + step - 1) / step).min(kernel)
+            }
+        };
+        let skipped = if start >= 0 {
+            0
+        } else {
+            ((-start + step - 1) / step).min(kernel)
+        };
+        let end = below(len as i128);
+        let count = (end - skipped).max(0);
+        Taps {
+            first: if count > 0 {
+                (start + skipped * step) as usize
+            } else {
+                0
+            },
+            count: count as usize,
+            step: step as usize,
+            padded: below(len as i128 + self.pads[axis + 2] as i128) as usize,
+        }
+    }
+}
+
 /// Which reduction a window applies.
 #[derive(Clone, Copy)]
 pub enum PoolKind {
@@ -35,31 +95,25 @@ pub fn pool2d(x: &[f32], xs: &[usize], g: &PoolGeometry, kind: PoolKind) -> Tens
     let mut out = Vec::with_capacity(n * c * oh * ow);
     for plane in x.chunks_exact(h * w).take(n * c) {
         for y in 0..oh {
+            let rows = g.taps(0, y, h);
             for xo in 0..ow {
-                let (mut acc, mut count, mut max) = (0f32, 0usize, f32::NEG_INFINITY);
-                let mut window = 0usize;
-                for ky in 0..g.kernel[0] {
-                    let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                    for kx in 0..g.kernel[1] {
-                        let ix =
-                            (xo * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                        // Positions inside the padded input count for count_include_pad.
-                        if iy < (h + g.pads[2]) as isize && ix < (w + g.pads[3]) as isize {
-                            window += 1;
-                        }
-                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                            continue;
-                        }
-                        let v = plane[iy as usize * w + ix as usize];
+                let cols = g.taps(1, xo, w);
+                let (mut acc, mut max) = (0f32, f32::NEG_INFINITY);
+                for iy in rows.positions() {
+                    for ix in cols.positions() {
+                        let v = plane[iy * w + ix];
                         acc += v;
-                        count += 1;
                         max = max.max(v);
                     }
                 }
                 out.push(match kind {
                     PoolKind::Max => max,
                     PoolKind::Avg { count_include_pad } => {
-                        let d = if count_include_pad { window } else { count };
+                        let d = if count_include_pad {
+                            rows.padded * cols.padded
+                        } else {
+                            rows.count * cols.count
+                        };
                         if d == 0 { 0.0 } else { acc / d as f32 }
                     }
                 });

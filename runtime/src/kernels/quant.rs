@@ -383,20 +383,14 @@ pub fn avg_pool2d(
     for plane in xs.chunks_exact(h * w).take(n * c) {
         for y in 0..oh {
             for xo in 0..ow {
-                let (mut sum, mut count, mut window) = (0i64, 0usize, 0usize);
-                for ky in 0..g.kernel[0] {
-                    let iy = (y * g.strides[0] + ky) as isize - g.pads[0] as isize;
-                    for kx in 0..g.kernel[1] {
-                        let ix = (xo * g.strides[1] + kx) as isize - g.pads[1] as isize;
-                        if iy < (h + g.pads[2]) as isize && ix < (w + g.pads[3]) as isize {
-                            window += 1;
-                        }
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            sum += plane[iy as usize * w + ix as usize] as i64 - zx;
-                            count += 1;
-                        }
+                let (rows, cols) = (g.taps(0, y, h), g.taps(1, xo, w));
+                let mut sum = 0i64;
+                for iy in rows.positions() {
+                    for ix in cols.positions() {
+                        sum += plane[iy * w + ix] as i64 - zx;
                     }
                 }
+                let (count, window) = (rows.count * cols.count, rows.padded * cols.padded);
                 let d = if count_include_pad { window } else { count }.max(1);
                 let m = *mults
                     .entry(d)
@@ -431,14 +425,9 @@ pub fn max_pool2d(x: &Tensor, ty: &TensorType, g: &PoolGeometry) -> Tensor {
         for y in 0..oh {
             for xo in 0..ow {
                 let mut best = i64::MIN;
-                for ky in 0..g.kernel[0] {
-                    let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                    for kx in 0..g.kernel[1] {
-                        let ix =
-                            (xo * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            best = best.max(plane[iy as usize * w + ix as usize] as i64);
-                        }
+                for iy in g.taps(0, y, h).positions() {
+                    for ix in g.taps(1, xo, w).positions() {
+                        best = best.max(plane[iy * w + ix] as i64);
                     }
                 }
                 values.push(best);
