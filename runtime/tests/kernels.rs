@@ -167,3 +167,89 @@ fn softmax_rows_sum_to_one_and_transpose_permutes() {
     assert_eq!(t.shape, vec![3, 2]);
     assert_eq!(t.as_f32().expect("f32"), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
 }
+
+/// A pooling window's taps (found by the fuzz tests: the kernels visited every tap, so a window of
+/// 2^31 x 2^31 over a 1x1 input never finished) agree with walking the whole window.
+#[test]
+fn pooling_taps_match_walking_the_whole_window() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::default();
+    let geometry = (
+        1usize..6,
+        1usize..4,
+        0usize..5,
+        0usize..5,
+        1usize..3,
+        0usize..8,
+        0usize..7,
+    );
+    runner
+        .run(
+            &geometry,
+            |(kernel, stride, pad, pad_end, dilation, len, o)| {
+                let g = PoolGeometry {
+                    kernel: [kernel, 1],
+                    strides: [stride, 1],
+                    pads: [pad, 0, pad_end, 0],
+                    dilations: [dilation, 1],
+                    out: [o + 1, 1],
+                };
+                let (mut inside, mut padded) = (Vec::new(), 0);
+                for k in 0..kernel {
+                    let i = (o * stride + k * dilation) as isize - pad as isize;
+                    if i < (len + pad_end) as isize {
+                        padded += 1;
+                    }
+                    if i >= 0 && (i as usize) < len {
+                        inside.push(i as usize);
+                    }
+                }
+                let taps = g.taps(0, o, len);
+                prop_assert_eq!(taps.positions().collect::<Vec<_>>(), inside);
+                prop_assert_eq!(taps.padded, padded);
+                Ok(())
+            },
+        )
+        .expect("taps agree");
+}
+
+#[test]
+fn a_window_far_larger_than_its_input_costs_no_more_than_the_input() {
+    let huge = 1usize << 31;
+    let g = PoolGeometry {
+        kernel: [huge, huge],
+        strides: [1, 1],
+        pads: [huge - 1, huge - 1, huge - 1, huge - 1],
+        dilations: [1, 1],
+        out: [2, 2],
+    };
+    let max = pool2d(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], &g, PoolKind::Max);
+    // The first two outputs of each axis see the input's first one and two positions.
+    assert_eq!(max.as_f32().expect("f32"), &[1.0, 2.0, 3.0, 4.0]);
+    let avg = pool2d(
+        &[1.0, 2.0, 3.0, 4.0],
+        &[1, 1, 2, 2],
+        &g,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+    );
+    assert_eq!(avg.as_f32().expect("f32"), &[1.0, 1.5, 2.0, 2.5]);
+}
+
+/// Found by the fuzz tests: reflect padding of a one-element axis read past it.
+#[test]
+fn padding_an_axis_of_one_or_none() {
+    assert_eq!(
+        pad(&[5.0], &[1], &[2, 1], PadMode::Reflect)
+            .as_f32()
+            .expect("f32"),
+        &[5.0; 4]
+    );
+    assert_eq!(
+        pad(&[], &[0], &[1, 1], PadMode::Edge)
+            .as_f32()
+            .expect("f32"),
+        &[0.0, 0.0]
+    );
+}

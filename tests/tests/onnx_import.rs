@@ -442,3 +442,23 @@ fn mutated_onnx_models_never_panic() {
         onnx_case(&model.encode_to_vec())
     });
 }
+
+/// Found by the mutation test: an initializer whose dimensions claim 2^62 elements overflowed
+/// the byte count its data was checked against.
+#[test]
+fn an_initializer_too_large_to_hold_is_an_error() {
+    let bytes = std::fs::read(workspace_root().join("tests/filetests/onnx/conv_batchnorm.onnx"))
+        .expect("fixture");
+    let mut model = ModelProto::decode(bytes.as_slice()).expect("decodes");
+    let graph = model.graph.as_mut().expect("graph");
+    graph.initializer[0].dims = vec![1 << 62];
+    let name = graph.initializer[0].name.clone();
+    let e = qcc_compiler::onnx::import_bytes(&model.encode_to_vec(), "huge.onnx")
+        .err()
+        .expect("an error");
+    assert!(
+        e.contains(&format!("tensor '{name}'"))
+            && e.contains("more than the 2147483648 elements a tensor may hold"),
+        "{e}"
+    );
+}
