@@ -113,7 +113,7 @@ fn list_passes(out: &mut dyn Write) -> std::io::Result<()> {
 
 fn list_ops(out: &mut dyn Write) -> std::io::Result<()> {
     for def in qcc_dialects::registry().ops() {
-        writeln!(out, "  {:<24} {}", def.name, def.summary)?;
+        writeln!(out, "  {:<24} {}", def.name(), def.summary)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use qcc_dialects::{Attr, Module, Node, Tensor};
+use qcc_dialects::{Attr, Module, Node, OpKind, Tensor};
 
 /// The folder a file path lives in (`.` for a bare file name).
 fn folder_of(path: &Path) -> PathBuf {
@@ -198,7 +198,7 @@ fn referenced_weights(module: &Module) -> BTreeMap<&String, &Tensor> {
     for f in &module.functions {
         for n in f.graph.node_indices() {
             if let Node::Op(op) = &f.graph[n] {
-                if op.name != "nn.const" {
+                if !op.is(OpKind::Const) {
                     continue;
                 }
                 if let Some(name) = op.attr("name").and_then(Attr::as_str)
@@ -266,7 +266,7 @@ pub fn inline_changed_weights(module: &mut Module) -> usize {
     for f in &mut module.functions {
         for n in f.op_nodes() {
             let op = f.op(n);
-            if op.name != "nn.const" {
+            if !op.is(OpKind::Const) {
                 continue;
             }
             let Some(name) = op.attr("name").and_then(Attr::as_str) else {

@@ -11,6 +11,7 @@ use petgraph::visit::EdgeRef;
 
 use crate::attr::{Attr, Attrs};
 use crate::diag::Span;
+use crate::ops::kind::OpKind;
 use crate::tensor::Tensor;
 use crate::types::TensorType;
 
@@ -30,6 +31,22 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// Which registered op this is; `None` for a name the registry does not know (the verifier
+    /// rejects those, so a verified module has a kind for every op).
+    pub fn kind(&self) -> Option<OpKind> {
+        OpKind::from_name(&self.name)
+    }
+
+    /// Whether this is the op `kind`.
+    pub fn is(&self, kind: OpKind) -> bool {
+        self.name == kind.name()
+    }
+
+    /// A new op of `kind` with one result.
+    pub fn of(kind: OpKind, attrs: Attrs, result: TensorType) -> Operation {
+        Operation::new(kind.name(), attrs, result)
+    }
+
     /// A new op with one result.
     pub fn new(name: &str, attrs: Attrs, result: TensorType) -> Operation {
         Operation {
@@ -173,8 +190,8 @@ impl Function {
     }
 
     /// Whether `node` is an op named `name`.
-    pub fn is_op(&self, node: NodeIndex, name: &str) -> bool {
-        self.try_op(node).is_some_and(|op| op.name == name)
+    pub fn is_op(&self, node: NodeIndex, kind: OpKind) -> bool {
+        self.try_op(node).is_some_and(|op| op.is(kind))
     }
 
     /// All op nodes, in index order.
@@ -366,7 +383,7 @@ impl WeightStore {
             self.insert(stored.clone(), tensor);
             Attrs::new().with("name", Attr::Str(stored))
         };
-        Operation::new("nn.const", attrs, ty)
+        Operation::of(OpKind::Const, attrs, ty)
     }
 
     /// A name not used yet, derived from `base`.

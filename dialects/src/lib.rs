@@ -20,6 +20,7 @@ pub mod weights;
 pub use attr::{Attr, Attrs, DenseAttr};
 pub use diag::{Diagnostic, SourceFile, Span};
 pub use ir::{Function, Module, Node, Operation, Use, Value, WeightStore};
+pub use ops::kind::OpKind;
 pub use parse::{parse_file, parse_module};
 pub use petgraph::stable_graph::NodeIndex;
 pub use printer::print_module;

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use crate::attr::Attr;
 use crate::ir::Operation;
+use crate::ops::kind::OpKind;
 use crate::types::TensorType;
 
 /// How many operands an op takes.
@@ -134,35 +135,6 @@ impl OpCtx<'_> {
     pub fn result(&self, i: usize) -> &TensorType {
         &self.op.results[i]
     }
-
-    /// An integer attribute, or `default`.
-    pub fn int(&self, name: &str, default: i64) -> i64 {
-        self.op.attr(name).and_then(Attr::as_int).unwrap_or(default)
-    }
-
-    /// A float attribute, or `default`.
-    pub fn float(&self, name: &str, default: f64) -> f64 {
-        self.op
-            .attr(name)
-            .and_then(Attr::as_float)
-            .unwrap_or(default)
-    }
-
-    /// A bool attribute, or `default`.
-    pub fn bool(&self, name: &str, default: bool) -> bool {
-        self.op
-            .attr(name)
-            .and_then(Attr::as_bool)
-            .unwrap_or(default)
-    }
-
-    /// An integer-list attribute, or `default`.
-    pub fn ints(&self, name: &str, default: &[i64]) -> Vec<i64> {
-        self.op
-            .attr(name)
-            .and_then(Attr::as_ints)
-            .unwrap_or_else(|| default.to_vec())
-    }
 }
 
 /// Result shapes an op infers from its operands and attributes.
@@ -173,8 +145,8 @@ pub type VerifyFn = fn(&OpCtx) -> Result<(), String>;
 /// The definition of an op.
 #[derive(Clone, Copy)]
 pub struct OpDef {
-    /// Full name, `dialect.op`.
-    pub name: &'static str,
+    /// Which op it is; its registered name is `kind.name()`.
+    pub kind: OpKind,
     /// One line saying what it computes.
     pub summary: &'static str,
     /// Operands it takes.
@@ -187,6 +159,13 @@ pub struct OpDef {
     pub infer: InferFn,
     /// Element-type and attribute checks.
     pub verify: VerifyFn,
+}
+
+impl OpDef {
+    /// Full name, `dialect.op`.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
 }
 
 /// All known ops by name.
@@ -205,7 +184,7 @@ impl Registry {
     /// Adds ops; a later definition of the same name replaces an earlier one.
     pub fn register(&mut self, defs: &[OpDef]) {
         for def in defs {
-            self.ops.insert(def.name, *def);
+            self.ops.insert(def.name(), *def);
         }
     }
 

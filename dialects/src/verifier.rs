@@ -5,6 +5,7 @@ use petgraph::algo::is_cyclic_directed;
 
 use crate::diag::Diagnostic;
 use crate::ir::{Function, Module, Node};
+use crate::ops::kind::OpKind;
 use crate::registry::{OpCtx, Registry, registry};
 use petgraph::stable_graph::NodeIndex;
 
@@ -27,7 +28,7 @@ pub fn verify_op(
     if !def.operands.allows(operands.len()) {
         return Err(format!(
             "'{}' expects {}, got {}",
-            def.name,
+            def.name(),
             def.operands.describe(),
             operands.len()
         ));
@@ -35,7 +36,7 @@ pub fn verify_op(
     if op.results.len() != def.results {
         return Err(format!(
             "'{}' has {} result(s), got {}",
-            def.name,
+            def.name(),
             def.results,
             op.results.len()
         ));
@@ -45,7 +46,7 @@ pub fn verify_op(
             let valid: Vec<&str> = def.attrs.iter().map(|a| a.name).collect();
             return Err(format!(
                 "'{}' has no attribute '{name}' (valid: {})",
-                def.name,
+                def.name(),
                 if valid.is_empty() {
                     "none".to_string()
                 } else {
@@ -56,7 +57,7 @@ pub fn verify_op(
         if !spec.kind.accepts(value) {
             return Err(format!(
                 "'{}' attribute '{name}' must be {}, got {value}",
-                def.name,
+                def.name(),
                 spec.kind.describe()
             ));
         }
@@ -66,7 +67,11 @@ pub fn verify_op(
         .iter()
         .find(|a| a.required && op.attr(a.name).is_none())
     {
-        return Err(format!("'{}' needs attribute '{}'", def.name, missing.name));
+        return Err(format!(
+            "'{}' needs attribute '{}'",
+            def.name(),
+            missing.name
+        ));
     }
     let ctx = OpCtx {
         op,
@@ -74,17 +79,17 @@ pub fn verify_op(
     };
     for t in ctx.operands.iter().copied().chain(&op.results) {
         t.validate()
-            .map_err(|why| format!("'{}': bad quant type: {why}", def.name))?;
+            .map_err(|why| format!("'{}': bad quant type: {why}", def.name()))?;
         t.check_size()
-            .map_err(|why| format!("'{}': {why}", def.name))?;
+            .map_err(|why| format!("'{}': {why}", def.name()))?;
     }
-    let shapes = (def.infer)(&ctx).map_err(|why| format!("'{}': {why}", def.name))?;
+    let shapes = (def.infer)(&ctx).map_err(|why| format!("'{}': {why}", def.name()))?;
     for (i, (shape, ty)) in shapes.iter().zip(&op.results).enumerate() {
         if *shape != ty.shape {
             let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
             return Err(format!(
                 "'{}' result #{i} is declared {ty}, but its operands give shape {}",
-                def.name,
+                def.name(),
                 if dims.is_empty() {
                     "()".to_string()
                 } else {
@@ -93,8 +98,8 @@ pub fn verify_op(
             ));
         }
     }
-    (def.verify)(&ctx).map_err(|why| format!("'{}': {why}", def.name))?;
-    if op.name == "nn.const"
+    (def.verify)(&ctx).map_err(|why| format!("'{}': {why}", def.name()))?;
+    if op.is(OpKind::Const)
         && let Some(name) = op.attr("name").and_then(|a| a.as_str())
     {
         let Some(t) = module.weights.tensors.get(name) else {

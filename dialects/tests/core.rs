@@ -3,7 +3,8 @@
 use logos::Logos;
 use qcc_dialects::lexer::{Num, Tok};
 use qcc_dialects::{
-    Attrs, Diagnostic, ElemType, Function, Operation, SourceFile, Span, TensorType, Value, registry,
+    Attrs, Diagnostic, ElemType, Function, OpKind, Operation, SourceFile, Span, TensorType, Value,
+    registry,
 };
 
 fn lex(s: &str) -> Vec<Tok> {
@@ -90,7 +91,8 @@ fn registry_suggests_close_names() {
 fn schedule_places_new_ops_before_their_first_user() {
     let mut f = Function::new("main");
     let x = f.add_arg("x", TensorType::f32(vec![4]));
-    let relu = |n: &str| Operation::new("nn.relu", Attrs::new(), TensorType::f32(vec![4])).named(n);
+    let relu =
+        |n: &str| Operation::of(OpKind::Relu, Attrs::new(), TensorType::f32(vec![4])).named(n);
     let a = f.add_op(relu("a"), &[x]);
     let b = f.add_op(relu("b"), &[Value::of(a)]);
     f.results.push(Value::of(b));
@@ -101,4 +103,19 @@ fn schedule_places_new_ops_before_their_first_user() {
     f.replace_all_uses(Value::of(b), Value::of(c));
     assert_eq!(f.results, vec![Value::of(c)]);
     assert_eq!(f.use_count(Value::of(b)), 0);
+}
+
+/// `OpKind` and the registry name the same ops: every kind is registered under its name, and
+/// every registered op has a kind, so an exhaustive match over `OpKind` covers every op.
+#[test]
+fn every_registered_op_has_a_kind_and_back() {
+    let registry = qcc_dialects::registry();
+    for kind in OpKind::ALL {
+        let def = registry
+            .get(kind.name())
+            .unwrap_or_else(|| panic!("{kind} is not registered"));
+        assert_eq!(def.kind, kind);
+        assert_eq!(OpKind::from_name(kind.name()), Some(kind));
+    }
+    assert_eq!(registry.ops().count(), OpKind::ALL.len());
 }

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use qcc_dialects::{Attr, Module, NodeIndex, Tensor, TensorData, TensorType, Value};
+use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
+use qcc_dialects::{Attr, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value};
 use qcc_runtime::Interpreter;
-use qcc_runtime::kernels::layers::ConvGeometry;
 use qcc_runtime::kernels::quant::{Requant, conv2d_accumulators, dense_accumulators, ints};
 use qcc_runtime::quant::{channel_scales, per_tensor};
 
@@ -104,28 +104,6 @@ fn float_value<'s>(
         .ok_or_else(|| "internal error: a computed float value is gone".into())
 }
 
-fn geometry(op: &qcc_dialects::Operation) -> ConvGeometry {
-    let ints = |name: &str, d: &[i64]| -> Vec<usize> {
-        op.attr(name)
-            .and_then(Attr::as_ints)
-            .unwrap_or_else(|| d.to_vec())
-            .into_iter()
-            .map(|v| v.max(0) as usize)
-            .collect()
-    };
-    let (s, p, d) = (
-        ints("strides", &[1, 1]),
-        ints("pads", &[0; 4]),
-        ints("dilations", &[1, 1]),
-    );
-    ConvGeometry {
-        strides: [s[0], s[1]],
-        pads: [p[0], p[1], p[2], p[3]],
-        dilations: [d[0], d[1]],
-        groups: op.attr("groups").and_then(Attr::as_int).unwrap_or(1).max(1) as usize,
-    }
-}
-
 /// Runs the quantized module and its float reference side by side on `inputs` and measures (and,
 /// in `Mode::Correct`, corrects) every linked layer in schedule order.
 pub fn lockstep(
@@ -153,7 +131,7 @@ pub fn lockstep(
             continue;
         };
         let op = qf.op(node);
-        if op.name != "quant.conv2d" && op.name != "quant.dense" {
+        if !op.is(OpKind::QuantConv2d) && !op.is(OpKind::QuantDense) {
             return Err(format!(
                 "bias correction expected an integer conv or dense layer, found '{}'",
                 op.name
@@ -171,8 +149,8 @@ pub fn lockstep(
         let w = qs
             .value(operands[1])
             .ok_or("internal error: the layer weight is not live")?;
-        let (acc, shape) = if op.name == "quant.conv2d" {
-            conv2d_accumulators((x, x_ty), w, &geometry(op))?
+        let (acc, shape) = if op.is(OpKind::QuantConv2d) {
+            conv2d_accumulators((x, x_ty), w, &Conv2dAttrs::of(op)?)?
         } else {
             dense_accumulators((x, x_ty), w)?
         };
@@ -183,11 +161,7 @@ pub fn lockstep(
             None => vec![0; channels],
         };
         let (sx, _, _) = per_tensor(x_ty).ok_or("the layer input must be per-tensor quantized")?;
-        let clamp = op
-            .attr("clamp")
-            .and_then(Attr::as_ints)
-            .filter(|c| c.len() == 2)
-            .map(|c| [c[0], c[1]]);
+        let clamp = attrs::clamp(op)?;
         let requant = |b: &[i64]| Requant::from_types(x_ty, w_ty, out_ty, b.to_vec(), clamp);
         let at = match mode {
             Mode::Fit { .. } => At::PostActivation,
@@ -272,7 +246,7 @@ pub fn set_bias(module: &mut Module, node: NodeIndex, bias: Vec<i32>) -> Result<
         return Err("the layer has no bias operand".into());
     };
     let op = func.op_mut(b.node);
-    if op.name != "nn.const" {
+    if !op.is(OpKind::Const) {
         return Err("the layer's bias is not a constant".into());
     }
     let ty: TensorType = op.results[0].clone();

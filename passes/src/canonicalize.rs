@@ -1,7 +1,8 @@
 //! `canonicalize`: removes dead ops and folds ops that do nothing or compose into one:
 //! identity reshapes/flattens/transposes/pads/concats, reshape-of-reshape, and nested ReLU/clip.
 
-use qcc_dialects::{Attr, Attrs, Function, Module, NodeIndex, Operation, Value};
+use qcc_dialects::ops::attrs;
+use qcc_dialects::{Attr, Attrs, Function, Module, NodeIndex, OpKind, Operation, Value};
 
 use crate::pass::{Options, Pass, PassContext, PassInfo};
 use crate::rewrite::remove_dead_ops;
@@ -20,32 +21,26 @@ struct Canonicalize;
 fn is_identity(func: &Function, node: NodeIndex) -> bool {
     let op = func.op(node);
     let input = func.operands(node);
-    match op.name.as_str() {
-        "nn.reshape" | "nn.flatten" => func.value_type(input[0]).shape == op.results[0].shape,
-        "nn.transpose" => op
-            .attr("perm")
-            .and_then(Attr::as_ints)
-            .is_some_and(|p| p.iter().enumerate().all(|(i, v)| i as i64 == *v)),
-        "nn.pad" => op
-            .attr("pads")
-            .and_then(Attr::as_ints)
-            .is_some_and(|p| p.iter().all(|v| *v == 0)),
-        "nn.concat" => input.len() == 1,
+    let rank = || func.value_type(input[0]).rank();
+    match op.kind() {
+        Some(OpKind::Reshape | OpKind::Flatten) => {
+            func.value_type(input[0]).shape == op.results[0].shape
+        }
+        Some(OpKind::Transpose) => {
+            attrs::perm(op, rank()).is_ok_and(|p| p.iter().enumerate().all(|(i, v)| i == *v))
+        }
+        Some(OpKind::Pad) => {
+            attrs::PadAttrs::of(op, rank()).is_ok_and(|p| p.pads.iter().all(|v| *v == 0))
+        }
+        Some(OpKind::Concat) => input.len() == 1,
         _ => false,
     }
 }
 
 fn clip_range(op: &Operation) -> Option<(f64, f64)> {
-    match op.name.as_str() {
-        "nn.relu" => Some((0.0, f64::INFINITY)),
-        "nn.clip" => Some((
-            op.attr("min")
-                .and_then(Attr::as_float)
-                .unwrap_or(f64::NEG_INFINITY),
-            op.attr("max")
-                .and_then(Attr::as_float)
-                .unwrap_or(f64::INFINITY),
-        )),
+    match op.kind()? {
+        OpKind::Relu => Some((0.0, f64::INFINITY)),
+        OpKind::Clip => attrs::clip_bounds(op).ok(),
         _ => None,
     }
 }
@@ -65,13 +60,13 @@ fn rewrite(func: &mut Function, node: NodeIndex) -> bool {
     let Some(producer) = func.try_op(input.node).cloned() else {
         return false;
     };
-    let reshaping = |name: &str| name == "nn.reshape" || name == "nn.flatten";
-    if reshaping(&op.name) && reshaping(&producer.name) {
+    let reshaping = |op: &Operation| matches!(op.kind(), Some(OpKind::Reshape | OpKind::Flatten));
+    if reshaping(&op) && reshaping(&producer) {
         // reshape(reshape(x)) is one reshape of x to the outer shape.
         let source = func.operands(input.node)[0];
         let shape: Vec<i64> = op.results[0].shape.iter().map(|d| *d as i64).collect();
-        let mut merged = Operation::new(
-            "nn.reshape",
+        let mut merged = Operation::of(
+            OpKind::Reshape,
             Attrs::new().with("shape", Attr::ints(&shape)),
             op.results[0].clone(),
         );
@@ -86,7 +81,7 @@ fn rewrite(func: &mut Function, node: NodeIndex) -> bool {
         let source = func.operands(input.node)[0];
         let (lo, hi) = (lo1.max(lo2), hi1.min(hi2).max(lo1.max(lo2)));
         let merged = if lo == 0.0 && hi == f64::INFINITY {
-            Operation::new("nn.relu", Attrs::new(), op.results[0].clone())
+            Operation::of(OpKind::Relu, Attrs::new(), op.results[0].clone())
         } else {
             let mut attrs = Attrs::new();
             if lo > f64::NEG_INFINITY {
@@ -95,7 +90,7 @@ fn rewrite(func: &mut Function, node: NodeIndex) -> bool {
             if hi < f64::INFINITY {
                 attrs.set("max", Attr::Float(hi));
             }
-            Operation::new("nn.clip", attrs, op.results[0].clone())
+            Operation::of(OpKind::Clip, attrs, op.results[0].clone())
         };
         let mut merged = merged;
         merged.result_names = op.result_names.clone();

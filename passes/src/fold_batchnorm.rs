@@ -2,7 +2,7 @@
 //! (constant weights, no other reader), scaling the weights per output channel and rewriting the
 //! bias, which is created when the layer had none.
 
-use qcc_dialects::{Attr, Function, Module, NodeIndex, Tensor, TensorData, Value};
+use qcc_dialects::{Attr, Function, Module, NodeIndex, OpKind, Tensor, TensorData, Value};
 
 use crate::pass::{Options, Pass, PassContext, PassInfo};
 use crate::rewrite::{add_const, const_name, const_tensor, is_inline_const, remove_dead_ops};
@@ -64,7 +64,7 @@ fn fold(module: &mut Module, func: &mut Function, bn: NodeIndex) -> Result<(), S
         return Err("its input is a function argument".into());
     };
     let kind = layer.name.clone();
-    if kind != "nn.conv2d" && kind != "nn.dense" {
+    if !layer.is(OpKind::Conv2d) && !layer.is(OpKind::Dense) {
         return Err(format!(
             "its input comes from '{kind}', not nn.conv2d or nn.dense"
         ));
@@ -157,7 +157,7 @@ impl Pass for FoldBatchNorm {
             let mut func = std::mem::take(&mut module.functions[i]);
             let mut folded = 0;
             for bn in func.op_nodes() {
-                if !func.is_op(bn, "nn.batch_norm") {
+                if !func.is_op(bn, OpKind::BatchNorm) {
                     continue;
                 }
                 match fold(module, &mut func, bn) {

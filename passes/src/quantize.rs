@@ -5,9 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use qcc_dialects::ops::attrs;
 use qcc_dialects::{
-    Attr, Attrs, ElemType, Function, Module, NodeIndex, Operation, QuantParams, QuantType, Storage,
-    Tensor, TensorData, TensorType, Value,
+    Attr, Attrs, ElemType, Function, Module, NodeIndex, OpKind, Operation, QuantParams, QuantType,
+    Storage, Tensor, TensorData, TensorType, Value,
 };
 
 use crate::calibrate::{Method, calibrate, check_inputs, take};
@@ -194,10 +195,10 @@ impl Rewriter<'_> {
         }
         let f = if let Some(q) = self.map.quant.get(&v).copied() {
             let ty = TensorType::f32(self.new.value_type(q).shape.clone());
-            let mut op = Operation::new("quant.dequantize", Attrs::new(), ty);
+            let mut op = Operation::of(OpKind::Dequantize, Attrs::new(), ty);
             op.result_names[0] = hint(self.old, v);
             self.add(op, &[q])
-        } else if self.old.is_op(v.node, "nn.const") {
+        } else if self.old.is_op(v.node, OpKind::Const) {
             let op = self.old.op(v.node).clone();
             self.add(op, &[])
         } else {
@@ -216,7 +217,7 @@ impl Rewriter<'_> {
         }
         let f = self.float(v)?;
         let ty = u8_type(self.new.value_type(f).shape.clone(), self.params(v));
-        let mut op = Operation::new("quant.quantize", Attrs::new(), ty);
+        let mut op = Operation::of(OpKind::Quantize, Attrs::new(), ty);
         op.result_names[0] = hint(self.old, v).map(|h| format!("{h}_q"));
         let q = self.add(op, &[f]);
         self.map.quant.insert(v, q);
@@ -249,17 +250,10 @@ impl Rewriter<'_> {
         }
         let user = users[0].0;
         let op = self.old.op(user);
-        match op.name.as_str() {
-            "nn.relu" => Some((user, f64::INFINITY)),
-            "nn.clip" => {
-                let lo = op
-                    .attr("min")
-                    .and_then(Attr::as_float)
-                    .unwrap_or(f64::NEG_INFINITY);
-                let hi = op
-                    .attr("max")
-                    .and_then(Attr::as_float)
-                    .unwrap_or(f64::INFINITY);
+        match op.kind()? {
+            OpKind::Relu => Some((user, f64::INFINITY)),
+            OpKind::Clip => {
+                let (lo, hi) = attrs::clip_bounds(op).ok()?;
                 (lo == 0.0 && hi > 0.0).then_some((user, hi))
             }
             _ => None,
@@ -420,12 +414,12 @@ impl Rewriter<'_> {
         if let Some(c) = clamp {
             attrs.set("clamp", c);
         }
-        let name = if op.name == "nn.conv2d" {
-            "quant.conv2d"
+        let kind = if op.is(OpKind::Conv2d) {
+            OpKind::QuantConv2d
         } else {
-            "quant.dense"
+            OpKind::QuantDense
         };
-        let mut qop = Operation::new(name, attrs, ty);
+        let mut qop = Operation::of(kind, attrs, ty);
         qop.result_names[0] = hint(self.old, out);
         let q = self.add(qop, &[xq, wv, bv]);
         self.map.quant.insert(out, q);
@@ -443,7 +437,7 @@ impl Rewriter<'_> {
     fn simple(
         &mut self,
         node: NodeIndex,
-        name: &str,
+        kind: OpKind,
         consumed: &mut Vec<NodeIndex>,
         fuse: bool,
     ) -> Result<(), String> {
@@ -469,7 +463,7 @@ impl Rewriter<'_> {
         if let Some(c) = clamp {
             attrs.set("clamp", c);
         }
-        let mut qop = Operation::new(name, attrs, ty);
+        let mut qop = Operation::of(kind, attrs, ty);
         qop.result_names[0] = hint(self.old, out);
         let q = self.add(qop, &inputs);
         self.map.quant.insert(out, q);
@@ -479,13 +473,13 @@ impl Rewriter<'_> {
     }
 
     /// An op that only moves data: it keeps its input's quantization.
-    fn pass_through(&mut self, node: NodeIndex, name: &str) -> Result<(), String> {
+    fn pass_through(&mut self, node: NodeIndex, kind: OpKind) -> Result<(), String> {
         let op = self.old.op(node).clone();
         let input = self.old.operands(node)[0];
         let q = self.quantized(input)?;
         let elem = self.new.value_type(q).elem.clone();
         let mut new = op.clone();
-        new.name = name.to_string();
+        new.name = kind.name().to_string();
         new.results = vec![TensorType::new(op.results[0].shape.clone(), elem)];
         let v = self.add(new, &[q]);
         self.map.quant.insert(Value::of(node), v);
@@ -505,35 +499,63 @@ impl Rewriter<'_> {
             if consumed.contains(&node) {
                 continue;
             }
-            let name = self.old.op(node).name.clone();
+            let op = self.old.op(node);
+            let kind = op
+                .kind()
+                .ok_or_else(|| format!("unknown op '{}'", op.name))?;
             let has_quant_input = |r: &Self| {
                 r.old
                     .operands(node)
                     .first()
                     .is_some_and(|v| r.map.quant.contains_key(v))
             };
-            match name.as_str() {
-                "nn.const" => {} // copied where a float op reads it, folded into layers otherwise
-                "nn.conv2d" | "nn.dense" => {
+            match kind {
+                OpKind::Const => {} // copied where a float op reads it, folded into layers otherwise
+                OpKind::Conv2d | OpKind::Dense => {
                     if let Some(why) = self.layer(node, &mut consumed)? {
                         self.keep_float(node, &why)?;
                     }
                 }
-                "nn.add" => self.simple(node, "quant.add", &mut consumed, true)?,
-                "nn.avg_pool2d" => self.simple(node, "quant.avg_pool2d", &mut consumed, false)?,
-                "nn.global_avg_pool" => {
-                    self.simple(node, "quant.global_avg_pool", &mut consumed, false)?
+                OpKind::Add => self.simple(node, OpKind::QuantAdd, &mut consumed, true)?,
+                OpKind::AvgPool2d => {
+                    self.simple(node, OpKind::QuantAvgPool2d, &mut consumed, false)?
                 }
-                "nn.concat" => self.simple(node, "quant.concat", &mut consumed, false)?,
-                "nn.max_pool2d" => self.pass_through(node, "quant.max_pool2d")?,
-                "nn.flatten" | "nn.reshape" if has_quant_input(self) => {
-                    self.pass_through(node, &name)?
+                OpKind::GlobalAvgPool => {
+                    self.simple(node, OpKind::QuantGlobalAvgPool, &mut consumed, false)?
                 }
-                "nn.flatten" | "nn.reshape" => self.keep_float(node, "its input is float")?,
-                "nn.relu" | "nn.clip" => {
+                OpKind::Concat => self.simple(node, OpKind::QuantConcat, &mut consumed, false)?,
+                OpKind::MaxPool2d => self.pass_through(node, OpKind::QuantMaxPool2d)?,
+                OpKind::Flatten | OpKind::Reshape if has_quant_input(self) => {
+                    self.pass_through(node, kind)?
+                }
+                OpKind::Flatten | OpKind::Reshape => self.keep_float(node, "its input is float")?,
+                OpKind::Relu | OpKind::Clip => {
                     self.keep_float(node, "no integer layer before it to fuse into")?
                 }
-                _ => self.keep_float(node, "no integer form")?,
+                OpKind::BatchNorm
+                | OpKind::Sub
+                | OpKind::Mul
+                | OpKind::Div
+                | OpKind::MatMul
+                | OpKind::Transpose
+                | OpKind::Softmax
+                | OpKind::Pad
+                | OpKind::Sigmoid
+                | OpKind::HardSigmoid
+                | OpKind::HardSwish => self.keep_float(node, "no integer form")?,
+                OpKind::Quantize
+                | OpKind::Dequantize
+                | OpKind::QuantConv2d
+                | OpKind::QuantDense
+                | OpKind::QuantAdd
+                | OpKind::QuantAvgPool2d
+                | OpKind::QuantMaxPool2d
+                | OpKind::QuantGlobalAvgPool
+                | OpKind::QuantConcat => {
+                    return Err(format!(
+                        "the module is quantized already ('{kind}'); quantize takes a float module"
+                    ));
+                }
             }
         }
         let results = self.old.results.clone();

@@ -1,11 +1,11 @@
 //! Helpers passes share to read constants, make new ones and clean up dead ops.
 
-use qcc_dialects::{Function, Module, NodeIndex, Tensor, TensorType, Value};
+use qcc_dialects::{Function, Module, NodeIndex, OpKind, Tensor, TensorType, Value};
 
 /// The tensor behind `v` if it is produced by an `nn.const`.
 pub fn const_tensor(module: &Module, func: &Function, v: Value) -> Option<Tensor> {
     let op = func.try_op(v.node)?;
-    if op.name != "nn.const" {
+    if !op.is(OpKind::Const) {
         return None;
     }
     module.const_value(op).map(|t| t.into_owned())
@@ -14,7 +14,7 @@ pub fn const_tensor(module: &Module, func: &Function, v: Value) -> Option<Tensor
 /// Whether `v` is produced by an `nn.const` holding its tensor inline.
 pub fn is_inline_const(func: &Function, v: Value) -> bool {
     func.try_op(v.node)
-        .is_some_and(|op| op.name == "nn.const" && op.attr("value").is_some())
+        .is_some_and(|op| op.is(OpKind::Const) && op.attr("value").is_some())
 }
 
 /// The weight name of the `nn.const` producing `v`, if it names one.

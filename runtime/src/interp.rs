@@ -5,10 +5,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use qcc_dialects::{Attr, Function, Module, Node, NodeIndex, Operation, Tensor, TensorType, Value};
+use qcc_dialects::ops::attrs::{self, Conv2dAttrs, Pool2dAttrs};
+use qcc_dialects::{
+    Function, Module, Node, NodeIndex, OpKind, Operation, Tensor, TensorType, Value,
+};
 
 use crate::kernels::elementwise::{batch_norm, binary, f32s, softmax, unary};
-use crate::kernels::layers::{ConvGeometry, conv2d, dense, matmul};
+use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{PadMode, concat, pad, transpose};
 use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
 use crate::kernels::quant as q;
@@ -30,154 +33,64 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-fn ints(op: &Operation, name: &str, default: &[i64]) -> Vec<usize> {
-    op.attr(name)
-        .and_then(Attr::as_ints)
-        .unwrap_or_else(|| default.to_vec())
-        .into_iter()
-        .map(|v| v.max(0) as usize)
-        .collect()
-}
-
-fn float(op: &Operation, name: &str, default: f64) -> f64 {
-    op.attr(name).and_then(Attr::as_float).unwrap_or(default)
-}
-
-fn axis(op: &Operation, default: i64, rank: usize) -> usize {
-    let a = op.attr("axis").and_then(Attr::as_int).unwrap_or(default);
-    if a < 0 {
-        (a + rank as i64) as usize
-    } else {
-        a as usize
-    }
-}
-
-fn geometry(op: &Operation) -> ConvGeometry {
-    let (s, p, d) = (
-        ints(op, "strides", &[1, 1]),
-        ints(op, "pads", &[0; 4]),
-        ints(op, "dilations", &[1, 1]),
-    );
-    ConvGeometry {
-        strides: [s[0], s[1]],
-        pads: [p[0], p[1], p[2], p[3]],
-        dilations: [d[0], d[1]],
-        groups: op.attr("groups").and_then(Attr::as_int).unwrap_or(1).max(1) as usize,
-    }
-}
-
-fn pool_geometry(op: &Operation) -> PoolGeometry {
-    let (k, s, p, d) = (
-        ints(op, "kernel", &[1, 1]),
-        ints(op, "strides", &[1, 1]),
-        ints(op, "pads", &[0; 4]),
-        ints(op, "dilations", &[1, 1]),
-    );
+fn pool_geometry(op: &Operation) -> Result<(PoolGeometry, Pool2dAttrs), String> {
+    let a = Pool2dAttrs::of(op)?;
     let rs = &op.results[0].shape;
-    PoolGeometry {
-        kernel: [k[0], k[1]],
-        strides: [s[0], s[1]],
-        pads: [p[0], p[1], p[2], p[3]],
-        dilations: [d[0], d[1]],
-        out: [rs[2], rs[3]],
-    }
+    let out = [
+        rs.get(2).copied().unwrap_or(1),
+        rs.get(3).copied().unwrap_or(1),
+    ];
+    Ok((
+        PoolGeometry {
+            kernel: a.kernel,
+            strides: a.window.strides,
+            pads: a.window.pads,
+            dilations: a.window.dilations,
+            out,
+        },
+        a,
+    ))
 }
 
-fn clamp_attr(op: &Operation) -> Option<[i64; 2]> {
-    let c = op.attr("clamp")?.as_ints()?;
-    (c.len() == 2).then(|| [c[0], c[1]])
-}
-
-/// Runs one `quant` op; `types` are the operand types (their quantization parameters).
-fn eval_quant(op: &Operation, inputs: &[&Tensor], types: &[&TensorType]) -> Result<Tensor, String> {
-    let out = &op.results[0];
-    Ok(match op.name.as_str() {
-        "quant.quantize" => {
-            let x = f32s(inputs[0])?;
-            q::quantize(x, &inputs[0].shape, out)?
-        }
-        "quant.dequantize" => q::dequantize(inputs[0], types[0])?,
-        "quant.conv2d" | "quant.dense" => {
-            let ops = q::LayerOperands {
-                x: (inputs[0], types[0]),
-                w: (inputs[1], types[1]),
-                bias: inputs.get(2).copied(),
-                out,
-                clamp: clamp_attr(op),
-            };
-            if op.name == "quant.conv2d" {
-                q::conv2d(&ops, &geometry(op))?
-            } else {
-                q::dense(&ops)?
-            }
-        }
-        "quant.add" => {
-            let shape =
-                crate::kernels::elementwise::broadcast_shape(&inputs[0].shape, &inputs[1].shape)?;
-            q::add(
-                (inputs[0], types[0]),
-                (inputs[1], types[1]),
-                out,
-                &shape,
-                clamp_attr(op),
-            )?
-        }
-        "quant.avg_pool2d" => {
-            let include = op
-                .attr("count_include_pad")
-                .and_then(Attr::as_bool)
-                .unwrap_or(false);
-            q::avg_pool2d((inputs[0], types[0]), out, &pool_geometry(op), include)?
-        }
-        "quant.max_pool2d" => q::max_pool2d(inputs[0], out, &pool_geometry(op)),
-        "quant.global_avg_pool" => q::global_avg_pool((inputs[0], types[0]), out)?,
-        "quant.concat" => {
-            let parts: Vec<(&Tensor, &TensorType)> =
-                inputs.iter().copied().zip(types.iter().copied()).collect();
-            let rank = inputs[0].shape.len();
-            q::concat(&parts, out, axis(op, 1, rank))?
-        }
-        other => {
-            return Err(format!(
-                "the reference interpreter has no kernel for '{other}'"
-            ));
-        }
-    })
-}
-
-/// Runs one op on its inputs, whose types are `types`. `op.results[0]` supplies output sizes
-/// that only shape inference knows (pooling's ceil mode); the batch dimension comes from the inputs.
+/// Runs one op on its inputs, whose types are `types` (integer ops read their quantization
+/// parameters there). `op.results[0]` supplies output sizes that only shape inference knows
+/// (pooling's ceil mode); the batch dimension comes from the inputs.
 pub fn eval_op(
     op: &Operation,
     inputs: &[&Tensor],
     types: &[&TensorType],
 ) -> Result<Tensor, String> {
-    if op.name.starts_with("quant.") {
-        return eval_quant(op, inputs, types);
-    }
+    let kind = op
+        .kind()
+        .ok_or_else(|| format!("unknown op '{}'", op.name))?;
+    let out = &op.results[0];
     let x = inputs.first().copied();
     let input = || -> Result<(&[f32], &[usize]), String> {
         let t = x.ok_or("missing operand")?;
         Ok((f32s(t)?, &t.shape))
     };
-    Ok(match op.name.as_str() {
-        "nn.conv2d" => {
+    let typed = |i: usize| -> (&Tensor, &TensorType) { (inputs[i], types[i]) };
+    Ok(match kind {
+        OpKind::Const => {
+            return Err("constants are prepared with the function, not run".into());
+        }
+        OpKind::Conv2d => {
             let (xv, xs) = input()?;
             let w = inputs[1];
             let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
-            conv2d(xv, xs, f32s(w)?, &w.shape, bias, &geometry(op))
+            conv2d(xv, xs, f32s(w)?, &w.shape, bias, &Conv2dAttrs::of(op)?)
         }
-        "nn.dense" => {
+        OpKind::Dense => {
             let (xv, xs) = input()?;
             let w = inputs[1];
             let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
             dense(xv, xs[0], xs[1], f32s(w)?, w.shape[0], bias)
         }
-        "nn.matmul" => {
+        OpKind::MatMul => {
             let (xv, xs) = input()?;
             matmul(xv, xs, f32s(inputs[1])?, &inputs[1].shape)
         }
-        "nn.batch_norm" => {
+        OpKind::BatchNorm => {
             let (_, _) = input()?;
             let p: Vec<&[f32]> = inputs[1..5]
                 .iter()
@@ -186,63 +99,56 @@ pub fn eval_op(
             batch_norm(
                 inputs[0],
                 [p[0], p[1], p[2], p[3]],
-                float(op, "epsilon", 1e-5) as f32,
+                attrs::epsilon(op)? as f32,
             )
         }
-        "nn.relu" => {
+        OpKind::Relu => {
             let (xv, xs) = input()?;
             unary(xv, xs, |v| v.max(0.0))
         }
-        "nn.clip" => {
+        OpKind::Clip => {
             let (xv, xs) = input()?;
-            let (lo, hi) = (
-                float(op, "min", f64::NEG_INFINITY) as f32,
-                float(op, "max", f64::INFINITY) as f32,
-            );
+            let (lo, hi) = attrs::clip_bounds(op)?;
+            let (lo, hi) = (lo as f32, hi as f32);
             unary(xv, xs, |v| v.max(lo).min(hi))
         }
-        "nn.sigmoid" => {
+        OpKind::Sigmoid => {
             let (xv, xs) = input()?;
             unary(xv, xs, |v| 1.0 / (1.0 + (-v).exp()))
         }
-        "nn.hardsigmoid" => {
+        OpKind::HardSigmoid => {
             let (xv, xs) = input()?;
-            let (a, b) = (
-                float(op, "alpha", 0.2) as f32,
-                float(op, "beta", 0.5) as f32,
-            );
+            let (a, b) = attrs::hardsigmoid(op);
+            let (a, b) = (a as f32, b as f32);
             unary(xv, xs, |v| (a * v + b).clamp(0.0, 1.0))
         }
-        "nn.hardswish" => {
+        OpKind::HardSwish => {
             let (xv, xs) = input()?;
             unary(xv, xs, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0))
         }
-        "nn.add" => binary(inputs[0], inputs[1], |a, b| a + b)?,
-        "nn.sub" => binary(inputs[0], inputs[1], |a, b| a - b)?,
-        "nn.mul" => binary(inputs[0], inputs[1], |a, b| a * b)?,
-        "nn.div" => binary(inputs[0], inputs[1], |a, b| a / b)?,
-        "nn.global_avg_pool" => {
+        OpKind::Add => binary(inputs[0], inputs[1], |a, b| a + b)?,
+        OpKind::Sub => binary(inputs[0], inputs[1], |a, b| a - b)?,
+        OpKind::Mul => binary(inputs[0], inputs[1], |a, b| a * b)?,
+        OpKind::Div => binary(inputs[0], inputs[1], |a, b| a / b)?,
+        OpKind::GlobalAvgPool => {
             let (xv, xs) = input()?;
             global_avg(xv, xs)
         }
-        "nn.avg_pool2d" | "nn.max_pool2d" => {
+        OpKind::AvgPool2d | OpKind::MaxPool2d => {
             let (xv, xs) = input()?;
-            let g = pool_geometry(op);
-            let kind = if op.name == "nn.max_pool2d" {
+            let (g, a) = pool_geometry(op)?;
+            let kind = if kind == OpKind::MaxPool2d {
                 PoolKind::Max
             } else {
                 PoolKind::Avg {
-                    count_include_pad: op
-                        .attr("count_include_pad")
-                        .and_then(Attr::as_bool)
-                        .unwrap_or(false),
+                    count_include_pad: a.count_include_pad,
                 }
             };
             pool2d(xv, xs, &g, kind)
         }
-        "nn.flatten" | "nn.reshape" => {
+        OpKind::Flatten | OpKind::Reshape => {
             let t = x.ok_or("missing operand")?;
-            let mut shape = op.results[0].shape.clone();
+            let mut shape = out.shape.clone();
             // Follow the input's batch size, which may differ from the declared one.
             let declared: usize = shape.iter().product();
             if declared != t.numel() && !shape.is_empty() && declared > 0 {
@@ -253,35 +159,66 @@ pub fn eval_op(
             }
             Tensor::new(shape, t.data.clone())?
         }
-        "nn.transpose" => {
+        OpKind::Transpose => {
             let (xv, xs) = input()?;
-            let default: Vec<i64> = (0..xs.len() as i64).rev().collect();
-            transpose(xv, xs, &ints(op, "perm", &default))
+            transpose(xv, xs, &attrs::perm(op, xs.len())?)
         }
-        "nn.concat" => {
+        OpKind::Concat => {
             let parts: Vec<(&[f32], &[usize])> = inputs
                 .iter()
                 .map(|t| Ok((f32s(t)?, t.shape.as_slice())))
                 .collect::<Result<_, String>>()?;
-            concat(&parts, axis(op, 1, parts[0].1.len()))
+            concat(&parts, attrs::axis(op, 1, parts[0].1.len())?)
         }
-        "nn.softmax" => {
+        OpKind::Softmax => {
             let (xv, xs) = input()?;
-            softmax(xv, xs, axis(op, -1, xs.len()))
+            softmax(xv, xs, attrs::axis(op, -1, xs.len())?)
         }
-        "nn.pad" => {
+        OpKind::Pad => {
             let (xv, xs) = input()?;
-            let mode = match op.attr("mode").and_then(Attr::as_str).unwrap_or("constant") {
-                "reflect" => PadMode::Reflect,
-                "edge" => PadMode::Edge,
-                _ => PadMode::Constant(float(op, "value", 0.0) as f32),
+            let a = attrs::PadAttrs::of(op, xs.len())?;
+            let mode = match a.mode {
+                attrs::PadMode::Constant(v) => PadMode::Constant(v as f32),
+                attrs::PadMode::Reflect => PadMode::Reflect,
+                attrs::PadMode::Edge => PadMode::Edge,
             };
-            pad(xv, xs, &ints(op, "pads", &[]), mode)
+            pad(xv, xs, &a.pads, mode)
         }
-        other => {
-            return Err(format!(
-                "the reference interpreter has no kernel for '{other}'"
-            ));
+        OpKind::Quantize => {
+            let x = f32s(inputs[0])?;
+            q::quantize(x, &inputs[0].shape, out)?
+        }
+        OpKind::Dequantize => q::dequantize(inputs[0], types[0])?,
+        OpKind::QuantConv2d | OpKind::QuantDense => {
+            let ops = q::LayerOperands {
+                x: typed(0),
+                w: typed(1),
+                bias: inputs.get(2).copied(),
+                out,
+                clamp: attrs::clamp(op)?,
+            };
+            if kind == OpKind::QuantConv2d {
+                q::conv2d(&ops, &Conv2dAttrs::of(op)?)?
+            } else {
+                q::dense(&ops)?
+            }
+        }
+        OpKind::QuantAdd => {
+            let shape =
+                crate::kernels::elementwise::broadcast_shape(&inputs[0].shape, &inputs[1].shape)?;
+            q::add(typed(0), typed(1), out, &shape, attrs::clamp(op)?)?
+        }
+        OpKind::QuantAvgPool2d => {
+            let (g, a) = pool_geometry(op)?;
+            q::avg_pool2d(typed(0), out, &g, a.count_include_pad)?
+        }
+        OpKind::QuantMaxPool2d => q::max_pool2d(inputs[0], out, &pool_geometry(op)?.0),
+        OpKind::QuantGlobalAvgPool => q::global_avg_pool(typed(0), out)?,
+        OpKind::QuantConcat => {
+            let parts: Vec<(&Tensor, &TensorType)> =
+                inputs.iter().copied().zip(types.iter().copied()).collect();
+            let rank = inputs[0].shape.len();
+            q::concat(&parts, out, attrs::axis(op, 1, rank)?)?
         }
     })
 }
@@ -291,7 +228,7 @@ pub fn eval_op(
 /// flatten are exempt: their target shape is declared for the declared batch, and their kernel
 /// follows the batch it is given.
 fn check_shapes(op: &Operation, inputs: &[&Tensor], types: &[&TensorType]) -> Result<(), String> {
-    if matches!(op.name.as_str(), "nn.reshape" | "nn.flatten") {
+    if matches!(op.kind(), Some(OpKind::Reshape | OpKind::Flatten)) {
         return Ok(());
     }
     if inputs.iter().zip(types).all(|(t, ty)| t.shape == ty.shape) {
@@ -346,7 +283,7 @@ impl<'m> Interpreter<'m> {
         let mut last_use = HashMap::new();
         for (step, &node) in schedule.iter().enumerate() {
             let op = func.op(node);
-            if op.name == "nn.const" {
+            if op.is(OpKind::Const) {
                 let t = module.const_value(op).ok_or_else(|| {
                     format!("{}: its weight cannot be found", describe(func, node))
                 })?;

@@ -1,8 +1,9 @@
 //! The reference kernels against straightforward definitions.
 
+use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_runtime::Tensor;
 use qcc_runtime::kernels::elementwise::{binary, softmax};
-use qcc_runtime::kernels::layers::{ConvGeometry, conv2d};
+use qcc_runtime::kernels::layers::conv2d;
 use qcc_runtime::kernels::layout::{PadMode, pad, transpose};
 use qcc_runtime::kernels::pool::{PoolGeometry, PoolKind, pool2d};
 
@@ -19,7 +20,7 @@ fn conv_by_definition(
     xs: [usize; 4],
     w: &[f32],
     ws: [usize; 4],
-    g: &ConvGeometry,
+    g: &Conv2dAttrs,
     oh: usize,
     ow: usize,
 ) -> Vec<f32> {
@@ -65,7 +66,7 @@ fn conv2d_matches_its_definition() {
     ] {
         let xs = [2, 4, 7, 6];
         let ws = [4, 4 / groups, 3, 3];
-        let g = ConvGeometry {
+        let g = Conv2dAttrs {
             strides: [stride, stride],
             pads,
             dilations: [dil, dil],

@@ -2,8 +2,9 @@
 //! within one unit of the float computation it stands for.
 
 use proptest::prelude::*;
+use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{ElemType, QuantParams, QuantType, Storage, Tensor, TensorData, TensorType};
-use qcc_runtime::kernels::layers::ConvGeometry;
+use qcc_runtime::kernels::layers::conv_output;
 use qcc_runtime::kernels::pool::PoolGeometry;
 use qcc_runtime::kernels::quant::{
     LayerOperands, add, avg_pool2d, concat, conv2d, conv2d_accumulators, dense, dequantize,
@@ -121,7 +122,7 @@ fn one_by_one_conv_by_hand() {
         out: &out,
         clamp: None,
     };
-    let g = ConvGeometry {
+    let g = Conv2dAttrs {
         strides: [1, 1],
         pads: [0; 4],
         dilations: [1, 1],
@@ -161,7 +162,7 @@ fn long_accumulations_are_exact() {
             .collect(),
     );
     let xt = qtype(&[1, k, 1, 1], Storage::U8, 1.0, 0);
-    let g = ConvGeometry {
+    let g = Conv2dAttrs {
         strides: [1, 1],
         pads: [0; 4],
         dilations: [1, 1],
@@ -254,8 +255,8 @@ proptest! {
         let bias: Vec<i32> = (0..o).map(|_| next(2001) as i32 - 1000).collect();
         let xt = qtype(&[1, cin, h, w], Storage::U8, sx, zx);
         let wt = per_axis(&[o, c, k, k], scales.clone());
-        let g = ConvGeometry { strides: [stride, stride], pads: [pad; 4], dilations: [1, 1], groups };
-        let (oh, ow) = g.output(h, w, k, k);
+        let g = Conv2dAttrs { strides: [stride, stride], pads: [pad; 4], dilations: [1, 1], groups };
+        let (oh, ow) = conv_output(&g, h, w, k, k);
         let out = qtype(&[1, o, oh, ow], Storage::U8, sy, zy);
         let (x, wq, b) = (u8s(&[1, cin, h, w], xs.clone()), i8s(&[o, c, k, k], ws.clone()), Tensor::new(vec![o], TensorData::I32(bias.clone())).unwrap());
         let y = conv2d(&LayerOperands { x: (&x, &xt), w: (&wq, &wt), bias: Some(&b), out: &out, clamp: None }, &g).unwrap();

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use qcc_dialects::{Module, Tensor, TensorType};
+use qcc_dialects::{Module, OpKind, Tensor, TensorType};
 use qcc_runtime::Interpreter;
 use qcc_runtime::io::read_npy;
 use serde_json::json;
@@ -73,8 +73,9 @@ pub struct LayerRow {
 }
 
 /// Ops whose outputs `--per-layer` compares.
-fn is_layer(op: &str) -> bool {
-    op.starts_with("quant.") && op != "quant.quantize" && op != "quant.dequantize"
+fn is_layer(op: &qcc_dialects::Operation) -> bool {
+    op.kind()
+        .is_some_and(|k| k.is_quant() && k != OpKind::Quantize && k != OpKind::Dequantize)
 }
 
 /// `reference` with its batch norms folded into the layers before them, as `quantize` saw it:
@@ -121,7 +122,7 @@ pub fn per_layer(
     let mut layers: Vec<(qcc_dialects::NodeIndex, String, String, TensorType)> = Vec::new();
     for n in qf.schedule() {
         let op = qf.op(n);
-        if let (true, Some(name)) = (is_layer(&op.name), name_of(qf, n)) {
+        if let (true, Some(name)) = (is_layer(op), name_of(qf, n)) {
             layers.push((n, name, op.name.clone(), op.results[0].clone()));
         }
     }

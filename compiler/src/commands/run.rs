@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use qcc_dialects::{Module, Tensor};
+use qcc_dialects::{Module, OpKind, Tensor};
 use qcc_passes::parse_pipeline;
 use qcc_runtime::Interpreter;
 
@@ -130,7 +130,7 @@ fn probabilities(module: &Module, row: &[f32]) -> Vec<f32> {
     let ends_in_softmax = module.function("main").is_some_and(|f| {
         f.results
             .first()
-            .is_some_and(|v| f.is_op(v.node, "nn.softmax"))
+            .is_some_and(|v| f.is_op(v.node, OpKind::Softmax))
     });
     if ends_in_softmax {
         return row.to_vec();

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use qcc_dialects::registry::OpCtx;
 use qcc_dialects::{
-    Attr, Attrs, ElemType, Function, Module, Operation, Tensor, TensorData, TensorType, Value,
-    registry,
+    Attr, Attrs, ElemType, Function, Module, OpKind, Operation, Tensor, TensorData, TensorType,
+    Value, registry,
 };
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
@@ -247,15 +247,15 @@ impl<'m> Converter<'m> {
     /// Adds an op, inferring its result type through the registry.
     fn emit(
         &mut self,
-        name: &str,
+        kind: OpKind,
         attrs: Attrs,
         operands: &[Value],
         hint: Option<&str>,
     ) -> Result<Value, String> {
-        let Some(def) = registry().get(name) else {
-            return self.err(format!("internal error: '{name}' is not a registered op"));
+        let Some(def) = registry().get(kind.name()) else {
+            return self.err(format!("internal error: '{kind}' is not a registered op"));
         };
-        let mut op = Operation::new(name, attrs, TensorType::f32(vec![]));
+        let mut op = Operation::of(kind, attrs, TensorType::f32(vec![]));
         let shapes = {
             let ctx = OpCtx {
                 op: &op,
@@ -362,7 +362,6 @@ impl<'m> Converter<'m> {
             ));
         }
         let hint = Self::hint(node);
-        let unary = |op: &str| op.to_string();
         let v = match node.op_type.as_str() {
             "Conv" => self.conv(node)?,
             "BatchNormalization" => {
@@ -376,7 +375,7 @@ impl<'m> Converter<'m> {
                     .collect::<Result<Vec<_>, _>>()?;
                 let eps = attr_float(node, "epsilon").unwrap_or(1e-5);
                 self.emit(
-                    "nn.batch_norm",
+                    OpKind::BatchNorm,
                     Attrs::new().with("epsilon", Attr::Float(eps)),
                     &ops,
                     hint,
@@ -384,12 +383,12 @@ impl<'m> Converter<'m> {
             }
             "Relu" | "Sigmoid" | "HardSwish" => {
                 let x = self.input(node, 0)?;
-                let name = match node.op_type.as_str() {
-                    "Relu" => unary("nn.relu"),
-                    "Sigmoid" => unary("nn.sigmoid"),
-                    _ => unary("nn.hardswish"),
+                let kind = match node.op_type.as_str() {
+                    "Relu" => OpKind::Relu,
+                    "Sigmoid" => OpKind::Sigmoid,
+                    _ => OpKind::HardSwish,
                 };
-                self.emit(&name, Attrs::new(), &[x], hint)?
+                self.emit(kind, Attrs::new(), &[x], hint)?
             }
             "HardSigmoid" => {
                 let x = self.input(node, 0)?;
@@ -399,18 +398,23 @@ impl<'m> Converter<'m> {
                         Attr::Float(attr_float(node, "alpha").unwrap_or(0.2)),
                     )
                     .with("beta", Attr::Float(attr_float(node, "beta").unwrap_or(0.5)));
-                self.emit("nn.hardsigmoid", attrs, &[x], hint)?
+                self.emit(OpKind::HardSigmoid, attrs, &[x], hint)?
             }
             "Clip" => self.clip(node)?,
             "Add" | "Sub" | "Mul" | "Div" => {
                 let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
-                let name = format!("nn.{}", node.op_type.to_lowercase());
-                self.emit(&name, Attrs::new(), &[a, b], hint)?
+                let kind = match node.op_type.as_str() {
+                    "Add" => OpKind::Add,
+                    "Sub" => OpKind::Sub,
+                    "Mul" => OpKind::Mul,
+                    _ => OpKind::Div,
+                };
+                self.emit(kind, Attrs::new(), &[a, b], hint)?
             }
             "GlobalAveragePool" => {
                 let x = self.input(node, 0)?;
                 self.spatial(x)?;
-                self.emit("nn.global_avg_pool", Attrs::new(), &[x], hint)?
+                self.emit(OpKind::GlobalAvgPool, Attrs::new(), &[x], hint)?
             }
             "AveragePool" | "MaxPool" => self.pool(node)?,
             "Gemm" => self.gemm(node)?,
@@ -423,7 +427,7 @@ impl<'m> Converter<'m> {
                     axis += rank;
                 }
                 self.emit(
-                    "nn.flatten",
+                    OpKind::Flatten,
                     Attrs::new().with("axis", Attr::Int(axis)),
                     &[x],
                     hint,
@@ -435,7 +439,7 @@ impl<'m> Converter<'m> {
                 let rank = self.ty(x).rank() as i64;
                 let perm = attr_ints(node, "perm").unwrap_or_else(|| (0..rank).rev().collect());
                 self.emit(
-                    "nn.transpose",
+                    OpKind::Transpose,
                     Attrs::new().with("perm", Attr::ints(&perm)),
                     &[x],
                     hint,
@@ -449,7 +453,7 @@ impl<'m> Converter<'m> {
                     return self.err("'axis' is required");
                 };
                 self.emit(
-                    "nn.concat",
+                    OpKind::Concat,
                     Attrs::new().with("axis", Attr::Int(axis)),
                     &inputs,
                     hint,
@@ -534,7 +538,7 @@ impl<'m> Converter<'m> {
         let mut operands = vec![x, w];
         operands.extend(b);
         let _ = &mut attrs;
-        self.emit("nn.conv2d", attrs, &operands, Self::hint(node))
+        self.emit(OpKind::Conv2d, attrs, &operands, Self::hint(node))
     }
 
     fn pool(&mut self, node: &NodeProto) -> Result<Value, String> {
@@ -574,12 +578,12 @@ impl<'m> Converter<'m> {
             "ceil_mode",
             Attr::Bool(attr_int(node, "ceil_mode") == Some(1)),
         );
-        let name = if max {
-            "nn.max_pool2d"
+        let kind = if max {
+            OpKind::MaxPool2d
         } else {
-            "nn.avg_pool2d"
+            OpKind::AvgPool2d
         };
-        self.emit(name, attrs, &[x], Self::hint(node))
+        self.emit(kind, attrs, &[x], Self::hint(node))
     }
 
     fn clip(&mut self, node: &NodeProto) -> Result<Value, String> {
@@ -604,7 +608,7 @@ impl<'m> Converter<'m> {
         if let Some(hi) = hi {
             attrs.set("max", Attr::Float(hi));
         }
-        self.emit("nn.clip", attrs, &[x], Self::hint(node))
+        self.emit(OpKind::Clip, attrs, &[x], Self::hint(node))
     }
 
     /// A constant f32 tensor derived from a converted one (transposed, scaled, ...).
@@ -623,7 +627,7 @@ impl<'m> Converter<'m> {
         }
         if trans_a {
             a = self.emit(
-                "nn.transpose",
+                OpKind::Transpose,
                 Attrs::new().with("perm", Attr::ints(&[1, 0])),
                 &[a],
                 None,
@@ -636,16 +640,16 @@ impl<'m> Converter<'m> {
             let mut bv = self.input(node, 1)?;
             if trans_b {
                 bv = self.emit(
-                    "nn.transpose",
+                    OpKind::Transpose,
                     Attrs::new().with("perm", Attr::ints(&[1, 0])),
                     &[bv],
                     None,
                 )?;
             }
-            let mut y = self.emit("nn.matmul", Attrs::new(), &[a, bv], hint)?;
+            let mut y = self.emit(OpKind::MatMul, Attrs::new(), &[a, bv], hint)?;
             if alpha != 1.0 {
                 let s = self.derived_const(&format!("{b_name}.alpha"), vec![], vec![alpha]);
-                y = self.emit("nn.mul", Attrs::new(), &[y, s], hint)?;
+                y = self.emit(OpKind::Mul, Attrs::new(), &[y, s], hint)?;
             }
             return self.gemm_c(node, y, beta, None);
         };
@@ -693,10 +697,10 @@ impl<'m> Converter<'m> {
                 } else {
                     self.derived_const(&format!("{c_name}.bias"), vec![m], bias)
                 };
-                return self.emit("nn.dense", Attrs::new(), &[a, w, bv], hint);
+                return self.emit(OpKind::Dense, Attrs::new(), &[a, w, bv], hint);
             }
         }
-        let y = self.emit("nn.dense", Attrs::new(), &[a, w], hint)?;
+        let y = self.emit(OpKind::Dense, Attrs::new(), &[a, w], hint)?;
         self.gemm_c(node, y, beta, c_name)
     }
 
@@ -713,9 +717,9 @@ impl<'m> Converter<'m> {
         let mut c = self.value(&c_name)?;
         if beta != 1.0 {
             let s = self.derived_const(&format!("{c_name}.beta"), vec![], vec![beta]);
-            c = self.emit("nn.mul", Attrs::new(), &[c, s], None)?;
+            c = self.emit(OpKind::Mul, Attrs::new(), &[c, s], None)?;
         }
-        self.emit("nn.add", Attrs::new(), &[y, c], Self::hint(node))
+        self.emit(OpKind::Add, Attrs::new(), &[y, c], Self::hint(node))
     }
 
     fn matmul(&mut self, node: &NodeProto) -> Result<Value, String> {
@@ -736,10 +740,10 @@ impl<'m> Converter<'m> {
                 }
             }
             let w = self.derived_const(&format!("{b_name}.weight"), vec![n, k], data);
-            return self.emit("nn.dense", Attrs::new(), &[a, w], hint);
+            return self.emit(OpKind::Dense, Attrs::new(), &[a, w], hint);
         }
         let b = self.input(node, 1)?;
-        self.emit("nn.matmul", Attrs::new(), &[a, b], hint)
+        self.emit(OpKind::MatMul, Attrs::new(), &[a, b], hint)
     }
 
     fn reshape(&mut self, node: &NodeProto) -> Result<Value, String> {
@@ -796,7 +800,7 @@ impl<'m> Converter<'m> {
             }
         }
         self.emit(
-            "nn.reshape",
+            OpKind::Reshape,
             Attrs::new().with("shape", Attr::ints(&shape)),
             &[x],
             Self::hint(node),
@@ -815,7 +819,7 @@ impl<'m> Converter<'m> {
         let hint = Self::hint(node);
         if self.opset >= 13 || axis == rank - 1 {
             return self.emit(
-                "nn.softmax",
+                OpKind::Softmax,
                 Attrs::new().with("axis", Attr::Int(axis)),
                 &[x],
                 hint,
@@ -823,20 +827,20 @@ impl<'m> Converter<'m> {
         }
         // Before opset 13, Softmax normalizes over all axes from `axis` on, as one flattened axis.
         let flat = self.emit(
-            "nn.flatten",
+            OpKind::Flatten,
             Attrs::new().with("axis", Attr::Int(axis)),
             &[x],
             None,
         )?;
         let s = self.emit(
-            "nn.softmax",
+            OpKind::Softmax,
             Attrs::new().with("axis", Attr::Int(1)),
             &[flat],
             None,
         )?;
         let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
         self.emit(
-            "nn.reshape",
+            OpKind::Reshape,
             Attrs::new().with("shape", Attr::ints(&dims)),
             &[s],
             hint,
@@ -896,7 +900,7 @@ impl<'m> Converter<'m> {
             .with("pads", Attr::ints(&pads))
             .with("value", Attr::Float(value))
             .with("mode", Attr::Str(mode));
-        self.emit("nn.pad", attrs, &[x], Self::hint(node))
+        self.emit(OpKind::Pad, attrs, &[x], Self::hint(node))
     }
 }
 

@@ -1,5 +1,7 @@
 //! The `nn` dialect: float network ops, NCHW layout.
 
+use super::attrs;
+use super::kind::OpKind;
 use super::shape::{self, all_f32, same_elem};
 use crate::attr::Attr;
 use crate::registry::{Arity, AttrKind as K, OpCtx, OpDef, optional, required};
@@ -42,28 +44,17 @@ fn batch_norm_infer(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
 
 fn batch_norm_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    let eps = ctx.float("epsilon", 1e-5);
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(format!("'epsilon' must be finite and >= 0, got {eps:?}"));
-    }
-    Ok(())
+    attrs::epsilon(ctx.op).map(|_| ())
 }
 
 fn clip_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    let (lo, hi) = (
-        ctx.float("min", f64::NEG_INFINITY),
-        ctx.float("max", f64::INFINITY),
-    );
-    if lo.is_nan() || hi.is_nan() || lo > hi {
-        return Err(format!("'min' ({lo:?}) must not exceed 'max' ({hi:?})"));
-    }
-    Ok(())
+    attrs::clip_bounds(ctx.op).map(|_| ())
 }
 
 fn axis_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    shape::axis(ctx.int("axis", -1), ctx.operand(0).rank(), "axis").map(|_| ())
+    attrs::axis(ctx.op, -1, ctx.operand(0).rank()).map(|_| ())
 }
 
 fn matmul_infer(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
@@ -83,17 +74,7 @@ fn matmul_infer(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
 
 fn pad_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    match ctx
-        .op
-        .attr("mode")
-        .and_then(Attr::as_str)
-        .unwrap_or("constant")
-    {
-        "constant" | "reflect" | "edge" => Ok(()),
-        other => Err(format!(
-            "'mode' must be constant, reflect or edge, got \"{other}\""
-        )),
-    }
+    attrs::PadAttrs::of(ctx.op, ctx.operand(0).rank()).map(|_| ())
 }
 
 const WINDOW: [crate::registry::AttrSpec; 3] = [
@@ -105,7 +86,7 @@ const WINDOW: [crate::registry::AttrSpec; 3] = [
 /// Every `nn` op.
 pub static OPS: &[OpDef] = &[
     OpDef {
-        name: "nn.const",
+        kind: OpKind::Const,
         summary: "a constant tensor: a named weight of the module, or an inline dense value",
         operands: Arity::Exact(0),
         results: 1,
@@ -114,7 +95,7 @@ pub static OPS: &[OpDef] = &[
         verify: const_verify,
     },
     OpDef {
-        name: "nn.conv2d",
+        kind: OpKind::Conv2d,
         summary: "2-D convolution (NCHW input, OIHW weights, optional bias); groups cover depthwise",
         operands: Arity::Range(2, 3),
         results: 1,
@@ -123,7 +104,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.batch_norm",
+        kind: OpKind::BatchNorm,
         summary: "inference batch normalization over axis 1: (x - mean) / sqrt(var + epsilon) * scale + bias",
         operands: Arity::Exact(5),
         results: 1,
@@ -132,7 +113,7 @@ pub static OPS: &[OpDef] = &[
         verify: batch_norm_verify,
     },
     OpDef {
-        name: "nn.relu",
+        kind: OpKind::Relu,
         summary: "max(x, 0)",
         operands: Arity::Exact(1),
         results: 1,
@@ -141,7 +122,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.clip",
+        kind: OpKind::Clip,
         summary: "min(max(x, min), max); ReLU6 is min = 0, max = 6",
         operands: Arity::Exact(1),
         results: 1,
@@ -150,7 +131,7 @@ pub static OPS: &[OpDef] = &[
         verify: clip_verify,
     },
     OpDef {
-        name: "nn.add",
+        kind: OpKind::Add,
         summary: "elementwise sum with broadcasting",
         operands: Arity::Exact(2),
         results: 1,
@@ -159,7 +140,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.sub",
+        kind: OpKind::Sub,
         summary: "elementwise difference with broadcasting",
         operands: Arity::Exact(2),
         results: 1,
@@ -168,7 +149,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.mul",
+        kind: OpKind::Mul,
         summary: "elementwise product with broadcasting",
         operands: Arity::Exact(2),
         results: 1,
@@ -177,7 +158,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.div",
+        kind: OpKind::Div,
         summary: "elementwise quotient with broadcasting",
         operands: Arity::Exact(2),
         results: 1,
@@ -186,7 +167,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.avg_pool2d",
+        kind: OpKind::AvgPool2d,
         summary: "average pooling over kernel windows",
         operands: Arity::Exact(1),
         results: 1,
@@ -195,7 +176,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.max_pool2d",
+        kind: OpKind::MaxPool2d,
         summary: "max pooling over kernel windows",
         operands: Arity::Exact(1),
         results: 1,
@@ -204,7 +185,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.global_avg_pool",
+        kind: OpKind::GlobalAvgPool,
         summary: "mean over the spatial axes: [N, C, H, W] -> [N, C, 1, 1]",
         operands: Arity::Exact(1),
         results: 1,
@@ -213,7 +194,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.dense",
+        kind: OpKind::Dense,
         summary: "fully connected layer: x [N, K] times weight [M, K] transposed, plus optional bias [M]",
         operands: Arity::Range(2, 3),
         results: 1,
@@ -222,7 +203,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.matmul",
+        kind: OpKind::MatMul,
         summary: "matrix product of x [..., K] and w [K, N]",
         operands: Arity::Exact(2),
         results: 1,
@@ -231,7 +212,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.flatten",
+        kind: OpKind::Flatten,
         summary: "reshape to 2-D: the dimensions before axis, and those from axis on",
         operands: Arity::Exact(1),
         results: 1,
@@ -240,7 +221,7 @@ pub static OPS: &[OpDef] = &[
         verify: same_elem,
     },
     OpDef {
-        name: "nn.reshape",
+        kind: OpKind::Reshape,
         summary: "reshape to the given shape (same element count)",
         operands: Arity::Exact(1),
         results: 1,
@@ -249,7 +230,7 @@ pub static OPS: &[OpDef] = &[
         verify: same_elem,
     },
     OpDef {
-        name: "nn.transpose",
+        kind: OpKind::Transpose,
         summary: "permute the axes",
         operands: Arity::Exact(1),
         results: 1,
@@ -258,7 +239,7 @@ pub static OPS: &[OpDef] = &[
         verify: same_elem,
     },
     OpDef {
-        name: "nn.concat",
+        kind: OpKind::Concat,
         summary: "concatenate along axis",
         operands: Arity::AtLeast(1),
         results: 1,
@@ -267,7 +248,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.softmax",
+        kind: OpKind::Softmax,
         summary: "softmax along axis (default -1)",
         operands: Arity::Exact(1),
         results: 1,
@@ -276,7 +257,7 @@ pub static OPS: &[OpDef] = &[
         verify: axis_verify,
     },
     OpDef {
-        name: "nn.pad",
+        kind: OpKind::Pad,
         summary: "pad every axis: pads = all begins then all ends; constant value, reflect or edge",
         operands: Arity::Exact(1),
         results: 1,
@@ -289,7 +270,7 @@ pub static OPS: &[OpDef] = &[
         verify: pad_verify,
     },
     OpDef {
-        name: "nn.sigmoid",
+        kind: OpKind::Sigmoid,
         summary: "1 / (1 + exp(-x))",
         operands: Arity::Exact(1),
         results: 1,
@@ -298,7 +279,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.hardsigmoid",
+        kind: OpKind::HardSigmoid,
         summary: "max(0, min(1, alpha * x + beta)); alpha 0.2, beta 0.5 by default",
         operands: Arity::Exact(1),
         results: 1,
@@ -307,7 +288,7 @@ pub static OPS: &[OpDef] = &[
         verify: all_f32,
     },
     OpDef {
-        name: "nn.hardswish",
+        kind: OpKind::HardSwish,
         summary: "x * max(0, min(1, x / 6 + 1 / 2))",
         operands: Arity::Exact(1),
         results: 1,

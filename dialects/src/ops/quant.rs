@@ -1,6 +1,7 @@
 //! The `quant` dialect: quantize/dequantize and the integer forms of the compute ops. Their
 //! integer semantics (accumulation, requantization, rounding) are stated in `docs/quantization.md`.
 
+use super::kind::OpKind;
 use super::shape;
 use crate::registry::{Arity, AttrKind as K, AttrSpec, OpCtx, OpDef, optional};
 use crate::types::{ElemType, QuantParams, QuantType, Storage, TensorType};
@@ -51,18 +52,19 @@ fn bias(t: &TensorType) -> Result<(), String> {
 
 /// `clamp = [lo, hi]` lies in the result's storage range.
 fn clamp(ctx: &OpCtx) -> Result<(), String> {
-    let Some(c) = ctx.op.attr("clamp") else {
-        return Ok(());
-    };
-    let c = c.as_ints().unwrap_or_default();
     let storage = quant_of(ctx.result(0), "the result")?.storage;
     let (lo, hi) = storage.range();
-    if c.len() != 2 || c[0] > c[1] || c[0] < lo || c[1] > hi {
-        return Err(format!(
-            "'clamp' must be [lo, hi] with {lo} <= lo <= hi <= {hi}, got {c:?}"
-        ));
+    match super::attrs::clamp(ctx.op) {
+        Ok(None) => Ok(()),
+        Ok(Some([a, b])) if lo <= a && b <= hi => Ok(()),
+        _ => Err(format!(
+            "'clamp' must be [lo, hi] with {lo} <= lo <= hi <= {hi}, got {:?}",
+            ctx.op
+                .attr("clamp")
+                .and_then(crate::Attr::as_ints)
+                .unwrap_or_default()
+        )),
     }
-    Ok(())
 }
 
 fn layer_verify(ctx: &OpCtx) -> Result<(), String> {
@@ -122,7 +124,7 @@ const LAYER_ATTRS: [AttrSpec; 6] = [
 /// Every `quant` op.
 pub static OPS: &[OpDef] = &[
     OpDef {
-        name: "quant.quantize",
+        kind: OpKind::Quantize,
         summary: "f32 to a quantized type: clamp(round(x / scale) + zero_point)",
         operands: Arity::Exact(1),
         results: 1,
@@ -131,7 +133,7 @@ pub static OPS: &[OpDef] = &[
         verify: quantize_verify,
     },
     OpDef {
-        name: "quant.dequantize",
+        kind: OpKind::Dequantize,
         summary: "a quantized type to f32: scale * (q - zero_point)",
         operands: Arity::Exact(1),
         results: 1,
@@ -140,7 +142,7 @@ pub static OPS: &[OpDef] = &[
         verify: dequantize_verify,
     },
     OpDef {
-        name: "quant.conv2d",
+        kind: OpKind::QuantConv2d,
         summary: "integer convolution: i32 accumulation, fixed-point requantization, clamp",
         operands: Arity::Range(2, 3),
         results: 1,
@@ -149,7 +151,7 @@ pub static OPS: &[OpDef] = &[
         verify: layer_verify,
     },
     OpDef {
-        name: "quant.dense",
+        kind: OpKind::QuantDense,
         summary: "integer fully connected layer: i32 accumulation, fixed-point requantization, clamp",
         operands: Arity::Range(2, 3),
         results: 1,
@@ -161,7 +163,7 @@ pub static OPS: &[OpDef] = &[
         verify: layer_verify,
     },
     OpDef {
-        name: "quant.add",
+        kind: OpKind::QuantAdd,
         summary: "integer add: each input rescaled to the output scale, then summed and clamped",
         operands: Arity::Exact(2),
         results: 1,
@@ -170,7 +172,7 @@ pub static OPS: &[OpDef] = &[
         verify: activations_verify,
     },
     OpDef {
-        name: "quant.avg_pool2d",
+        kind: OpKind::QuantAvgPool2d,
         summary: "integer average pooling with rounding and rescale",
         operands: Arity::Exact(1),
         results: 1,
@@ -179,7 +181,7 @@ pub static OPS: &[OpDef] = &[
         verify: activations_verify,
     },
     OpDef {
-        name: "quant.max_pool2d",
+        kind: OpKind::QuantMaxPool2d,
         summary: "integer max pooling; the result keeps the input's scale and zero point",
         operands: Arity::Exact(1),
         results: 1,
@@ -188,7 +190,7 @@ pub static OPS: &[OpDef] = &[
         verify: same_type_verify,
     },
     OpDef {
-        name: "quant.global_avg_pool",
+        kind: OpKind::QuantGlobalAvgPool,
         summary: "integer mean over the spatial axes with rounding and rescale",
         operands: Arity::Exact(1),
         results: 1,
@@ -197,7 +199,7 @@ pub static OPS: &[OpDef] = &[
         verify: activations_verify,
     },
     OpDef {
-        name: "quant.concat",
+        kind: OpKind::QuantConcat,
         summary: "integer concatenation, each input rescaled to the output scale",
         operands: Arity::AtLeast(1),
         results: 1,

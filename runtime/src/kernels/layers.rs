@@ -2,36 +2,23 @@
 //! parallel; dense convolutions are an im2col and a GEMM, depthwise ones a direct loop.
 
 use qcc_dialects::Tensor;
+use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
 use super::gemm::sgemm;
 
-/// Geometry of a 2-D convolution.
-pub struct ConvGeometry {
-    /// Vertical, horizontal step.
-    pub strides: [usize; 2],
-    /// Top, left, bottom, right.
-    pub pads: [usize; 4],
-    /// Vertical, horizontal dilation.
-    pub dilations: [usize; 2],
-    /// Channel groups.
-    pub groups: usize,
+/// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
+/// (the verifier has checked that the window fits).
+pub fn conv_output(g: &Conv2dAttrs, h: usize, w: usize, kh: usize, kw: usize) -> (usize, usize) {
+    let one = |size: usize, k: usize, axis: usize| {
+        let span = g.dilations[axis] * k.saturating_sub(1) + 1;
+        (size + g.pads[axis] + g.pads[axis + 2]).saturating_sub(span) / g.strides[axis].max(1) + 1
+    };
+    (one(h, kh, 0), one(w, kw, 1))
 }
 
-impl ConvGeometry {
-    /// Output height and width for an input of `h` x `w` and a `kh` x `kw` kernel.
-    pub fn output(&self, h: usize, w: usize, kh: usize, kw: usize) -> (usize, usize) {
-        (
-            (h + self.pads[0] + self.pads[2] - self.dilations[0] * (kh - 1) - 1) / self.strides[0]
-                + 1,
-            (w + self.pads[1] + self.pads[3] - self.dilations[1] * (kw - 1) - 1) / self.strides[1]
-                + 1,
-        )
-    }
-
-    fn is_pointwise(&self, kh: usize, kw: usize) -> bool {
-        kh == 1 && kw == 1 && self.strides == [1, 1] && self.pads == [0; 4]
-    }
+fn is_pointwise(g: &Conv2dAttrs, kh: usize, kw: usize) -> bool {
+    kh == 1 && kw == 1 && g.strides == [1, 1] && g.pads == [0; 4]
 }
 
 /// Unrolls the windows of `channels` input planes into rows of `[c * kh * kw, oh * ow]`.
@@ -43,7 +30,7 @@ pub fn im2col<T: Copy + Default>(
     w: usize,
     kh: usize,
     kw: usize,
-    g: &ConvGeometry,
+    g: &Conv2dAttrs,
     oh: usize,
     ow: usize,
     cols: &mut [T],
@@ -86,7 +73,7 @@ pub fn depthwise_plane<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign
     k: &[T],
     kh: usize,
     kw: usize,
-    g: &ConvGeometry,
+    g: &Conv2dAttrs,
     out: &mut [T],
     ow: usize,
 ) {
@@ -142,12 +129,12 @@ pub fn conv2d(
     w: &[f32],
     ws: &[usize],
     bias: Option<&[f32]>,
-    g: &ConvGeometry,
+    g: &Conv2dAttrs,
 ) -> Tensor {
     let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
     let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
     let og = o / g.groups;
-    let (oh, ow) = g.output(h, wd, kh, kw);
+    let (oh, ow) = conv_output(g, h, wd, kh, kw);
     let plane = oh * ow;
     let mut out = vec![0f32; n * o * plane];
     let depthwise = cg == 1 && og == 1;
@@ -177,7 +164,7 @@ pub fn conv2d(
                 return;
             }
             let kdim = cg * kh * kw;
-            let mut cols = if g.is_pointwise(kh, kw) {
+            let mut cols = if is_pointwise(g, kh, kw) {
                 Vec::new()
             } else {
                 vec![0f32; kdim * plane]

@@ -6,9 +6,10 @@ use qcc_dialects::{QuantParams, QuantType, Tensor, TensorData, TensorType};
 use rayon::prelude::*;
 
 use super::gemm::exact_int_gemm;
-use super::layers::{ConvGeometry, depthwise_plane, im2col};
+use super::layers::{conv_output, depthwise_plane, im2col};
 use super::pool::PoolGeometry;
 use crate::quant::{Multiplier, channel_scales, dequantize_value, per_tensor, quantize_value};
+use qcc_dialects::ops::attrs::Conv2dAttrs;
 
 /// The stored integers of a quantized (or integer) tensor.
 pub fn ints(t: &Tensor) -> Vec<i32> {
@@ -193,7 +194,7 @@ impl Requant {
 }
 
 /// `quant.conv2d`.
-pub fn conv2d(ops: &LayerOperands, g: &ConvGeometry) -> Result<Tensor, String> {
+pub fn conv2d(ops: &LayerOperands, g: &Conv2dAttrs) -> Result<Tensor, String> {
     let (acc, shape) = conv2d_accumulators((ops.x.0, ops.x.1), ops.w.0, g)?;
     let rq = Requant::new(ops, shape[1])?;
     let plane = shape[2] * shape[3];
@@ -219,13 +220,13 @@ fn check_accumulator(k: usize, max_x: u32, max_w: u32) -> Result<(), String> {
 pub fn conv2d_accumulators(
     xq: (&Tensor, &TensorType),
     w: &Tensor,
-    g: &ConvGeometry,
+    g: &Conv2dAttrs,
 ) -> Result<(Vec<i32>, Vec<usize>), String> {
     let x = xq.0;
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
     let (_, zx, _) = params(xq.1, "the input")?;
-    let (oh, ow) = g.output(h, wd, kh, kw);
+    let (oh, ow) = conv_output(g, h, wd, kh, kw);
     let plane = oh * ow;
     let og = o / g.groups;
     let xs: Vec<i32> = ints(x).into_iter().map(|v| v - zx as i32).collect();
