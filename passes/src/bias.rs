@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
 use qcc_dialects::{Attr, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value};
 use qcc_runtime::Interpreter;
-use qcc_runtime::kernels::quant::{Requant, conv2d_accumulators, dense_accumulators, ints};
-use qcc_runtime::quant::{channel_scales, per_tensor};
+use qcc_runtime::kernels::quant::{conv2d_accumulators, dense_accumulators};
+use qcc_runtime::quant::{Requant, channel_scales, per_tensor, stored_ints};
 
 use crate::bias_search::{LayerOutput, Sums};
 
@@ -157,12 +157,12 @@ pub fn lockstep(
         let channels = shape[1];
         let plane: usize = shape[2..].iter().product();
         let bias: Vec<i64> = match operands.get(2).and_then(|b| qs.value(*b)) {
-            Some(b) => ints(b).into_iter().map(i64::from).collect(),
+            Some(b) => stored_ints(b).into_iter().map(i64::from).collect(),
             None => vec![0; channels],
         };
         let (sx, _, _) = per_tensor(x_ty).ok_or("the layer input must be per-tensor quantized")?;
         let clamp = attrs::clamp(op)?;
-        let requant = |b: &[i64]| Requant::from_types(x_ty, w_ty, out_ty, b.to_vec(), clamp);
+        let requant = Requant::from_types(x_ty, w_ty, out_ty, channels, clamp)?;
         let at = match mode {
             Mode::Fit { .. } => At::PostActivation,
             _ => at,
@@ -194,7 +194,7 @@ pub fn lockstep(
                 .iter()
                 .map(|s| sx * s)
                 .collect(),
-            requant: requant(&vec![0; channels])?,
+            requant: requant.clone(),
             out: (out_scale, out_zp),
             at,
         };
@@ -223,7 +223,7 @@ pub fn lockstep(
                 (fitted != bias, after, fitted)
             }
         };
-        qs.provide(requant(&final_bias)?.requantize(&acc, plane, out_ty, shape.clone()));
+        qs.provide(requant.requantize(&acc, &final_bias, plane, out_ty, shape.clone()));
         outcomes.push(Outcome {
             node,
             shift,

@@ -5,9 +5,9 @@
 use qcc_dialects::{Attr, Module};
 
 use crate::bias::{At, FloatReference, Mode, layer_name, lockstep, set_bias};
-use crate::bias_search::to_bias;
 use crate::calibrate::take;
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
+use qcc_runtime::quant::{stored_ints, to_bias};
 
 const AT: OptionSpec = OptionSpec {
     name: "at",
@@ -177,7 +177,7 @@ impl Pass for Apply {
             let bias = ops
                 .get(2)
                 .and_then(|b| crate::rewrite::const_tensor(module, func, *b))
-                .map(|t| qcc_runtime::kernels::quant::ints(&t))
+                .map(|t| stored_ints(&t))
                 .unwrap_or_else(|| vec![0; shift.len()]);
             let new: Vec<i32> = bias
                 .iter()

@@ -2,7 +2,7 @@
 //! known: per-channel error sums, the mean-shift correction, and the bias-only fit. Channels are
 //! independent (a bias only moves its own channel), so every search runs per channel in parallel.
 
-use qcc_runtime::kernels::quant::Requant;
+use qcc_runtime::quant::{Requant, to_bias};
 use rayon::prelude::*;
 
 use crate::bias::At;
@@ -161,9 +161,4 @@ impl LayerOutput<'_> {
             })
             .collect()
     }
-}
-
-/// A real bias in accumulator units, rounded and saturated to i32.
-pub fn to_bias(v: f64) -> i64 {
-    v.round().clamp(i32::MIN as f64, i32::MAX as f64) as i64
 }

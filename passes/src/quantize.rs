@@ -11,6 +11,8 @@ use qcc_dialects::{
     Storage, Tensor, TensorData, TensorType, Value,
 };
 
+use qcc_runtime::quant::{to_bias, to_weight};
+
 use crate::calibrate::{Method, calibrate, check_inputs, take};
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
 
@@ -104,7 +106,7 @@ fn weight_scale(w: &[f32], mse: bool) -> f64 {
         w.iter()
             .map(|v| {
                 let v = *v as f64;
-                (v - (v / s).round().clamp(-127.0, 127.0) * s).powi(2)
+                (v - to_weight(v, s) as f64 * s).powi(2)
             })
             .sum()
     };
@@ -141,11 +143,7 @@ pub fn quantize_weights(
     let q = w
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            ((*v as f64 / scales[i / per.max(1)])
-                .round()
-                .clamp(-127.0, 127.0)) as i8
-        })
+        .map(|(i, v)| to_weight(*v as f64, scales[i / per.max(1)]))
         .collect();
     (q, scales)
 }
@@ -388,11 +386,7 @@ impl Rewriter<'_> {
         let bq: Vec<i32> = b
             .iter()
             .zip(&scales)
-            .map(|(v, s)| {
-                (*v as f64 / (sx * s))
-                    .round()
-                    .clamp(i32::MIN as f64, i32::MAX as f64) as i32
-            })
+            .map(|(v, s)| to_bias(*v as f64 / (sx * s)) as i32)
             .collect();
         let bname = match ops.get(2) {
             Some(bv) => self.weight_name(*bv, ".q"),

@@ -15,6 +15,7 @@ use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{PadMode, concat, pad, transpose};
 use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
 use crate::kernels::quant as q;
+use crate::quant::Requant;
 
 /// A failure while running: which op, and why.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +53,16 @@ fn pool_geometry(op: &Operation) -> Result<(PoolGeometry, Pool2dAttrs), String> 
     ))
 }
 
+/// The requantization of an integer conv/dense layer whose operand types are `types`.
+pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, String> {
+    let out = &op.results[0];
+    let channels = out.shape.get(1).copied().unwrap_or(1);
+    match (types.first(), types.get(1)) {
+        (Some(x), Some(w)) => Requant::from_types(x, w, out, channels, attrs::clamp(op)?),
+        _ => Err("missing operand".into()),
+    }
+}
+
 /// Runs one op on its inputs, whose types are `types` (integer ops read their quantization
 /// parameters there). `op.results[0]` supplies output sizes that only shape inference knows
 /// (pooling's ceil mode); the batch dimension comes from the inputs.
@@ -59,6 +70,16 @@ pub fn eval_op(
     op: &Operation,
     inputs: &[&Tensor],
     types: &[&TensorType],
+) -> Result<Tensor, String> {
+    eval_prepared(op, inputs, types, None)
+}
+
+/// [`eval_op`] with the layer's requantization already prepared (by [`Interpreter::new`]).
+fn eval_prepared(
+    op: &Operation,
+    inputs: &[&Tensor],
+    types: &[&TensorType],
+    requant: Option<&Requant>,
 ) -> Result<Tensor, String> {
     let kind = op
         .kind()
@@ -195,12 +216,19 @@ pub fn eval_op(
                 w: typed(1),
                 bias: inputs.get(2).copied(),
                 out,
-                clamp: attrs::clamp(op)?,
+            };
+            let computed;
+            let rq = match requant {
+                Some(rq) => rq,
+                None => {
+                    computed = layer_requant(op, types)?;
+                    &computed
+                }
             };
             if kind == OpKind::QuantConv2d {
-                q::conv2d(&ops, &Conv2dAttrs::of(op)?)?
+                q::conv2d(&ops, &Conv2dAttrs::of(op)?, rq)?
             } else {
-                q::dense(&ops)?
+                q::dense(&ops, rq)?
             }
         }
         OpKind::QuantAdd => {
@@ -259,6 +287,8 @@ pub struct Interpreter<'m> {
     func: &'m Function,
     schedule: Vec<NodeIndex>,
     consts: HashMap<NodeIndex, Cow<'m, Tensor>>,
+    /// The requantization of every integer conv/dense, computed once.
+    requants: HashMap<NodeIndex, Requant>,
     last_use: HashMap<Value, usize>,
 }
 
@@ -280,6 +310,7 @@ impl<'m> Interpreter<'m> {
             .ok_or_else(|| format!("the module has no function @{name}"))?;
         let schedule = func.schedule();
         let mut consts = HashMap::new();
+        let mut requants = HashMap::new();
         let mut last_use = HashMap::new();
         for (step, &node) in schedule.iter().enumerate() {
             let op = func.op(node);
@@ -289,6 +320,16 @@ impl<'m> Interpreter<'m> {
                 })?;
                 consts.insert(node, t);
             }
+            if matches!(op.kind(), Some(OpKind::QuantConv2d | OpKind::QuantDense)) {
+                let types: Vec<&TensorType> = func
+                    .operands(node)
+                    .iter()
+                    .map(|v| func.value_type(*v))
+                    .collect();
+                let rq = layer_requant(op, &types)
+                    .map_err(|e| format!("{}: {e}", describe(func, node)))?;
+                requants.insert(node, rq);
+            }
             for v in func.operands(node) {
                 last_use.insert(v, step);
             }
@@ -297,6 +338,7 @@ impl<'m> Interpreter<'m> {
             func,
             schedule,
             consts,
+            requants,
             last_use,
         })
     }
@@ -395,7 +437,8 @@ impl Stepper<'_, '_> {
                 op: describe(func, node),
                 message,
             })?;
-            let t = eval_op(op, &args, &types).map_err(|message| RunError {
+            let requant = self.interp.requants.get(&node);
+            let t = eval_prepared(op, &args, &types, requant).map_err(|message| RunError {
                 op: describe(func, node),
                 message,
             })?;

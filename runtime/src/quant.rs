@@ -2,7 +2,8 @@
 //! fixed-point multipliers, the one rounding rule, quantize and dequantize of single values.
 //! `docs/quantization.md` states the same in prose.
 
-use qcc_dialects::{ElemType, QuantParams, QuantType, TensorType};
+use qcc_dialects::{ElemType, QuantParams, QuantType, Tensor, TensorData, TensorType};
+use rayon::prelude::*;
 
 /// Rounds `x / 2^shift` to the nearest integer, ties away from zero.
 #[inline]
@@ -110,4 +111,138 @@ pub fn quantize_value(x: f32, scale: f64, zero_point: i64, (lo, hi): (i64, i64))
 /// `scale * (q - zero_point)` in f32.
 pub fn dequantize_value(q: i64, scale: f64, zero_point: i64) -> f32 {
     (q - zero_point) as f32 * scale as f32
+}
+
+/// The stored integers of a quantized (or integer) tensor.
+pub fn stored_ints(t: &Tensor) -> Vec<i32> {
+    match &t.data {
+        TensorData::U8(v) => v.iter().map(|x| *x as i32).collect(),
+        TensorData::I8(v) => v.iter().map(|x| *x as i32).collect(),
+        TensorData::I32(v) => v.clone(),
+        TensorData::I64(v) => v.iter().map(|x| *x as i32).collect(),
+        TensorData::F32(v) => v.iter().map(|x| *x as i32).collect(),
+    }
+}
+
+/// A real bias in accumulator units (`b / (S_x * S_w[c])`), rounded (ties away from zero) and
+/// saturated to i32: how `quantize` stores biases and bias correction changes them.
+pub fn to_bias(v: f64) -> i64 {
+    v.round().clamp(i32::MIN as f64, i32::MAX as f64) as i64
+}
+
+/// A weight in units of its scale, rounded (ties away from zero) into the narrow i8 range
+/// [-127, 127].
+pub fn to_weight(v: f64, scale: f64) -> i8 {
+    (v / scale).round().clamp(-127.0, 127.0) as i8
+}
+
+/// The output clamp of a layer: `clamp` when given, within the storage `range`.
+pub fn clamp_bounds(clamp: Option<[i64; 2]>, range: (i64, i64)) -> (i64, i64) {
+    clamp.map_or(range, |[lo, hi]| (lo.max(range.0), hi.min(range.1)))
+}
+
+fn per_tensor_params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, i64)), String> {
+    per_tensor(t).ok_or_else(|| format!("{what} must be per-tensor quantized, got {t}"))
+}
+
+/// How an integer conv/dense layer turns exact accumulators plus its i32 bias into output levels:
+/// one fixed-point multiplier `S_x * S_w[c] / S_y` per output channel, the output zero point and
+/// the clamp. It depends only on the layer's types and clamp, so an engine computes it once when
+/// it prepares a function; the bias is read at run time, so changing a bias changes nothing here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requant {
+    mults: Vec<Multiplier>,
+    zp: i64,
+    lo: i64,
+    hi: i64,
+}
+
+impl Requant {
+    /// From the layer's input, weight and result types, its output channel count and its clamp.
+    pub fn from_types(
+        x: &TensorType,
+        w: &TensorType,
+        out: &TensorType,
+        channels: usize,
+        clamp: Option<[i64; 2]>,
+    ) -> Result<Requant, String> {
+        let (sx, _, _) = per_tensor_params(x, "the input")?;
+        let (sy, zp, range) = per_tensor_params(out, "the result")?;
+        let sw = channel_scales(w, channels).ok_or("the weight must be quantized")?;
+        if sw.len() != channels {
+            return Err(format!(
+                "the weight has {} scales for {channels} output channels",
+                sw.len()
+            ));
+        }
+        let (lo, hi) = clamp_bounds(clamp, range);
+        Ok(Requant {
+            mults: sw.iter().map(|s| Multiplier::new(sx * s / sy)).collect(),
+            zp,
+            lo,
+            hi,
+        })
+    }
+
+    /// Output channels.
+    pub fn channels(&self) -> usize {
+        self.mults.len()
+    }
+
+    /// The output level of `acc` (accumulator plus bias) of channel `c`, clamped.
+    #[inline]
+    pub fn one(&self, c: usize, acc: i64) -> i64 {
+        self.unclamped(c, acc).clamp(self.lo, self.hi)
+    }
+
+    /// The output level of `acc` (accumulator plus bias) of channel `c` before the clamp to
+    /// [`Requant::bounds`].
+    #[inline]
+    pub fn unclamped(&self, c: usize, acc: i64) -> i64 {
+        self.zp + self.mults[c].apply(acc)
+    }
+
+    /// The smallest and largest output level (clamp and storage range).
+    pub fn bounds(&self) -> (i64, i64) {
+        (self.lo, self.hi)
+    }
+
+    /// Requantizes accumulators laid out `[N, C, plane]` plus `bias[c]` into a tensor of type `ty`.
+    pub fn requantize(
+        &self,
+        acc: &[i32],
+        bias: &[i64],
+        plane: usize,
+        ty: &TensorType,
+        shape: Vec<usize>,
+    ) -> Tensor {
+        let data = match TensorData::zeros(&ty.elem, 0) {
+            TensorData::U8(_) => TensorData::U8(self.fill(acc, bias, plane, |v| v as u8)),
+            TensorData::I8(_) => TensorData::I8(self.fill(acc, bias, plane, |v| v as i8)),
+            _ => TensorData::I32(self.fill(acc, bias, plane, |v| v as i32)),
+        };
+        Tensor { shape, data }
+    }
+
+    fn fill<T: Copy + Default + Send>(
+        &self,
+        acc: &[i32],
+        bias: &[i64],
+        plane: usize,
+        cast: impl Fn(i64) -> T + Sync,
+    ) -> Vec<T> {
+        let (c, plane) = (self.mults.len().max(1), plane.max(1));
+        let mut out = vec![T::default(); acc.len()];
+        out.par_chunks_mut(plane)
+            .zip(acc.par_chunks(plane))
+            .enumerate()
+            .for_each(|(j, (dst, src))| {
+                let ch = j % c;
+                let b = bias.get(ch).copied().unwrap_or(0);
+                for (d, a) in dst.iter_mut().zip(src) {
+                    *d = cast(self.one(ch, i64::from(*a) + b));
+                }
+            });
+        out
+    }
 }

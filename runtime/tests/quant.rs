@@ -8,9 +8,10 @@ use qcc_runtime::kernels::layers::conv_output;
 use qcc_runtime::kernels::pool::PoolGeometry;
 use qcc_runtime::kernels::quant::{
     LayerOperands, add, avg_pool2d, concat, conv2d, conv2d_accumulators, dense, dequantize,
-    global_avg_pool, ints, quantize,
+    global_avg_pool, quantize,
 };
 use qcc_runtime::quant::{Multiplier, round_shift};
+use qcc_runtime::quant::{Requant, stored_ints};
 
 fn qtype(shape: &[usize], storage: Storage, scale: f64, zp: i64) -> TensorType {
     TensorType::new(
@@ -94,7 +95,7 @@ fn quantize_and_dequantize_by_hand() {
     // 1.25 / 0.5 = 2.5 rounds to 3 and -0.25 / 0.5 to -1 (ties away from zero); -100 saturates
     // to 0 and 200 to 255.
     let q = quantize(&[1.25, -100.0, 200.0, -0.25], &[4], &ty).expect("quantizes");
-    assert_eq!(ints(&q), vec![13, 0, 255, 9]);
+    assert_eq!(stored_ints(&q), vec![13, 0, 255, 9]);
     assert_eq!(
         dequantize(&q, &ty)
             .expect("dequantizes")
@@ -120,7 +121,6 @@ fn one_by_one_conv_by_hand() {
         w: (&w, &wt),
         bias: Some(&b),
         out: &out,
-        clamp: None,
     };
     let g = Conv2dAttrs {
         strides: [1, 1],
@@ -128,18 +128,12 @@ fn one_by_one_conv_by_hand() {
         dilations: [1, 1],
         groups: 1,
     };
-    let y = conv2d(&ops, &g).expect("runs");
+    let rq = |clamp| Requant::from_types(&xt, &wt, &out, 2, clamp).expect("requant");
+    let y = conv2d(&ops, &g, &rq(None)).expect("runs");
     // Channel 0: 1.0*x + 1.0 -> 2.0, -3.0 -> 100 + 8, 100 - 12. Channel 1: -1.0*x -> -1.0, 4.0 -> 96, 116.
-    assert_eq!(ints(&y), vec![108, 88, 96, 116]);
-    let clamped = conv2d(
-        &LayerOperands {
-            clamp: Some([100, 110]),
-            ..ops
-        },
-        &g,
-    )
-    .expect("runs");
-    assert_eq!(ints(&clamped), vec![108, 100, 100, 110]);
+    assert_eq!(stored_ints(&y), vec![108, 88, 96, 116]);
+    let clamped = conv2d(&ops, &g, &rq(Some([100, 110]))).expect("runs");
+    assert_eq!(stored_ints(&clamped), vec![108, 100, 100, 110]);
 }
 
 /// Accumulators at the extremes of u8 x i8 over a K long enough to need several exact f32 chunks
@@ -170,7 +164,7 @@ fn long_accumulations_are_exact() {
     };
     let (acc, shape) = conv2d_accumulators((&x, &xt), &w, &g).expect("fits i32");
     assert_eq!(shape, vec![1, o, 1, 1]);
-    let (xv, wv) = (ints(&x), ints(&w));
+    let (xv, wv) = (stored_ints(&x), stored_ints(&w));
     let want: Vec<i32> = (0..o)
         .map(|c| (0..k).map(|i| xv[i] * wv[c * k + i]).sum())
         .collect();
@@ -194,7 +188,7 @@ fn add_with_two_scales_by_hand() {
     let out = qtype(&[2], Storage::U8, 0.05, 10);
     // 1.0 + 1.0 = 2.0 -> 10 + 40; 0.0 + 0.6 -> 10 + 12.
     assert_eq!(
-        ints(&add((&a, &at), (&b, &bt), &out, &[2], None).expect("adds")),
+        stored_ints(&add((&a, &at), (&b, &bt), &out, &[2], None).expect("adds")),
         vec![50, 22]
     );
 }
@@ -212,11 +206,11 @@ fn average_pool_rounds_half_away_from_zero() {
         out: [1, 1],
     };
     assert_eq!(
-        ints(&avg_pool2d((&x, &t), &out, &g, false).expect("pools")),
+        stored_ints(&avg_pool2d((&x, &t), &out, &g, false).expect("pools")),
         vec![2]
     );
     assert_eq!(
-        ints(&global_avg_pool((&x, &t), &out).expect("pools")),
+        stored_ints(&global_avg_pool((&x, &t), &out).expect("pools")),
         vec![2]
     );
 }
@@ -259,7 +253,8 @@ proptest! {
         let (oh, ow) = conv_output(&g, h, w, k, k);
         let out = qtype(&[1, o, oh, ow], Storage::U8, sy, zy);
         let (x, wq, b) = (u8s(&[1, cin, h, w], xs.clone()), i8s(&[o, c, k, k], ws.clone()), Tensor::new(vec![o], TensorData::I32(bias.clone())).unwrap());
-        let y = conv2d(&LayerOperands { x: (&x, &xt), w: (&wq, &wt), bias: Some(&b), out: &out, clamp: None }, &g).unwrap();
+        let rq = Requant::from_types(&xt, &wt, &out, wt.shape[0], None).unwrap();
+        let y = conv2d(&LayerOperands { x: (&x, &xt), w: (&wq, &wt), bias: Some(&b), out: &out }, &g, &rq).unwrap();
         let mut want = Vec::new();
         for oc in 0..o {
             let grp = oc / og;
@@ -281,7 +276,7 @@ proptest! {
                 }
             }
         }
-        within_one(&ints(&y), &want)?;
+        within_one(&stored_ints(&y), &want)?;
     }
 
     #[test]
@@ -293,7 +288,8 @@ proptest! {
         let sw = 0.002 + next(100) as f64 * 1e-4;
         let (x, w) = (u8s(&[n, k], xs.clone()), i8s(&[m, k], ws.clone()));
         let (xt, wt, out) = (qtype(&[n, k], Storage::U8, sx, zx), qtype(&[m, k], Storage::I8, sw, 0), qtype(&[n, m], Storage::U8, sy, zy));
-        let y = dense(&LayerOperands { x: (&x, &xt), w: (&w, &wt), bias: None, out: &out, clamp: None }).unwrap();
+        let rq = Requant::from_types(&xt, &wt, &out, wt.shape[0], None).unwrap();
+        let y = dense(&LayerOperands { x: (&x, &xt), w: (&w, &wt), bias: None, out: &out }, &rq).unwrap();
         let want: Vec<i64> = (0..n * m)
             .map(|i| {
                 let (r, c) = (i / m, i % m);
@@ -301,7 +297,7 @@ proptest! {
                 simulate(real, sy, zy)
             })
             .collect();
-        within_one(&ints(&y), &want)?;
+        within_one(&stored_ints(&y), &want)?;
     }
 
     #[test]
@@ -311,7 +307,7 @@ proptest! {
         let (at, bt, out) = (qtype(&[n], Storage::U8, sa, za), qtype(&[n], Storage::U8, sb, zb), qtype(&[n], Storage::U8, sy, zy));
         let y = add((&a, &at), (&b, &bt), &out, &[n], None).unwrap();
         let want: Vec<i64> = vals.iter().map(|(p, q)| simulate((*p as i64 - za) as f64 * sa + (*q as i64 - zb) as f64 * sb, sy, zy)).collect();
-        within_one(&ints(&y), &want)?;
+        within_one(&stored_ints(&y), &want)?;
     }
 
     #[test]
@@ -337,10 +333,10 @@ proptest! {
                 want.push(simulate(s / cnt as f64, sy, zy));
             }
         }
-        within_one(&ints(&y), &want)?;
+        within_one(&stored_ints(&y), &want)?;
         let ct = qtype(&[1, 2, 4, 4], Storage::U8, sy, zy);
         let c = concat(&[(&x, &xt), (&x, &xt)], &ct, 1).unwrap();
         let want: Vec<i64> = vals.iter().chain(&vals).map(|v| simulate((*v as i64 - zx) as f64 * sx, sy, zy)).collect();
-        within_one(&ints(&c), &want)?;
+        within_one(&stored_ints(&c), &want)?;
     }
 }

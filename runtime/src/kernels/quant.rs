@@ -8,19 +8,11 @@ use rayon::prelude::*;
 use super::gemm::exact_int_gemm;
 use super::layers::{conv_output, depthwise_plane, im2col};
 use super::pool::PoolGeometry;
-use crate::quant::{Multiplier, channel_scales, dequantize_value, per_tensor, quantize_value};
+use crate::quant::{
+    Multiplier, Requant, clamp_bounds as bounds, dequantize_value, per_tensor, quantize_value,
+    stored_ints,
+};
 use qcc_dialects::ops::attrs::Conv2dAttrs;
-
-/// The stored integers of a quantized (or integer) tensor.
-pub fn ints(t: &Tensor) -> Vec<i32> {
-    match &t.data {
-        TensorData::U8(v) => v.iter().map(|x| *x as i32).collect(),
-        TensorData::I8(v) => v.iter().map(|x| *x as i32).collect(),
-        TensorData::I32(v) => v.clone(),
-        TensorData::I64(v) => v.iter().map(|x| *x as i32).collect(),
-        TensorData::F32(v) => v.iter().map(|x| *x as i32).collect(),
-    }
-}
 
 fn store(values: Vec<i64>, ty: &TensorType, shape: Vec<usize>) -> Tensor {
     let data = match TensorData::zeros(&ty.elem, 0) {
@@ -33,11 +25,6 @@ fn store(values: Vec<i64>, ty: &TensorType, shape: Vec<usize>) -> Tensor {
 
 fn params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, i64)), String> {
     per_tensor(t).ok_or_else(|| format!("{what} must be per-tensor quantized, got {t}"))
-}
-
-/// The output clamp: `clamp` when given, else the storage range.
-fn bounds(clamp: Option<[i64; 2]>, range: (i64, i64)) -> (i64, i64) {
-    clamp.map_or(range, |[lo, hi]| (lo.max(range.0), hi.min(range.1)))
 }
 
 /// The scale and zero point that apply to flat element `i` of a tensor of `shape` and type `q`.
@@ -75,7 +62,7 @@ pub fn quantize(x: &[f32], shape: &[usize], ty: &TensorType) -> Result<Tensor, S
 pub fn dequantize(q: &Tensor, ty: &TensorType) -> Result<Tensor, String> {
     let quant = ty.elem.quant().ok_or("the input must be quantized")?;
     let at = params_of(quant, &q.shape);
-    let data = ints(q)
+    let data = stored_ints(q)
         .iter()
         .enumerate()
         .map(|(i, x)| {
@@ -96,109 +83,21 @@ pub struct LayerOperands<'a> {
     pub bias: Option<&'a Tensor>,
     /// Result type.
     pub out: &'a TensorType,
-    /// Optional output clamp in stored units.
-    pub clamp: Option<[i64; 2]>,
 }
 
-/// Per-channel requantization of exact accumulators (`acc + bias`) into a result type.
-pub struct Requant {
-    mults: Vec<Multiplier>,
-    bias: Vec<i64>,
-    zp: i64,
-    lo: i64,
-    hi: i64,
+/// The i32 bias of a layer with `channels` outputs (zeros without one).
+fn layer_bias(ops: &LayerOperands, channels: usize) -> Vec<i64> {
+    ops.bias.map_or(vec![0; channels], |b| {
+        stored_ints(b).into_iter().map(i64::from).collect()
+    })
 }
 
-impl Requant {
-    /// From the layer's input, weight and result types, its i32 bias and its clamp.
-    pub fn from_types(
-        x: &TensorType,
-        w: &TensorType,
-        out: &TensorType,
-        bias: Vec<i64>,
-        clamp: Option<[i64; 2]>,
-    ) -> Result<Requant, String> {
-        let channels = bias.len();
-        let (sx, _, _) = params(x, "the input")?;
-        let (sy, zp, range) = params(out, "the result")?;
-        let sw = channel_scales(w, channels).ok_or("the weight must be quantized")?;
-        let (lo, hi) = bounds(clamp, range);
-        Ok(Requant {
-            mults: sw.iter().map(|s| Multiplier::new(sx * s / sy)).collect(),
-            bias,
-            zp,
-            lo,
-            hi,
-        })
-    }
-
-    fn new(ops: &LayerOperands, channels: usize) -> Result<Requant, String> {
-        let bias = ops.bias.map_or(vec![0; channels], |b| {
-            ints(b).into_iter().map(i64::from).collect()
-        });
-        Requant::from_types(ops.x.1, ops.w.1, ops.out, bias, ops.clamp)
-    }
-
-    /// Requantizes one accumulator of channel `c`.
-    #[inline]
-    pub fn one(&self, c: usize, acc: i64) -> i64 {
-        (self.zp + self.mults[c].apply(acc + self.bias[c])).clamp(self.lo, self.hi)
-    }
-
-    /// The output level of one accumulator of channel `c` before the clamp to [`Requant::bounds`].
-    #[inline]
-    pub fn unclamped(&self, c: usize, acc: i64) -> i64 {
-        self.zp + self.mults[c].apply(acc + self.bias[c])
-    }
-
-    /// The smallest and largest output level (clamp and storage range).
-    pub fn bounds(&self) -> (i64, i64) {
-        (self.lo, self.hi)
-    }
-
-    /// Requantizes accumulators laid out `[N, C, plane]` into a tensor of type `ty`.
-    pub fn requantize(
-        &self,
-        acc: &[i32],
-        plane: usize,
-        ty: &TensorType,
-        shape: Vec<usize>,
-    ) -> Tensor {
-        let data = match TensorData::zeros(&ty.elem, 0) {
-            TensorData::U8(_) => TensorData::U8(self.fill(acc, plane, |v| v as u8)),
-            TensorData::I8(_) => TensorData::I8(self.fill(acc, plane, |v| v as i8)),
-            _ => TensorData::I32(self.fill(acc, plane, |v| v as i32)),
-        };
-        Tensor { shape, data }
-    }
-
-    fn fill<T: Copy + Default + Send>(
-        &self,
-        acc: &[i32],
-        plane: usize,
-        cast: impl Fn(i64) -> T + Sync,
-    ) -> Vec<T> {
-        let (c, plane) = (self.bias.len().max(1), plane.max(1));
-        let mut out = vec![T::default(); acc.len()];
-        out.par_chunks_mut(plane)
-            .zip(acc.par_chunks(plane))
-            .enumerate()
-            .for_each(|(j, (dst, src))| {
-                let ch = j % c;
-                for (d, a) in dst.iter_mut().zip(src) {
-                    *d = cast(self.one(ch, i64::from(*a)));
-                }
-            });
-        out
-    }
-}
-
-/// `quant.conv2d`.
-pub fn conv2d(ops: &LayerOperands, g: &Conv2dAttrs) -> Result<Tensor, String> {
+/// `quant.conv2d`, requantized by `rq` (prepared from the layer's types and clamp).
+pub fn conv2d(ops: &LayerOperands, g: &Conv2dAttrs, rq: &Requant) -> Result<Tensor, String> {
     let (acc, shape) = conv2d_accumulators((ops.x.0, ops.x.1), ops.w.0, g)?;
-    let rq = Requant::new(ops, shape[1])?;
+    let bias = layer_bias(ops, shape[1]);
     let plane = shape[2] * shape[3];
-    Ok(rq.requantize(&acc, plane, ops.out, shape))
+    Ok(rq.requantize(&acc, &bias, plane, ops.out, shape))
 }
 
 /// The largest `|v|` of integer values.
@@ -229,8 +128,8 @@ pub fn conv2d_accumulators(
     let (oh, ow) = conv_output(g, h, wd, kh, kw);
     let plane = oh * ow;
     let og = o / g.groups;
-    let xs: Vec<i32> = ints(x).into_iter().map(|v| v - zx as i32).collect();
-    let ws = ints(w);
+    let xs: Vec<i32> = stored_ints(x).into_iter().map(|v| v - zx as i32).collect();
+    let ws = stored_ints(w);
     let (max_x, max_w) = (magnitude(&xs), magnitude(&ws));
     let kdim = cg * kh * kw;
     check_accumulator(kdim, max_x, max_w)?;
@@ -287,10 +186,10 @@ pub fn conv2d_accumulators(
 }
 
 /// `quant.dense`: x [N, K] and w [M, K].
-pub fn dense(ops: &LayerOperands) -> Result<Tensor, String> {
+pub fn dense(ops: &LayerOperands, rq: &Requant) -> Result<Tensor, String> {
     let (acc, shape) = dense_accumulators((ops.x.0, ops.x.1), ops.w.0)?;
-    let rq = Requant::new(ops, shape[1])?;
-    Ok(rq.requantize(&acc, 1, ops.out, shape))
+    let bias = layer_bias(ops, shape[1]);
+    Ok(rq.requantize(&acc, &bias, 1, ops.out, shape))
 }
 
 /// The exact accumulators `sum (x - Z_x) * w` of an integer dense layer (no bias), `[N, M]`.
@@ -301,8 +200,8 @@ pub fn dense_accumulators(
     let x = xq.0;
     let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
     let (_, zx, _) = params(xq.1, "the input")?;
-    let xs: Vec<i32> = ints(x).into_iter().map(|v| v - zx as i32).collect();
-    let ws = ints(w);
+    let xs: Vec<i32> = stored_ints(x).into_iter().map(|v| v - zx as i32).collect();
+    let ws = stored_ints(w);
     check_accumulator(k, magnitude(&xs), magnitude(&ws))?;
     let mut out = vec![0i32; n * m];
     out.par_chunks_mut(m.max(1))
@@ -334,7 +233,7 @@ pub fn add(
     let twice = 2.0 * sa.max(sb);
     let (ma, mb) = (Multiplier::new(sa / twice), Multiplier::new(sb / twice));
     let my = Multiplier::new(twice / ((1u64 << ADD_SHIFT) as f64 * sy));
-    let (av, bv) = (ints(a.0), ints(b.0));
+    let (av, bv) = (stored_ints(a.0), stored_ints(b.0));
     let n: usize = out_shape.iter().product();
     let index = |shape: &[usize], i: usize| -> usize {
         // Broadcast index of flat output position i into `shape` (same rank or lower).
@@ -378,7 +277,7 @@ pub fn avg_pool2d(
     let (sy, zy, range) = params(out, "the result")?;
     let (n, c, h, w) = (x.0.shape[0], x.0.shape[1], x.0.shape[2], x.0.shape[3]);
     let [oh, ow] = g.out;
-    let xs = ints(x.0);
+    let xs = stored_ints(x.0);
     let mut mults: std::collections::HashMap<usize, Multiplier> = std::collections::HashMap::new();
     let mut values = Vec::with_capacity(n * c * oh * ow);
     for plane in xs.chunks_exact(h * w).take(n * c) {
@@ -409,7 +308,7 @@ pub fn global_avg_pool(x: (&Tensor, &TensorType), out: &TensorType) -> Result<Te
     let (sy, zy, range) = params(out, "the result")?;
     let hw = x.0.shape[2] * x.0.shape[3];
     let m = Multiplier::new(sx / (hw as f64 * sy));
-    let values = ints(x.0)
+    let values = stored_ints(x.0)
         .chunks_exact(hw)
         .map(|p| (zy + m.apply(p.iter().map(|v| *v as i64 - zx).sum())).clamp(range.0, range.1))
         .collect();
@@ -420,7 +319,7 @@ pub fn global_avg_pool(x: (&Tensor, &TensorType), out: &TensorType) -> Result<Te
 pub fn max_pool2d(x: &Tensor, ty: &TensorType, g: &PoolGeometry) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let [oh, ow] = g.out;
-    let xs = ints(x);
+    let xs = stored_ints(x);
     let mut values = Vec::with_capacity(n * c * oh * ow);
     for plane in xs.chunks_exact(h * w).take(n * c) {
         for y in 0..oh {
@@ -454,7 +353,7 @@ pub fn concat(
             let (s, z, _) = params(ty, "every operand")?;
             let m = Multiplier::new(s / sy);
             let identity = s == sy && z == zy;
-            Ok(ints(t)
+            Ok(stored_ints(t)
                 .into_iter()
                 .map(|v| {
                     if identity {
