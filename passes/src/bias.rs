@@ -8,11 +8,9 @@
 
 use std::collections::HashMap;
 
-use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
 use qcc_dialects::{Attr, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value};
 use qcc_runtime::Interpreter;
-use qcc_runtime::kernels::quant::{conv2d_accumulators, dense_accumulators};
-use qcc_runtime::quant::{Requant, channel_scales, per_tensor, stored_ints};
+use qcc_runtime::quant::{channel_scales, per_tensor, stored_ints};
 
 use crate::bias_search::{LayerOutput, Sums};
 
@@ -149,11 +147,7 @@ pub fn lockstep(
         let w = qs
             .value(operands[1])
             .ok_or("internal error: the layer weight is not live")?;
-        let (acc, shape) = if op.is(OpKind::QuantConv2d) {
-            conv2d_accumulators((x, x_ty), w, &Conv2dAttrs::of(op)?)?
-        } else {
-            dense_accumulators((x, x_ty), w)?
-        };
+        let (acc, shape) = qi.accumulators(node, x, w)?;
         let channels = shape[1];
         let plane: usize = shape[2..].iter().product();
         let bias: Vec<i64> = match operands.get(2).and_then(|b| qs.value(*b)) {
@@ -161,8 +155,9 @@ pub fn lockstep(
             None => vec![0; channels],
         };
         let (sx, _, _) = per_tensor(x_ty).ok_or("the layer input must be per-tensor quantized")?;
-        let clamp = attrs::clamp(op)?;
-        let requant = Requant::from_types(x_ty, w_ty, out_ty, channels, clamp)?;
+        let requant = qi
+            .requant(node)
+            .ok_or("internal error: the layer has no prepared requantization")?;
         let at = match mode {
             Mode::Fit { .. } => At::PostActivation,
             _ => at,

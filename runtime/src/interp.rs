@@ -207,9 +207,9 @@ fn eval_prepared(
         }
         OpKind::Quantize => {
             let x = f32s(inputs[0])?;
-            q::quantize(x, &inputs[0].shape, out)?
+            crate::quant::quantize(x, &inputs[0].shape, out)?
         }
-        OpKind::Dequantize => q::dequantize(inputs[0], types[0])?,
+        OpKind::Dequantize => crate::quant::dequantize(inputs[0], types[0])?,
         OpKind::QuantConv2d | OpKind::QuantDense => {
             let ops = q::LayerOperands {
                 x: typed(0),
@@ -403,6 +403,41 @@ impl<'m> Interpreter<'m> {
     /// The prepared function.
     pub fn function(&self) -> &'m Function {
         self.func
+    }
+
+    /// The requantization prepared for integer conv/dense `node`.
+    pub fn requant(&self, node: NodeIndex) -> Option<&Requant> {
+        self.requants.get(&node)
+    }
+
+    /// The exact i32 accumulators `sum (x - Z_x) * w` (no bias) of integer conv/dense `node` on
+    /// its input `x` and weight `w`, laid out `[N, C, plane]`, with their shape: what the layer
+    /// requantizes (bias correction tries many biases on one set of accumulators).
+    pub fn accumulators(
+        &self,
+        node: NodeIndex,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(Vec<i32>, Vec<usize>), String> {
+        let func = self.func;
+        let op = func
+            .try_op(node)
+            .ok_or("accumulators: not an op of the prepared function")?;
+        let x_ty = func
+            .operands(node)
+            .first()
+            .map(|v| func.value_type(*v))
+            .ok_or("accumulators: the layer has no input")?;
+        match op.kind() {
+            Some(OpKind::QuantConv2d) => {
+                q::conv2d_accumulators((x, x_ty), w, &Conv2dAttrs::of(op)?)
+            }
+            Some(OpKind::QuantDense) => q::dense_accumulators((x, x_ty), w),
+            _ => Err(format!(
+                "{} is not an integer conv or dense layer",
+                describe(func, node)
+            )),
+        }
     }
 }
 

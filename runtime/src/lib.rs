@@ -3,7 +3,7 @@
 
 pub mod interp;
 pub mod io;
-pub mod kernels;
+mod kernels;
 pub mod quant;
 
 pub use interp::{Interpreter, RunError, Stepper};

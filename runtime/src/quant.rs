@@ -246,3 +246,59 @@ impl Requant {
         out
     }
 }
+
+/// The scale and zero point that apply to flat element `i` of a tensor of `shape` and type `q`.
+fn params_at<'a>(q: &'a QuantType, shape: &'a [usize]) -> impl Fn(usize) -> (f64, i64) + 'a {
+    move |i| match &q.params {
+        QuantParams::PerTensor { scale, zero_point } => (*scale, *zero_point),
+        QuantParams::PerAxis {
+            axis,
+            scales,
+            zero_points,
+        } => {
+            let inner: usize = shape[axis + 1..].iter().product();
+            let c = (i / inner.max(1)) % shape[*axis];
+            (scales[c], zero_points[c])
+        }
+    }
+}
+
+/// `quant.quantize`: f32 to the result type (per tensor, or per axis).
+pub fn quantize(x: &[f32], shape: &[usize], ty: &TensorType) -> Result<Tensor, String> {
+    let q = ty.elem.quant().ok_or("the result must be quantized")?;
+    let (range, at) = (q.storage.range(), params_at(q, shape));
+    let values: Vec<i64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (scale, zp) = at(i);
+            quantize_value(*v, scale, zp, range)
+        })
+        .collect();
+    Ok(store(values, ty, shape.to_vec()))
+}
+
+/// `quant.dequantize`: the input type's scales and zero points back to f32.
+pub fn dequantize(q: &Tensor, ty: &TensorType) -> Result<Tensor, String> {
+    let quant = ty.elem.quant().ok_or("the input must be quantized")?;
+    let at = params_at(quant, &q.shape);
+    let data = stored_ints(q)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let (scale, zp) = at(i);
+            dequantize_value(*x as i64, scale, zp)
+        })
+        .collect();
+    Ok(Tensor::from_f32(q.shape.clone(), data))
+}
+
+/// Output levels as a tensor of type `ty`'s storage.
+pub(crate) fn store(values: Vec<i64>, ty: &TensorType, shape: Vec<usize>) -> Tensor {
+    let data = match TensorData::zeros(&ty.elem, 0) {
+        TensorData::U8(_) => TensorData::U8(values.iter().map(|v| *v as u8).collect()),
+        TensorData::I8(_) => TensorData::I8(values.iter().map(|v| *v as i8).collect()),
+        _ => TensorData::I32(values.iter().map(|v| *v as i32).collect()),
+    };
+    Tensor { shape, data }
+}

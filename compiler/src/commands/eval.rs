@@ -160,7 +160,7 @@ pub fn per_layer(
                 return;
             };
             let Some(f) = float_out.get(name) else { return };
-            match qcc_runtime::kernels::quant::dequantize(t, ty) {
+            match qcc_runtime::quant::dequantize(t, ty) {
                 Ok(q) => stats.entry(name.clone()).or_default().add(
                     f.as_f32().unwrap_or(&[]),
                     q.as_f32().unwrap_or(&[]),

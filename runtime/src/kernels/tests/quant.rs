@@ -1,17 +1,15 @@
 //! The integer semantics: hand-computed cases, and property tests that every integer kernel is
 //! within one unit of the float computation it stands for.
 
+use crate::kernels::layers::conv_output;
+use crate::kernels::pool::PoolGeometry;
+use crate::kernels::quant::{
+    LayerOperands, add, avg_pool2d, concat, conv2d, conv2d_accumulators, dense, global_avg_pool,
+};
+use crate::quant::{Multiplier, Requant, dequantize, quantize, round_shift, stored_ints};
 use proptest::prelude::*;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{ElemType, QuantParams, QuantType, Storage, Tensor, TensorData, TensorType};
-use qcc_runtime::kernels::layers::conv_output;
-use qcc_runtime::kernels::pool::PoolGeometry;
-use qcc_runtime::kernels::quant::{
-    LayerOperands, add, avg_pool2d, concat, conv2d, conv2d_accumulators, dense, dequantize,
-    global_avg_pool, quantize,
-};
-use qcc_runtime::quant::{Multiplier, round_shift};
-use qcc_runtime::quant::{Requant, stored_ints};
 
 fn qtype(shape: &[usize], storage: Storage, scale: f64, zp: i64) -> TensorType {
     TensorType::new(

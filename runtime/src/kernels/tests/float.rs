@@ -1,11 +1,11 @@
 //! The reference kernels against straightforward definitions.
 
+use crate::Tensor;
+use crate::kernels::elementwise::{binary, softmax};
+use crate::kernels::layers::conv2d;
+use crate::kernels::layout::{PadMode, pad, transpose};
+use crate::kernels::pool::{PoolGeometry, PoolKind, pool2d};
 use qcc_dialects::ops::attrs::Conv2dAttrs;
-use qcc_runtime::Tensor;
-use qcc_runtime::kernels::elementwise::{binary, softmax};
-use qcc_runtime::kernels::layers::conv2d;
-use qcc_runtime::kernels::layout::{PadMode, pad, transpose};
-use qcc_runtime::kernels::pool::{PoolGeometry, PoolKind, pool2d};
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
