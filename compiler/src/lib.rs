@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod engines;
 pub mod metrics;
 pub mod model;
 pub mod onnx;

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use qcc_dialects::{Attr, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value};
-use qcc_runtime::Interpreter;
 use qcc_runtime::quant::{channel_scales, per_tensor, stored_ints};
+use qcc_runtime::{Engine, Steps};
 
 use crate::bias_search::{LayerOutput, Sums};
 
@@ -88,10 +88,7 @@ pub enum Mode {
 }
 
 /// Advances the float run until `v` is computed, and returns it (live until the run steps on).
-fn float_value<'s>(
-    stepper: &'s mut qcc_runtime::Stepper<'_, '_>,
-    v: Value,
-) -> Result<&'s Tensor, String> {
+fn float_value(stepper: &mut dyn Steps, v: Value) -> Result<&Tensor, String> {
     while stepper.value(v).is_none() {
         if stepper.step().map_err(|e| e.to_string())?.is_none() {
             return Err("internal error: the float network finished before a layer's counterpart was computed".into());
@@ -105,6 +102,7 @@ fn float_value<'s>(
 /// Runs the quantized module and its float reference side by side on `inputs` and measures (and,
 /// in `Mode::Correct`, corrects) every linked layer in schedule order.
 pub fn lockstep(
+    engine: &dyn Engine,
     module: &Module,
     reference: &FloatReference,
     inputs: &Tensor,
@@ -114,13 +112,13 @@ pub fn lockstep(
     let qf = module.function("main").ok_or("the module has no @main")?;
     let links: HashMap<NodeIndex, LayerLink> =
         reference.layers.iter().map(|l| (l.quant, *l)).collect();
-    let qi = Interpreter::new(module, "main")?;
-    let fi = Interpreter::new(&reference.module, "main")?;
+    let qi = engine.prepare(module, "main")?;
+    let fi = engine.prepare(&reference.module, "main")?;
     let mut qs = qi
-        .stepper(std::slice::from_ref(inputs))
+        .steps(std::slice::from_ref(inputs))
         .map_err(|e| e.to_string())?;
     let mut fs = fi
-        .stepper(std::slice::from_ref(inputs))
+        .steps(std::slice::from_ref(inputs))
         .map_err(|e| e.to_string())?;
     let mut outcomes = Vec::new();
     while let Some(node) = qs.next_node() {
@@ -166,7 +164,7 @@ pub fn lockstep(
             At::PreActivation => link.pre,
             At::PostActivation => link.post,
         };
-        let reference_values = float_value(&mut fs, measured)?
+        let reference_values = float_value(fs.as_mut(), measured)?
             .as_f32()
             .ok_or("the float counterpart is not f32")?;
         if reference_values.len() != acc.len() {

@@ -127,7 +127,14 @@ impl Pass for Estimate {
     fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
         let (reference, calib) = needs(ctx, ESTIMATE.name)?;
         let inputs = take(calib, self.samples);
-        let outcomes = lockstep(module, reference, &inputs, self.at, Mode::Measure)?;
+        let outcomes = lockstep(
+            ctx.engine.as_ref(),
+            module,
+            reference,
+            &inputs,
+            self.at,
+            Mode::Measure,
+        )?;
         let func = module
             .functions
             .iter_mut()
@@ -272,7 +279,7 @@ fn adjust(
     let inputs = take(calib, samples);
     let mut notes = Vec::new();
     for round in 1..=rounds {
-        let outcomes = lockstep(module, &reference, &inputs, at, mode)?;
+        let outcomes = lockstep(ctx.engine.as_ref(), module, &reference, &inputs, at, mode)?;
         let (mut kept, mut unchanged) = (0, Vec::new());
         for o in outcomes {
             if o.kept {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use qcc_dialects::{Function, Module, Tensor, Value};
-use qcc_runtime::Interpreter;
+use qcc_runtime::Engine;
 use rayon::prelude::*;
 
 /// How a value's range is chosen from what calibration saw.
@@ -36,6 +36,7 @@ const BINS: usize = 2048;
 
 /// Calls `see(value, data)` for the function input and every op output, over `inputs` in chunks.
 fn observe(
+    engine: &dyn Engine,
     module: &Module,
     inputs: &Tensor,
     mut see: impl FnMut(Value, &[f32], usize),
@@ -43,7 +44,7 @@ fn observe(
     let func = module
         .function("main")
         .ok_or("the module has no function @main")?;
-    let interp = Interpreter::new(module, "main")?;
+    let interp = engine.prepare(module, "main")?;
     let x = inputs.as_f32().ok_or("calibration inputs must be f32")?;
     let n = inputs.shape[0];
     let per = x.len() / n.max(1);
@@ -66,9 +67,13 @@ fn observe(
     Ok(())
 }
 
-fn min_max(module: &Module, inputs: &Tensor) -> Result<HashMap<Value, (f32, f32)>, String> {
+fn min_max(
+    engine: &dyn Engine,
+    module: &Module,
+    inputs: &Tensor,
+) -> Result<HashMap<Value, (f32, f32)>, String> {
     let mut ranges: HashMap<Value, (f32, f32)> = HashMap::new();
-    observe(module, inputs, |v, data, _| {
+    observe(engine, module, inputs, |v, data, _| {
         let r = ranges
             .entry(v)
             .or_insert((f32::INFINITY, f32::NEG_INFINITY));
@@ -123,13 +128,14 @@ fn keep_largest(kept: &mut Vec<f32>, data: impl Iterator<Item = f32>, k: usize) 
 }
 
 fn percentile(
+    engine: &dyn Engine,
     module: &Module,
     inputs: &Tensor,
     p: f64,
 ) -> Result<HashMap<Value, (f32, f32)>, String> {
     let mut tops: HashMap<Value, (Vec<f32>, Vec<f32>, usize)> = HashMap::new();
     let n = inputs.shape[0];
-    observe(module, inputs, |v, data, items| {
+    observe(engine, module, inputs, |v, data, items| {
         let total = data.len() / items.max(1) * n;
         let k = ((total as f64) * (1.0 - p / 100.0)).ceil() as usize + 1;
         let e = tops.entry(v).or_insert_with(|| (Vec::new(), Vec::new(), k));
@@ -175,10 +181,14 @@ fn quantization_error(hist: &[u64], a: f32, b: f32, lo: f32, hi: f32) -> f64 {
         .sum()
 }
 
-fn mse(module: &Module, inputs: &Tensor) -> Result<HashMap<Value, (f32, f32)>, String> {
-    let ranges = min_max(module, inputs)?;
+fn mse(
+    engine: &dyn Engine,
+    module: &Module,
+    inputs: &Tensor,
+) -> Result<HashMap<Value, (f32, f32)>, String> {
+    let ranges = min_max(engine, module, inputs)?;
     let mut hists: HashMap<Value, Vec<u64>> = HashMap::new();
-    observe(module, inputs, |v, data, _| {
+    observe(engine, module, inputs, |v, data, _| {
         let Some(&(lo, hi)) = ranges.get(&v) else {
             return;
         };
@@ -211,14 +221,15 @@ fn mse(module: &Module, inputs: &Tensor) -> Result<HashMap<Value, (f32, f32)>, S
 
 /// The range of the function input and of every op output of `@main` on `inputs`.
 pub fn calibrate(
+    engine: &dyn Engine,
     module: &Module,
     inputs: &Tensor,
     method: Method,
 ) -> Result<HashMap<Value, (f32, f32)>, String> {
     match method {
-        Method::MinMax => min_max(module, inputs),
-        Method::Percentile(p) => percentile(module, inputs, p),
-        Method::Mse => mse(module, inputs),
+        Method::MinMax => min_max(engine, module, inputs),
+        Method::Percentile(p) => percentile(engine, module, inputs, p),
+        Method::Mse => mse(engine, module, inputs),
     }
 }
 

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use qcc_dialects::Module;
+use qcc_runtime::{Engine, Reference};
 
 /// The kind and range of a pass option's value.
 #[derive(Clone, Copy, Debug)]
@@ -143,9 +145,12 @@ impl Options {
     }
 }
 
-/// What a pass sees besides the module: settings, calibration data and a place for messages.
-#[derive(Default)]
+/// What a pass sees besides the module: settings, the engine that runs modules, calibration
+/// data and a place for messages.
 pub struct PassContext {
+    /// Runs modules for the passes that need them run (calibration, bias correction); the
+    /// caller chooses it, no pass names one.
+    pub engine: Arc<dyn Engine>,
     /// Whether `--verbose` was given: passes then say what they skipped and why.
     pub verbose: bool,
     /// Calibration inputs (f32, the network's input shape with the samples first), from `--calib`.
@@ -154,6 +159,18 @@ pub struct PassContext {
     pub float_reference: Option<crate::bias::FloatReference>,
     /// Messages passes emitted (shown on stderr under `--verbose`).
     pub notes: Vec<String>,
+}
+
+impl Default for PassContext {
+    fn default() -> PassContext {
+        PassContext {
+            engine: Arc::new(Reference),
+            verbose: false,
+            calib: None,
+            float_reference: None,
+            notes: Vec::new(),
+        }
+    }
 }
 
 impl PassContext {

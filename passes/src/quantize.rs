@@ -578,7 +578,7 @@ impl Pass for Quantize {
             .ok_or("quantize: the module has no function @main")?;
         check_inputs(main, calib)?;
         let inputs = take(calib, self.samples);
-        let ranges = calibrate(module, &inputs, self.method)?;
+        let ranges = calibrate(ctx.engine.as_ref(), module, &inputs, self.method)?;
         let float_module = module.clone();
         let index = module
             .functions

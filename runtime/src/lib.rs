@@ -1,10 +1,12 @@
 //! qcc's runtime: the reference interpreter that runs a module's ops on tensors, with an observer
 //! hook that sees every op's output.
 
+pub mod engine;
 pub mod interp;
 pub mod io;
 mod kernels;
 pub mod quant;
 
+pub use engine::{Engine, Prepared, Reference, Steps};
 pub use interp::{Interpreter, RunError, Stepper};
 pub use qcc_dialects::{Tensor, TensorData};

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use qcc_dialects::{Module, Node, SourceFile, Tensor, TensorData, Value, parse_module};
 use qcc_passes::{PassContext, PassManager, parse_pipeline};
-use qcc_runtime::Interpreter;
+use qcc_runtime::{Engine, Reference};
 
 /// The most elements (summed over every value) of an accepted module that a case still runs;
 /// larger modules are only parsed and verified, to keep each case fast. qcc itself bounds every
@@ -166,7 +166,7 @@ pub fn exercise(module: &Module) -> Outcome {
         return Outcome::Accepted;
     };
     let run = |m: &Module| {
-        if let Ok(interp) = Interpreter::new(m, "main") {
+        if let Ok(interp) = Reference.prepare(m, "main") {
             let _ = interp.run(&x);
         }
     };

@@ -133,6 +133,7 @@ pub fn run_pipeline_with(
         }
     }
     let mut ctx = PassContext {
+        engine: crate::engines::default_engine(),
         verbose: args.verbose,
         calib,
         ..PassContext::default()

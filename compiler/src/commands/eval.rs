@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 use qcc_dialects::{Module, OpKind, Tensor, TensorType};
-use qcc_runtime::Interpreter;
 use qcc_runtime::io::read_npy;
 use serde_json::json;
 
@@ -136,8 +135,9 @@ pub fn per_layer(
                 .map(|name| (n, name))
         })
         .collect();
-    let fi = Interpreter::new(reference, "main")?;
-    let qi = Interpreter::new(model, "main")?;
+    let engine = crate::engines::default_engine();
+    let fi = engine.prepare(reference, "main")?;
+    let qi = engine.prepare(model, "main")?;
     let x = inputs.as_f32().ok_or("inputs must be f32")?;
     let n = inputs.shape[0];
     let per: usize = inputs.shape[1..].iter().product();

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use qcc_dialects::{Module, OpKind, Tensor};
 use qcc_passes::parse_pipeline;
-use qcc_runtime::Interpreter;
 
 use crate::commands::compile::{CompileArgs, run_pipeline};
 use crate::data;
@@ -92,7 +91,7 @@ pub fn run_batches(
     batch: usize,
     progress: &mut Progress,
 ) -> Result<Tensor, String> {
-    let interp = Interpreter::new(module, "main")?;
+    let interp = crate::engines::default_engine().prepare(module, "main")?;
     let n = inputs.shape[0];
     let per_item: usize = inputs.shape[1..].iter().product();
     let x = inputs.as_f32().ok_or("inputs must be f32")?;

@@ -1,0 +1,161 @@
+//! The engine seam: how passes and commands run a module without naming what runs it. An
+//! [`Engine`] prepares a function once (schedule, constants, requantization, and for a code
+//! generator its generated code) into a [`Prepared`] function that runs batches, runs them with an
+//! observer of every op's output, steps op by op ([`Steps`]) with read, replace and provide of live
+//! values, and exposes an integer layer's exact accumulators and requantization. The reference
+//! interpreter is one engine ([`Reference`]); every other engine is checked against it.
+
+use qcc_dialects::{Function, Module, NodeIndex, Operation, Tensor, Value};
+
+use crate::interp::{Interpreter, RunError, Stepper};
+use crate::quant::Requant;
+
+/// Something that runs functions of a module.
+pub trait Engine: Send + Sync {
+    /// The name `--engine` selects it by.
+    fn name(&self) -> &'static str;
+
+    /// Prepares function `function` of `module` to run any number of batches.
+    fn prepare<'m>(
+        &self,
+        module: &'m Module,
+        function: &str,
+    ) -> Result<Box<dyn Prepared + 'm>, String>;
+}
+
+/// A function prepared by an engine.
+pub trait Prepared {
+    /// The function it runs.
+    fn function(&self) -> &Function;
+
+    /// Runs on `inputs` (one per argument; the batch dimension may differ from the declared
+    /// one) and calls `observer` with every op's node, op and output (constants excepted).
+    fn run_observed(
+        &self,
+        inputs: &[Tensor],
+        observer: &mut dyn FnMut(NodeIndex, &Operation, &Tensor),
+    ) -> Result<Vec<Tensor>, RunError>;
+
+    /// Runs on `inputs` and returns the function's results.
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        self.run_observed(inputs, &mut |_, _, _| {})
+    }
+
+    /// Starts a run that the caller advances op by op.
+    fn steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError>;
+
+    /// The exact i32 accumulators `sum (x - Z_x) * w` (no bias) of integer conv/dense `node` on
+    /// input `x` and weight `w`, laid out `[N, C, plane]`, with their shape.
+    fn accumulators(
+        &self,
+        node: NodeIndex,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(Vec<i32>, Vec<usize>), String>;
+
+    /// The requantization prepared for integer conv/dense `node`.
+    fn requant(&self, node: NodeIndex) -> Option<&Requant>;
+}
+
+/// A run in progress, one op at a time in schedule order; a value stays readable until its last
+/// reader has run.
+pub trait Steps {
+    /// The op the next `step` runs.
+    fn next_node(&self) -> Option<NodeIndex>;
+
+    /// Runs the next op; returns its node, or `None` when the function is done.
+    fn step(&mut self) -> Result<Option<NodeIndex>, RunError>;
+
+    /// Skips the next op, taking `t` as its output (a caller that computed it differently).
+    fn provide(&mut self, t: Tensor);
+
+    /// A live value.
+    fn value(&self, v: Value) -> Option<&Tensor>;
+
+    /// Replaces a live value (later ops read the replacement).
+    fn replace(&mut self, v: Value, t: Tensor);
+
+    /// The function's results (after the last step).
+    fn results(&self) -> Vec<Tensor>;
+
+    /// Runs the remaining ops.
+    fn finish(&mut self) -> Result<(), RunError> {
+        while self.step()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// The reference interpreter as an engine: every op on its reference kernel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reference;
+
+impl Engine for Reference {
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+
+    fn prepare<'m>(
+        &self,
+        module: &'m Module,
+        function: &str,
+    ) -> Result<Box<dyn Prepared + 'm>, String> {
+        Ok(Box::new(Interpreter::new(module, function)?))
+    }
+}
+
+impl Prepared for Interpreter<'_> {
+    fn function(&self) -> &Function {
+        Interpreter::function(self)
+    }
+
+    fn run_observed(
+        &self,
+        inputs: &[Tensor],
+        observer: &mut dyn FnMut(NodeIndex, &Operation, &Tensor),
+    ) -> Result<Vec<Tensor>, RunError> {
+        Interpreter::run_observed(self, inputs, observer)
+    }
+
+    fn steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError> {
+        Ok(Box::new(self.stepper(inputs)?))
+    }
+
+    fn accumulators(
+        &self,
+        node: NodeIndex,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(Vec<i32>, Vec<usize>), String> {
+        Interpreter::accumulators(self, node, x, w)
+    }
+
+    fn requant(&self, node: NodeIndex) -> Option<&Requant> {
+        Interpreter::requant(self, node)
+    }
+}
+
+impl Steps for Stepper<'_, '_> {
+    fn next_node(&self) -> Option<NodeIndex> {
+        Stepper::next_node(self)
+    }
+
+    fn step(&mut self) -> Result<Option<NodeIndex>, RunError> {
+        Stepper::step(self)
+    }
+
+    fn provide(&mut self, t: Tensor) {
+        Stepper::provide(self, t)
+    }
+
+    fn value(&self, v: Value) -> Option<&Tensor> {
+        Stepper::value(self, v)
+    }
+
+    fn replace(&mut self, v: Value, t: Tensor) {
+        Stepper::replace(self, v, t)
+    }
+
+    fn results(&self) -> Vec<Tensor> {
+        Stepper::results(self)
+    }
+}
