@@ -94,6 +94,31 @@ pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Mo
     Ok(module)
 }
 
+/// Loads the float reference a model under test is scored against, and the preprocessing both
+/// get: the flags, else what the model under test records (what it was calibrated with), else
+/// what the reference records. The reference's own note about missing preprocessing is shown
+/// only when its preprocessing is the one used.
+pub fn load_reference(
+    model: &Module,
+    path: &Path,
+    pre: &PreprocessArgs,
+    err: &mut dyn Write,
+) -> Result<(Module, Preprocess), Failure> {
+    let from_model = match Preprocess::recorded(model)? {
+        Some(p) if !pre.any() => Some(p),
+        _ => None,
+    };
+    let reference = match &from_model {
+        Some(_) => load(path, pre, &mut std::io::sink())?,
+        None => load(path, pre, err)?,
+    };
+    let chosen = match from_model {
+        Some(p) => p,
+        None => preprocessing(&reference, pre)?,
+    };
+    Ok((reference, chosen))
+}
+
 /// The preprocessing for feeding images to `module`: what it records, with the flags on top.
 pub fn preprocessing(module: &Module, pre: &PreprocessArgs) -> Result<Preprocess, String> {
     let base = match Preprocess::recorded(module)? {

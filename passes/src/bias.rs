@@ -69,13 +69,11 @@ pub struct Outcome {
     pub error: (f64, f64),
 }
 
-/// Whether the pass measures only, or corrects as it goes.
+/// How each layer's bias is chosen before the next layer is measured.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Mode {
-    /// Record shifts against an uncorrected network (one shot).
-    Measure,
-    /// Correct each layer before the next is measured, keeping a correction only if it lowers
-    /// the layer's error.
+    /// Cancel each layer's mean shift, keeping the correction only if it lowers the layer's
+    /// error (`bias-correct`; `estimate-bias-shift` records the same corrections as shifts).
     Correct,
     /// Fit each layer's biases to its float counterpart after the activation (gradient descent,
     /// `steps` steps of rate `lr`) before the next is measured.
@@ -195,7 +193,6 @@ pub fn lockstep(
         let shift: Vec<f64> = sums.iter().map(Sums::mean).collect();
         let before: f64 = sums.iter().map(|s| s.d2).sum();
         let (kept, after, final_bias) = match mode {
-            Mode::Measure => (false, before, bias.clone()),
             Mode::Correct => {
                 let corrected = layer.corrected(&bias, &sums);
                 let after: f64 = layer

@@ -21,7 +21,7 @@ const SAMPLES: OptionSpec = crate::calibrate::SAMPLES_OPTION;
 /// Registration of `estimate-bias-shift`.
 pub const ESTIMATE: PassInfo = PassInfo {
     name: "estimate-bias-shift",
-    summary: "record every integer layer's per-channel mean output shift against float (attribute bias_shift)",
+    summary: "record every integer layer's per-channel mean output shift against float, layers in order with the corrections above in place (attribute bias_shift)",
     options: &[SAMPLES, AT],
     requires: &["quantize"],
     create: |o: &Options| {
@@ -133,17 +133,24 @@ impl Pass for Estimate {
             reference,
             &inputs,
             self.at,
-            Mode::Measure,
+            Mode::Correct,
         )?;
         let func = module
             .functions
             .iter_mut()
             .find(|f| f.name == "main")
             .expect("lockstep checked @main");
+        // Each layer was measured with the corrections above it in place, and a correction the
+        // guard rejected is recorded as no shift: applying them all gives bias-correct's module.
         for o in &outcomes {
+            let shift = if o.kept {
+                o.shift.clone()
+            } else {
+                vec![0.0; o.shift.len()]
+            };
             func.op_mut(o.node)
                 .attrs
-                .set("bias_shift", Attr::floats(&o.shift));
+                .set("bias_shift", Attr::floats(&shift));
         }
         ctx.note(
             ESTIMATE.name,

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::commands::run::{Batching, run_batches};
 use crate::data;
 use crate::metrics::{Comparison, LayerStats, compare};
-use crate::model::{Failure, input_type, load, preprocessing};
+use crate::model::{Failure, input_type, load, load_reference};
 use crate::preprocess::PreprocessArgs;
 use crate::progress::Progress;
 
@@ -316,8 +316,7 @@ fn to_json(e: &Evaluation) -> serde_json::Value {
 /// Runs `qcc eval`.
 pub fn eval(args: &EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Failure> {
     let model = load(&args.model, &args.preprocess, err)?;
-    let reference = load(&args.reference, &args.preprocess, err)?;
-    let pre = preprocessing(&reference, &args.preprocess)?;
+    let (reference, pre) = load_reference(&model, &args.reference, &args.preprocess, err)?;
     let inputs = data::load(&args.data, &input_type(&reference)?, &pre, None)
         .map_err(|e| format!("--data: {e}"))?;
     let labels = args

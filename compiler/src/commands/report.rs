@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use crate::commands::eval::{LayerRow, per_layer};
 use crate::commands::run::Batching;
 use crate::data;
-use crate::model::{Failure, input_type, load, preprocessing};
+use crate::model::{Failure, input_type, load, load_reference};
 use crate::output::{check_output, write_atomic};
 use crate::preprocess::PreprocessArgs;
 use crate::progress::Progress;
@@ -211,8 +211,11 @@ pub fn report(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Re
     if let Some(path) = &args.output {
         check_output(path, "-o")?;
     }
-    let reference = load(&args.reference, &args.preprocess, err)?;
-    let pre = preprocessing(&reference, &args.preprocess)?;
+    let first = match args.models.first() {
+        Some(path) => load(path, &args.preprocess, err)?,
+        None => return Err(Failure::msg("give at least one model to report on")),
+    };
+    let (reference, pre) = load_reference(&first, &args.reference, &args.preprocess, err)?;
     let inputs = data::load(&args.data, &input_type(&reference)?, &pre, None)
         .map_err(|e| format!("--data: {e}"))?;
     let mut series = Vec::new();
