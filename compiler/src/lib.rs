@@ -10,4 +10,5 @@ pub mod model;
 pub mod onnx;
 pub mod output;
 pub mod preprocess;
+pub mod profile;
 pub mod progress;

@@ -395,3 +395,58 @@ fn eval_feeds_both_models_what_the_model_under_test_records() {
         eval(&example("model.onnx"))
     );
 }
+
+/// `qcc run --profile` lists every op with its multiply-accumulates: MobileNetV2's first
+/// convolution makes 32 x 112 x 112 outputs of 3 x 3 x 3 products each (10.84 M per image), its
+/// classifier 1000 outputs of 1280 (1.28 M per image).
+#[test]
+fn profile_counts_the_multiply_accumulates_of_every_layer() {
+    let run = qcc(&[
+        "run",
+        &example("model.onnx"),
+        "--input",
+        &example("photos.npy"),
+        "--profile",
+        "--top",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let profile = run
+        .stdout
+        .split("profile: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no profile in\n{}", run.stdout));
+    assert!(
+        profile.starts_with("8 inputs on the reference engine"),
+        "{profile}"
+    );
+    // (op, output shape, MMAC) of every op row.
+    let rows: Vec<(&str, &str, &str)> = profile
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with("by class:"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6).then(|| (f[0], f[f.len() - 5], f[f.len() - 2]))
+        })
+        .collect();
+    assert!(
+        rows.contains(&("nn.conv2d", "1x32x112x112", "86.70")),
+        "{profile}"
+    );
+    assert!(
+        rows.iter().any(|r| r.0 == "nn.dense" && r.2 == "10.24"),
+        "{profile}"
+    );
+    assert!(
+        rows.iter().any(|r| r.0 == "nn.clip" && r.2 == "0.00"),
+        "{profile}"
+    );
+    for class in ["conv 1x1", "depthwise", "dense", "other"] {
+        assert!(
+            profile.lines().any(|l| l.trim_start().starts_with(class)),
+            "no {class} total:\n{profile}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use crate::data;
 use crate::model::{Failure, input_type, load, preprocessing};
 use crate::output::{check_output, write_atomic};
 use crate::preprocess::PreprocessArgs;
+use crate::profile::Profile;
 use crate::progress::Progress;
 
 /// Options of `qcc run`.
@@ -63,6 +64,11 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// After the results, print the time of every op (with its multiply-accumulates and GMAC/s)
+    /// sorted by time, and the totals per op class.
+    #[arg(long)]
+    pub profile: bool,
+
     /// Batching and progress display.
     #[command(flatten)]
     pub batching: Batching,
@@ -91,6 +97,17 @@ pub fn run_batches(
     batch: usize,
     progress: &mut Progress,
 ) -> Result<Tensor, String> {
+    run_batches_profiled(module, inputs, batch, progress, None)
+}
+
+/// [`run_batches`], timing every op into `profile` when one is given.
+pub fn run_batches_profiled(
+    module: &Module,
+    inputs: &Tensor,
+    batch: usize,
+    progress: &mut Progress,
+    mut profile: Option<&mut Profile>,
+) -> Result<Tensor, String> {
     let interp = crate::engines::default_engine().prepare(module, "main")?;
     let n = inputs.shape[0];
     let per_item: usize = inputs.shape[1..].iter().product();
@@ -102,7 +119,11 @@ pub fn run_batches(
         let mut shape = inputs.shape.clone();
         shape[0] = end - start;
         let chunk = Tensor::from_f32(shape, x[start * per_item..end * per_item].to_vec());
-        let results = interp.run(&[chunk]).map_err(|e| e.to_string())?;
+        let results = match profile.as_deref_mut() {
+            Some(p) => p.run(interp.as_ref(), &chunk),
+            None => interp.run(&[chunk]),
+        }
+        .map_err(|e| e.to_string())?;
         let y = &results[0];
         out_shape = y.shape.clone();
         out.extend_from_slice(y.as_f32().ok_or("the model's output is not f32")?);
@@ -182,11 +203,13 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         "running",
         args.batching.quiet,
     );
-    let outputs = run_batches(
+    let mut profile = args.profile.then(Profile::default);
+    let outputs = run_batches_profiled(
         &module,
         &inputs.tensor,
         args.batching.batch_size as usize,
         &mut progress,
+        profile.as_mut(),
     )?;
     let before = if args.compare {
         Some(run_batches(
@@ -205,16 +228,48 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let top = args
         .top
         .or(if args.output.is_none() { Some(5) } else { None });
-    let Some(k) = top else { return Ok(()) };
+    if let Some(k) = top {
+        print_top(
+            out,
+            &module,
+            &original,
+            &outputs,
+            before.as_ref(),
+            &inputs.names,
+            k,
+            names.as_deref(),
+            args.passes.as_deref().unwrap_or(""),
+        )?;
+    }
+    if let Some(p) = &profile {
+        p.print(out, crate::engines::default_engine().name())
+            .map_err(|e| Failure::msg(format!("cannot write the profile: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Prints the `k` most likely classes of every input (side by side with `before` when given).
+#[allow(clippy::too_many_arguments)]
+fn print_top(
+    out: &mut dyn Write,
+    module: &Module,
+    original: &Module,
+    outputs: &Tensor,
+    before: Option<&Tensor>,
+    inputs: &[String],
+    k: usize,
+    names: Option<&[String]>,
+    after_label: &str,
+) -> Result<(), Failure> {
+    let n = inputs.len();
     let values = outputs
         .as_f32()
         .ok_or_else(|| Failure::msg("the model's output is not f32"))?;
     let per_item = values.len() / n.max(1);
-    let after_label = args.passes.as_deref().unwrap_or("");
-    for (i, name) in inputs.names.iter().enumerate() {
+    for (i, name) in inputs.iter().enumerate() {
         let row = |t: &[f32]| t[i * per_item..(i + 1) * per_item].to_vec();
-        let now = top_lines(&module, &row(values), k, names.as_deref());
-        match &before {
+        let now = top_lines(module, &row(values), k, names);
+        match before {
             None => {
                 let _ = writeln!(out, "{name}");
                 for l in now {
@@ -222,12 +277,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 }
             }
             Some(b) => {
-                let was = top_lines(
-                    &original,
-                    &row(b.as_f32().unwrap_or(&[])),
-                    k,
-                    names.as_deref(),
-                );
+                let was = top_lines(original, &row(b.as_f32().unwrap_or(&[])), k, names);
                 let _ = writeln!(out, "{name}\n  {:<42}|   after {after_label}", "as given");
                 for (w, l) in was.iter().zip(&now) {
                     let w: String = w.chars().take(42).collect();

@@ -1,6 +1,7 @@
 //! The built-in dialects: `nn` (float network ops) and `quant` (integer ops).
 
 pub mod attrs;
+pub mod cost;
 pub mod kind;
 pub mod nn;
 pub mod quant;
