@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use qcc_dialects::ops::cost::{self, OpClass};
 use qcc_dialects::{Function, NodeIndex, Tensor, TensorType, Value};
+use qcc_runtime::plan::plan;
 use qcc_runtime::{Prepared, RunError};
+
+/// Alignment of every value in the planned arena (a cache line).
+const ARENA_ALIGN: usize = 64;
 
 /// One op's share of a profiled run.
 struct Row {
@@ -24,6 +28,8 @@ struct Row {
 pub struct Profile {
     rows: BTreeMap<NodeIndex, Row>,
     items: usize,
+    /// The activation arena planned for the first batch: (batch, bytes, bytes unshared).
+    arena: Option<(usize, usize, usize)>,
 }
 
 impl Profile {
@@ -36,6 +42,10 @@ impl Profile {
         let func = prepared.function();
         let items = inputs.shape.first().copied().unwrap_or(1);
         self.items += items;
+        if self.arena.is_none() {
+            let p = plan(func, items, ARENA_ALIGN);
+            self.arena = Some((items, p.size, p.unshared));
+        }
         let mut steps = prepared.steps(std::slice::from_ref(inputs))?;
         loop {
             let start = Instant::now();
@@ -100,6 +110,15 @@ impl Profile {
             seconds * 1e3,
             rows.len()
         )?;
+        if let Some((batch, size, unshared)) = self.arena {
+            let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+            writeln!(
+                out,
+                "activation arena at batch {batch}: {:.2} MiB planned by liveness ({:.2} MiB with one buffer per value)",
+                mib(size),
+                mib(unshared)
+            )?;
+        }
         writeln!(
             out,
             "{:<width$}  {:>16}  {:>10}  {:>6}  {:>9}  {:>7}",

@@ -125,6 +125,19 @@ impl ElemType {
         })
     }
 
+    /// Bytes one element takes in memory (a quantized element: its storage).
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            ElemType::F32 | ElemType::I32 => 4,
+            ElemType::I8 | ElemType::U8 => 1,
+            ElemType::I64 => 8,
+            ElemType::Quant(q) => match q.storage {
+                Storage::I8 | Storage::U8 => 1,
+                Storage::I32 => 4,
+            },
+        }
+    }
+
     /// The quantized type, if this is one.
     pub fn quant(&self) -> Option<&QuantType> {
         match self {

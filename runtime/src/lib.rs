@@ -5,6 +5,7 @@ pub mod engine;
 pub mod interp;
 pub mod io;
 mod kernels;
+pub mod plan;
 pub mod quant;
 
 pub use engine::{Engine, Prepared, Reference, Steps};

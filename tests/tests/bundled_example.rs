@@ -421,10 +421,17 @@ fn profile_counts_the_multiply_accumulates_of_every_layer() {
         profile.starts_with("8 inputs on the reference engine"),
         "{profile}"
     );
+    assert!(
+        profile
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("activation arena at batch 8: ")),
+        "{profile}"
+    );
     // (op, output shape, MMAC) of every op row.
     let rows: Vec<(&str, &str, &str)> = profile
         .lines()
-        .skip(2)
+        .skip(3)
         .take_while(|l| !l.starts_with("by class:"))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
