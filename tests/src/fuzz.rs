@@ -207,3 +207,38 @@ pub fn exercise(module: &Module) -> Outcome {
     }
     Outcome::Ran
 }
+
+/// Runs `case` on `cases` inputs drawn from `strategy` (`PROPTEST_CASES=N` overrides the count),
+/// prints the tally under `what`, fails on the first panic (shrunk to a small input), and checks
+/// that the inputs reached every stage: some rejected, some accepted and run.
+pub fn run_cases<S: proptest::strategy::Strategy>(
+    what: &str,
+    cases: u32,
+    strategy: S,
+    case: impl Fn(S::Value) -> Outcome,
+) {
+    use proptest::test_runner::{Config, TestRunner};
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let tally = std::cell::RefCell::new(Tally::default());
+    let result = runner.run(&strategy, |v| {
+        tally.borrow_mut().add(case(v));
+        Ok(())
+    });
+    let tally = tally.into_inner();
+    eprintln!("{what}: {tally}");
+    if let Err(e) = result {
+        panic!("{what}: {e}");
+    }
+    assert!(
+        tally.rejected > 0 && tally.ran > 0,
+        "{what}: the inputs did not reach every stage: {tally}"
+    );
+}

@@ -58,3 +58,12 @@ pub fn random_f32(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A fresh, empty folder under the system's temporary folder for one test (`what` and the process
+/// id make it unique).
+pub fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qcc-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -4,10 +4,7 @@ use qcc_dialects::parse_file;
 use qcc_tests::{qcc, workspace_root};
 
 fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("qcc-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    qcc_tests::scratch_dir(&format!("cli-{name}"))
 }
 
 fn fixture(rel: &str) -> String {

@@ -5,13 +5,12 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use prost::Message;
 use qcc_compiler::onnx::proto::ModelProto;
 use qcc_dialects::{SourceFile, parse_module};
 use qcc_runtime::Interpreter;
 use qcc_runtime::io::read_npy;
-use qcc_tests::fuzz::{Outcome, Tally, onnx_case};
+use qcc_tests::fuzz::{onnx_case, run_cases};
 use qcc_tests::{qcc, relative_to_root, workspace_root};
 
 fn check(path: &Path) -> String {
@@ -94,35 +93,8 @@ fn corpus() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Cases per CI run for each damaged-ONNX test; `PROPTEST_CASES=N` runs more.
+/// Cases per CI run of each damaged-ONNX test; `PROPTEST_CASES=N` runs more.
 const CASES: u32 = 600;
-
-fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(CASES),
-        failure_persistence: None,
-        ..Config::default()
-    })
-}
-
-/// Runs `case` over `strategy`, prints the tally, fails on the first panic, and checks that the
-/// damage reached every stage (some models rejected, some accepted and run).
-fn fuzz<S: Strategy>(what: &str, strategy: S, case: impl Fn(S::Value) -> Outcome) {
-    let tally = std::cell::RefCell::new(Tally::default());
-    let result = runner().run(&strategy, |v| {
-        tally.borrow_mut().add(case(v));
-        Ok(())
-    });
-    let tally = tally.into_inner();
-    eprintln!("{what}: {tally}");
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    assert!(tally.rejected > 0 && tally.ran > 0, "{what}: {tally}");
-}
 
 /// Truncated and bit-flipped ONNX bytes give an error or a module, never a panic.
 #[test]
@@ -133,19 +105,24 @@ fn damaged_onnx_bytes_never_panic() {
         any::<usize>(),
         proptest::collection::vec((any::<usize>(), 0u8..8), 0..6),
     );
-    fuzz("damaged ONNX bytes", strategy, |(file, cut, flips)| {
-        let mut bytes = files[file % files.len()].clone();
-        for (at, bit) in flips {
-            if !bytes.is_empty() {
-                let i = at % bytes.len();
-                bytes[i] ^= 1 << bit;
+    run_cases(
+        "damaged ONNX bytes",
+        CASES,
+        strategy,
+        |(file, cut, flips)| {
+            let mut bytes = files[file % files.len()].clone();
+            for (at, bit) in flips {
+                if !bytes.is_empty() {
+                    let i = at % bytes.len();
+                    bytes[i] ^= 1 << bit;
+                }
             }
-        }
-        if cut % 3 == 0 && !bytes.is_empty() {
-            bytes.truncate(cut % bytes.len());
-        }
-        onnx_case(&bytes)
-    });
+            if cut % 3 == 0 && !bytes.is_empty() {
+                bytes.truncate(cut % bytes.len());
+            }
+            onnx_case(&bytes)
+        },
+    );
 }
 
 /// Values that stress shape arithmetic and indexing where a dimension, an attribute or an index
@@ -434,7 +411,7 @@ fn mutated_onnx_models_never_panic() {
         .filter(|m| m.graph.is_some())
         .collect();
     let strategy = (any::<usize>(), proptest::collection::vec(edit(), 1..4));
-    fuzz("mutated ONNX models", strategy, |(which, edits)| {
+    run_cases("mutated ONNX models", CASES, strategy, |(which, edits)| {
         let mut model = models[which % models.len()].clone();
         for e in &edits {
             apply(&mut model, e);

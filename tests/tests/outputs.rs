@@ -11,10 +11,7 @@ use qcc_runtime::io::npy_bytes;
 use qcc_tests::{qcc, random_f32, workspace_root};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("qcc-outputs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    qcc_tests::scratch_dir(&format!("outputs-{name}"))
 }
 
 fn fixture(rel: &str) -> String {
