@@ -155,9 +155,24 @@ fn inputs(module: &Module) -> Option<Vec<Tensor>> {
         .collect()
 }
 
-/// Runs an accepted module on the reference interpreter and through the passes (the float
-/// clean-ups, then quantization and bias correction calibrated on two inputs). Each may return
-/// an error; none may panic, and a pipeline that succeeds leaves a module that verifies and runs.
+/// `t` twice along its leading dimension (`None` for a scalar).
+fn twice(t: &Tensor) -> Option<Tensor> {
+    let mut shape = t.shape.clone();
+    *shape.first_mut()? *= 2;
+    let data = match &t.data {
+        TensorData::F32(v) => TensorData::F32([v.as_slice(), v].concat()),
+        TensorData::U8(v) => TensorData::U8([v.as_slice(), v].concat()),
+        TensorData::I8(v) => TensorData::I8([v.as_slice(), v].concat()),
+        TensorData::I32(v) => TensorData::I32([v.as_slice(), v].concat()),
+        TensorData::I64(v) => TensorData::I64([v.as_slice(), v].concat()),
+    };
+    Tensor::new(shape, data).ok()
+}
+
+/// Runs an accepted module on the reference interpreter (at its batch and at twice it) and
+/// through the passes (the float clean-ups, then quantization and bias correction calibrated on
+/// two inputs). Each may return an error; none may panic, and a pipeline that succeeds leaves a
+/// module that verifies and runs.
 pub fn exercise(module: &Module) -> Outcome {
     if elements(module) > RUN_BUDGET {
         return Outcome::Accepted;
@@ -165,9 +180,15 @@ pub fn exercise(module: &Module) -> Outcome {
     let Some(x) = inputs(module) else {
         return Outcome::Accepted;
     };
+    // At the declared batch and at twice it: a model that cannot take another batch must say
+    // so, not fail inside a kernel.
+    let doubled: Vec<Tensor> = x.iter().filter_map(twice).collect();
     let run = |m: &Module| {
         if let Ok(interp) = Reference.prepare(m, "main") {
             let _ = interp.run(&x);
+            if doubled.len() == x.len() {
+                let _ = interp.run(&doubled);
+            }
         }
     };
     run(module);
