@@ -52,6 +52,11 @@ pub struct Cli {
     /// Options of the default (compile) command.
     #[command(flatten)]
     pub compile: CompileArgs,
+
+    /// Threads for the parallel work (the images of a batch, layers' channels, calibration);
+    /// default: one per core.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
 }
 
 /// The subcommands.
@@ -119,7 +124,7 @@ fn list_ops(out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 /// Runs qcc with `args` (the first is the program name); returns the exit code.
-pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> i32
+pub fn run<I, T>(args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> i32
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -143,7 +148,8 @@ where
             };
         }
     };
-    let result = match &cli.command {
+    let threads = cli.threads;
+    let mut dispatch = || match &cli.command {
         Some(Command::Import(args)) => import(args, err),
         Some(Command::Run(args)) => run_model(args, out, err),
         Some(Command::Eval(args)) => eval(args, out, err),
@@ -154,6 +160,16 @@ where
         }
         None if cli.compile.list_ops => list_ops(out).map_err(|e| Failure::msg(e.to_string())),
         None => compile(&cli.compile, out, err),
+    };
+    let result = match threads {
+        Some(n) => match rayon::ThreadPoolBuilder::new()
+            .num_threads(n as usize)
+            .build()
+        {
+            Ok(pool) => pool.install(dispatch),
+            Err(e) => Err(Failure::msg(format!("--threads {n}: {e}"))),
+        },
+        None => dispatch(),
     };
     match result {
         Ok(()) => 0,

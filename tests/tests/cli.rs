@@ -414,3 +414,30 @@ fn help_shows_how_to_quantize_and_correct_bias() {
         );
     }
 }
+
+/// `--threads N` runs the parallel work on N threads and gives the same bytes; 0 is refused.
+#[test]
+fn threads_choose_the_pool_and_change_no_result() {
+    let model = fixture("tests/filetests/quantize/conv_relu6.ir");
+    let calib = fixture("tests/filetests/quantize/calib.npy");
+    let pipeline = "--passes=quantize{granularity=per-tensor},bias-correct";
+    let default = qcc(&[pipeline, "--calib", &calib, &model]);
+    let one = qcc(&["--threads", "1", pipeline, "--calib", &calib, &model]);
+    assert_eq!(default.code, 0, "{}", default.stderr);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert_eq!(default.stdout, one.stdout);
+    let run = qcc(&[
+        "run",
+        &model,
+        "--input",
+        &calib,
+        "--threads",
+        "3",
+        "--top",
+        "1",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let zero = qcc(&["--threads", "0", &model]);
+    assert_eq!(zero.code, 1);
+    assert!(zero.stderr.contains("--threads"), "{}", zero.stderr);
+}
