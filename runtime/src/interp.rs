@@ -12,7 +12,7 @@ use qcc_dialects::{
 
 use crate::kernels::elementwise::{batch_norm, binary, f32s, softmax, unary};
 use crate::kernels::layers::{conv2d, dense, matmul};
-use crate::kernels::layout::{PadMode, concat, pad, transpose};
+use crate::kernels::layout::{concat, pad, transpose};
 use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
 use crate::kernels::quant as q;
 use crate::quant::Requant;
@@ -34,23 +34,15 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-fn pool_geometry(op: &Operation) -> Result<(PoolGeometry, Pool2dAttrs), String> {
-    let a = Pool2dAttrs::of(op)?;
+fn pool_geometry(op: &Operation) -> Result<PoolGeometry, String> {
     let rs = &op.results[0].shape;
-    let out = [
-        rs.get(2).copied().unwrap_or(1),
-        rs.get(3).copied().unwrap_or(1),
-    ];
-    Ok((
-        PoolGeometry {
-            kernel: a.kernel,
-            strides: a.window.strides,
-            pads: a.window.pads,
-            dilations: a.window.dilations,
-            out,
-        },
-        a,
-    ))
+    Ok(PoolGeometry {
+        attrs: Pool2dAttrs::of(op)?,
+        out: [
+            rs.get(2).copied().unwrap_or(1),
+            rs.get(3).copied().unwrap_or(1),
+        ],
+    })
 }
 
 /// The requantization of an integer conv/dense layer whose operand types are `types`.
@@ -157,12 +149,12 @@ fn eval_prepared(
         }
         OpKind::AvgPool2d | OpKind::MaxPool2d => {
             let (xv, xs) = input()?;
-            let (g, a) = pool_geometry(op)?;
+            let g = pool_geometry(op)?;
             let kind = if kind == OpKind::MaxPool2d {
                 PoolKind::Max
             } else {
                 PoolKind::Avg {
-                    count_include_pad: a.count_include_pad,
+                    count_include_pad: g.attrs.count_include_pad,
                 }
             };
             pool2d(xv, xs, &g, kind)
@@ -198,12 +190,7 @@ fn eval_prepared(
         OpKind::Pad => {
             let (xv, xs) = input()?;
             let a = attrs::PadAttrs::of(op, xs.len())?;
-            let mode = match a.mode {
-                attrs::PadMode::Constant(v) => PadMode::Constant(v as f32),
-                attrs::PadMode::Reflect => PadMode::Reflect,
-                attrs::PadMode::Edge => PadMode::Edge,
-            };
-            pad(xv, xs, &a.pads, mode)
+            pad(xv, xs, &a.pads, a.mode)
         }
         OpKind::Quantize => {
             let x = f32s(inputs[0])?;
@@ -236,11 +223,8 @@ fn eval_prepared(
                 crate::kernels::elementwise::broadcast_shape(&inputs[0].shape, &inputs[1].shape)?;
             q::add(typed(0), typed(1), out, &shape, attrs::clamp(op)?)?
         }
-        OpKind::QuantAvgPool2d => {
-            let (g, a) = pool_geometry(op)?;
-            q::avg_pool2d(typed(0), out, &g, a.count_include_pad)?
-        }
-        OpKind::QuantMaxPool2d => q::max_pool2d(inputs[0], out, &pool_geometry(op)?.0),
+        OpKind::QuantAvgPool2d => q::avg_pool2d(typed(0), out, &pool_geometry(op)?)?,
+        OpKind::QuantMaxPool2d => q::max_pool2d(inputs[0], out, &pool_geometry(op)?),
         OpKind::QuantGlobalAvgPool => q::global_avg_pool(typed(0), out)?,
         OpKind::QuantConcat => {
             let parts: Vec<(&Tensor, &TensorType)> =

@@ -141,7 +141,11 @@ pub fn clamp_bounds(clamp: Option<[i64; 2]>, range: (i64, i64)) -> (i64, i64) {
     clamp.map_or(range, |[lo, hi]| (lo.max(range.0), hi.min(range.1)))
 }
 
-fn per_tensor_params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, i64)), String> {
+/// [`per_tensor`], or an error naming `what` must be per-tensor quantized.
+pub(crate) fn per_tensor_params(
+    t: &TensorType,
+    what: &str,
+) -> Result<(f64, i64, (i64, i64)), String> {
     per_tensor(t).ok_or_else(|| format!("{what} must be per-tensor quantized, got {t}"))
 }
 

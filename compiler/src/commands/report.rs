@@ -219,8 +219,12 @@ pub fn report(args: &ReportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Re
     let inputs = data::load(&args.data, &input_type(&reference)?, &pre, None)
         .map_err(|e| format!("--data: {e}"))?;
     let mut series = Vec::new();
+    let mut first = Some(first);
     for (path, name) in args.models.iter().zip(names(&args.models)) {
-        let model = load(path, &args.preprocess, err)?;
+        let model = match first.take() {
+            Some(m) => m,
+            None => load(path, &args.preprocess, err)?,
+        };
         let n = inputs.tensor.shape[0];
         let mut progress = Progress::new(n, &format!("measuring {name}"), args.batching.quiet);
         let rows = per_layer(

@@ -122,12 +122,8 @@ impl Window {
 /// The attributes of `nn.conv2d` and `quant.conv2d`: the window and the group count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dAttrs {
-    /// Vertical and horizontal step.
-    pub strides: [usize; 2],
-    /// Top, left, bottom, right.
-    pub pads: [usize; 4],
-    /// Vertical and horizontal dilation.
-    pub dilations: [usize; 2],
+    /// Strides, pads and dilations.
+    pub window: Window,
     /// Channel groups (the input channels for a depthwise convolution).
     pub groups: usize,
 }
@@ -135,30 +131,15 @@ pub struct Conv2dAttrs {
 impl Conv2dAttrs {
     /// Reads a convolution's attributes.
     pub fn of(op: &Operation) -> Result<Conv2dAttrs, String> {
-        let Window {
-            strides,
-            pads,
-            dilations,
-        } = Window::of(op)?;
+        let window = Window::of(op)?;
         let groups = op.attr("groups").and_then(Attr::as_int).unwrap_or(1);
         if !(1..=MAX_DIM).contains(&groups) {
             return Err(format!("'groups' must be >= 1, got {groups}"));
         }
         Ok(Conv2dAttrs {
-            strides,
-            pads,
-            dilations,
+            window,
             groups: groups as usize,
         })
-    }
-
-    /// The window alone.
-    pub fn window(&self) -> Window {
-        Window {
-            strides: self.strides,
-            pads: self.pads,
-            dilations: self.dilations,
-        }
     }
 }
 

@@ -41,7 +41,7 @@ pub fn conv2d(ctx: &OpCtx) -> Result<Vec<Vec<usize>>, String> {
         ));
     }
     let (oh, ow) = conv
-        .window()
+        .window
         .output(x.shape[2], x.shape[3], w.shape[2], w.shape[3], false)?;
     Ok(vec![vec![x.shape[0], o, oh, ow]])
 }

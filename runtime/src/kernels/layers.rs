@@ -11,14 +11,16 @@ use super::gemm::sgemm;
 /// (the verifier has checked that the window fits).
 pub fn conv_output(g: &Conv2dAttrs, h: usize, w: usize, kh: usize, kw: usize) -> (usize, usize) {
     let one = |size: usize, k: usize, axis: usize| {
-        let span = g.dilations[axis] * k.saturating_sub(1) + 1;
-        (size + g.pads[axis] + g.pads[axis + 2]).saturating_sub(span) / g.strides[axis].max(1) + 1
+        let span = g.window.dilations[axis] * k.saturating_sub(1) + 1;
+        (size + g.window.pads[axis] + g.window.pads[axis + 2]).saturating_sub(span)
+            / g.window.strides[axis].max(1)
+            + 1
     };
     (one(h, kh, 0), one(w, kw, 1))
 }
 
 fn is_pointwise(g: &Conv2dAttrs, kh: usize, kw: usize) -> bool {
-    kh == 1 && kw == 1 && g.strides == [1, 1] && g.pads == [0; 4]
+    kh == 1 && kw == 1 && g.window.strides == [1, 1] && g.window.pads == [0; 4]
 }
 
 /// Unrolls the windows of `channels` input planes into rows of `[c * kh * kw, oh * ow]`.
@@ -40,10 +42,10 @@ pub fn im2col<T: Copy + Default>(
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = &mut cols[((c * kh + ky) * kw + kx) * oh * ow..][..oh * ow];
-                let dy = (ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                let dx = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                let dy = (ky * g.window.dilations[0]) as isize - g.window.pads[0] as isize;
+                let dx = (kx * g.window.dilations[1]) as isize - g.window.pads[1] as isize;
                 for y in 0..oh {
-                    let iy = (y * g.strides[0]) as isize + dy;
+                    let iy = (y * g.window.strides[0]) as isize + dy;
                     let out = &mut row[y * ow..(y + 1) * ow];
                     if iy < 0 || iy >= h as isize {
                         out.fill(T::default());
@@ -51,7 +53,7 @@ pub fn im2col<T: Copy + Default>(
                     }
                     let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                     for (xo, v) in out.iter_mut().enumerate() {
-                        let ix = (xo * g.strides[1]) as isize + dx;
+                        let ix = (xo * g.window.strides[1]) as isize + dx;
                         *v = if ix >= 0 && ix < w as isize {
                             src[ix as usize]
                         } else {
@@ -81,21 +83,21 @@ pub fn depthwise_plane<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign
     for ky in 0..kh {
         for kx in 0..kw {
             let wv = k[ky * kw + kx];
-            let dy = (ky * g.dilations[0]) as isize - g.pads[0] as isize;
-            let dx = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+            let dy = (ky * g.window.dilations[0]) as isize - g.window.pads[0] as isize;
+            let dx = (kx * g.window.dilations[1]) as isize - g.window.pads[1] as isize;
             // Output columns whose input column is inside the plane.
             let first = if dx < 0 {
-                ((-dx) as usize).div_ceil(g.strides[1])
+                ((-dx) as usize).div_ceil(g.window.strides[1])
             } else {
                 0
             };
             let last = if (w as isize - dx) <= 0 {
                 0
             } else {
-                (((w as isize - dx - 1) as usize) / g.strides[1] + 1).min(ow)
+                (((w as isize - dx - 1) as usize) / g.window.strides[1] + 1).min(ow)
             };
             for y in 0..oh {
-                let iy = (y * g.strides[0]) as isize + dy;
+                let iy = (y * g.window.strides[0]) as isize + dy;
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
@@ -104,15 +106,15 @@ pub fn depthwise_plane<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign
                 }
                 let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                 let dst = &mut out[y * ow + first..y * ow + last];
-                let start = ((first * g.strides[1]) as isize + dx) as usize;
-                if g.strides[1] == 1 {
+                let start = ((first * g.window.strides[1]) as isize + dx) as usize;
+                if g.window.strides[1] == 1 {
                     for (d, s) in dst.iter_mut().zip(&src[start..]) {
                         *d += wv * *s;
                     }
                 } else {
                     for (d, s) in dst
                         .iter_mut()
-                        .zip(src[start..].iter().step_by(g.strides[1]))
+                        .zip(src[start..].iter().step_by(g.window.strides[1]))
                     {
                         *d += wv * *s;
                     }

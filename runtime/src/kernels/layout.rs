@@ -1,6 +1,7 @@
 //! Data movement: transpose, concat and pad.
 
 use qcc_dialects::Tensor;
+use qcc_dialects::ops::attrs::PadMode;
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -50,17 +51,6 @@ pub fn concat(inputs: &[(&[f32], &[usize])], axis: usize) -> Tensor {
     Tensor::from_f32(shape, out)
 }
 
-/// How `pad` fills the border.
-#[derive(Clone, Copy)]
-pub enum PadMode {
-    /// A constant value.
-    Constant(f32),
-    /// Mirror without repeating the edge.
-    Reflect,
-    /// Repeat the edge.
-    Edge,
-}
-
 /// Pads every axis by `pads` (all begins, then all ends).
 pub fn pad(x: &[f32], shape: &[usize], pads: &[usize], mode: PadMode) -> Tensor {
     let rank = shape.len();
@@ -99,7 +89,7 @@ pub fn pad(x: &[f32], shape: &[usize], pads: &[usize], mode: PadMode) -> Tensor 
         }
         out.push(match (src, mode) {
             (Some(s), _) => x[s],
-            (None, PadMode::Constant(v)) => v,
+            (None, PadMode::Constant(v)) => v as f32,
             (None, _) => 0.0,
         });
         for d in (0..rank).rev() {

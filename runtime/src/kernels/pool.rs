@@ -1,18 +1,13 @@
 //! Pooling: windowed average and max, and global average.
 
 use qcc_dialects::Tensor;
+use qcc_dialects::ops::attrs::Pool2dAttrs;
 
-/// A pooling window.
+/// A pooling op's window and the output size it produces.
 pub struct PoolGeometry {
-    /// Window height and width.
-    pub kernel: [usize; 2],
-    /// Vertical, horizontal step.
-    pub strides: [usize; 2],
-    /// Top, left, bottom, right.
-    pub pads: [usize; 4],
-    /// Vertical, horizontal dilation (max pooling).
-    pub dilations: [usize; 2],
-    /// Output size (computed by shape inference, which knows ceil mode).
+    /// The op's kernel, strides, pads, dilations and `count_include_pad`.
+    pub attrs: Pool2dAttrs,
+    /// Output height and width (computed by shape inference, which knows ceil mode).
     pub out: [usize; 2],
 }
 
@@ -43,11 +38,12 @@ impl PoolGeometry {
     /// long. Only taps inside the input are visited, so a window much larger than its input
     /// costs no more than the input.
     pub fn taps(&self, axis: usize, o: usize, len: usize) -> Taps {
+        let w = &self.attrs.window;
         let (kernel, step) = (
-            self.kernel[axis] as i128,
-            self.dilations[axis].max(1) as i128,
+            self.attrs.kernel[axis] as i128,
+            w.dilations[axis].max(1) as i128,
         );
-        let start = o as i128 * self.strides[axis] as i128 - self.pads[axis] as i128;
+        let start = o as i128 * w.strides[axis] as i128 - w.pads[axis] as i128;
         // Taps k in [0, kernel) with start + k * step below `limit`.
         let below = |limit: i128| -> i128 {
             if limit <= start {
@@ -71,7 +67,7 @@ impl PoolGeometry {
             },
             count: count as usize,
             step: step as usize,
-            padded: below(len as i128 + self.pads[axis + 2] as i128) as usize,
+            padded: below(len as i128 + w.pads[axis + 2] as i128) as usize,
         }
     }
 }

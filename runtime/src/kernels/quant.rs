@@ -8,12 +8,10 @@ use rayon::prelude::*;
 use super::gemm::exact_int_gemm;
 use super::layers::{conv_output, depthwise_plane, im2col};
 use super::pool::PoolGeometry;
-use crate::quant::{Multiplier, Requant, clamp_bounds as bounds, per_tensor, store, stored_ints};
+use crate::quant::{
+    Multiplier, Requant, clamp_bounds as bounds, per_tensor_params, store, stored_ints,
+};
 use qcc_dialects::ops::attrs::Conv2dAttrs;
-
-fn params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, i64)), String> {
-    per_tensor(t).ok_or_else(|| format!("{what} must be per-tensor quantized, got {t}"))
-}
 
 /// The operands of an integer conv2d or dense layer.
 pub struct LayerOperands<'a> {
@@ -66,7 +64,7 @@ pub fn conv2d_accumulators(
     let x = xq.0;
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
-    let (_, zx, _) = params(xq.1, "the input")?;
+    let (_, zx, _) = per_tensor_params(xq.1, "the input")?;
     let (oh, ow) = conv_output(g, h, wd, kh, kw);
     let plane = oh * ow;
     let og = o / g.groups;
@@ -77,7 +75,7 @@ pub fn conv2d_accumulators(
     check_accumulator(kdim, max_x, max_w)?;
     let wf: Vec<f32> = ws.iter().map(|v| *v as f32).collect();
     let depthwise = cg == 1 && og == 1;
-    let pointwise = kh == 1 && kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
+    let pointwise = kh == 1 && kw == 1 && g.window.strides == [1, 1] && g.window.pads == [0; 4];
     let mut out = vec![0i32; n * o * plane];
     out.par_chunks_mut(o * plane)
         .enumerate()
@@ -141,7 +139,7 @@ pub fn dense_accumulators(
 ) -> Result<(Vec<i32>, Vec<usize>), String> {
     let x = xq.0;
     let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
-    let (_, zx, _) = params(xq.1, "the input")?;
+    let (_, zx, _) = per_tensor_params(xq.1, "the input")?;
     let xs: Vec<i32> = stored_ints(x).into_iter().map(|v| v - zx as i32).collect();
     let ws = stored_ints(w);
     check_accumulator(k, magnitude(&xs), magnitude(&ws))?;
@@ -168,9 +166,9 @@ pub fn add(
     out_shape: &[usize],
     clamp: Option<[i64; 2]>,
 ) -> Result<Tensor, String> {
-    let (sa, za, _) = params(a.1, "the first operand")?;
-    let (sb, zb, _) = params(b.1, "the second operand")?;
-    let (sy, zy, range) = params(out, "the result")?;
+    let (sa, za, _) = per_tensor_params(a.1, "the first operand")?;
+    let (sb, zb, _) = per_tensor_params(b.1, "the second operand")?;
+    let (sy, zy, range) = per_tensor_params(out, "the result")?;
     let (lo, hi) = bounds(clamp, range);
     let twice = 2.0 * sa.max(sb);
     let (ma, mb) = (Multiplier::new(sa / twice), Multiplier::new(sb / twice));
@@ -213,10 +211,9 @@ pub fn avg_pool2d(
     x: (&Tensor, &TensorType),
     out: &TensorType,
     g: &PoolGeometry,
-    count_include_pad: bool,
 ) -> Result<Tensor, String> {
-    let (sx, zx, _) = params(x.1, "the input")?;
-    let (sy, zy, range) = params(out, "the result")?;
+    let (sx, zx, _) = per_tensor_params(x.1, "the input")?;
+    let (sy, zy, range) = per_tensor_params(out, "the result")?;
     let (n, c, h, w) = (x.0.shape[0], x.0.shape[1], x.0.shape[2], x.0.shape[3]);
     let [oh, ow] = g.out;
     let xs = stored_ints(x.0);
@@ -233,7 +230,12 @@ pub fn avg_pool2d(
                     }
                 }
                 let (count, window) = (rows.count * cols.count, rows.padded * cols.padded);
-                let d = if count_include_pad { window } else { count }.max(1);
+                let d = if g.attrs.count_include_pad {
+                    window
+                } else {
+                    count
+                }
+                .max(1);
                 let m = *mults
                     .entry(d)
                     .or_insert_with(|| Multiplier::new(sx / (d as f64 * sy)));
@@ -246,8 +248,8 @@ pub fn avg_pool2d(
 
 /// Integer global average pooling.
 pub fn global_avg_pool(x: (&Tensor, &TensorType), out: &TensorType) -> Result<Tensor, String> {
-    let (sx, zx, _) = params(x.1, "the input")?;
-    let (sy, zy, range) = params(out, "the result")?;
+    let (sx, zx, _) = per_tensor_params(x.1, "the input")?;
+    let (sy, zy, range) = per_tensor_params(out, "the result")?;
     let hw = x.0.shape[2] * x.0.shape[3];
     let m = Multiplier::new(sx / (hw as f64 * sy));
     let values = stored_ints(x.0)
@@ -285,14 +287,14 @@ pub fn concat(
     out: &TensorType,
     axis: usize,
 ) -> Result<Tensor, String> {
-    let (sy, zy, range) = params(out, "the result")?;
+    let (sy, zy, range) = per_tensor_params(out, "the result")?;
     let mut shape = inputs[0].0.shape.clone();
     shape[axis] = inputs.iter().map(|(t, _)| t.shape[axis]).sum();
     let outer: usize = shape[..axis].iter().product();
     let rescaled: Vec<Vec<i64>> = inputs
         .iter()
         .map(|(t, ty)| {
-            let (s, z, _) = params(ty, "every operand")?;
+            let (s, z, _) = per_tensor_params(ty, "every operand")?;
             let m = Multiplier::new(s / sy);
             let identity = s == sy && z == zy;
             Ok(stored_ints(t)

@@ -1,11 +1,13 @@
 //! The reference kernels against straightforward definitions.
 
+use super::pool;
 use crate::Tensor;
 use crate::kernels::elementwise::{binary, softmax};
 use crate::kernels::layers::conv2d;
-use crate::kernels::layout::{PadMode, pad, transpose};
-use crate::kernels::pool::{PoolGeometry, PoolKind, pool2d};
-use qcc_dialects::ops::attrs::Conv2dAttrs;
+use crate::kernels::layout::{pad, transpose};
+use crate::kernels::pool::{PoolKind, pool2d};
+use qcc_dialects::ops::attrs::PadMode;
+use qcc_dialects::ops::attrs::{Conv2dAttrs, Window};
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
@@ -36,10 +38,12 @@ fn conv_by_definition(
                     for icg in 0..cg {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (y * g.strides[0] + ky * g.dilations[0]) as isize
-                                    - g.pads[0] as isize;
-                                let ix = (xo * g.strides[1] + kx * g.dilations[1]) as isize
-                                    - g.pads[1] as isize;
+                                let iy = (y * g.window.strides[0] + ky * g.window.dilations[0])
+                                    as isize
+                                    - g.window.pads[0] as isize;
+                                let ix = (xo * g.window.strides[1] + kx * g.window.dilations[1])
+                                    as isize
+                                    - g.window.pads[1] as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
                                     let ic = grp * cg + icg;
                                     acc += x[((b * c + ic) * h + iy as usize) * wd + ix as usize]
@@ -67,9 +71,11 @@ fn conv2d_matches_its_definition() {
         let xs = [2, 4, 7, 6];
         let ws = [4, 4 / groups, 3, 3];
         let g = Conv2dAttrs {
-            strides: [stride, stride],
-            pads,
-            dilations: [dil, dil],
+            window: Window {
+                strides: [stride, stride],
+                pads,
+                dilations: [dil, dil],
+            },
             groups,
         };
         let x = values(xs.iter().product(), 1);
@@ -86,13 +92,7 @@ fn conv2d_matches_its_definition() {
 #[test]
 fn average_pooling_counts_padding_only_when_asked() {
     let x = vec![1.0, 2.0, 3.0, 4.0];
-    let g = PoolGeometry {
-        kernel: [2, 2],
-        strides: [1, 1],
-        pads: [1, 1, 0, 0],
-        dilations: [1, 1],
-        out: [2, 2],
-    };
+    let g = pool([2, 2], [1, 1], [1, 1, 0, 0], [1, 1], [2, 2]);
     let excl = pool2d(
         &x,
         &[1, 1, 2, 2],
@@ -188,13 +188,13 @@ fn pooling_taps_match_walking_the_whole_window() {
         .run(
             &geometry,
             |(kernel, stride, pad, pad_end, dilation, len, o)| {
-                let g = PoolGeometry {
-                    kernel: [kernel, 1],
-                    strides: [stride, 1],
-                    pads: [pad, 0, pad_end, 0],
-                    dilations: [dilation, 1],
-                    out: [o + 1, 1],
-                };
+                let g = pool(
+                    [kernel, 1],
+                    [stride, 1],
+                    [pad, 0, pad_end, 0],
+                    [dilation, 1],
+                    [o + 1, 1],
+                );
                 let (mut inside, mut padded) = (Vec::new(), 0);
                 for k in 0..kernel {
                     let i = (o * stride + k * dilation) as isize - pad as isize;
@@ -217,13 +217,13 @@ fn pooling_taps_match_walking_the_whole_window() {
 #[test]
 fn a_window_far_larger_than_its_input_costs_no_more_than_the_input() {
     let huge = 1usize << 31;
-    let g = PoolGeometry {
-        kernel: [huge, huge],
-        strides: [1, 1],
-        pads: [huge - 1, huge - 1, huge - 1, huge - 1],
-        dilations: [1, 1],
-        out: [2, 2],
-    };
+    let g = pool(
+        [huge, huge],
+        [1, 1],
+        [huge - 1, huge - 1, huge - 1, huge - 1],
+        [1, 1],
+        [2, 2],
+    );
     let max = pool2d(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], &g, PoolKind::Max);
     // The first two outputs of each axis see the input's first one and two positions.
     assert_eq!(max.as_f32().expect("f32"), &[1.0, 2.0, 3.0, 4.0]);

@@ -1,14 +1,14 @@
 //! The integer semantics: hand-computed cases, and property tests that every integer kernel is
 //! within one unit of the float computation it stands for.
 
+use super::pool;
 use crate::kernels::layers::conv_output;
-use crate::kernels::pool::PoolGeometry;
 use crate::kernels::quant::{
     LayerOperands, add, avg_pool2d, concat, conv2d, conv2d_accumulators, dense, global_avg_pool,
 };
 use crate::quant::{Multiplier, Requant, dequantize, quantize, round_shift, stored_ints};
 use proptest::prelude::*;
-use qcc_dialects::ops::attrs::Conv2dAttrs;
+use qcc_dialects::ops::attrs::{Conv2dAttrs, Window};
 use qcc_dialects::{ElemType, QuantParams, QuantType, Storage, Tensor, TensorData, TensorType};
 
 fn qtype(shape: &[usize], storage: Storage, scale: f64, zp: i64) -> TensorType {
@@ -121,9 +121,11 @@ fn one_by_one_conv_by_hand() {
         out: &out,
     };
     let g = Conv2dAttrs {
-        strides: [1, 1],
-        pads: [0; 4],
-        dilations: [1, 1],
+        window: Window {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+        },
         groups: 1,
     };
     let rq = |clamp| Requant::from_types(&xt, &wt, &out, 2, clamp).expect("requant");
@@ -155,9 +157,11 @@ fn long_accumulations_are_exact() {
     );
     let xt = qtype(&[1, k, 1, 1], Storage::U8, 1.0, 0);
     let g = Conv2dAttrs {
-        strides: [1, 1],
-        pads: [0; 4],
-        dilations: [1, 1],
+        window: Window {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+        },
         groups: 1,
     };
     let (acc, shape) = conv2d_accumulators((&x, &xt), &w, &g).expect("fits i32");
@@ -196,15 +200,9 @@ fn average_pool_rounds_half_away_from_zero() {
     let x = u8s(&[1, 1, 1, 2], vec![1, 2]);
     let t = qtype(&[1, 1, 1, 2], Storage::U8, 1.0, 0);
     let out = qtype(&[1, 1, 1, 1], Storage::U8, 1.0, 0);
-    let g = PoolGeometry {
-        kernel: [1, 2],
-        strides: [1, 1],
-        pads: [0; 4],
-        dilations: [1, 1],
-        out: [1, 1],
-    };
+    let g = pool([1, 2], [1, 1], [0; 4], [1, 1], [1, 1]);
     assert_eq!(
-        stored_ints(&avg_pool2d((&x, &t), &out, &g, false).expect("pools")),
+        stored_ints(&avg_pool2d((&x, &t), &out, &g).expect("pools")),
         vec![2]
     );
     assert_eq!(
@@ -247,7 +245,7 @@ proptest! {
         let bias: Vec<i32> = (0..o).map(|_| next(2001) as i32 - 1000).collect();
         let xt = qtype(&[1, cin, h, w], Storage::U8, sx, zx);
         let wt = per_axis(&[o, c, k, k], scales.clone());
-        let g = Conv2dAttrs { strides: [stride, stride], pads: [pad; 4], dilations: [1, 1], groups };
+        let g = Conv2dAttrs { window: Window { strides: [stride, stride], pads: [pad; 4], dilations: [1, 1] }, groups };
         let (oh, ow) = conv_output(&g, h, w, k, k);
         let out = qtype(&[1, o, oh, ow], Storage::U8, sy, zy);
         let (x, wq, b) = (u8s(&[1, cin, h, w], xs.clone()), i8s(&[o, c, k, k], ws.clone()), Tensor::new(vec![o], TensorData::I32(bias.clone())).unwrap());
@@ -313,8 +311,8 @@ proptest! {
         let x = u8s(&[1, 1, 4, 4], vals.clone());
         let xt = qtype(&[1, 1, 4, 4], Storage::U8, sx, zx);
         let out = qtype(&[1, 1, 2, 2], Storage::U8, sy, zy);
-        let g = PoolGeometry { kernel: [3, 3], strides: [2, 2], pads: [1, 1, 0, 0], dilations: [1, 1], out: [2, 2] };
-        let y = avg_pool2d((&x, &xt), &out, &g, false).unwrap();
+        let g = pool([3, 3], [2, 2], [1, 1, 0, 0], [1, 1], [2, 2]);
+        let y = avg_pool2d((&x, &xt), &out, &g).unwrap();
         let mut want = Vec::new();
         for oy in 0..2usize {
             for ox in 0..2usize {
