@@ -57,6 +57,22 @@ pub struct Cli {
     /// default: one per core.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
+
+    /// What runs the modules (the run, eval, compare and report commands, calibration and the
+    /// bias passes): `cranelift`, generated native kernels (ops without one run on their
+    /// reference kernel, with a warning), or `reference`, the interpreter everything is checked
+    /// against.
+    #[arg(long, global = true, value_enum, default_value_t = crate::engines::EngineChoice::Cranelift)]
+    pub engine: crate::engines::EngineChoice,
+
+    /// Write the CLIF of every kernel the code generator compiles into folder DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dump_clif: Option<std::path::PathBuf>,
+
+    /// Write the machine code of every kernel the code generator compiles (Cranelift's own
+    /// printer) into folder DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dump_asm: Option<std::path::PathBuf>,
 }
 
 /// The subcommands.
@@ -149,17 +165,34 @@ where
         }
     };
     let threads = cli.threads;
-    let mut dispatch = || match &cli.command {
-        Some(Command::Import(args)) => import(args, err),
-        Some(Command::Run(args)) => run_model(args, out, err),
-        Some(Command::Eval(args)) => eval(args, out, err),
-        Some(Command::Report(args)) => report(args, out, err),
-        Some(Command::Compare(args)) => compare_pipelines(args, out, err),
-        None if cli.compile.list_passes => {
-            list_passes(out).map_err(|e| Failure::msg(e.to_string()))
+    for (flag, dir) in [
+        ("--dump-clif", &cli.dump_clif),
+        ("--dump-asm", &cli.dump_asm),
+    ] {
+        if let Some(dir) = dir.as_ref().filter(|d| !d.is_dir()) {
+            let _ = writeln!(err, "error: {flag} '{}' is not a folder", dir.display());
+            return 1;
         }
-        None if cli.compile.list_ops => list_ops(out).map_err(|e| Failure::msg(e.to_string())),
-        None => compile(&cli.compile, out, err),
+    }
+    qcc_codegen::set_dumps(qcc_codegen::Dumps {
+        clif: cli.dump_clif.clone(),
+        asm: cli.dump_asm.clone(),
+    });
+    let engine = cli.engine;
+    let mut dispatch = || {
+        crate::engines::choose(engine);
+        match &cli.command {
+            Some(Command::Import(args)) => import(args, err),
+            Some(Command::Run(args)) => run_model(args, out, err),
+            Some(Command::Eval(args)) => eval(args, out, err),
+            Some(Command::Report(args)) => report(args, out, err),
+            Some(Command::Compare(args)) => compare_pipelines(args, out, err),
+            None if cli.compile.list_passes => {
+                list_passes(out).map_err(|e| Failure::msg(e.to_string()))
+            }
+            None if cli.compile.list_ops => list_ops(out).map_err(|e| Failure::msg(e.to_string())),
+            None => compile(&cli.compile, out, err),
+        }
     };
     let result = match threads {
         Some(n) => match rayon::ThreadPoolBuilder::new()

@@ -85,6 +85,25 @@ pub trait Steps {
     }
 }
 
+/// A compiled replacement for one op's reference kernel, supplied by an engine that generates
+/// code and run by the interpreter in the op's place (see [`Interpreter::with_kernels`]).
+pub trait OpKernel: Send + Sync {
+    /// The op's output from its operands, exactly as the reference kernel computes it (the batch
+    /// may differ from the declared one; the interpreter has checked the shapes).
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String>;
+
+    /// For an integer conv/dense: the exact accumulators `sum (x - Z_x) * w` (no bias) laid out
+    /// `[N, C, plane]`, with their shape; `None` when this kernel does not compute them.
+    fn accumulators(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Option<Result<(Vec<i32>, Vec<usize>), String>> {
+        let _ = (x, w);
+        None
+    }
+}
+
 /// The reference interpreter as an engine: every op on its reference kernel.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reference;

@@ -10,6 +10,7 @@ use qcc_dialects::{
     Function, Module, Node, NodeIndex, OpKind, Operation, Tensor, TensorType, Value,
 };
 
+use crate::engine::OpKernel;
 use crate::kernels::elementwise::{batch_norm, binary, f32s, softmax, unary};
 use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{concat, pad, transpose};
@@ -274,6 +275,8 @@ pub struct Interpreter<'m> {
     /// The requantization of every integer conv/dense, computed once.
     requants: HashMap<NodeIndex, Requant>,
     last_use: HashMap<Value, usize>,
+    /// Compiled kernels that replace the reference kernel of their op.
+    kernels: HashMap<NodeIndex, Box<dyn OpKernel>>,
 }
 
 fn describe(func: &Function, node: NodeIndex) -> String {
@@ -324,6 +327,20 @@ impl<'m> Interpreter<'m> {
             consts,
             requants,
             last_use,
+            kernels: HashMap::new(),
+        })
+    }
+
+    /// Prepares function `name` of `module` with `kernels` run in place of the reference kernel
+    /// of their op (the others run on their reference kernel).
+    pub fn with_kernels(
+        module: &'m Module,
+        name: &str,
+        kernels: HashMap<NodeIndex, Box<dyn OpKernel>>,
+    ) -> Result<Interpreter<'m>, String> {
+        Ok(Interpreter {
+            kernels,
+            ..Interpreter::new(module, name)?
         })
     }
 
@@ -407,6 +424,9 @@ impl<'m> Interpreter<'m> {
         let op = func
             .try_op(node)
             .ok_or("accumulators: not an op of the prepared function")?;
+        if let Some(acc) = self.kernels.get(&node).and_then(|k| k.accumulators(x, w)) {
+            return acc;
+        }
         let x_ty = func
             .operands(node)
             .first()
@@ -456,8 +476,11 @@ impl Stepper<'_, '_> {
                 op: describe(func, node),
                 message,
             })?;
-            let requant = self.interp.requants.get(&node);
-            let t = eval_prepared(op, &args, &types, requant).map_err(|message| RunError {
+            let t = match self.interp.kernels.get(&node) {
+                Some(kernel) => kernel.run(&args),
+                None => eval_prepared(op, &args, &types, self.interp.requants.get(&node)),
+            }
+            .map_err(|message| RunError {
                 op: describe(func, node),
                 message,
             })?;

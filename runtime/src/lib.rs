@@ -8,6 +8,6 @@ mod kernels;
 pub mod plan;
 pub mod quant;
 
-pub use engine::{Engine, Prepared, Reference, Steps};
+pub use engine::{Engine, OpKernel, Prepared, Reference, Steps};
 pub use interp::{Interpreter, RunError, Stepper};
 pub use qcc_dialects::{Tensor, TensorData};

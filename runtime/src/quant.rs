@@ -141,11 +141,24 @@ pub fn clamp_bounds(clamp: Option<[i64; 2]>, range: (i64, i64)) -> (i64, i64) {
     clamp.map_or(range, |[lo, hi]| (lo.max(range.0), hi.min(range.1)))
 }
 
+/// The largest `|v|` of integer values.
+pub fn magnitude(values: &[i32]) -> u32 {
+    values.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)
+}
+
+/// Checks that sums of `k` products of magnitudes up to `max_x` and `max_w` fit i32: the
+/// refusal every engine gives for a layer whose accumulators could overflow.
+pub fn check_accumulator(k: usize, max_x: u32, max_w: u32) -> Result<(), String> {
+    if (k as u128) * u128::from(max_x) * u128::from(max_w) >= 1u128 << 31 {
+        return Err(format!(
+            "a layer summing {k} products of inputs up to {max_x} and weights up to {max_w} may overflow its i32 accumulators"
+        ));
+    }
+    Ok(())
+}
+
 /// [`per_tensor`], or an error naming `what` must be per-tensor quantized.
-pub(crate) fn per_tensor_params(
-    t: &TensorType,
-    what: &str,
-) -> Result<(f64, i64, (i64, i64)), String> {
+pub fn per_tensor_params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, i64)), String> {
     per_tensor(t).ok_or_else(|| format!("{what} must be per-tensor quantized, got {t}"))
 }
 

@@ -9,7 +9,8 @@ use super::gemm::exact_int_gemm;
 use super::layers::{conv_output, depthwise_plane, im2col};
 use super::pool::PoolGeometry;
 use crate::quant::{
-    Multiplier, Requant, clamp_bounds as bounds, per_tensor_params, store, stored_ints,
+    Multiplier, Requant, check_accumulator, clamp_bounds as bounds, magnitude, per_tensor_params,
+    store, stored_ints,
 };
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 
@@ -38,21 +39,6 @@ pub fn conv2d(ops: &LayerOperands, g: &Conv2dAttrs, rq: &Requant) -> Result<Tens
     let bias = layer_bias(ops, shape[1]);
     let plane = shape[2] * shape[3];
     Ok(rq.requantize(&acc, &bias, plane, ops.out, shape))
-}
-
-/// The largest `|v|` of integer values.
-fn magnitude(values: &[i32]) -> u32 {
-    values.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)
-}
-
-/// Checks that sums of `k` products of magnitudes up to `max_x` and `max_w` fit i32.
-fn check_accumulator(k: usize, max_x: u32, max_w: u32) -> Result<(), String> {
-    if (k as u128) * u128::from(max_x) * u128::from(max_w) >= 1u128 << 31 {
-        return Err(format!(
-            "a layer summing {k} products of inputs up to {max_x} and weights up to {max_w} may overflow its i32 accumulators"
-        ));
-    }
-    Ok(())
 }
 
 /// The exact accumulators `sum (x - Z_x) * w` of an integer convolution (no bias), `[N, O, OH, OW]`.

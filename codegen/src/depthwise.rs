@@ -1,0 +1,174 @@
+//! The depthwise convolution (one input channel per output channel): a generated kernel per
+//! layer geometry that computes one channel's output plane, eight outputs of a row at a time in
+//! two i32x4 accumulators, every tap of the window unrolled with its weight splatted once.
+//!
+//! The input plane is staged as i16 (`x - Z_x`, zero where the window reads padding) and split
+//! into `stride` column phases, so that a stride-2 layer also reads contiguous vectors: output
+//! column `ox` of tap column `kx` reads phase `(kx * dilation) % stride` at column
+//! `ox + (kx * dilation) / stride`.
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
+use cranelift_frontend::FunctionBuilder;
+
+use crate::clif::Loop;
+use crate::jit;
+
+/// Output columns per iteration of the generated row loop.
+const VECTOR: usize = 8;
+
+/// The geometry of one depthwise layer, everything its kernel is specialised on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub strides: [usize; 2],
+    /// Vertical and horizontal dilation.
+    pub dilations: [usize; 2],
+    /// Top and left padding (the bottom and right follow from the output size).
+    pub pads: [usize; 2],
+}
+
+impl Geometry {
+    /// Output row length including the columns computed past the end.
+    fn row(&self) -> usize {
+        self.output[1].div_ceil(VECTOR) * VECTOR
+    }
+
+    /// Rows of the staged input.
+    fn rows(&self) -> usize {
+        (self.output[0] - 1) * self.strides[0] + (self.kernel[0] - 1) * self.dilations[0] + 1
+    }
+
+    /// Columns of each staged phase.
+    fn phase_width(&self) -> usize {
+        self.row() + ((self.kernel[1] - 1) * self.dilations[1]) / self.strides[1] + 1
+    }
+
+    /// i16 values of one staged channel.
+    pub fn staged_len(&self) -> usize {
+        self.strides[1] * self.rows() * self.phase_width()
+    }
+
+    /// i32 values of one channel's padded output.
+    pub fn out_len(&self) -> usize {
+        self.output[0] * self.row()
+    }
+
+    /// Stages one channel (`plane`, `H x W` stored values) into `dst` (`staged_len` values).
+    pub fn stage(&self, plane: &[i32], zero_point: i32, dst: &mut [i16]) {
+        let (rows, width, s) = (self.rows(), self.phase_width(), self.strides[1]);
+        let [h, w] = self.input;
+        let [pt, pl] = self.pads;
+        for r in 0..s {
+            for row in 0..rows {
+                let line = &mut dst[(r * rows + row) * width..(r * rows + row + 1) * width];
+                let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
+                    line.fill(0);
+                    continue;
+                };
+                for (j, v) in line.iter_mut().enumerate() {
+                    let col = j * s + r;
+                    *v = match col.checked_sub(pl).filter(|ix| *ix < w) {
+                        Some(ix) => (plane[iy * w + ix] - zero_point) as i16,
+                        None => 0,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Copies the real columns of a padded output (`out_len` values) into `dst` (`OH x OW`).
+    pub fn compact(&self, padded: &[i32], dst: &mut [i32]) {
+        let (row, ow) = (self.row(), self.output[1]);
+        for (d, s) in dst.chunks_mut(ow).zip(padded.chunks(row)) {
+            d.copy_from_slice(&s[..ow]);
+        }
+    }
+}
+
+type DepthwiseFn = unsafe extern "C" fn(*const i16, *const i32, *mut i32);
+
+/// The generated kernel for `g`: `(staged input, taps as i32, padded output)`.
+pub fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
+    let ptr = jit::pointer();
+    let name = format!(
+        "qdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
+        g.input[0],
+        g.input[1],
+        g.kernel[0],
+        g.kernel[1],
+        g.strides[0],
+        g.strides[1],
+        g.dilations[0],
+        g.dilations[1],
+        g.pads[0],
+        g.pads[1],
+        g.output[0],
+        g.output[1]
+    );
+    let g = *g;
+    let code = jit::kernel(&name, &[ptr, ptr, ptr], |b, args| build(b, args, &g))?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
+}
+
+fn build(b: &mut FunctionBuilder, args: &[cranelift_codegen::ir::Value], g: &Geometry) {
+    let (x, taps, out) = (args[0], args[1], args[2]);
+    let flags = MemFlagsData::new().with_notrap();
+    let ptr = jit::pointer();
+    let [kh, kw] = g.kernel;
+    let [sy, sx] = g.strides;
+    let [dy, dx] = g.dilations;
+    let (rows, width, row) = (g.rows() as i64, g.phase_width() as i64, g.row() as i64);
+    let weights: Vec<_> = (0..kh * kw)
+        .map(|t| {
+            let w = b.ins().load(types::I32, flags, taps, (4 * t) as i32);
+            b.ins().splat(types::I32X4, w)
+        })
+        .collect();
+    // Byte offset of each tap from the start of the output row's first input row.
+    let offsets: Vec<i32> = (0..kh * kw)
+        .map(|t| {
+            let (ky, kx) = ((t / kw) as i64, (t % kw) as i64);
+            let (r, off) = ((kx * dx as i64) % sx as i64, (kx * dx as i64) / sx as i64);
+            (((r * rows + ky * dy as i64) * width + off) * 2) as i32
+        })
+        .collect();
+    let zero = b.ins().iconst(ptr, 0);
+    let oh = b.ins().iconst(ptr, g.output[0] as i64);
+    let oy_loop = Loop::new(b, zero, oh);
+    let oy = oy_loop.index;
+    let in_row = b.ins().imul_imm_s(oy, sy as i64 * width * 2);
+    let in_row = b.ins().iadd(x, in_row);
+    let out_row = b.ins().imul_imm_s(oy, row * 4);
+    let out_row = b.ins().iadd(out, out_row);
+    let zero_col = b.ins().iconst(ptr, 0);
+    let end_col = b.ins().iconst(ptr, row);
+    let ox_loop = Loop::stepped(b, zero_col, end_col, VECTOR as i64);
+    let ox = ox_loop.index;
+    let src_off = b.ins().ishl_imm_u(ox, 1);
+    let src = b.ins().iadd(in_row, src_off);
+    let zero32 = b.ins().iconst(types::I32, 0);
+    let mut acc0 = b.ins().splat(types::I32X4, zero32);
+    let mut acc1 = acc0;
+    for (w, off) in weights.iter().zip(&offsets) {
+        let v0 = b.ins().sload16x4(flags, src, *off);
+        let v1 = b.ins().sload16x4(flags, src, *off + 8);
+        let p0 = b.ins().imul(v0, *w);
+        let p1 = b.ins().imul(v1, *w);
+        acc0 = b.ins().iadd(acc0, p0);
+        acc1 = b.ins().iadd(acc1, p1);
+    }
+    let dst_off = b.ins().ishl_imm_u(ox, 2);
+    let dst = b.ins().iadd(out_row, dst_off);
+    b.ins().store(flags, acc0, dst, 0);
+    b.ins().store(flags, acc1, dst, 16);
+    ox_loop.close(b);
+    oy_loop.close(b);
+    b.ins().return_(&[]);
+}

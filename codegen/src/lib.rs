@@ -1,0 +1,13 @@
+//! qcc's code generator: Cranelift-compiled kernels for the ops of a module, and the engine that
+//! runs a function on them ([`Native`]), every op without a generated kernel on its reference
+//! kernel. `docs/engine.md` explains the kernels and how to add one.
+
+mod clif;
+mod depthwise;
+mod engine;
+mod gemm;
+pub mod jit;
+mod layers;
+
+pub use engine::Native;
+pub use jit::{Dumps, Features, NO_VNNI_VAR, set_dumps};
