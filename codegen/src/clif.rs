@@ -82,3 +82,101 @@ pub fn splat_pair(b: &mut FunctionBuilder, ptr: Value, offset: i32) -> Value {
 pub fn args_of(values: &[Value]) -> Vec<BlockArg> {
     values.iter().map(|v| BlockArg::Value(*v)).collect()
 }
+
+/// The output constants a fused requantization is specialised on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Levels {
+    /// Output zero point.
+    pub zero_point: i32,
+    /// Smallest and largest output level (clamp within the storage range).
+    pub bounds: (i32, i32),
+    /// Whether the output is stored as i8 (else u8).
+    pub signed: bool,
+}
+
+impl Levels {
+    /// A name fragment that tells kernels of different constants apart.
+    pub fn tag(&self) -> String {
+        format!(
+            "z{}_lo{}_hi{}_{}",
+            self.zero_point,
+            self.bounds.0,
+            self.bounds.1,
+            if self.signed { "i8" } else { "u8" }
+        )
+    }
+}
+
+/// One output channel's requantization record as the kernels read it: `[bias, m0, shift, 0]`
+/// (i32 each, 16 bytes).
+pub const RECORD: i32 = 16;
+
+/// Requantizes eight accumulators of one channel (`accs`, two i32x4) exactly as
+/// `qcc_runtime::quant::Requant` does and stores the eight output levels at `dst`.
+///
+/// `record` points at the channel's record. Exact when `|acc + bias| < 2^31` and the shift is at
+/// least 31 (then `|acc + bias| * m0 >> shift` fits 31 bits); the caller checks both.
+pub fn requantize8(
+    b: &mut FunctionBuilder,
+    accs: [Value; 2],
+    record: Value,
+    levels: &Levels,
+    dst: Value,
+) {
+    let flags = MemFlagsData::new().with_notrap();
+    let bias = b.ins().load(types::I32, flags, record, 0);
+    let bias = b.ins().splat(types::I32X4, bias);
+    let m0 = b.ins().load(types::I32, flags, record, 4);
+    let m0 = b.ins().splat(types::I32X4, m0);
+    let shift = b.ins().load(types::I32, flags, record, 8);
+    let shift = b.ins().uextend(types::I64, shift);
+    let one = b.ins().iconst(types::I64, 1);
+    let half = b.ins().ishl(one, shift);
+    let half = b.ins().ushr_imm_u(half, 1);
+    let half = b.ins().splat(types::I64X2, half);
+    let zp = b.ins().iconst(types::I32, i64::from(levels.zero_point));
+    let zp = b.ins().splat(types::I32X4, zp);
+    let lo = b.ins().iconst(types::I32, i64::from(levels.bounds.0));
+    let lo = b.ins().splat(types::I32X4, lo);
+    let hi = b.ins().iconst(types::I32, i64::from(levels.bounds.1));
+    let hi = b.ins().splat(types::I32X4, hi);
+    // Low dwords of two i64x2 into one i32x4.
+    let mut mask = Vec::with_capacity(16);
+    mask.extend([0u8, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
+    let mask = b.func.dfg.immediates.push(mask.into());
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let mut levels_out = [accs[0]; 2];
+    for (j, acc) in accs.iter().enumerate() {
+        let t = b.ins().iadd(*acc, bias);
+        let sign = b.ins().sshr_imm_u(t, 31);
+        let magnitude = b.ins().iabs(t);
+        let a_lo = b.ins().uwiden_low(magnitude);
+        let m_lo = b.ins().uwiden_low(m0);
+        let p_lo = b.ins().imul(a_lo, m_lo);
+        let a_hi = b.ins().uwiden_high(magnitude);
+        let m_hi = b.ins().uwiden_high(m0);
+        let p_hi = b.ins().imul(a_hi, m_hi);
+        let p_lo = b.ins().iadd(p_lo, half);
+        let p_hi = b.ins().iadd(p_hi, half);
+        let r_lo = b.ins().ushr(p_lo, shift);
+        let r_hi = b.ins().ushr(p_hi, shift);
+        let r_lo = b.ins().bitcast(types::I8X16, little, r_lo);
+        let r_hi = b.ins().bitcast(types::I8X16, little, r_hi);
+        let r = b.ins().shuffle(r_lo, r_hi, mask);
+        let r = b.ins().bitcast(types::I32X4, little, r);
+        let r = b.ins().bxor(r, sign);
+        let r = b.ins().isub(r, sign);
+        let y = b.ins().iadd(r, zp);
+        let y = b.ins().smax(y, lo);
+        levels_out[j] = b.ins().smin(y, hi);
+    }
+    let narrow = b.ins().snarrow(levels_out[0], levels_out[1]);
+    let bytes = if levels.signed {
+        b.ins().snarrow(narrow, narrow)
+    } else {
+        b.ins().unarrow(narrow, narrow)
+    };
+    let words = b.ins().bitcast(types::I64X2, little, bytes);
+    let low = b.ins().extractlane(words, 0);
+    b.ins().store(flags, low, dst, 0);
+}

@@ -10,7 +10,8 @@
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
 use cranelift_frontend::FunctionBuilder;
 
-use crate::clif::Loop;
+use crate::clif::{Loop, requantize8};
+use crate::gemm::Epilogue;
 use crate::jit;
 
 /// Output columns per iteration of the generated row loop.
@@ -59,31 +60,37 @@ impl Geometry {
         self.output[0] * self.row()
     }
 
-    /// Stages one channel (`plane`, `H x W` stored values) into `dst` (`staged_len` values).
-    pub fn stage(&self, plane: &[i32], zero_point: i32, dst: &mut [i16]) {
+    /// Stages one channel (`plane`, `H x W` centred values) into `dst` (`staged_len` values).
+    pub fn stage(&self, plane: &[i16], dst: &mut [i16]) {
         let (rows, width, s) = (self.rows(), self.phase_width(), self.strides[1]);
         let [h, w] = self.input;
         let [pt, pl] = self.pads;
         for r in 0..s {
+            // Phase column j reads input column j * s + r - pl: the valid j are [j0, j1).
+            let j0 = pl.saturating_sub(r).div_ceil(s);
+            let j1 = (w + pl).saturating_sub(r).div_ceil(s).min(width).max(j0);
             for row in 0..rows {
                 let line = &mut dst[(r * rows + row) * width..(r * rows + row + 1) * width];
                 let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
                     line.fill(0);
                     continue;
                 };
-                for (j, v) in line.iter_mut().enumerate() {
-                    let col = j * s + r;
-                    *v = match col.checked_sub(pl).filter(|ix| *ix < w) {
-                        Some(ix) => (plane[iy * w + ix] - zero_point) as i16,
-                        None => 0,
-                    };
+                let src = &plane[iy * w..(iy + 1) * w];
+                line[..j0].fill(0);
+                line[j1..].fill(0);
+                if s == 1 {
+                    line[j0..j1].copy_from_slice(&src[j0 + r - pl..j1 + r - pl]);
+                } else {
+                    for (j, v) in line[j0..j1].iter_mut().enumerate() {
+                        *v = src[(j0 + j) * s + r - pl];
+                    }
                 }
             }
         }
     }
 
     /// Copies the real columns of a padded output (`out_len` values) into `dst` (`OH x OW`).
-    pub fn compact(&self, padded: &[i32], dst: &mut [i32]) {
+    pub fn compact<T: Copy>(&self, padded: &[T], dst: &mut [T]) {
         let (row, ow) = (self.row(), self.output[1]);
         for (d, s) in dst.chunks_mut(ow).zip(padded.chunks(row)) {
             d.copy_from_slice(&s[..ow]);
@@ -91,10 +98,11 @@ impl Geometry {
     }
 }
 
-type DepthwiseFn = unsafe extern "C" fn(*const i16, *const i32, *mut i32);
+type DepthwiseFn = unsafe extern "C" fn(*const i16, *const i32, *mut u8, *const i32);
 
-/// The generated kernel for `g`: `(staged input, taps as i32, padded output)`.
-pub fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
+/// The generated kernel for `g`: `(staged input, taps as i32, padded output, record)`; the
+/// output is i32 accumulators or, requantized by the channel's record, output levels.
+pub fn kernel(g: &Geometry, epilogue: Epilogue) -> Result<DepthwiseFn, String> {
     let ptr = jit::pointer();
     let name = format!(
         "qdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
@@ -111,14 +119,27 @@ pub fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
         g.output[0],
         g.output[1]
     );
+    let name = match epilogue {
+        Epilogue::Accumulators => format!("{name}_acc"),
+        Epilogue::Requantize(l) => format!("{name}_{}", l.tag()),
+    };
     let g = *g;
-    let code = jit::kernel(&name, &[ptr, ptr, ptr], |b, args| build(b, args, &g))?;
+    let code = jit::kernel(&name, &[ptr; 4], |b, args| build(b, args, &g, epilogue))?;
     // SAFETY: generated with exactly this signature, in the platform's C ABI.
     Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
 }
 
-fn build(b: &mut FunctionBuilder, args: &[cranelift_codegen::ir::Value], g: &Geometry) {
-    let (x, taps, out) = (args[0], args[1], args[2]);
+fn build(
+    b: &mut FunctionBuilder,
+    args: &[cranelift_codegen::ir::Value],
+    g: &Geometry,
+    epilogue: Epilogue,
+) {
+    let (x, taps, out, record) = (args[0], args[1], args[2], args[3]);
+    let width_of = match epilogue {
+        Epilogue::Accumulators => 4,
+        Epilogue::Requantize(_) => 1,
+    };
     let flags = MemFlagsData::new().with_notrap();
     let ptr = jit::pointer();
     let [kh, kw] = g.kernel;
@@ -145,7 +166,7 @@ fn build(b: &mut FunctionBuilder, args: &[cranelift_codegen::ir::Value], g: &Geo
     let oy = oy_loop.index;
     let in_row = b.ins().imul_imm_s(oy, sy as i64 * width * 2);
     let in_row = b.ins().iadd(x, in_row);
-    let out_row = b.ins().imul_imm_s(oy, row * 4);
+    let out_row = b.ins().imul_imm_s(oy, row * width_of);
     let out_row = b.ins().iadd(out, out_row);
     let zero_col = b.ins().iconst(ptr, 0);
     let end_col = b.ins().iconst(ptr, row);
@@ -164,10 +185,15 @@ fn build(b: &mut FunctionBuilder, args: &[cranelift_codegen::ir::Value], g: &Geo
         acc0 = b.ins().iadd(acc0, p0);
         acc1 = b.ins().iadd(acc1, p1);
     }
-    let dst_off = b.ins().ishl_imm_u(ox, 2);
+    let dst_off = b.ins().imul_imm_s(ox, width_of);
     let dst = b.ins().iadd(out_row, dst_off);
-    b.ins().store(flags, acc0, dst, 0);
-    b.ins().store(flags, acc1, dst, 16);
+    match epilogue {
+        Epilogue::Accumulators => {
+            b.ins().store(flags, acc0, dst, 0);
+            b.ins().store(flags, acc1, dst, 16);
+        }
+        Epilogue::Requantize(levels) => requantize8(b, [acc0, acc1], record, &levels, dst),
+    }
     ox_loop.close(b);
     oy_loop.close(b);
     b.ins().return_(&[]);

@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
 
-use crate::clif::{Loop, args_of, pmaddwd, splat_pair};
+use crate::clif::{Levels, Loop, RECORD, args_of, pmaddwd, requantize8, splat_pair};
 use crate::jit;
 
 /// Rows of C per micro-kernel tile.
@@ -86,22 +86,36 @@ pub fn pack_b(rows: &[i16], k: usize, p: usize, ldp: usize) -> Vec<i16> {
     packed
 }
 
-type GemmFn = unsafe extern "C" fn(*const u32, *const i16, *mut i32, i64, i64, i64, i64, i64);
+type GemmFn =
+    unsafe extern "C" fn(*const u32, *const i16, *mut u8, i64, i64, i64, i64, i64, *const i32);
 
-/// The generated multiply for depth `k` (`(a, b, c, ldc, pb, pe, mb, me)`): computes the tiles
-/// of column panels `[pb, pe)` and row panels `[mb, me)` of C, whose rows are `ldc` apart.
-pub fn kernel(k: usize) -> Result<GemmFn, String> {
+/// What a generated multiply does with each finished tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// Stores the i32 accumulators (rows `ld` values apart).
+    Accumulators,
+    /// Requantizes them with each row's record and stores output levels (rows `ld` bytes apart).
+    Requantize(Levels),
+}
+
+/// The generated multiply for depth `k`, `(a, b, out, ld, pb, pe, mb, me, records)`: computes
+/// the tiles of column panels `[pb, pe)` and row panels `[mb, me)` and finishes them by
+/// `epilogue`.
+pub fn kernel(k: usize, epilogue: Epilogue) -> Result<GemmFn, String> {
     let kp = k.div_ceil(2).max(1);
     let ptr = jit::pointer();
-    let name = format!("qgemm_i16_{MR}x{NR}_k{kp}");
-    let code = jit::kernel(&name, &[ptr; 8], |b, args| build(b, args, kp as i64))?;
+    let name = match epilogue {
+        Epilogue::Accumulators => format!("qgemm_i16_{MR}x{NR}_k{kp}_acc"),
+        Epilogue::Requantize(l) => format!("qgemm_i16_{MR}x{NR}_k{kp}_{}", l.tag()),
+    };
+    let code = jit::kernel(&name, &[ptr; 9], |b, args| build(b, args, kp as i64, epilogue))?;
     // SAFETY: the code was generated with exactly this signature, in the platform's C ABI.
     Ok(unsafe { std::mem::transmute::<*const u8, GemmFn>(code) })
 }
 
-fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64) {
-    let (a, bm, c, ldc, pb, pe, mb, me) = (
-        args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7],
+fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, epilogue: Epilogue) {
+    let (a, bm, out, ld, pb, pe, mb, me, records) = (
+        args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8],
     );
     let flags = MemFlagsData::new().with_notrap();
     let (mr, nr) = (MR as i64, NR as i64);
@@ -160,20 +174,36 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64) {
     b.ins().brif(left2, body, &args_of(&next), done, &finished);
     b.switch_to_block(done);
     let accs = b.block_params(done).to_vec();
-    // Store the tile: row mp*MR + r, columns pp*NR ..
-    let stride = b.ins().ishl_imm_u(ldc, 2);
+    // Row mp*MR + r, columns pp*NR ..
     let row0 = b.ins().imul_imm_s(mp, mr);
-    let row0 = b.ins().imul(row0, ldc);
     let col0 = b.ins().imul_imm_s(pp, nr);
-    let base = b.ins().iadd(row0, col0);
-    let base = b.ins().ishl_imm_u(base, 2);
-    let mut row = b.ins().iadd(c, base);
-    for r in 0..MR {
-        if r > 0 {
-            row = b.ins().iadd(row, stride);
+    let first = b.ins().imul(row0, ld);
+    let first = b.ins().iadd(first, col0);
+    match epilogue {
+        Epilogue::Accumulators => {
+            let stride = b.ins().ishl_imm_u(ld, 2);
+            let base = b.ins().ishl_imm_u(first, 2);
+            let mut row = b.ins().iadd(out, base);
+            for r in 0..MR {
+                if r > 0 {
+                    row = b.ins().iadd(row, stride);
+                }
+                for j in 0..2 {
+                    b.ins().store(flags, accs[2 * r + j], row, 16 * j as i32);
+                }
+            }
         }
-        for j in 0..2 {
-            b.ins().store(flags, accs[2 * r + j], row, 16 * j as i32);
+        Epilogue::Requantize(levels) => {
+            let mut row = b.ins().iadd(out, first);
+            let record0 = b.ins().imul_imm_s(row0, i64::from(RECORD));
+            let mut record = b.ins().iadd(records, record0);
+            for r in 0..MR {
+                if r > 0 {
+                    row = b.ins().iadd(row, ld);
+                    record = b.ins().iadd_imm_s(record, i64::from(RECORD));
+                }
+                requantize8(b, [accs[2 * r], accs[2 * r + 1]], record, &levels, row);
+            }
         }
     }
     rows.close(b);
@@ -181,29 +211,22 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64) {
     b.ins().return_(&[]);
 }
 
-/// Raw pointers handed to the threads that fill disjoint tiles of one C.
+/// Raw pointers handed to the threads that fill disjoint tiles of one output.
 #[derive(Clone, Copy)]
-struct Shared(*mut i32);
+struct Shared(*mut u8);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// `C = A * B` for packed `a` and packed `b` (of `p` columns): returns C as `[a.m][p]` i32,
-/// computed on the current thread pool.
-pub fn multiply(a: &PackedA, b: &[i16], p: usize) -> Result<Vec<i32>, String> {
+/// Runs `f` over every tile of an `[a.m, p]` output at `out` (rows `ld` elements apart), the
+/// tiles split over the current thread pool.
+fn tiles(f: GemmFn, a: &PackedA, b: &[i16], p: usize, out: *mut u8, ld: usize, records: &[i32]) {
     let (mp, pp) = (a.panels(), p.div_ceil(NR));
-    if a.k == 0 || p == 0 || a.m == 0 {
-        return Ok(vec![0; a.m * p]);
-    }
-    let ldc = pp * NR;
-    let f = kernel(a.k)?;
-    let mut c = vec![0i32; mp * MR * ldc];
-    // Tasks: a grid of column and row chunks, a few per thread.
     let threads = rayon::current_num_threads().max(1);
     let want = threads * 4;
     let p_chunks = pp.min(want).max(1);
     let m_chunks = (want / p_chunks).clamp(1, mp);
-    let shared = Shared(c.as_mut_ptr());
-    let (ap, bp) = (a.words.as_ptr() as usize, b.as_ptr() as usize);
+    let shared = Shared(out);
+    let (ap, bp, rp) = (a.words.as_ptr() as usize, b.as_ptr() as usize, records.as_ptr() as usize);
     (0..p_chunks * m_chunks).into_par_iter().for_each(|t| {
         let (pc, mc) = (t / m_chunks, t % m_chunks);
         let (pb, pe) = (pp * pc / p_chunks, pp * (pc + 1) / p_chunks);
@@ -212,22 +235,59 @@ pub fn multiply(a: &PackedA, b: &[i16], p: usize) -> Result<Vec<i32>, String> {
             return;
         }
         let s = shared;
-        // SAFETY: the packed buffers hold whole panels; each task writes only its own tiles.
+        // SAFETY: the packed buffers hold whole panels, the output whole tiles, the records one
+        // per padded row; each task writes only its own tiles.
         unsafe {
             f(
                 ap as *const u32,
                 bp as *const i16,
                 s.0,
-                ldc as i64,
+                ld as i64,
                 pb as i64,
                 pe as i64,
                 mb as i64,
                 me as i64,
+                rp as *const i32,
             )
         };
     });
+}
+
+/// `C = A * B` for packed `a` and packed `b` (of `p` columns): C as `[a.m][p]` i32.
+pub fn multiply(a: &PackedA, b: &[i16], p: usize) -> Result<Vec<i32>, String> {
+    if a.k == 0 || p == 0 || a.m == 0 {
+        return Ok(vec![0; a.m * p]);
+    }
+    let ld = p.div_ceil(NR) * NR;
+    let f = kernel(a.k, Epilogue::Accumulators)?;
+    let mut c = vec![0i32; a.panels() * MR * ld];
+    tiles(f, a, b, p, c.as_mut_ptr() as *mut u8, ld, &[]);
     let mut out = vec![0i32; a.m * p];
-    for (dst, src) in out.chunks_mut(p).zip(c.chunks(ldc)) {
+    for (dst, src) in out.chunks_mut(p).zip(c.chunks(ld)) {
+        dst.copy_from_slice(&src[..p]);
+    }
+    Ok(out)
+}
+
+/// The output levels of `A * B` requantized by one record per row of A (`[bias, m0, shift, 0]`,
+/// see [`requantize8`]), as `[a.m][p]` bytes.
+pub fn multiply_requantized(
+    a: &PackedA,
+    b: &[i16],
+    p: usize,
+    records: &[i32],
+    levels: Levels,
+) -> Result<Vec<u8>, String> {
+    let ld = p.div_ceil(NR) * NR;
+    let rows = a.panels() * MR;
+    if records.len() < rows * 4 {
+        return Err("internal error: fewer requantization records than rows".into());
+    }
+    let f = kernel(a.k, Epilogue::Requantize(levels))?;
+    let mut padded = vec![0u8; rows * ld];
+    tiles(f, a, b, p, padded.as_mut_ptr(), ld, records);
+    let mut out = vec![0u8; a.m * p];
+    for (dst, src) in out.chunks_mut(p.max(1)).zip(padded.chunks(ld.max(1))) {
         dst.copy_from_slice(&src[..p]);
     }
     Ok(out)

@@ -1,6 +1,8 @@
 //! The generated `quant.conv2d` and `quant.dense`: exact i32 accumulators from the generated
-//! kernels ([`crate::gemm`], [`crate::depthwise`]), then the one requantization of
-//! `qcc_runtime::quant`, so the integer results are the reference's bit for bit.
+//! kernels ([`crate::gemm`], [`crate::depthwise`]), requantized in the kernels' fused epilogue
+//! (the same fixed-point arithmetic as `qcc_runtime::quant::Requant`, vectorised) or, where that
+//! epilogue would not be exact, by `Requant` itself; so the integer results are the reference's
+//! bit for bit.
 
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Tensor, TensorData, TensorType};
@@ -8,8 +10,9 @@ use qcc_runtime::OpKernel;
 use qcc_runtime::quant::{Requant, check_accumulator, magnitude, per_tensor_params, stored_ints};
 use rayon::prelude::*;
 
+use crate::clif::Levels;
 use crate::depthwise::{self, Geometry};
-use crate::gemm::{self, PackedA};
+use crate::gemm::{self, Epilogue, MR, PackedA};
 
 /// The i8 weights of `w`, or an error.
 fn weights(w: &Tensor) -> Result<&[i8], String> {
@@ -26,19 +29,77 @@ fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
     })
 }
 
-/// The stored values of `x` and the largest `|x - Z_x|`.
-fn centred(x: &Tensor, zero_point: i64) -> (Vec<i32>, u32) {
-    let values = stored_ints(x);
-    let (lo, hi) = values
-        .iter()
-        .fold((i32::MAX, i32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    let z = zero_point as i32;
-    let max = if values.is_empty() {
-        0
-    } else {
-        magnitude(&[lo.saturating_sub(z), hi.saturating_sub(z)])
+/// `x - Z_x` of every stored value of `x` (8-bit storage, so it fits i16), and the largest
+/// `|x - Z_x|`.
+fn centred(x: &Tensor, zero_point: i64) -> Result<(Vec<i16>, u32), String> {
+    let z = zero_point as i16;
+    let values: Vec<i16> = match &x.data {
+        TensorData::U8(v) => v.par_iter().map(|q| *q as i16 - z).collect(),
+        TensorData::I8(v) => v.par_iter().map(|q| *q as i16 - z).collect(),
+        other => {
+            return Err(format!(
+                "the input must be 8-bit, got {}",
+                other.dtype_name()
+            ));
+        }
     };
-    (values, max)
+    let max = values
+        .par_iter()
+        .map(|v| v.unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    Ok((values, u32::from(max)))
+}
+
+/// How a layer's outputs are produced: requantized inside the kernels, or (when the layer's
+/// constants fall outside what the fused epilogue computes exactly, or for the accumulators
+/// alone) as i32 accumulators that `Requant` finishes.
+struct Finish<'a> {
+    requant: &'a Requant,
+    out_ty: &'a TensorType,
+    bias: Vec<i64>,
+}
+
+impl Finish<'_> {
+    /// One record per channel (padded to whole row panels) for the fused epilogue, or `None`
+    /// when it would not be exact: a shift below 31, an `|acc + bias|` that could reach 2^31,
+    /// or an output that is not 8-bit.
+    fn records(&self, bound: u128) -> Option<(Vec<i32>, Levels)> {
+        let signed = match TensorData::zeros(&self.out_ty.elem, 0) {
+            TensorData::U8(_) => false,
+            TensorData::I8(_) => true,
+            _ => return None,
+        };
+        let channels = self.requant.channels();
+        let mut records = vec![0i32; channels.div_ceil(MR) * MR * 4];
+        for c in 0..channels {
+            let m = self.requant.multiplier(c);
+            let b = self.bias.get(c).copied().unwrap_or(0);
+            if m.shift < 31 || u128::from(b.unsigned_abs()) + bound >= 1 << 31 {
+                return None;
+            }
+            records[4 * c..4 * c + 3].copy_from_slice(&[b as i32, m.m0 as i32, m.shift as i32]);
+        }
+        let (lo, hi) = self.requant.bounds();
+        Some((
+            records,
+            Levels {
+                zero_point: self.requant.zero_point() as i32,
+                bounds: (lo as i32, hi as i32),
+                signed,
+            },
+        ))
+    }
+}
+
+/// Output levels as a tensor of the result's storage.
+fn levels_tensor(bytes: Vec<u8>, levels: &Levels, shape: Vec<usize>) -> Tensor {
+    let data = if levels.signed {
+        TensorData::I8(bytes.into_iter().map(|b| b as i8).collect())
+    } else {
+        TensorData::U8(bytes)
+    };
+    Tensor { shape, data }
 }
 
 /// How a layer's weights are laid out for its kernel.
@@ -86,6 +147,18 @@ fn pack_conv(w: &Tensor, groups: usize, depthwise: bool) -> Result<Weights, Stri
     })
 }
 
+/// What a layer computes: its accumulators, or its output levels.
+enum Output {
+    Accumulators(Vec<i32>),
+    Levels(Vec<u8>, Levels),
+}
+
+/// Where one image's results go, and how they are finished.
+enum Sink<'a> {
+    Accumulators(&'a mut [i32]),
+    Levels(&'a mut [u8], &'a [i32], Levels),
+}
+
 impl QuantConv {
     /// Prepares the layer: `w` its weight constant, the types of its input and result, its
     /// requantization; compiles its kernels for the declared shapes.
@@ -104,13 +177,24 @@ impl QuantConv {
             weights: pack_conv(w, attrs.groups, is_depthwise(&w.shape, attrs.groups))?,
         };
         if x_ty.shape.len() == 4 {
-            let [_, _, h, wd] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2], x_ty.shape[3]];
-            match &conv.weights.packed {
-                Packed::Depthwise(_) => {
-                    depthwise::kernel(&conv.geometry(h, wd, &w.shape)?)?;
-                }
-                Packed::Gemm(_) => {
-                    gemm::kernel(w.shape[1..].iter().product())?;
+            let (h, wd) = (x_ty.shape[2], x_ty.shape[3]);
+            let finish = Finish {
+                requant: &conv.requant,
+                out_ty,
+                bias: Vec::new(),
+            };
+            let mut epilogues = vec![Epilogue::Accumulators];
+            if let Some((_, levels)) = finish.records(0) {
+                epilogues.push(Epilogue::Requantize(levels));
+            }
+            for e in epilogues {
+                match &conv.weights.packed {
+                    Packed::Depthwise(_) => {
+                        depthwise::kernel(&conv.geometry(h, wd, &w.shape)?, e)?;
+                    }
+                    Packed::Gemm(_) => {
+                        gemm::kernel(w.shape[1..].iter().product(), e)?;
+                    }
                 }
             }
         }
@@ -131,16 +215,19 @@ impl QuantConv {
         })
     }
 
-    fn conv_accumulators(&self, x: &Tensor, w: &Tensor) -> Result<(Vec<i32>, Vec<usize>), String> {
+    /// The layer on `x` with weights `w`: requantized (by `finish`) when given, else the
+    /// accumulators; with its shape.
+    fn compute(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        finish: Option<&Finish>,
+    ) -> Result<(Output, Vec<usize>), String> {
         let fresh;
         let weights = if weights(w)? == self.weights.source.as_slice() {
             &self.weights
         } else {
-            fresh = pack_conv(
-                w,
-                self.attrs.groups,
-                is_depthwise(&w.shape, self.attrs.groups),
-            )?;
+            fresh = pack_conv(w, self.attrs.groups, is_depthwise(&w.shape, self.attrs.groups))?;
             &fresh
         };
         let (_, zx, _) = per_tensor_params(&self.x_ty, "the input")?;
@@ -149,23 +236,36 @@ impl QuantConv {
         let g = self.geometry(h, wd, &w.shape)?;
         let [oh, ow] = g.output;
         let plane = oh * ow;
-        let (xs, max_x) = centred(x, zx);
-        check_accumulator(cg * g.kernel[0] * g.kernel[1], max_x, weights.max)?;
-        let mut acc = vec![0i32; n * o * plane];
-        let groups = self.attrs.groups;
+        let (xs, max_x) = centred(x, zx)?;
+        let k = cg * g.kernel[0] * g.kernel[1];
+        check_accumulator(k, max_x, weights.max)?;
+        let bound = k as u128 * u128::from(max_x) * u128::from(weights.max);
+        let fused = finish.and_then(|f| f.records(bound));
         let image_len = c * h * wd;
-        let results: Vec<Result<(), String>> = acc
-            .par_chunks_mut((o * plane).max(1))
-            .zip(xs.par_chunks(image_len.max(1)))
-            .map(|(out, image)| match &weights.packed {
-                Packed::Depthwise(taps) => depthwise_image(&g, image, zx as i32, taps, out),
-                Packed::Gemm(panels) => {
-                    gemm_image(&g, &self.attrs, image, zx as i32, cg, groups, panels, out)
-                }
-            })
-            .collect();
-        results.into_iter().collect::<Result<(), String>>()?;
-        Ok((acc, vec![n, o, oh, ow]))
+        let run = |image: &[i16], sink: Sink| match &weights.packed {
+            Packed::Depthwise(taps) => depthwise_image(&g, image, taps, sink),
+            Packed::Gemm(panels) => gemm_image(&g, &self.attrs, image, cg, panels, sink),
+        };
+        let shape = vec![n, o, oh, ow];
+        let output = match fused {
+            Some((records, levels)) => {
+                let mut out = vec![0u8; n * o * plane];
+                out.par_chunks_mut((o * plane).max(1))
+                    .zip(xs.par_chunks(image_len.max(1)))
+                    .map(|(out, image)| run(image, Sink::Levels(out, &records, levels)))
+                    .collect::<Result<(), String>>()?;
+                Output::Levels(out, levels)
+            }
+            None => {
+                let mut acc = vec![0i32; n * o * plane];
+                acc.par_chunks_mut((o * plane).max(1))
+                    .zip(xs.par_chunks(image_len.max(1)))
+                    .map(|(acc, image)| run(image, Sink::Accumulators(acc)))
+                    .collect::<Result<(), String>>()?;
+                Output::Accumulators(acc)
+            }
+        };
+        Ok((output, shape))
     }
 }
 
@@ -174,75 +274,111 @@ fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
 }
 
 /// One image of a depthwise layer, channels over threads.
-fn depthwise_image(
-    g: &Geometry,
-    image: &[i32],
-    zx: i32,
-    taps: &[i32],
-    out: &mut [i32],
-) -> Result<(), String> {
-    let f = depthwise::kernel(g)?;
+fn depthwise_image(g: &Geometry, image: &[i16], taps: &[i32], sink: Sink) -> Result<(), String> {
     let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
     let per = g.kernel[0] * g.kernel[1];
-    out.par_chunks_mut(plane_out.max(1))
-        .enumerate()
-        .for_each_init(
-            || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
-            |(staged, padded), (ch, dst)| {
-                g.stage(&image[ch * plane_in..(ch + 1) * plane_in], zx, staged);
-                // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
-                unsafe {
-                    f(
-                        staged.as_ptr(),
-                        taps[ch * per..(ch + 1) * per].as_ptr(),
-                        padded.as_mut_ptr(),
-                    )
-                };
-                g.compact(padded, dst);
-            },
-        );
+    let input = |ch: usize| &image[ch * plane_in..(ch + 1) * plane_in];
+    let taps_of = |ch: usize| taps[ch * per..(ch + 1) * per].as_ptr();
+    match sink {
+        Sink::Accumulators(out) => {
+            let f = depthwise::kernel(g, Epilogue::Accumulators)?;
+            out.par_chunks_mut(plane_out.max(1)).enumerate().for_each_init(
+                || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
+                |(staged, padded), (ch, dst)| {
+                    g.stage(input(ch), staged);
+                    // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
+                    unsafe {
+                        f(
+                            staged.as_ptr(),
+                            taps_of(ch),
+                            padded.as_mut_ptr() as *mut u8,
+                            std::ptr::null(),
+                        )
+                    };
+                    g.compact(padded, dst);
+                },
+            );
+        }
+        Sink::Levels(out, records, levels) => {
+            let f = depthwise::kernel(g, Epilogue::Requantize(levels))?;
+            out.par_chunks_mut(plane_out.max(1)).enumerate().for_each_init(
+                || (vec![0i16; g.staged_len()], vec![0u8; g.out_len()]),
+                |(staged, padded), (ch, dst)| {
+                    g.stage(input(ch), staged);
+                    // SAFETY: as above; the record is the channel's four i32.
+                    unsafe {
+                        f(
+                            staged.as_ptr(),
+                            taps_of(ch),
+                            padded.as_mut_ptr(),
+                            records[4 * ch..].as_ptr(),
+                        )
+                    };
+                    g.compact(padded, dst);
+                },
+            );
+        }
+    }
     Ok(())
 }
 
 /// One image of a grouped (or plain) convolution: per group, the im2col matrix (or the input
 /// itself for a 1x1 convolution with stride 1 and no padding) times the packed weights.
-#[allow(clippy::too_many_arguments)]
 fn gemm_image(
     g: &Geometry,
     attrs: &Conv2dAttrs,
-    image: &[i32],
-    zx: i32,
+    image: &[i16],
     cg: usize,
-    groups: usize,
     panels: &[PackedA],
-    out: &mut [i32],
+    mut sink: Sink,
 ) -> Result<(), String> {
     let [h, w] = g.input;
     let [kh, kw] = g.kernel;
-    let [oh, ow] = g.output;
-    let plane = oh * ow;
+    let plane = g.output[0] * g.output[1];
     let k = cg * kh * kw;
     let pointwise =
         kh == 1 && kw == 1 && attrs.window.strides == [1, 1] && attrs.window.pads == [0; 4];
-    let mut rows = vec![0i16; k * plane];
-    for (grp, a) in panels.iter().enumerate().take(groups) {
+    let mut cols = Vec::new();
+    for (grp, a) in panels.iter().enumerate() {
         let x = &image[grp * cg * h * w..(grp + 1) * cg * h * w];
-        if pointwise {
-            rows.par_iter_mut()
-                .zip(x.par_iter())
-                .for_each(|(r, v)| *r = (*v - zx) as i16);
+        let rows: &[i16] = if pointwise {
+            x
         } else {
-            im2col(g, x, zx, cg, &mut rows);
+            cols.resize(k * plane, 0);
+            im2col(g, x, cg, &mut cols);
+            &cols
+        };
+        let packed = gemm::pack_b(rows, k, plane, plane);
+        let span = grp * a.m * plane..(grp + 1) * a.m * plane;
+        match &mut sink {
+            Sink::Accumulators(out) => {
+                out[span].copy_from_slice(&gemm::multiply(a, &packed, plane)?);
+            }
+            Sink::Levels(out, records, levels) => {
+                let first = 4 * grp * a.m;
+                let group_records = group_records(records, first, a.m);
+                out[span].copy_from_slice(&gemm::multiply_requantized(
+                    a,
+                    &packed,
+                    plane,
+                    &group_records,
+                    *levels,
+                )?);
+            }
         }
-        let packed = gemm::pack_b(&rows, k, plane, plane);
-        let c = gemm::multiply(a, &packed, plane)?;
-        out[grp * a.m * plane..(grp + 1) * a.m * plane].copy_from_slice(&c);
     }
     Ok(())
 }
 
+/// The records of `m` channels starting at record offset `first`, padded to whole row panels.
+fn group_records(records: &[i32], first: usize, m: usize) -> Vec<i32> {
+    let mut out = vec![0i32; m.div_ceil(MR) * MR * 4];
+    out[..4 * m].copy_from_slice(&records[first..first + 4 * m]);
+    out
+}
+
 /// The `[cg * kh * kw, OH * OW]` matrix of `x - Z_x` under each window position (0 in padding).
-fn im2col(g: &Geometry, x: &[i32], zx: i32, cg: usize, rows: &mut [i16]) {
+fn im2col(g: &Geometry, x: &[i16], cg: usize, rows: &mut [i16]) {
     let [h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.output;
@@ -261,7 +397,7 @@ fn im2col(g: &Geometry, x: &[i32], zx: i32, cg: usize, rows: &mut [i16]) {
                 for ox in 0..ow {
                     let ix = (ox * sx + kx * dx).checked_sub(pl).filter(|v| *v < w);
                     dst[oy * ow + ox] = match (iy, ix) {
-                        (Some(iy), Some(ix)) => (src[iy * w + ix] - zx) as i16,
+                        (Some(iy), Some(ix)) => src[iy * w + ix],
                         _ => 0,
                     };
                 }
@@ -269,14 +405,35 @@ fn im2col(g: &Geometry, x: &[i32], zx: i32, cg: usize, rows: &mut [i16]) {
         });
 }
 
+/// Finishes a layer's output: levels as they are, accumulators through `Requant`.
+fn finish(output: Output, finish: &Finish, shape: Vec<usize>) -> Tensor {
+    match output {
+        Output::Levels(bytes, levels) => levels_tensor(bytes, &levels, shape),
+        Output::Accumulators(acc) => {
+            let plane = shape[2..].iter().product();
+            finish
+                .requant
+                .requantize(&acc, &finish.bias, plane, finish.out_ty, shape)
+        }
+    }
+}
+
+fn accumulators_of(output: Output) -> Result<Vec<i32>, String> {
+    match output {
+        Output::Accumulators(acc) => Ok(acc),
+        Output::Levels(..) => Err("internal error: levels where accumulators were asked".into()),
+    }
+}
+
 impl OpKernel for QuantConv {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
-        let (acc, shape) = self.conv_accumulators(inputs[0], inputs[1])?;
-        let bias = bias(inputs.get(2), shape[1]);
-        let plane = shape[2] * shape[3];
-        Ok(self
-            .requant
-            .requantize(&acc, &bias, plane, &self.out_ty, shape))
+        let f = Finish {
+            requant: &self.requant,
+            out_ty: &self.out_ty,
+            bias: bias(inputs.get(2), inputs[1].shape[0]),
+        };
+        let (output, shape) = self.compute(inputs[0], inputs[1], Some(&f))?;
+        Ok(finish(output, &f, shape))
     }
 
     fn accumulators(
@@ -284,7 +441,10 @@ impl OpKernel for QuantConv {
         x: &Tensor,
         w: &Tensor,
     ) -> Option<Result<(Vec<i32>, Vec<usize>), String>> {
-        Some(self.conv_accumulators(x, w))
+        Some(
+            self.compute(x, w, None)
+                .and_then(|(o, shape)| Ok((accumulators_of(o)?, shape))),
+        )
     }
 }
 
@@ -315,7 +475,7 @@ impl QuantDense {
         out_ty: &TensorType,
         requant: Requant,
     ) -> Result<QuantDense, String> {
-        gemm::kernel(w.shape[1])?;
+        gemm::kernel(w.shape[1], Epilogue::Accumulators)?;
         Ok(QuantDense {
             x_ty: x_ty.clone(),
             out_ty: out_ty.clone(),
@@ -324,7 +484,12 @@ impl QuantDense {
         })
     }
 
-    fn dense_accumulators(&self, x: &Tensor, w: &Tensor) -> Result<(Vec<i32>, Vec<usize>), String> {
+    /// The accumulators `[N, M]` of the layer on `x` with weights `w`.
+    fn dense_accumulators(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(Vec<i32>, Vec<usize>), String> {
         let fresh;
         let weights = if weights(w)? == self.weights.source.as_slice() {
             &self.weights
@@ -337,13 +502,13 @@ impl QuantDense {
         };
         let (_, zx, _) = per_tensor_params(&self.x_ty, "the input")?;
         let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
-        let (xs, max_x) = centred(x, zx);
+        let (xs, max_x) = centred(x, zx)?;
         check_accumulator(k, max_x, weights.max)?;
         // B is x transposed: K rows of N columns.
         let mut rows = vec![0i16; k * n];
         for (i, image) in xs.chunks(k.max(1)).enumerate().take(n) {
             for (j, v) in image.iter().enumerate() {
-                rows[j * n + i] = (*v - zx as i32) as i16;
+                rows[j * n + i] = *v;
             }
         }
         let packed = gemm::pack_b(&rows, k, n, n);

@@ -7,6 +7,21 @@ use std::io::{ErrorKind, Write};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tells mimalloc to keep freed memory committed (no purging, arenas committed eagerly): with
+/// its defaults a MobileNetV2 run spends a third of its time zeroing pages it just gave back
+/// (kit, 64 images, one thread: 3.8 s against 2.2 s). The numbers are mimalloc v2's
+/// `mi_option_purge_delay` and `mi_option_arena_eager_commit` (`libmimalloc-sys` does not name
+/// them); the lock file pins that version.
+fn keep_freed_memory() {
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    // SAFETY: setting options is allowed at any time; unknown values are ignored by mimalloc.
+    unsafe {
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 1);
+    }
+}
+
 /// Standard output that stops writing, without an error, once its reader has gone (`qcc report
 /// ... | head`): the command still finishes and writes its files.
 struct Stdout {
@@ -40,6 +55,7 @@ impl Write for Stdout {
 }
 
 fn main() {
+    keep_freed_memory();
     let mut out = Stdout {
         inner: std::io::stdout(),
         closed: false,

@@ -219,6 +219,16 @@ impl Requant {
         self.zp + self.mults[c].apply(acc)
     }
 
+    /// The fixed-point multiplier of channel `c`.
+    pub fn multiplier(&self, c: usize) -> Multiplier {
+        self.mults[c]
+    }
+
+    /// The output zero point.
+    pub fn zero_point(&self) -> i64 {
+        self.zp
+    }
+
     /// The smallest and largest output level (clamp and storage range).
     pub fn bounds(&self) -> (i64, i64) {
         (self.lo, self.hi)
