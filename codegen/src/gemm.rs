@@ -108,7 +108,9 @@ pub fn kernel(k: usize, epilogue: Epilogue) -> Result<GemmFn, String> {
         Epilogue::Accumulators => format!("qgemm_i16_{MR}x{NR}_k{kp}_acc"),
         Epilogue::Requantize(l) => format!("qgemm_i16_{MR}x{NR}_k{kp}_{}", l.tag()),
     };
-    let code = jit::kernel(&name, &[ptr; 9], |b, args| build(b, args, kp as i64, epilogue))?;
+    let code = jit::kernel(&name, &[ptr; 9], |b, args| {
+        build(b, args, kp as i64, epilogue)
+    })?;
     // SAFETY: the code was generated with exactly this signature, in the platform's C ABI.
     Ok(unsafe { std::mem::transmute::<*const u8, GemmFn>(code) })
 }
@@ -226,7 +228,11 @@ fn tiles(f: GemmFn, a: &PackedA, b: &[i16], p: usize, out: *mut u8, ld: usize, r
     let p_chunks = pp.min(want).max(1);
     let m_chunks = (want / p_chunks).clamp(1, mp);
     let shared = Shared(out);
-    let (ap, bp, rp) = (a.words.as_ptr() as usize, b.as_ptr() as usize, records.as_ptr() as usize);
+    let (ap, bp, rp) = (
+        a.words.as_ptr() as usize,
+        b.as_ptr() as usize,
+        records.as_ptr() as usize,
+    );
     (0..p_chunks * m_chunks).into_par_iter().for_each(|t| {
         let (pc, mc) = (t / m_chunks, t % m_chunks);
         let (pb, pe) = (pp * pc / p_chunks, pp * (pc + 1) / p_chunks);

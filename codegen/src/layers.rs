@@ -227,7 +227,11 @@ impl QuantConv {
         let weights = if weights(w)? == self.weights.source.as_slice() {
             &self.weights
         } else {
-            fresh = pack_conv(w, self.attrs.groups, is_depthwise(&w.shape, self.attrs.groups))?;
+            fresh = pack_conv(
+                w,
+                self.attrs.groups,
+                is_depthwise(&w.shape, self.attrs.groups),
+            )?;
             &fresh
         };
         let (_, zx, _) = per_tensor_params(&self.x_ty, "the input")?;
@@ -282,41 +286,45 @@ fn depthwise_image(g: &Geometry, image: &[i16], taps: &[i32], sink: Sink) -> Res
     match sink {
         Sink::Accumulators(out) => {
             let f = depthwise::kernel(g, Epilogue::Accumulators)?;
-            out.par_chunks_mut(plane_out.max(1)).enumerate().for_each_init(
-                || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
-                |(staged, padded), (ch, dst)| {
-                    g.stage(input(ch), staged);
-                    // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
-                    unsafe {
-                        f(
-                            staged.as_ptr(),
-                            taps_of(ch),
-                            padded.as_mut_ptr() as *mut u8,
-                            std::ptr::null(),
-                        )
-                    };
-                    g.compact(padded, dst);
-                },
-            );
+            out.par_chunks_mut(plane_out.max(1))
+                .enumerate()
+                .for_each_init(
+                    || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
+                    |(staged, padded), (ch, dst)| {
+                        g.stage(input(ch), staged);
+                        // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
+                        unsafe {
+                            f(
+                                staged.as_ptr(),
+                                taps_of(ch),
+                                padded.as_mut_ptr() as *mut u8,
+                                std::ptr::null(),
+                            )
+                        };
+                        g.compact(padded, dst);
+                    },
+                );
         }
         Sink::Levels(out, records, levels) => {
             let f = depthwise::kernel(g, Epilogue::Requantize(levels))?;
-            out.par_chunks_mut(plane_out.max(1)).enumerate().for_each_init(
-                || (vec![0i16; g.staged_len()], vec![0u8; g.out_len()]),
-                |(staged, padded), (ch, dst)| {
-                    g.stage(input(ch), staged);
-                    // SAFETY: as above; the record is the channel's four i32.
-                    unsafe {
-                        f(
-                            staged.as_ptr(),
-                            taps_of(ch),
-                            padded.as_mut_ptr(),
-                            records[4 * ch..].as_ptr(),
-                        )
-                    };
-                    g.compact(padded, dst);
-                },
-            );
+            out.par_chunks_mut(plane_out.max(1))
+                .enumerate()
+                .for_each_init(
+                    || (vec![0i16; g.staged_len()], vec![0u8; g.out_len()]),
+                    |(staged, padded), (ch, dst)| {
+                        g.stage(input(ch), staged);
+                        // SAFETY: as above; the record is the channel's four i32.
+                        unsafe {
+                            f(
+                                staged.as_ptr(),
+                                taps_of(ch),
+                                padded.as_mut_ptr(),
+                                records[4 * ch..].as_ptr(),
+                            )
+                        };
+                        g.compact(padded, dst);
+                    },
+                );
         }
     }
     Ok(())
@@ -485,11 +493,7 @@ impl QuantDense {
     }
 
     /// The accumulators `[N, M]` of the layer on `x` with weights `w`.
-    fn dense_accumulators(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-    ) -> Result<(Vec<i32>, Vec<usize>), String> {
+    fn dense_accumulators(&self, x: &Tensor, w: &Tensor) -> Result<(Vec<i32>, Vec<usize>), String> {
         let fresh;
         let weights = if weights(w)? == self.weights.source.as_slice() {
             &self.weights
