@@ -65,14 +65,43 @@ pub fn pmaddwd(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
     b.ins().iadd_pairwise(lo, hi)
 }
 
+/// `c + dot`, where lane i of `dot` sums the four products of bytes `4i..4i+4` of `w` (i8) and
+/// `u` (u8): the exact tree Cranelift folds into one `vpdpbusd` (signed operand first,
+/// accumulator last); without VNNI it lowers to an exact longer sequence.
+pub fn dot_u8_i8(b: &mut FunctionBuilder, w: Value, u: Value, c: Value) -> Value {
+    let w_lo = b.ins().swiden_low(w);
+    let u_lo = b.ins().uwiden_low(u);
+    let lo = b.ins().imul(w_lo, u_lo);
+    let w_hi = b.ins().swiden_high(w);
+    let u_hi = b.ins().uwiden_high(u);
+    let hi = b.ins().imul(w_hi, u_hi);
+    let lo_lo = b.ins().swiden_low(lo);
+    let lo_hi = b.ins().swiden_high(lo);
+    let pairs_lo = b.ins().iadd_pairwise(lo_lo, lo_hi);
+    let hi_lo = b.ins().swiden_low(hi);
+    let hi_hi = b.ins().swiden_high(hi);
+    let pairs_hi = b.ins().iadd_pairwise(hi_lo, hi_hi);
+    let dot = b.ins().iadd_pairwise(pairs_lo, pairs_hi);
+    b.ins().iadd(dot, c)
+}
+
+/// The 32-bit word at `ptr + offset` in every lane, seen as i8x16 (four bytes repeated).
+pub fn splat_quad(b: &mut FunctionBuilder, ptr: Value, offset: i32) -> Value {
+    splat_word(b, ptr, offset, types::I8X16)
+}
+
 /// The 32-bit word at `ptr + offset` in every lane, seen as i16x8 (one pair of i16 repeated).
 pub fn splat_pair(b: &mut FunctionBuilder, ptr: Value, offset: i32) -> Value {
+    splat_word(b, ptr, offset, types::I16X8)
+}
+
+fn splat_word(b: &mut FunctionBuilder, ptr: Value, offset: i32, ty: types::Type) -> Value {
     let word = b
         .ins()
         .load(types::I32, MemFlagsData::new().with_notrap(), ptr, offset);
     let lanes = b.ins().splat(types::I32X4, word);
     b.ins().bitcast(
-        types::I16X8,
+        ty,
         MemFlagsData::new().with_endianness(Endianness::Little),
         lanes,
     )

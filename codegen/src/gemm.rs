@@ -1,19 +1,25 @@
 //! The integer matrix multiply every non-depthwise `quant.conv2d` and every `quant.dense` runs
-//! on: `C[M, P] = A[M, K] * B[K, P]` with A the i8 weights, B the activations minus their zero
-//! point (so both fit i16), accumulated exactly in i32 by `pmaddwd` (two products per lane,
-//! never saturating). A generated micro-kernel holds an `MR` x `NR` tile of C in eight
-//! independent accumulators; the generated loops around it walk a range of row and column panels,
-//! so the caller splits the work over threads.
+//! on: `C[M, P] = A[M, K] * B[K, P]`, A the i8 weights, B the activations, accumulated exactly in
+//! i32. A generated micro-kernel holds an `MR` x `NR` tile of C in eight independent accumulators;
+//! the generated loops around it walk a range of row and column panels, so the caller splits the
+//! work over threads. Two forms, chosen by the CPU ([`Form::for_depth`]):
 //!
-//! Packing: A as `[M/MR][K/2][MR]` words, each word a pair of consecutive K (so one word splats
-//! to every lane); B as `[P/NR][K/2][NR][2]`, each pixel's pair of consecutive K adjacent. Both
-//! are zero-padded to whole panels; zeros add nothing to the sums.
+//! - [`Form::Quads`] (AVX-VNNI or AVX512-VNNI): `vpdpbusd`, four u8 x i8 products per lane. B holds
+//!   the stored activations shifted to u8 (`x` for u8 storage, `x + 128` for i8), so the kernel
+//!   sums `u * w`; the caller removes `Z_u * sum_k w` per row (folded into the bias).
+//!   A is `[M/MR][K/4][MR]` words of four weights; B is `[P/NR][K/4][NR][4]` bytes.
+//! - [`Form::Pairs`] (every x86-64): `pmaddwd`, two i16 products per lane. B holds `x - Z_x`
+//!   (which fits i16). A is `[M/MR][K/2][MR]` words of two i16 weights; B is `[P/NR][K/2][NR][2]`.
+//!
+//! Both are zero-padded to whole panels; zero weights add nothing to the sums.
 
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
 
-use crate::clif::{Levels, Loop, RECORD, args_of, pmaddwd, requantize8, splat_pair};
+use crate::clif::{
+    Levels, Loop, RECORD, args_of, dot_u8_i8, pmaddwd, requantize8, splat_pair, splat_quad,
+};
 use crate::jit;
 
 /// Rows of C per micro-kernel tile.
@@ -21,37 +27,84 @@ pub const MR: usize = 4;
 /// Columns of C per micro-kernel tile (two vectors of four i32).
 pub const NR: usize = 8;
 
-/// Weights packed for the kernel: `[M/MR][K/2][MR]` pairs of i16.
+/// How the kernel multiplies: see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// `pmaddwd` on i16 pairs.
+    Pairs,
+    /// `vpdpbusd` on u8 x i8 quads.
+    Quads,
+}
+
+impl Form {
+    /// The form for a product over `k`: quads where the CPU has VNNI and the sums of `u * w`
+    /// (up to `k * 255 * 127`) cannot overflow i32, else pairs.
+    pub fn for_depth(k: usize) -> Form {
+        let vnni = jit::features().is_ok_and(|f| f.vnni);
+        if vnni && (k as u64) * 255 * 127 < 1 << 31 {
+            Form::Quads
+        } else {
+            Form::Pairs
+        }
+    }
+
+    /// Values of K per word.
+    fn per_word(self) -> usize {
+        match self {
+            Form::Pairs => 2,
+            Form::Quads => 4,
+        }
+    }
+}
+
+/// Weights packed for the kernel.
 pub struct PackedA {
     words: Vec<u32>,
+    /// The form it is packed for.
+    pub form: Form,
     /// Rows before padding.
     pub m: usize,
     /// Depth before padding.
     pub k: usize,
+    /// `sum_k w` of every row (what [`Form::Quads`] corrects for).
+    pub row_sums: Vec<i64>,
 }
 
 impl PackedA {
-    /// Packs row-major `rows` (`m` rows of `k` weights).
-    pub fn new(rows: &[i8], m: usize, k: usize) -> PackedA {
-        let (mp, kp) = (m.div_ceil(MR), k.div_ceil(2));
-        let mut words = vec![0u32; mp * kp * MR];
-        let at = |r: usize, c: usize| -> u16 {
-            if r < m && c < k {
-                rows[r * k + c] as i16 as u16
-            } else {
-                0
-            }
-        };
+    /// Packs row-major `rows` (`m` rows of `k` weights) for `form`.
+    pub fn new(rows: &[i8], m: usize, k: usize, form: Form) -> PackedA {
+        let per = form.per_word();
+        let (mp, kw) = (m.div_ceil(MR), k.div_ceil(per));
+        let mut words = vec![0u32; mp * kw * MR];
+        let at = |r: usize, c: usize| -> i8 { if r < m && c < k { rows[r * k + c] } else { 0 } };
         for panel in 0..mp {
-            for q in 0..kp {
+            for q in 0..kw {
                 for i in 0..MR {
                     let r = panel * MR + i;
-                    let word = u32::from(at(r, 2 * q)) | (u32::from(at(r, 2 * q + 1)) << 16);
-                    words[(panel * kp + q) * MR + i] = word;
+                    let word = match form {
+                        Form::Pairs => {
+                            let lo = at(r, 2 * q) as i16 as u16;
+                            let hi = at(r, 2 * q + 1) as i16 as u16;
+                            u32::from(lo) | (u32::from(hi) << 16)
+                        }
+                        Form::Quads => {
+                            u32::from_le_bytes([0, 1, 2, 3].map(|e| at(r, 4 * q + e) as u8))
+                        }
+                    };
+                    words[(panel * kw + q) * MR + i] = word;
                 }
             }
         }
-        PackedA { words, m, k }
+        let row_sums = (0..m)
+            .map(|r| rows[r * k..(r + 1) * k].iter().map(|w| i64::from(*w)).sum())
+            .collect();
+        PackedA {
+            words,
+            form,
+            m,
+            k,
+            row_sums,
+        }
     }
 
     fn panels(&self) -> usize {
@@ -59,26 +112,50 @@ impl PackedA {
     }
 }
 
-/// Packs B from `rows` (`k` rows of `ldp` values, of which the first `p` are real).
-pub fn pack_b(rows: &[i16], k: usize, p: usize, ldp: usize) -> Vec<i16> {
-    let (pp, kp) = (p.div_ceil(NR), k.div_ceil(2));
-    let mut packed = vec![0i16; pp * kp * NR * 2];
+/// Activations packed for the kernel (see the module documentation).
+pub enum PackedB {
+    /// For [`Form::Pairs`]: `x - Z_x`.
+    Pairs(Vec<i16>),
+    /// For [`Form::Quads`]: `x` shifted to u8.
+    Quads(Vec<u8>),
+}
+
+impl PackedB {
+    fn as_ptr(&self) -> *const u8 {
+        match self {
+            PackedB::Pairs(v) => v.as_ptr() as *const u8,
+            PackedB::Quads(v) => v.as_ptr(),
+        }
+    }
+}
+
+/// Packs B from `rows` (`k` rows of `ldp` values, of which the first `p` are real), `per` values
+/// of K per pixel word.
+fn pack<T: Copy + Default + Send + Sync>(
+    rows: &[T],
+    k: usize,
+    p: usize,
+    ldp: usize,
+    per: usize,
+) -> Vec<T> {
+    let (pp, kw) = (p.div_ceil(NR), k.div_ceil(per));
+    let mut packed = vec![T::default(); pp * kw * NR * per];
     packed
-        .par_chunks_mut(kp * NR * 2)
+        .par_chunks_mut(kw * NR * per)
         .enumerate()
         .for_each(|(panel, dst)| {
             let p0 = panel * NR;
             let width = NR.min(p - p0);
-            for q in 0..kp {
-                let tile = &mut dst[q * NR * 2..(q + 1) * NR * 2];
-                for e in 0..2 {
-                    let row = 2 * q + e;
+            for q in 0..kw {
+                let tile = &mut dst[q * NR * per..(q + 1) * NR * per];
+                for e in 0..per {
+                    let row = per * q + e;
                     if row >= k {
                         continue;
                     }
                     let src = &rows[row * ldp + p0..row * ldp + p0 + width];
                     for (i, v) in src.iter().enumerate() {
-                        tile[2 * i + e] = *v;
+                        tile[per * i + e] = *v;
                     }
                 }
             }
@@ -86,8 +163,18 @@ pub fn pack_b(rows: &[i16], k: usize, p: usize, ldp: usize) -> Vec<i16> {
     packed
 }
 
+/// Packs centred activations (`x - Z_x`, `k` rows of `ldp`) for [`Form::Pairs`].
+pub fn pack_pairs(rows: &[i16], k: usize, p: usize, ldp: usize) -> PackedB {
+    PackedB::Pairs(pack(rows, k, p, ldp, 2))
+}
+
+/// Packs u8-shifted activations (`k` rows of `ldp`) for [`Form::Quads`].
+pub fn pack_quads(rows: &[u8], k: usize, p: usize, ldp: usize) -> PackedB {
+    PackedB::Quads(pack(rows, k, p, ldp, 4))
+}
+
 type GemmFn =
-    unsafe extern "C" fn(*const u32, *const i16, *mut u8, i64, i64, i64, i64, i64, *const i32);
+    unsafe extern "C" fn(*const u32, *const u8, *mut u8, i64, i64, i64, i64, i64, *const i32);
 
 /// What a generated multiply does with each finished tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,21 +188,25 @@ pub enum Epilogue {
 /// The generated multiply for depth `k`, `(a, b, out, ld, pb, pe, mb, me, records)`: computes
 /// the tiles of column panels `[pb, pe)` and row panels `[mb, me)` and finishes them by
 /// `epilogue`.
-pub fn kernel(k: usize, epilogue: Epilogue) -> Result<GemmFn, String> {
-    let kp = k.div_ceil(2).max(1);
+pub fn kernel(k: usize, form: Form, epilogue: Epilogue) -> Result<GemmFn, String> {
+    let kw = k.div_ceil(form.per_word()).max(1);
     let ptr = jit::pointer();
+    let prefix = match form {
+        Form::Pairs => format!("qgemm_pmaddwd_{MR}x{NR}_k{kw}"),
+        Form::Quads => format!("qgemm_vpdpbusd_{MR}x{NR}_k{kw}"),
+    };
     let name = match epilogue {
-        Epilogue::Accumulators => format!("qgemm_i16_{MR}x{NR}_k{kp}_acc"),
-        Epilogue::Requantize(l) => format!("qgemm_i16_{MR}x{NR}_k{kp}_{}", l.tag()),
+        Epilogue::Accumulators => format!("{prefix}_acc"),
+        Epilogue::Requantize(l) => format!("{prefix}_{}", l.tag()),
     };
     let code = jit::kernel(&name, &[ptr; 9], |b, args| {
-        build(b, args, kp as i64, epilogue)
+        build(b, args, kw as i64, form, epilogue)
     })?;
     // SAFETY: the code was generated with exactly this signature, in the platform's C ABI.
     Ok(unsafe { std::mem::transmute::<*const u8, GemmFn>(code) })
 }
 
-fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, epilogue: Epilogue) {
+fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue: Epilogue) {
     let (a, bm, out, ld, pb, pe, mb, me, records) = (
         args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8],
     );
@@ -158,15 +249,28 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, epilogue: Epilogue) {
         params[2 * MR + 1],
         params[2 * MR + 2],
     );
-    let b0 = b.ins().load(types::I16X8, flags, bp, 0);
-    let b1 = b.ins().load(types::I16X8, flags, bp, 16);
+    let lanes = match form {
+        Form::Pairs => types::I16X8,
+        Form::Quads => types::I8X16,
+    };
+    let b0 = b.ins().load(lanes, flags, bp, 0);
+    let b1 = b.ins().load(lanes, flags, bp, 16);
     let mut next = Vec::with_capacity(2 * MR + 3);
     for r in 0..MR {
-        let w = splat_pair(b, ap, 4 * r as i32);
-        let d0 = pmaddwd(b, w, b0);
-        let d1 = pmaddwd(b, w, b1);
-        next.push(b.ins().iadd(accs[2 * r], d0));
-        next.push(b.ins().iadd(accs[2 * r + 1], d1));
+        match form {
+            Form::Pairs => {
+                let w = splat_pair(b, ap, 4 * r as i32);
+                let d0 = pmaddwd(b, w, b0);
+                let d1 = pmaddwd(b, w, b1);
+                next.push(b.ins().iadd(accs[2 * r], d0));
+                next.push(b.ins().iadd(accs[2 * r + 1], d1));
+            }
+            Form::Quads => {
+                let w = splat_quad(b, ap, 4 * r as i32);
+                next.push(dot_u8_i8(b, w, b0, accs[2 * r]));
+                next.push(dot_u8_i8(b, w, b1, accs[2 * r + 1]));
+            }
+        }
     }
     let finished = args_of(&next);
     let ap2 = b.ins().iadd_imm_s(ap, mr * 4);
@@ -221,7 +325,7 @@ unsafe impl Sync for Shared {}
 
 /// Runs `f` over every tile of an `[a.m, p]` output at `out` (rows `ld` elements apart), the
 /// tiles split over the current thread pool.
-fn tiles(f: GemmFn, a: &PackedA, b: &[i16], p: usize, out: *mut u8, ld: usize, records: &[i32]) {
+fn tiles(f: GemmFn, a: &PackedA, b: &PackedB, p: usize, out: *mut u8, ld: usize, records: &[i32]) {
     let (mp, pp) = (a.panels(), p.div_ceil(NR));
     let threads = rayon::current_num_threads().max(1);
     let want = threads * 4;
@@ -246,7 +350,7 @@ fn tiles(f: GemmFn, a: &PackedA, b: &[i16], p: usize, out: *mut u8, ld: usize, r
         unsafe {
             f(
                 ap as *const u32,
-                bp as *const i16,
+                bp as *const u8,
                 s.0,
                 ld as i64,
                 pb as i64,
@@ -259,13 +363,14 @@ fn tiles(f: GemmFn, a: &PackedA, b: &[i16], p: usize, out: *mut u8, ld: usize, r
     });
 }
 
-/// `C = A * B` for packed `a` and packed `b` (of `p` columns): C as `[a.m][p]` i32.
-pub fn multiply(a: &PackedA, b: &[i16], p: usize) -> Result<Vec<i32>, String> {
+/// `C = A * B` for packed `a` and packed `b` (of `p` columns): C as `[a.m][p]` i32 (for
+/// [`Form::Quads`], the sums of `u * w`, before the zero-point correction).
+pub fn multiply(a: &PackedA, b: &PackedB, p: usize) -> Result<Vec<i32>, String> {
     if a.k == 0 || p == 0 || a.m == 0 {
         return Ok(vec![0; a.m * p]);
     }
     let ld = p.div_ceil(NR) * NR;
-    let f = kernel(a.k, Epilogue::Accumulators)?;
+    let f = kernel(a.k, a.form, Epilogue::Accumulators)?;
     let mut c = vec![0i32; a.panels() * MR * ld];
     tiles(f, a, b, p, c.as_mut_ptr() as *mut u8, ld, &[]);
     let mut out = vec![0i32; a.m * p];
@@ -279,7 +384,7 @@ pub fn multiply(a: &PackedA, b: &[i16], p: usize) -> Result<Vec<i32>, String> {
 /// see [`requantize8`]), as `[a.m][p]` bytes.
 pub fn multiply_requantized(
     a: &PackedA,
-    b: &[i16],
+    b: &PackedB,
     p: usize,
     records: &[i32],
     levels: Levels,
@@ -289,7 +394,7 @@ pub fn multiply_requantized(
     if records.len() < rows * 4 {
         return Err("internal error: fewer requantization records than rows".into());
     }
-    let f = kernel(a.k, Epilogue::Requantize(levels))?;
+    let f = kernel(a.k, a.form, Epilogue::Requantize(levels))?;
     let mut padded = vec![0u8; rows * ld];
     tiles(f, a, b, p, padded.as_mut_ptr(), ld, records);
     let mut out = vec![0u8; a.m * p];

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::clif::Levels;
 use crate::depthwise::{self, Geometry};
-use crate::gemm::{self, Epilogue, MR, PackedA};
+use crate::gemm::{self, Epilogue, Form, MR, PackedA};
 
 /// The i8 weights of `w`, or an error.
 fn weights(w: &Tensor) -> Result<&[i8], String> {
@@ -29,13 +29,23 @@ fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
     })
 }
 
-/// `x - Z_x` of every stored value of `x` (8-bit storage, so it fits i16), and the largest
-/// `|x - Z_x|`.
-fn centred(x: &Tensor, zero_point: i64) -> Result<(Vec<i16>, u32), String> {
-    let z = zero_point as i16;
-    let values: Vec<i16> = match &x.data {
-        TensorData::U8(v) => v.par_iter().map(|q| *q as i16 - z).collect(),
-        TensorData::I8(v) => v.par_iter().map(|q| *q as i16 - z).collect(),
+/// The largest `|x - Z_x|` over the stored values of `x` (8-bit storage).
+fn extent(x: &Tensor, zero_point: i64) -> Result<u32, String> {
+    let (lo, hi) = match &x.data {
+        TensorData::U8(v) => v
+            .par_iter()
+            .fold(
+                || (255i64, 0i64),
+                |(lo, hi), q| (lo.min(i64::from(*q)), hi.max(i64::from(*q))),
+            )
+            .reduce(|| (255, 0), |a, b| (a.0.min(b.0), a.1.max(b.1))),
+        TensorData::I8(v) => v
+            .par_iter()
+            .fold(
+                || (127i64, -128i64),
+                |(lo, hi), q| (lo.min(i64::from(*q)), hi.max(i64::from(*q))),
+            )
+            .reduce(|| (127, -128), |a, b| (a.0.min(b.0), a.1.max(b.1))),
         other => {
             return Err(format!(
                 "the input must be 8-bit, got {}",
@@ -43,12 +53,67 @@ fn centred(x: &Tensor, zero_point: i64) -> Result<(Vec<i16>, u32), String> {
             ));
         }
     };
-    let max = values
-        .par_iter()
-        .map(|v| v.unsigned_abs())
-        .max()
-        .unwrap_or(0);
-    Ok((values, u32::from(max)))
+    if x.numel() == 0 {
+        return Ok(0);
+    }
+    Ok((lo - zero_point)
+        .unsigned_abs()
+        .max((hi - zero_point).unsigned_abs()) as u32)
+}
+
+/// The activations of a layer as its kernels read them.
+enum Activations<'a> {
+    /// `x - Z_x` as i16 (the `pmaddwd` GEMM and the depthwise kernel).
+    Centred(Vec<i16>),
+    /// The stored values shifted to u8 and the zero point shifted with them (the `vpdpbusd`
+    /// GEMM): u8 storage as it is, i8 storage plus 128.
+    Shifted(std::borrow::Cow<'a, [u8]>, u8),
+}
+
+impl Activations<'_> {
+    fn of(x: &Tensor, zero_point: i64, form: Option<Form>) -> Activations<'_> {
+        match (form, &x.data) {
+            (Some(Form::Quads), TensorData::U8(v)) => {
+                Activations::Shifted(std::borrow::Cow::Borrowed(v), zero_point as u8)
+            }
+            (Some(Form::Quads), TensorData::I8(v)) => Activations::Shifted(
+                std::borrow::Cow::Owned(v.par_iter().map(|q| (*q as u8) ^ 0x80).collect()),
+                (zero_point + 128) as u8,
+            ),
+            (_, data) => {
+                let z = zero_point as i16;
+                Activations::Centred(match data {
+                    TensorData::U8(v) => v.par_iter().map(|q| *q as i16 - z).collect(),
+                    TensorData::I8(v) => v.par_iter().map(|q| *q as i16 - z).collect(),
+                    _ => Vec::new(), // refused by `extent` before
+                })
+            }
+        }
+    }
+
+    /// Image `i` of `len` values.
+    fn image(&self, i: usize, len: usize) -> Image<'_> {
+        match self {
+            Activations::Centred(v) => Image::Centred(&v[i * len..(i + 1) * len]),
+            Activations::Shifted(v, z) => Image::Shifted(&v[i * len..(i + 1) * len], *z),
+        }
+    }
+}
+
+/// One image of [`Activations`].
+#[derive(Clone, Copy)]
+enum Image<'a> {
+    Centred(&'a [i16]),
+    Shifted(&'a [u8], u8),
+}
+
+impl<'a> Image<'a> {
+    fn centred(self) -> &'a [i16] {
+        match self {
+            Image::Centred(v) => v,
+            Image::Shifted(..) => &[],
+        }
+    }
 }
 
 /// How a layer's outputs are produced: requantized inside the kernels, or (when the layer's
@@ -135,7 +200,7 @@ fn pack_conv(w: &Tensor, groups: usize, depthwise: bool) -> Result<Weights, Stri
         let og = o / groups;
         Packed::Gemm(
             (0..groups)
-                .map(|g| PackedA::new(&v[g * og * k..(g + 1) * og * k], og, k))
+                .map(|g| PackedA::new(&v[g * og * k..(g + 1) * og * k], og, k, Form::for_depth(k)))
                 .collect(),
         )
     };
@@ -192,8 +257,8 @@ impl QuantConv {
                     Packed::Depthwise(_) => {
                         depthwise::kernel(&conv.geometry(h, wd, &w.shape)?, e)?;
                     }
-                    Packed::Gemm(_) => {
-                        gemm::kernel(w.shape[1..].iter().product(), e)?;
+                    Packed::Gemm(panels) => {
+                        gemm::kernel(w.shape[1..].iter().product(), panels[0].form, e)?;
                     }
                 }
             }
@@ -240,31 +305,39 @@ impl QuantConv {
         let g = self.geometry(h, wd, &w.shape)?;
         let [oh, ow] = g.output;
         let plane = oh * ow;
-        let (xs, max_x) = centred(x, zx)?;
+        let max_x = extent(x, zx)?;
+        let form = match &weights.packed {
+            Packed::Gemm(panels) => panels.first().map(|p| p.form),
+            Packed::Depthwise(_) => None,
+        };
+        let xs = Activations::of(x, zx, form);
         let k = cg * g.kernel[0] * g.kernel[1];
         check_accumulator(k, max_x, weights.max)?;
         let bound = k as u128 * u128::from(max_x) * u128::from(weights.max);
         let fused = finish.and_then(|f| f.records(bound));
         let image_len = c * h * wd;
-        let run = |image: &[i16], sink: Sink| match &weights.packed {
-            Packed::Depthwise(taps) => depthwise_image(&g, image, taps, sink),
-            Packed::Gemm(panels) => gemm_image(&g, &self.attrs, image, cg, panels, sink),
+        let run = |i: usize, sink: Sink| {
+            let image = xs.image(i, image_len);
+            match &weights.packed {
+                Packed::Depthwise(taps) => depthwise_image(&g, image.centred(), taps, sink),
+                Packed::Gemm(panels) => gemm_image(&g, &self.attrs, image, cg, panels, sink),
+            }
         };
         let shape = vec![n, o, oh, ow];
         let output = match fused {
             Some((records, levels)) => {
                 let mut out = vec![0u8; n * o * plane];
                 out.par_chunks_mut((o * plane).max(1))
-                    .zip(xs.par_chunks(image_len.max(1)))
-                    .map(|(out, image)| run(image, Sink::Levels(out, &records, levels)))
+                    .enumerate()
+                    .map(|(i, out)| run(i, Sink::Levels(out, &records, levels)))
                     .collect::<Result<(), String>>()?;
                 Output::Levels(out, levels)
             }
             None => {
                 let mut acc = vec![0i32; n * o * plane];
                 acc.par_chunks_mut((o * plane).max(1))
-                    .zip(xs.par_chunks(image_len.max(1)))
-                    .map(|(acc, image)| run(image, Sink::Accumulators(acc)))
+                    .enumerate()
+                    .map(|(i, acc)| run(i, Sink::Accumulators(acc)))
                     .collect::<Result<(), String>>()?;
                 Output::Accumulators(acc)
             }
@@ -335,7 +408,7 @@ fn depthwise_image(g: &Geometry, image: &[i16], taps: &[i32], sink: Sink) -> Res
 fn gemm_image(
     g: &Geometry,
     attrs: &Conv2dAttrs,
-    image: &[i16],
+    image: Image,
     cg: usize,
     panels: &[PackedA],
     mut sink: Sink,
@@ -346,31 +419,36 @@ fn gemm_image(
     let k = cg * kh * kw;
     let pointwise =
         kh == 1 && kw == 1 && attrs.window.strides == [1, 1] && attrs.window.pads == [0; 4];
-    let mut cols = Vec::new();
+    let group = |grp: usize| grp * cg * h * w..(grp + 1) * cg * h * w;
     for (grp, a) in panels.iter().enumerate() {
-        let x = &image[grp * cg * h * w..(grp + 1) * cg * h * w];
-        let rows: &[i16] = if pointwise {
-            x
-        } else {
-            cols.resize(k * plane, 0);
-            im2col(g, x, cg, &mut cols);
-            &cols
+        let packed = match image {
+            Image::Centred(x) if pointwise => gemm::pack_pairs(&x[group(grp)], k, plane, plane),
+            Image::Centred(x) => {
+                let mut cols = vec![0i16; k * plane];
+                im2col(g, &x[group(grp)], cg, 0, &mut cols);
+                gemm::pack_pairs(&cols, k, plane, plane)
+            }
+            Image::Shifted(x, _) if pointwise => gemm::pack_quads(&x[group(grp)], k, plane, plane),
+            Image::Shifted(x, z) => {
+                let mut cols = vec![0u8; k * plane];
+                im2col(g, &x[group(grp)], cg, z, &mut cols);
+                gemm::pack_quads(&cols, k, plane, plane)
+            }
         };
-        let packed = gemm::pack_b(rows, k, plane, plane);
+        let zu = match image {
+            Image::Shifted(_, z) => i64::from(z),
+            Image::Centred(_) => 0,
+        };
         let span = grp * a.m * plane..(grp + 1) * a.m * plane;
         match &mut sink {
             Sink::Accumulators(out) => {
-                out[span].copy_from_slice(&gemm::multiply(a, &packed, plane)?);
+                let c = gemm::multiply(a, &packed, plane)?;
+                correct(&c, a, zu, plane, &mut out[span]);
             }
             Sink::Levels(out, records, levels) => {
-                let first = 4 * grp * a.m;
-                let group_records = group_records(records, first, a.m);
+                let records = group_records(records, 4 * grp * a.m, a, zu);
                 out[span].copy_from_slice(&gemm::multiply_requantized(
-                    a,
-                    &packed,
-                    plane,
-                    &group_records,
-                    *levels,
+                    a, &packed, plane, &records, *levels,
                 )?);
             }
         }
@@ -378,15 +456,36 @@ fn gemm_image(
     Ok(())
 }
 
-/// The records of `m` channels starting at record offset `first`, padded to whole row panels.
-fn group_records(records: &[i32], first: usize, m: usize) -> Vec<i32> {
+/// Accumulators `c` (`[a.m][plane]`) with the shifted zero point's share `zu * sum_k w` removed.
+fn correct(c: &[i32], a: &PackedA, zu: i64, plane: usize, out: &mut [i32]) {
+    for ((dst, src), sum) in out
+        .chunks_mut(plane.max(1))
+        .zip(c.chunks(plane.max(1)))
+        .zip(&a.row_sums)
+    {
+        let delta = (zu * sum) as i32;
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.wrapping_sub(delta);
+        }
+    }
+}
+
+/// The records of `a.m` channels starting at record offset `first`, padded to whole row panels,
+/// their biases less `zu * sum_k w` (wrapping: the sum the kernel forms is exact modulo 2^32,
+/// and the caller checked that the true one fits i32).
+fn group_records(records: &[i32], first: usize, a: &PackedA, zu: i64) -> Vec<i32> {
+    let m = a.m;
     let mut out = vec![0i32; m.div_ceil(MR) * MR * 4];
     out[..4 * m].copy_from_slice(&records[first..first + 4 * m]);
+    for (r, sum) in out.chunks_mut(4).zip(&a.row_sums) {
+        r[0] = (i64::from(r[0]) - zu * sum) as i32;
+    }
     out
 }
 
-/// The `[cg * kh * kw, OH * OW]` matrix of `x - Z_x` under each window position (0 in padding).
-fn im2col(g: &Geometry, x: &[i16], cg: usize, rows: &mut [i16]) {
+/// The `[cg * kh * kw, OH * OW]` matrix of activations under each window position (`pad` where
+/// the window reads padding).
+fn im2col<T: Copy + Send + Sync>(g: &Geometry, x: &[T], cg: usize, pad: T, rows: &mut [T]) {
     let [h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.output;
@@ -406,7 +505,7 @@ fn im2col(g: &Geometry, x: &[i16], cg: usize, rows: &mut [i16]) {
                     let ix = (ox * sx + kx * dx).checked_sub(pl).filter(|v| *v < w);
                     dst[oy * ow + ox] = match (iy, ix) {
                         (Some(iy), Some(ix)) => src[iy * w + ix],
-                        _ => 0,
+                        _ => pad,
                     };
                 }
             }
@@ -470,7 +569,12 @@ fn pack_dense(w: &Tensor) -> Result<Weights, String> {
     let ints: Vec<i32> = v.iter().map(|x| i32::from(*x)).collect();
     Ok(Weights {
         source: v.to_vec(),
-        packed: Packed::Gemm(vec![PackedA::new(v, w.shape[0], w.shape[1])]),
+        packed: Packed::Gemm(vec![PackedA::new(
+            v,
+            w.shape[0],
+            w.shape[1],
+            Form::for_depth(w.shape[1]),
+        )]),
         max: magnitude(&ints),
     })
 }
@@ -483,7 +587,11 @@ impl QuantDense {
         out_ty: &TensorType,
         requant: Requant,
     ) -> Result<QuantDense, String> {
-        gemm::kernel(w.shape[1], Epilogue::Accumulators)?;
+        gemm::kernel(
+            w.shape[1],
+            Form::for_depth(w.shape[1]),
+            Epilogue::Accumulators,
+        )?;
         Ok(QuantDense {
             x_ty: x_ty.clone(),
             out_ty: out_ty.clone(),
@@ -506,17 +614,19 @@ impl QuantDense {
         };
         let (_, zx, _) = per_tensor_params(&self.x_ty, "the input")?;
         let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
-        let (xs, max_x) = centred(x, zx)?;
+        let max_x = extent(x, zx)?;
         check_accumulator(k, max_x, weights.max)?;
+        let a = &panels[0];
         // B is x transposed: K rows of N columns.
-        let mut rows = vec![0i16; k * n];
-        for (i, image) in xs.chunks(k.max(1)).enumerate().take(n) {
-            for (j, v) in image.iter().enumerate() {
-                rows[j * n + i] = *v;
-            }
-        }
-        let packed = gemm::pack_b(&rows, k, n, n);
-        let c = gemm::multiply(&panels[0], &packed, n)?;
+        let (packed, zu) = match Activations::of(x, zx, Some(a.form)) {
+            Activations::Centred(xs) => (gemm::pack_pairs(&transpose(&xs, n, k), k, n, n), 0),
+            Activations::Shifted(xs, z) => (
+                gemm::pack_quads(&transpose(&xs, n, k), k, n, n),
+                i64::from(z),
+            ),
+        };
+        let mut c = vec![0i32; m * n];
+        correct(&gemm::multiply(a, &packed, n)?, a, zu, n, &mut c);
         let mut acc = vec![0i32; n * m];
         for (o, row) in c.chunks(n.max(1)).enumerate().take(m) {
             for (i, v) in row.iter().enumerate() {
@@ -525,6 +635,17 @@ impl QuantDense {
         }
         Ok((acc, vec![n, m]))
     }
+}
+
+/// `rows x cols` values transposed.
+fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); rows * cols];
+    for (i, row) in values.chunks(cols.max(1)).enumerate().take(rows) {
+        for (j, v) in row.iter().enumerate() {
+            out[j * rows + i] = *v;
+        }
+    }
+    out
 }
 
 impl OpKernel for QuantDense {
