@@ -1,6 +1,8 @@
 //! The depthwise convolution (one input channel per output channel): a generated kernel per
 //! layer geometry that computes one channel's output plane, eight outputs of a row at a time in
-//! two i32x4 accumulators, every tap of the window unrolled with its weight splatted once.
+//! two i32x4 accumulators. The taps of the window are unrolled two at a time: the two taps'
+//! inputs interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights with
+//! `pmaddwd`, exact since `|x - Z_x| * |w| <= 255 * 127` fits i16 pairs summed in i32.
 //!
 //! The input plane is staged as i16 (`x - Z_x`, zero where the window reads padding) and split
 //! into `stride` column phases, so that a stride-2 layer also reads contiguous vectors: output
@@ -10,7 +12,9 @@
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
 use cranelift_frontend::FunctionBuilder;
 
-use crate::clif::{Loop, requantize8};
+use cranelift_codegen::ir::{Endianness, Immediate};
+
+use crate::clif::{Loop, pmaddwd, requantize8, splat_pair};
 use crate::gemm::Epilogue;
 use crate::jit;
 
@@ -60,8 +64,9 @@ impl Geometry {
         self.output[0] * self.row()
     }
 
-    /// Stages one channel (`plane`, `H x W` centred values) into `dst` (`staged_len` values).
-    pub fn stage(&self, plane: &[i16], dst: &mut [i16]) {
+    /// Stages one channel (`plane`, `H x W` stored values of zero point `zero_point`) into
+    /// `dst` (`staged_len` values of `x - Z_x`).
+    pub fn stage<T: Copy + Into<i16>>(&self, plane: &[T], zero_point: i16, dst: &mut [i16]) {
         let (rows, width, s) = (self.rows(), self.phase_width(), self.strides[1]);
         let [h, w] = self.input;
         let [pt, pl] = self.pads;
@@ -75,15 +80,12 @@ impl Geometry {
                     line.fill(0);
                     continue;
                 };
-                let src = &plane[iy * w..(iy + 1) * w];
                 line[..j0].fill(0);
                 line[j1..].fill(0);
-                if s == 1 {
-                    line[j0..j1].copy_from_slice(&src[j0 + r - pl..j1 + r - pl]);
-                } else {
-                    for (j, v) in line[j0..j1].iter_mut().enumerate() {
-                        *v = src[(j0 + j) * s + r - pl];
-                    }
+                let first = j0 * s + r - pl;
+                let src = plane[iy * w + first..(iy + 1) * w].iter().step_by(s);
+                for (d, v) in line[j0..j1].iter_mut().zip(src) {
+                    *d = (*v).into() - zero_point;
                 }
             }
         }
@@ -98,7 +100,34 @@ impl Geometry {
     }
 }
 
-type DepthwiseFn = unsafe extern "C" fn(*const i16, *const i32, *mut u8, *const i32);
+/// Words of paired tap weights for `taps` taps (the last pairs with a zero weight when odd).
+pub fn pair_count(taps: usize) -> usize {
+    taps.div_ceil(2)
+}
+
+/// The weights of one channel's taps as pair words: `(w[2i], w[2i + 1])` as two i16.
+pub fn pair_words(taps: &[i8]) -> Vec<u32> {
+    taps.chunks(2)
+        .map(|p| {
+            let lo = p[0] as i16 as u16;
+            let hi = p.get(1).map_or(0, |w| *w as i16 as u16);
+            u32::from(lo) | (u32::from(hi) << 16)
+        })
+        .collect()
+}
+
+/// The byte shuffle that interleaves the i16 lanes `from..from + 4` of two vectors
+/// (`punpcklwd` for 0, `punpckhwd` for 8).
+fn interleave_mask(b: &mut FunctionBuilder, from: u8) -> Immediate {
+    let mut bytes = Vec::with_capacity(16);
+    for lane in 0..4u8 {
+        let at = from + 2 * lane;
+        bytes.extend([at, at + 1, 16 + at, 17 + at]);
+    }
+    b.func.dfg.immediates.push(bytes.into())
+}
+
+type DepthwiseFn = unsafe extern "C" fn(*const i16, *const u32, *mut u8, *const i32);
 
 /// The generated kernel for `g`: `(staged input, taps as i32, padded output, record)`; the
 /// output is i32 accumulators or, requantized by the channel's record, output levels.
@@ -146,11 +175,10 @@ fn build(
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let (rows, width, row) = (g.rows() as i64, g.phase_width() as i64, g.row() as i64);
-    let weights: Vec<_> = (0..kh * kw)
-        .map(|t| {
-            let w = b.ins().load(types::I32, flags, taps, (4 * t) as i32);
-            b.ins().splat(types::I32X4, w)
-        })
+    // One splatted word per pair of taps (two i16 weights).
+    let pairs = pair_count(kh * kw);
+    let weights: Vec<_> = (0..pairs)
+        .map(|t| splat_pair(b, taps, (4 * t) as i32))
         .collect();
     // Byte offset of each tap from the start of the output row's first input row.
     let offsets: Vec<i32> = (0..kh * kw)
@@ -177,13 +205,22 @@ fn build(
     let zero32 = b.ins().iconst(types::I32, 0);
     let mut acc0 = b.ins().splat(types::I32X4, zero32);
     let mut acc1 = acc0;
-    for (w, off) in weights.iter().zip(&offsets) {
-        let v0 = b.ins().sload16x4(flags, src, *off);
-        let v1 = b.ins().sload16x4(flags, src, *off + 8);
-        let p0 = b.ins().imul(v0, *w);
-        let p1 = b.ins().imul(v1, *w);
-        acc0 = b.ins().iadd(acc0, p0);
-        acc1 = b.ins().iadd(acc1, p1);
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let (low, high) = (interleave_mask(b, 0), interleave_mask(b, 8));
+    for (pair, w) in weights.iter().enumerate() {
+        // Eight outputs' inputs of two taps, interleaved so each lane holds (tap a, tap b).
+        let a = offsets[2 * pair];
+        let bo = offsets.get(2 * pair + 1).copied().unwrap_or(a);
+        let xa = b.ins().load(types::I8X16, flags, src, a);
+        let xb = b.ins().load(types::I8X16, flags, src, bo);
+        let lo = b.ins().shuffle(xa, xb, low);
+        let hi = b.ins().shuffle(xa, xb, high);
+        let lo = b.ins().bitcast(types::I16X8, little, lo);
+        let hi = b.ins().bitcast(types::I16X8, little, hi);
+        let d0 = pmaddwd(b, lo, *w);
+        let d1 = pmaddwd(b, hi, *w);
+        acc0 = b.ins().iadd(acc0, d0);
+        acc1 = b.ins().iadd(acc1, d1);
     }
     let dst_off = b.ins().imul_imm_s(ox, width_of);
     let dst = b.ins().iadd(out_row, dst_off);

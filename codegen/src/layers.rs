@@ -63,7 +63,7 @@ fn extent(x: &Tensor, zero_point: i64) -> Result<u32, String> {
 
 /// The activations of a layer as its kernels read them.
 enum Activations<'a> {
-    /// `x - Z_x` as i16 (the `pmaddwd` GEMM and the depthwise kernel).
+    /// `x - Z_x` as i16 (the `pmaddwd` GEMM).
     Centred(Vec<i16>),
     /// The stored values shifted to u8 and the zero point shifted with them (the `vpdpbusd`
     /// GEMM): u8 storage as it is, i8 storage plus 128.
@@ -71,12 +71,12 @@ enum Activations<'a> {
 }
 
 impl Activations<'_> {
-    fn of(x: &Tensor, zero_point: i64, form: Option<Form>) -> Activations<'_> {
+    fn of(x: &Tensor, zero_point: i64, form: Form) -> Activations<'_> {
         match (form, &x.data) {
-            (Some(Form::Quads), TensorData::U8(v)) => {
+            (Form::Quads, TensorData::U8(v)) => {
                 Activations::Shifted(std::borrow::Cow::Borrowed(v), zero_point as u8)
             }
-            (Some(Form::Quads), TensorData::I8(v)) => Activations::Shifted(
+            (Form::Quads, TensorData::I8(v)) => Activations::Shifted(
                 std::borrow::Cow::Owned(v.par_iter().map(|q| (*q as u8) ^ 0x80).collect()),
                 (zero_point + 128) as u8,
             ),
@@ -105,15 +105,6 @@ impl Activations<'_> {
 enum Image<'a> {
     Centred(&'a [i16]),
     Shifted(&'a [u8], u8),
-}
-
-impl<'a> Image<'a> {
-    fn centred(self) -> &'a [i16] {
-        match self {
-            Image::Centred(v) => v,
-            Image::Shifted(..) => &[],
-        }
-    }
 }
 
 /// How a layer's outputs are produced: requantized inside the kernels, or (when the layer's
@@ -171,8 +162,8 @@ fn levels_tensor(bytes: Vec<u8>, levels: &Levels, shape: Vec<usize>) -> Tensor {
 enum Packed {
     /// One packed matrix per group.
     Gemm(Vec<PackedA>),
-    /// One tap list per channel.
-    Depthwise(Vec<i32>),
+    /// The tap weights of every channel in pairs (see [`depthwise::pair_words`]).
+    Depthwise(Vec<u32>),
 }
 
 /// A weight tensor packed once, remembered by its contents so a run with other weights repacks.
@@ -195,7 +186,11 @@ fn pack_conv(w: &Tensor, groups: usize, depthwise: bool) -> Result<Weights, Stri
     let v = weights(w)?;
     let (o, k) = (w.shape[0], w.shape[1..].iter().product::<usize>());
     let packed = if depthwise {
-        Packed::Depthwise(v.iter().map(|x| i32::from(*x)).collect())
+        Packed::Depthwise(
+            v.chunks(k.max(1))
+                .flat_map(depthwise::pair_words)
+                .collect(),
+        )
     } else {
         let og = o / groups;
         Packed::Gemm(
@@ -310,17 +305,31 @@ impl QuantConv {
             Packed::Gemm(panels) => panels.first().map(|p| p.form),
             Packed::Depthwise(_) => None,
         };
-        let xs = Activations::of(x, zx, form);
+        // The depthwise kernel stages the stored values itself.
+        let xs = form.map(|form| Activations::of(x, zx, form));
         let k = cg * g.kernel[0] * g.kernel[1];
         check_accumulator(k, max_x, weights.max)?;
         let bound = k as u128 * u128::from(max_x) * u128::from(weights.max);
         let fused = finish.and_then(|f| f.records(bound));
         let image_len = c * h * wd;
         let run = |i: usize, sink: Sink| {
-            let image = xs.image(i, image_len);
             match &weights.packed {
-                Packed::Depthwise(taps) => depthwise_image(&g, image.centred(), taps, sink),
-                Packed::Gemm(panels) => gemm_image(&g, &self.attrs, image, cg, panels, sink),
+                Packed::Depthwise(taps) => match &x.data {
+                    TensorData::U8(v) => {
+                        depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
+                    }
+                    TensorData::I8(v) => {
+                        depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
+                    }
+                    _ => Err("the input must be 8-bit".into()),
+                },
+                Packed::Gemm(panels) => {
+                    let image = xs
+                        .as_ref()
+                        .ok_or("internal error: no activations for the GEMM")?
+                        .image(i, image_len);
+                    gemm_image(&g, &self.attrs, image, cg, panels, sink)
+                }
             }
         };
         let shape = vec![n, o, oh, ow];
@@ -350,10 +359,17 @@ fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
     wshape.len() == 4 && wshape[1] == 1 && groups > 1 && wshape[0] == groups
 }
 
-/// One image of a depthwise layer, channels over threads.
-fn depthwise_image(g: &Geometry, image: &[i16], taps: &[i32], sink: Sink) -> Result<(), String> {
+/// One image of a depthwise layer (stored values of zero point `zx`), channels over threads.
+fn depthwise_image<T: Copy + Into<i16> + Sync>(
+    g: &Geometry,
+    image: &[T],
+    zx: i64,
+    taps: &[u32],
+    sink: Sink,
+) -> Result<(), String> {
+    let zx = zx as i16;
     let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
-    let per = g.kernel[0] * g.kernel[1];
+    let per = depthwise::pair_count(g.kernel[0] * g.kernel[1]);
     let input = |ch: usize| &image[ch * plane_in..(ch + 1) * plane_in];
     let taps_of = |ch: usize| taps[ch * per..(ch + 1) * per].as_ptr();
     match sink {
@@ -364,7 +380,7 @@ fn depthwise_image(g: &Geometry, image: &[i16], taps: &[i32], sink: Sink) -> Res
                 .for_each_init(
                     || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
                     |(staged, padded), (ch, dst)| {
-                        g.stage(input(ch), staged);
+                        g.stage(input(ch), zx, staged);
                         // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
                         unsafe {
                             f(
@@ -385,7 +401,7 @@ fn depthwise_image(g: &Geometry, image: &[i16], taps: &[i32], sink: Sink) -> Res
                 .for_each_init(
                     || (vec![0i16; g.staged_len()], vec![0u8; g.out_len()]),
                     |(staged, padded), (ch, dst)| {
-                        g.stage(input(ch), staged);
+                        g.stage(input(ch), zx, staged);
                         // SAFETY: as above; the record is the channel's four i32.
                         unsafe {
                             f(
@@ -618,7 +634,7 @@ impl QuantDense {
         check_accumulator(k, max_x, weights.max)?;
         let a = &panels[0];
         // B is x transposed: K rows of N columns.
-        let (packed, zu) = match Activations::of(x, zx, Some(a.form)) {
+        let (packed, zu) = match Activations::of(x, zx, a.form) {
             Activations::Centred(xs) => (gemm::pack_pairs(&transpose(&xs, n, k), k, n, n), 0),
             Activations::Shifted(xs, z) => (
                 gemm::pack_quads(&transpose(&xs, n, k), k, n, n),

@@ -69,6 +69,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub profile: bool,
 
+    /// After the results, time N runs of the first input alone (batch 1, after three warm-up
+    /// runs) and print the median, fastest and slowest, and the time to prepare the model
+    /// (generating its kernels).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub latency: Option<u64>,
+
     /// Batching and progress display.
     #[command(flatten)]
     pub batching: Batching,
@@ -245,7 +251,45 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         p.print(out, crate::engines::default_engine().name())
             .map_err(|e| Failure::msg(format!("cannot write the profile: {e}")))?;
     }
+    if let Some(runs) = args.latency {
+        latency(&module, &inputs.tensor, runs as usize, out)?;
+    }
     Ok(())
+}
+
+/// Times `runs` batch-1 runs of the first of `inputs` and prints the figures.
+fn latency(module: &Module, inputs: &Tensor, runs: usize, out: &mut dyn Write) -> Result<(), Failure> {
+    use std::time::Instant;
+    let engine = crate::engines::default_engine();
+    let start = Instant::now();
+    let prepared = engine.prepare(module, "main")?;
+    let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
+    let per_item: usize = inputs.shape[1..].iter().product();
+    let x = inputs
+        .as_f32()
+        .ok_or_else(|| Failure::msg("inputs must be f32"))?;
+    let mut shape = inputs.shape.clone();
+    shape[0] = 1;
+    let first = [Tensor::from_f32(shape, x[..per_item].to_vec())];
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        let t = Instant::now();
+        prepared.run(&first).map_err(|e| e.to_string())?;
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let text = format!(
+        "latency: batch 1, {runs} runs on the {} engine ({} threads): median {:.3} ms, fastest {:.3} ms, slowest {:.3} ms; prepared in {prepare_ms:.1} ms\n",
+        engine.name(),
+        rayon::current_num_threads(),
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1]
+    );
+    out.write_all(text.as_bytes())
+        .map_err(|e| Failure::msg(format!("cannot write the latency: {e}")))
 }
 
 /// Prints the `k` most likely classes of every input (side by side with `before` when given).
