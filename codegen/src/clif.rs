@@ -140,6 +140,96 @@ impl Levels {
 /// (i32 each, 16 bytes).
 pub const RECORD: i32 = 16;
 
+/// A fixed-point multiplier's constants as vector operands.
+pub struct Multiplier {
+    /// `m0` in every i32 lane.
+    m0: Value,
+    /// The right shift (i64).
+    shift: Value,
+    /// `2^(shift - 1)` (0 for shift 0) in both i64 lanes.
+    half: Value,
+}
+
+impl Multiplier {
+    /// From `m0` (i32) and `shift` (i64) values.
+    pub fn new(b: &mut FunctionBuilder, m0: Value, shift: Value) -> Multiplier {
+        let m0 = b.ins().splat(types::I32X4, m0);
+        let one = b.ins().iconst(types::I64, 1);
+        let half = b.ins().ishl(one, shift);
+        let half = b.ins().ushr_imm_u(half, 1);
+        let half = b.ins().splat(types::I64X2, half);
+        Multiplier { m0, shift, half }
+    }
+
+    /// From constants.
+    pub fn constant(b: &mut FunctionBuilder, m0: i64, shift: u32) -> Multiplier {
+        let m0 = b.ins().iconst(types::I32, m0);
+        let shift = b.ins().iconst(types::I64, i64::from(shift));
+        Multiplier::new(b, m0, shift)
+    }
+
+    /// `round_shift(t * m0, shift)` in every lane of `t` (i32x4), rounding ties away from zero as
+    /// `qcc_runtime::quant::round_shift` does. Exact when `|t| < 2^31` and the result fits 31
+    /// bits (a shift of 31 or more does it); callers check.
+    pub fn apply(&self, b: &mut FunctionBuilder, t: Value) -> Value {
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        // Low dwords of two i64x2 into one i32x4.
+        let mask = b
+            .func
+            .dfg
+            .immediates
+            .push(vec![0u8, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27].into());
+        let sign = b.ins().sshr_imm_u(t, 31);
+        let magnitude = b.ins().iabs(t);
+        let a_lo = b.ins().uwiden_low(magnitude);
+        let m_lo = b.ins().uwiden_low(self.m0);
+        let p_lo = b.ins().imul(a_lo, m_lo);
+        let a_hi = b.ins().uwiden_high(magnitude);
+        let m_hi = b.ins().uwiden_high(self.m0);
+        let p_hi = b.ins().imul(a_hi, m_hi);
+        let p_lo = b.ins().iadd(p_lo, self.half);
+        let p_hi = b.ins().iadd(p_hi, self.half);
+        let r_lo = b.ins().ushr(p_lo, self.shift);
+        let r_hi = b.ins().ushr(p_hi, self.shift);
+        let r_lo = b.ins().bitcast(types::I8X16, little, r_lo);
+        let r_hi = b.ins().bitcast(types::I8X16, little, r_hi);
+        let r = b.ins().shuffle(r_lo, r_hi, mask);
+        let r = b.ins().bitcast(types::I32X4, little, r);
+        let r = b.ins().bxor(r, sign);
+        b.ins().isub(r, sign)
+    }
+}
+
+/// `i32x4` with `v` in every lane.
+pub fn splat32(b: &mut FunctionBuilder, v: i64) -> Value {
+    let c = b.ins().iconst(types::I32, v);
+    b.ins().splat(types::I32X4, c)
+}
+
+/// Stores eight output levels (`levels`' zero point added, clamped to its bounds, narrowed to its
+/// storage) from two i32x4 at `dst`.
+pub fn store_levels8(b: &mut FunctionBuilder, values: [Value; 2], levels: &Levels, dst: Value) {
+    let zp = splat32(b, i64::from(levels.zero_point));
+    let lo = splat32(b, i64::from(levels.bounds.0));
+    let hi = splat32(b, i64::from(levels.bounds.1));
+    let clamped = values.map(|v| {
+        let y = b.ins().iadd(v, zp);
+        let y = b.ins().smax(y, lo);
+        b.ins().smin(y, hi)
+    });
+    let narrow = b.ins().snarrow(clamped[0], clamped[1]);
+    let bytes = if levels.signed {
+        b.ins().snarrow(narrow, narrow)
+    } else {
+        b.ins().unarrow(narrow, narrow)
+    };
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let words = b.ins().bitcast(types::I64X2, little, bytes);
+    let low = b.ins().extractlane(words, 0);
+    b.ins()
+        .store(MemFlagsData::new().with_notrap(), low, dst, 0);
+}
+
 /// Requantizes eight accumulators of one channel (`accs`, two i32x4) exactly as
 /// `qcc_runtime::quant::Requant` does and stores the eight output levels at `dst`.
 ///
@@ -156,56 +246,12 @@ pub fn requantize8(
     let bias = b.ins().load(types::I32, flags, record, 0);
     let bias = b.ins().splat(types::I32X4, bias);
     let m0 = b.ins().load(types::I32, flags, record, 4);
-    let m0 = b.ins().splat(types::I32X4, m0);
     let shift = b.ins().load(types::I32, flags, record, 8);
     let shift = b.ins().uextend(types::I64, shift);
-    let one = b.ins().iconst(types::I64, 1);
-    let half = b.ins().ishl(one, shift);
-    let half = b.ins().ushr_imm_u(half, 1);
-    let half = b.ins().splat(types::I64X2, half);
-    let zp = b.ins().iconst(types::I32, i64::from(levels.zero_point));
-    let zp = b.ins().splat(types::I32X4, zp);
-    let lo = b.ins().iconst(types::I32, i64::from(levels.bounds.0));
-    let lo = b.ins().splat(types::I32X4, lo);
-    let hi = b.ins().iconst(types::I32, i64::from(levels.bounds.1));
-    let hi = b.ins().splat(types::I32X4, hi);
-    // Low dwords of two i64x2 into one i32x4.
-    let mut mask = Vec::with_capacity(16);
-    mask.extend([0u8, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
-    let mask = b.func.dfg.immediates.push(mask.into());
-    let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let mut levels_out = [accs[0]; 2];
-    for (j, acc) in accs.iter().enumerate() {
-        let t = b.ins().iadd(*acc, bias);
-        let sign = b.ins().sshr_imm_u(t, 31);
-        let magnitude = b.ins().iabs(t);
-        let a_lo = b.ins().uwiden_low(magnitude);
-        let m_lo = b.ins().uwiden_low(m0);
-        let p_lo = b.ins().imul(a_lo, m_lo);
-        let a_hi = b.ins().uwiden_high(magnitude);
-        let m_hi = b.ins().uwiden_high(m0);
-        let p_hi = b.ins().imul(a_hi, m_hi);
-        let p_lo = b.ins().iadd(p_lo, half);
-        let p_hi = b.ins().iadd(p_hi, half);
-        let r_lo = b.ins().ushr(p_lo, shift);
-        let r_hi = b.ins().ushr(p_hi, shift);
-        let r_lo = b.ins().bitcast(types::I8X16, little, r_lo);
-        let r_hi = b.ins().bitcast(types::I8X16, little, r_hi);
-        let r = b.ins().shuffle(r_lo, r_hi, mask);
-        let r = b.ins().bitcast(types::I32X4, little, r);
-        let r = b.ins().bxor(r, sign);
-        let r = b.ins().isub(r, sign);
-        let y = b.ins().iadd(r, zp);
-        let y = b.ins().smax(y, lo);
-        levels_out[j] = b.ins().smin(y, hi);
-    }
-    let narrow = b.ins().snarrow(levels_out[0], levels_out[1]);
-    let bytes = if levels.signed {
-        b.ins().snarrow(narrow, narrow)
-    } else {
-        b.ins().unarrow(narrow, narrow)
-    };
-    let words = b.ins().bitcast(types::I64X2, little, bytes);
-    let low = b.ins().extractlane(words, 0);
-    b.ins().store(flags, low, dst, 0);
+    let m = Multiplier::new(b, m0, shift);
+    let values = accs.map(|acc| {
+        let t = b.ins().iadd(acc, bias);
+        m.apply(b, t)
+    });
+    store_levels8(b, values, levels, dst);
 }

@@ -83,9 +83,16 @@ impl Geometry {
                 line[..j0].fill(0);
                 line[j1..].fill(0);
                 let first = j0 * s + r - pl;
-                let src = plane[iy * w + first..(iy + 1) * w].iter().step_by(s);
-                for (d, v) in line[j0..j1].iter_mut().zip(src) {
-                    *d = (*v).into() - zero_point;
+                let src = &plane[iy * w + first..(iy + 1) * w];
+                let dst = &mut line[j0..j1];
+                if s == 1 {
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        *d = (*v).into() - zero_point;
+                    }
+                } else {
+                    for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                        *d = (*v).into() - zero_point;
+                    }
                 }
             }
         }

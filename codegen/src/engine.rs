@@ -10,6 +10,7 @@ use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Storage, TensorTyp
 use qcc_runtime::interp::layer_requant;
 use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
 
+use crate::elementwise::{Dequantize, QuantAdd, Quantize};
 use crate::layers::{QuantConv, QuantDense};
 
 /// The engine of generated code (`--engine cranelift`).
@@ -41,11 +42,21 @@ fn kernel_for(
     let Some(kind) = op.kind() else {
         return Ok(None);
     };
-    if !matches!(kind, OpKind::QuantConv2d | OpKind::QuantDense) {
-        return Ok(None);
-    }
     let operands = func.operands(node);
     let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
+    match kind {
+        OpKind::QuantConv2d | OpKind::QuantDense => {}
+        OpKind::QuantAdd => {
+            return Ok(QuantAdd::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Quantize => {
+            return Ok(Quantize::new(op)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Dequantize => {
+            return Ok(Dequantize::new(types[0])?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        _ => return Ok(None),
+    }
     let Some(weight) = operands
         .get(1)
         .and_then(|w| func.try_op(w.node))

@@ -146,16 +146,18 @@ fn pack<T: Copy + Default + Send + Sync>(
         .for_each(|(panel, dst)| {
             let p0 = panel * NR;
             let width = NR.min(p - p0);
-            for q in 0..kw {
-                let tile = &mut dst[q * NR * per..(q + 1) * NR * per];
-                for e in 0..per {
-                    let row = per * q + e;
-                    if row >= k {
-                        continue;
-                    }
-                    let src = &rows[row * ldp + p0..row * ldp + p0 + width];
-                    for (i, v) in src.iter().enumerate() {
-                        tile[per * i + e] = *v;
+            for (q, tile) in dst.chunks_exact_mut(NR * per).enumerate() {
+                for e in 0..per.min(k.saturating_sub(per * q)) {
+                    let row = &rows[(per * q + e) * ldp + p0..];
+                    if width == NR {
+                        let src: &[T; NR] = row[..NR].try_into().expect("a whole panel");
+                        for (i, v) in src.iter().enumerate() {
+                            tile[per * i + e] = *v;
+                        }
+                    } else {
+                        for (i, v) in row[..width].iter().enumerate() {
+                            tile[per * i + e] = *v;
+                        }
                     }
                 }
             }

@@ -31,21 +31,27 @@ fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
 
 /// The largest `|x - Z_x|` over the stored values of `x` (8-bit storage).
 fn extent(x: &Tensor, zero_point: i64) -> Result<u32, String> {
-    let (lo, hi) = match &x.data {
-        TensorData::U8(v) => v
-            .par_iter()
-            .fold(
-                || (255i64, 0i64),
-                |(lo, hi), q| (lo.min(i64::from(*q)), hi.max(i64::from(*q))),
+    /// Smallest and largest of `values`, in chunks the compiler vectorises.
+    fn bounds<T: Copy + Ord + Send + Sync + Into<i64>>(values: &[T]) -> Option<(i64, i64)> {
+        values
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let lo = c.iter().copied().min()?;
+                let hi = c.iter().copied().max()?;
+                Some((lo.into(), hi.into()))
+            })
+            .reduce(
+                || None,
+                |a, b| match (a, b) {
+                    (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+                    (a, None) => a,
+                    (None, b) => b,
+                },
             )
-            .reduce(|| (255, 0), |a, b| (a.0.min(b.0), a.1.max(b.1))),
-        TensorData::I8(v) => v
-            .par_iter()
-            .fold(
-                || (127i64, -128i64),
-                |(lo, hi), q| (lo.min(i64::from(*q)), hi.max(i64::from(*q))),
-            )
-            .reduce(|| (127, -128), |a, b| (a.0.min(b.0), a.1.max(b.1))),
+    }
+    let range = match &x.data {
+        TensorData::U8(v) => bounds(v),
+        TensorData::I8(v) => bounds(v),
         other => {
             return Err(format!(
                 "the input must be 8-bit, got {}",
@@ -53,12 +59,11 @@ fn extent(x: &Tensor, zero_point: i64) -> Result<u32, String> {
             ));
         }
     };
-    if x.numel() == 0 {
-        return Ok(0);
-    }
-    Ok((lo - zero_point)
-        .unsigned_abs()
-        .max((hi - zero_point).unsigned_abs()) as u32)
+    Ok(range.map_or(0, |(lo, hi)| {
+        (lo - zero_point)
+            .unsigned_abs()
+            .max((hi - zero_point).unsigned_abs()) as u32
+    }))
 }
 
 /// The activations of a layer as its kernels read them.
@@ -186,11 +191,7 @@ fn pack_conv(w: &Tensor, groups: usize, depthwise: bool) -> Result<Weights, Stri
     let v = weights(w)?;
     let (o, k) = (w.shape[0], w.shape[1..].iter().product::<usize>());
     let packed = if depthwise {
-        Packed::Depthwise(
-            v.chunks(k.max(1))
-                .flat_map(depthwise::pair_words)
-                .collect(),
-        )
+        Packed::Depthwise(v.chunks(k.max(1)).flat_map(depthwise::pair_words).collect())
     } else {
         let og = o / groups;
         Packed::Gemm(
@@ -312,24 +313,22 @@ impl QuantConv {
         let bound = k as u128 * u128::from(max_x) * u128::from(weights.max);
         let fused = finish.and_then(|f| f.records(bound));
         let image_len = c * h * wd;
-        let run = |i: usize, sink: Sink| {
-            match &weights.packed {
-                Packed::Depthwise(taps) => match &x.data {
-                    TensorData::U8(v) => {
-                        depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
-                    }
-                    TensorData::I8(v) => {
-                        depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
-                    }
-                    _ => Err("the input must be 8-bit".into()),
-                },
-                Packed::Gemm(panels) => {
-                    let image = xs
-                        .as_ref()
-                        .ok_or("internal error: no activations for the GEMM")?
-                        .image(i, image_len);
-                    gemm_image(&g, &self.attrs, image, cg, panels, sink)
+        let run = |i: usize, sink: Sink| match &weights.packed {
+            Packed::Depthwise(taps) => match &x.data {
+                TensorData::U8(v) => {
+                    depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
                 }
+                TensorData::I8(v) => {
+                    depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
+                }
+                _ => Err("the input must be 8-bit".into()),
+            },
+            Packed::Gemm(panels) => {
+                let image = xs
+                    .as_ref()
+                    .ok_or("internal error: no activations for the GEMM")?
+                    .image(i, image_len);
+                gemm_image(&g, &self.attrs, image, cg, panels, sink)
             }
         };
         let shape = vec![n, o, oh, ow];
@@ -359,6 +358,9 @@ fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
     wshape.len() == 4 && wshape[1] == 1 && groups > 1 && wshape[0] == groups
 }
 
+/// Depthwise channels one thread takes at a time (each task stages into buffers of its own).
+const CHANNELS_PER_TASK: usize = 16;
+
 /// One image of a depthwise layer (stored values of zero point `zx`), channels over threads.
 fn depthwise_image<T: Copy + Into<i16> + Sync>(
     g: &Geometry,
@@ -377,6 +379,7 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
             let f = depthwise::kernel(g, Epilogue::Accumulators)?;
             out.par_chunks_mut(plane_out.max(1))
                 .enumerate()
+                .with_min_len(CHANNELS_PER_TASK)
                 .for_each_init(
                     || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
                     |(staged, padded), (ch, dst)| {
@@ -398,6 +401,7 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
             let f = depthwise::kernel(g, Epilogue::Requantize(levels))?;
             out.par_chunks_mut(plane_out.max(1))
                 .enumerate()
+                .with_min_len(CHANNELS_PER_TASK)
                 .for_each_init(
                     || (vec![0i16; g.staged_len()], vec![0u8; g.out_len()]),
                     |(staged, padded), (ch, dst)| {

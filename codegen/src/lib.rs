@@ -4,6 +4,7 @@
 
 mod clif;
 mod depthwise;
+mod elementwise;
 mod engine;
 mod gemm;
 pub mod jit;

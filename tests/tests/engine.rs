@@ -2,11 +2,13 @@
 //! output level and every layer's accumulators must be identical, and an input one engine
 //! refuses the other must refuse too.
 //!
-//! Each case is a chain of one to three `quant.conv2d` layers (odd channel counts, 1x1 to 9x9
+//! Each case quantizes its input (sometimes with NaN, infinities and huge values in it), runs a
+//! chain of one to three `quant.conv2d` layers, some followed by a `quant.add` (residual or of the
+//! layer with itself), and dequantizes the result. The layers have odd channel counts, 1x1 to 9x9
 //! inputs, kernels up to 3x3 and 5x5, strides and dilations 1 and 2, asymmetric pads, plain,
 //! grouped and depthwise, per-tensor and per-channel weights, input zero points 0, 255 and in
 //! between, u8 and i8 outputs, fused clamps, biases small and near the i32 limits, output scales
-//! that give multipliers above 1), optionally followed by `nn.flatten` and a `quant.dense`, at
+//! that give multipliers above 1, optionally followed by `nn.flatten` and a `quant.dense`, at
 //! batch 1 or 2. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
 
 use std::collections::HashMap;
@@ -207,6 +209,7 @@ fn network(seed: u64) -> (String, Tensor) {
     )
     .unwrap();
     for layer in 0..rng.range(1, 3) {
+        let input = cur.clone();
         let kind = rng.below(3);
         let groups = match kind {
             0 if c > 1 => c,
@@ -285,6 +288,31 @@ fn network(seed: u64) -> (String, Tensor) {
         )
         .unwrap();
         cur = format!("%c{layer}");
+        // A residual add where the shapes allow it, else the output added to itself.
+        if rng.chance(2) {
+            let other = if [o, oh, ow] == [c, h, w] {
+                input
+            } else {
+                cur.clone()
+            };
+            let other_ty = if other == cur {
+                out.ty(&out_shape)
+            } else {
+                act.ty(&out_shape)
+            };
+            let (sum, clamp) = output(&mut rng, &out_shape);
+            writeln!(
+                body,
+                "    %s{layer} = quant.add({cur}, {other}) {{{}}} : ({}, {other_ty}) -> {}",
+                clamp.trim_start_matches(", "),
+                out.ty(&out_shape),
+                sum.ty(&out_shape)
+            )
+            .unwrap();
+            cur = format!("%s{layer}");
+            (act, c, h, w) = (sum, o, oh, ow);
+            continue;
+        }
         (act, c, h, w) = (out, o, oh, ow);
     }
     let mut result_shape = vec![n, c, h, w];
@@ -336,8 +364,23 @@ fn network(seed: u64) -> (String, Tensor) {
     let text =
         format!("module @random {{\n  func.func @main(%x: {x_ty}) -> {f_ty} {{\n{body}  }}\n}}\n");
     let len: usize = input.iter().product();
+    let hostile = rng.chance(8);
     let data: Vec<f32> = (0..len)
-        .map(|_| (rng.below(4001) as f32 - 2000.0) / 1000.0)
+        .map(|_| {
+            if hostile && rng.chance(6) {
+                [
+                    f32::NAN,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    1e12,
+                    -1e12,
+                    0.5,
+                    -2.5,
+                ][rng.below(7) as usize]
+            } else {
+                (rng.below(4001) as f32 - 2000.0) / 1000.0
+            }
+        })
         .collect();
     (text, Tensor::from_f32(input.to_vec(), data))
 }
@@ -445,6 +488,7 @@ fn the_generator_covers_what_it_claims() {
     }
     for needle in [
         "quant.dense",
+        "quant.add",
         "groups = 2",
         "dilations = [2",
         "i8:f32:0, {",

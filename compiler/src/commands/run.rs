@@ -258,7 +258,12 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
 }
 
 /// Times `runs` batch-1 runs of the first of `inputs` and prints the figures.
-fn latency(module: &Module, inputs: &Tensor, runs: usize, out: &mut dyn Write) -> Result<(), Failure> {
+fn latency(
+    module: &Module,
+    inputs: &Tensor,
+    runs: usize,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     use std::time::Instant;
     let engine = crate::engines::default_engine();
     let start = Instant::now();

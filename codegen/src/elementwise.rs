@@ -1,0 +1,396 @@
+//! Generated elementwise kernels: `quant.add` (same shapes), `quant.quantize` and
+//! `quant.dequantize` (per tensor). Each streams eight elements per iteration; the driver splits
+//! a tensor over threads and runs the last partial group through a padded copy, so the kernels
+//! never read or write past a buffer. Anything else (broadcasting adds, per-axis types) runs on
+//! the reference kernel, from the same op kernel.
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use qcc_dialects::{Operation, Storage, Tensor, TensorData, TensorType};
+use qcc_runtime::OpKernel;
+use qcc_runtime::interp::eval_op;
+use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
+use rayon::prelude::*;
+
+use crate::clif::{Levels, Loop, Multiplier, splat32, store_levels8};
+use crate::jit;
+
+/// Elements per iteration of a generated loop.
+const GROUP: usize = 8;
+
+/// Elements one task streams.
+const CHUNK: usize = 1 << 14;
+
+type StreamFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, i64);
+
+/// An operand or result of a stream: its bytes and the bytes per element.
+struct Lane<'a> {
+    bytes: &'a [u8],
+    width: usize,
+}
+
+/// Runs `f` over `n` elements of `a` and `b` into `out` (`out_width` bytes per element).
+fn stream(f: StreamFn, a: Lane, b: Option<Lane>, out: &mut [u8], out_width: usize) {
+    let b = b.unwrap_or(Lane {
+        bytes: a.bytes,
+        width: a.width,
+    });
+    out.par_chunks_mut(CHUNK * out_width)
+        .enumerate()
+        .for_each(|(chunk, dst)| {
+            let first = chunk * CHUNK;
+            let len = dst.len() / out_width;
+            fn at<'a>(l: &Lane<'a>, from: usize, count: usize) -> &'a [u8] {
+                &l.bytes[from * l.width..(from + count) * l.width]
+            }
+            let whole = len / GROUP * GROUP;
+            if whole > 0 {
+                let (xa, xb) = (at(&a, first, whole), at(&b, first, whole));
+                // SAFETY: each pointer covers `whole` elements of its width.
+                unsafe {
+                    f(
+                        xa.as_ptr(),
+                        xb.as_ptr(),
+                        dst.as_mut_ptr(),
+                        (whole / GROUP) as i64,
+                    )
+                };
+            }
+            let rest = len - whole;
+            if rest > 0 {
+                let pad = |l: &Lane| {
+                    let mut v = vec![0u8; GROUP * l.width];
+                    v[..rest * l.width].copy_from_slice(at(l, first + whole, rest));
+                    v
+                };
+                let (pa, pb) = (pad(&a), pad(&b));
+                let mut po = vec![0u8; GROUP * out_width];
+                // SAFETY: one whole group in padded buffers.
+                unsafe { f(pa.as_ptr(), pb.as_ptr(), po.as_mut_ptr(), 1) };
+                dst[whole * out_width..].copy_from_slice(&po[..rest * out_width]);
+            }
+        });
+}
+
+/// Builds a streaming kernel: `body` turns the group at the two input pointers into stores at the
+/// output pointer.
+fn streaming(
+    name: &str,
+    widths: [i64; 3],
+    body: impl Fn(&mut FunctionBuilder, Value, Value, Value),
+) -> Result<StreamFn, String> {
+    let ptr = jit::pointer();
+    let code = jit::kernel(name, &[ptr; 4], |b, args| {
+        let (a, bp, out, groups) = (args[0], args[1], args[2], args[3]);
+        let zero = b.ins().iconst(ptr, 0);
+        let l = Loop::new(b, zero, groups);
+        let i = l.index;
+        let at = |b: &mut FunctionBuilder, base: Value, width: i64| {
+            let off = b.ins().imul_imm_s(i, width * GROUP as i64);
+            b.ins().iadd(base, off)
+        };
+        let (pa, pb, po) = (
+            at(b, a, widths[0]),
+            at(b, bp, widths[1]),
+            at(b, out, widths[2]),
+        );
+        body(b, pa, pb, po);
+        l.close(b);
+        b.ins().return_(&[]);
+    })?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, StreamFn>(code) })
+}
+
+/// Eight 8-bit values at `p` as two i32x4.
+fn load8(b: &mut FunctionBuilder, p: Value, signed: bool) -> [Value; 2] {
+    let flags = MemFlagsData::new().with_notrap();
+    let wide = if signed {
+        b.ins().sload8x8(flags, p, 0)
+    } else {
+        b.ins().uload8x8(flags, p, 0)
+    };
+    [b.ins().swiden_low(wide), b.ins().swiden_high(wide)]
+}
+
+/// The bytes of an 8-bit tensor and whether its storage is signed.
+fn bytes8(t: &Tensor) -> Option<(&[u8], bool)> {
+    match &t.data {
+        TensorData::U8(v) => Some((v, false)),
+        TensorData::I8(v) => {
+            // SAFETY: i8 and u8 have the same size and alignment.
+            Some((
+                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) },
+                true,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// A tensor of `shape` from output bytes of an 8-bit type.
+fn tensor8(bytes: Vec<u8>, signed: bool, shape: Vec<usize>) -> Tensor {
+    let data = if signed {
+        TensorData::I8(bytes.into_iter().map(|b| b as i8).collect())
+    } else {
+        TensorData::U8(bytes)
+    };
+    Tensor { shape, data }
+}
+
+/// Per-tensor scale, zero point and whether the storage is signed, of an 8-bit quantized type.
+fn params8(t: &TensorType) -> Option<(f64, i64, bool)> {
+    let (scale, zp, _) = per_tensor(t)?;
+    match t.elem.quant()?.storage {
+        Storage::U8 => Some((scale, zp, false)),
+        Storage::I8 => Some((scale, zp, true)),
+        Storage::I32 => None,
+    }
+}
+
+fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Levels> {
+    let (_, zp, signed) = params8(t)?;
+    let range = t.elem.quant()?.storage.range();
+    let (lo, hi) = qcc_runtime::quant::clamp_bounds(clamp, range);
+    Some(Levels {
+        zero_point: zp as i32,
+        bounds: (lo as i32, hi as i32),
+        signed,
+    })
+}
+
+/// The reference kernel of an op, for the inputs a generated kernel does not take.
+struct Fallback {
+    op: Operation,
+    types: Vec<TensorType>,
+}
+
+impl Fallback {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let types: Vec<&TensorType> = self.types.iter().collect();
+        eval_op(&self.op, inputs, &types)
+    }
+}
+
+/// A generated `quant.add` of two same-shaped 8-bit tensors.
+pub struct QuantAdd {
+    kernel: StreamFn,
+    signed: [bool; 2],
+    out_signed: bool,
+    fallback: Fallback,
+}
+
+impl QuantAdd {
+    /// Prepares the op (operand types `types`), or `None` when its constants fall outside what
+    /// the vector arithmetic computes exactly.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<QuantAdd>, String> {
+        let (Some((sa, za, ua)), Some((sb, zb, ub))) = (params8(types[0]), params8(types[1]))
+        else {
+            return Ok(None);
+        };
+        let out = &op.results[0];
+        let Some(levels) = levels_of(out, qcc_dialects::ops::attrs::clamp(op)?) else {
+            return Ok(None);
+        };
+        let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
+        // The reference's constants (runtime/src/kernels/quant.rs, `add`).
+        let twice = 2.0 * sa.max(sb);
+        let (ma, mb) = (Fixed::new(sa / twice), Fixed::new(sb / twice));
+        let my = Fixed::new(twice / ((1u64 << 20) as f64 * sy));
+        if [ma, mb, my].iter().any(|m| m.shift < 31) {
+            return Ok(None);
+        }
+        let name = format!(
+            "qadd_{}{}_{}{}_{}x{}_{}x{}_{}x{}_{}",
+            if ua { "i" } else { "u" },
+            za,
+            if ub { "i" } else { "u" },
+            zb,
+            ma.m0,
+            ma.shift,
+            mb.m0,
+            mb.shift,
+            my.m0,
+            my.shift,
+            levels.tag()
+        );
+        let kernel = streaming(&name, [1, 1, 1], |b, pa, pb, po| {
+            let (fa, fb, fy) = (
+                Multiplier::constant(b, ma.m0, ma.shift),
+                Multiplier::constant(b, mb.m0, mb.shift),
+                Multiplier::constant(b, my.m0, my.shift),
+            );
+            let (zav, zbv) = (splat32(b, za), splat32(b, zb));
+            let xa = load8(b, pa, ua);
+            let xb = load8(b, pb, ub);
+            let sums = [0, 1].map(|j| {
+                let da = b.ins().isub(xa[j], zav);
+                let da = b.ins().ishl_imm_u(da, 20);
+                let ta = fa.apply(b, da);
+                let db = b.ins().isub(xb[j], zbv);
+                let db = b.ins().ishl_imm_u(db, 20);
+                let tb = fb.apply(b, db);
+                let t = b.ins().iadd(ta, tb);
+                fy.apply(b, t)
+            });
+            store_levels8(b, sums, &levels, po);
+        })?;
+        Ok(Some(QuantAdd {
+            kernel,
+            signed: [ua, ub],
+            out_signed: levels.signed,
+            fallback: Fallback {
+                op: op.clone(),
+                types: types.iter().map(|t| (*t).clone()).collect(),
+            },
+        }))
+    }
+}
+
+impl OpKernel for QuantAdd {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let (a, b) = (inputs[0], inputs[1]);
+        match (bytes8(a), bytes8(b)) {
+            (Some((xa, sa)), Some((xb, sb))) if a.shape == b.shape && [sa, sb] == self.signed => {
+                let n = a.numel();
+                let mut out = vec![0u8; n];
+                stream(
+                    self.kernel,
+                    Lane {
+                        bytes: xa,
+                        width: 1,
+                    },
+                    Some(Lane {
+                        bytes: xb,
+                        width: 1,
+                    }),
+                    &mut out,
+                    1,
+                );
+                Ok(tensor8(out, self.out_signed, a.shape.clone()))
+            }
+            _ => self.fallback.run(inputs),
+        }
+    }
+}
+
+/// A generated per-tensor `quant.quantize` of f32 values.
+pub struct Quantize {
+    kernel: StreamFn,
+    signed: bool,
+}
+
+impl Quantize {
+    /// Prepares the op, or `None` for a per-axis or non-8-bit result.
+    pub fn new(op: &Operation) -> Result<Option<Quantize>, String> {
+        let out = &op.results[0];
+        let (Some((scale, _, _)), Some(levels)) = (params8(out), levels_of(out, None)) else {
+            return Ok(None);
+        };
+        let s = scale as f32;
+        let name = format!("quantize_f32_s{:08x}_{}", s.to_bits(), levels.tag());
+        let kernel = streaming(&name, [4, 4, 1], |b, px, _, po| {
+            let flags = MemFlagsData::new().with_notrap();
+            let little = MemFlagsData::new().with_endianness(Endianness::Little);
+            let splat = |b: &mut FunctionBuilder, v: f32| {
+                let c = b.ins().f32const(v);
+                b.ins().splat(types::F32X4, c)
+            };
+            let (sv, half, zero) = (splat(b, s), splat(b, 0.5), splat(b, 0.0));
+            let one = splat32(b, i64::from(1f32.to_bits()));
+            let sign_bit = splat32(b, i64::from(0x8000_0000u32 as i32));
+            let (lo, hi) = (splat(b, -2e9), splat(b, 2e9));
+            let values = [0, 16].map(|off| {
+                let x = b.ins().load(types::F32X4, flags, px, off);
+                let v = b.ins().fdiv(x, sv);
+                // Round half away from zero, as f32::round.
+                let t = b.ins().trunc(v);
+                let frac = b.ins().fsub(v, t);
+                let frac = b.ins().fabs(frac);
+                let up = b.ins().fcmp(FloatCC::GreaterThanOrEqual, frac, half);
+                let up = b.ins().bitcast(types::F32X4, little, up);
+                // copysign(1.0, v) on the bits (Cranelift has no vector fcopysign on x64).
+                let bits = b.ins().bitcast(types::I32X4, little, v);
+                let sign = b.ins().band(bits, sign_bit);
+                let step = b.ins().bor(sign, one);
+                let step = b.ins().bitcast(types::F32X4, little, step);
+                let step = b.ins().bitselect(up, step, zero);
+                let r = b.ins().fadd(t, step);
+                let r = b.ins().fmax(r, lo);
+                let r = b.ins().fmin(r, hi);
+                b.ins().fcvt_to_sint_sat(types::I32X4, r)
+            });
+            store_levels8(b, values, &levels, po);
+        })?;
+        Ok(Some(Quantize {
+            kernel,
+            signed: levels.signed,
+        }))
+    }
+}
+
+impl OpKernel for Quantize {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0]
+            .as_f32()
+            .ok_or("quant.quantize: the input must be f32")?;
+        // SAFETY: f32 is four bytes without padding; the slice is only read.
+        let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
+        let mut out = vec![0u8; x.len()];
+        stream(self.kernel, Lane { bytes, width: 4 }, None, &mut out, 1);
+        Ok(tensor8(out, self.signed, inputs[0].shape.clone()))
+    }
+}
+
+/// A generated per-tensor `quant.dequantize` of 8-bit values.
+pub struct Dequantize {
+    kernel: StreamFn,
+    signed: bool,
+}
+
+impl Dequantize {
+    /// Prepares the op (input type `ty`), or `None` for a per-axis or non-8-bit input.
+    pub fn new(ty: &TensorType) -> Result<Option<Dequantize>, String> {
+        let Some((scale, zp, signed)) = params8(ty) else {
+            return Ok(None);
+        };
+        let s = scale as f32;
+        let name = format!(
+            "dequantize_{}{zp}_s{:08x}",
+            if signed { "i" } else { "u" },
+            s.to_bits()
+        );
+        let kernel = streaming(&name, [1, 1, 4], |b, px, _, po| {
+            let flags = MemFlagsData::new().with_notrap();
+            let zv = splat32(b, zp);
+            let c = b.ins().f32const(s);
+            let sv = b.ins().splat(types::F32X4, c);
+            let x = load8(b, px, signed);
+            for (j, v) in x.iter().enumerate() {
+                let d = b.ins().isub(*v, zv);
+                let f = b.ins().fcvt_from_sint(types::F32X4, d);
+                let y = b.ins().fmul(f, sv);
+                b.ins().store(flags, y, po, 16 * j as i32);
+            }
+        })?;
+        Ok(Some(Dequantize { kernel, signed }))
+    }
+}
+
+impl OpKernel for Dequantize {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let (bytes, signed) = bytes8(x).ok_or("quant.dequantize: the input must be 8-bit")?;
+        if signed != self.signed {
+            return Err("quant.dequantize: the input's storage differs from its type".into());
+        }
+        let mut values = vec![0f32; x.numel()];
+        // SAFETY: the f32 buffer is written as bytes by the kernel, which stores whole f32s.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(values.as_mut_ptr() as *mut u8, values.len() * 4)
+        };
+        stream(self.kernel, Lane { bytes, width: 1 }, None, out, 4);
+        Ok(Tensor::from_f32(x.shape.clone(), values))
+    }
+}
