@@ -50,6 +50,8 @@ struct Jit {
     builder: FunctionBuilderContext,
     cache: HashMap<String, usize>,
     features: Features,
+    compiled: usize,
+    compiling: std::time::Duration,
 }
 
 // The module is only reached through the mutex below, and the code it holds is immutable once
@@ -107,10 +109,23 @@ fn jit() -> Result<&'static Mutex<Jit>, String> {
             builder: FunctionBuilderContext::new(),
             cache: HashMap::new(),
             features,
+            compiled: 0,
+            compiling: std::time::Duration::ZERO,
         }))
     })
     .as_ref()
     .map_err(Clone::clone)
+}
+
+/// How many kernels this process has compiled, and the time it took.
+pub fn stats() -> (usize, std::time::Duration) {
+    match jit() {
+        Ok(j) => {
+            let j = j.lock().unwrap_or_else(|e| e.into_inner());
+            (j.compiled, j.compiling)
+        }
+        Err(_) => (0, std::time::Duration::ZERO),
+    }
 }
 
 /// The features the generated code may use on this CPU.
@@ -131,6 +146,7 @@ pub fn kernel(
     if let Some(&code) = jit.cache.get(name) {
         return Ok(code as *const u8);
     }
+    let started = std::time::Instant::now();
     let mut sig = jit.module.make_signature();
     sig.params.extend(params.iter().map(|t| AbiParam::new(*t)));
     jit.ctx.func.signature = sig.clone();
@@ -191,6 +207,8 @@ pub fn kernel(
         .map_err(|e| fail("finalising it", e.to_string()))?;
     let code = jit.module.get_finalized_function(id);
     jit.cache.insert(name.to_string(), code as usize);
+    jit.compiled += 1;
+    jit.compiling += started.elapsed();
     Ok(code)
 }
 

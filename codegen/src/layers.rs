@@ -7,6 +7,7 @@
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Tensor, TensorData, TensorType};
 use qcc_runtime::OpKernel;
+use qcc_runtime::engine::Accumulators;
 use qcc_runtime::quant::{Requant, check_accumulator, magnitude, per_tensor_params, stored_ints};
 use rayon::prelude::*;
 
@@ -563,11 +564,7 @@ impl OpKernel for QuantConv {
         Ok(finish(output, &f, shape))
     }
 
-    fn accumulators(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-    ) -> Option<Result<(Vec<i32>, Vec<usize>), String>> {
+    fn accumulators(&self, x: &Tensor, w: &Tensor) -> Option<Result<Accumulators, String>> {
         Some(
             self.compute(x, w, None)
                 .and_then(|(o, shape)| Ok((accumulators_of(o)?, shape))),
@@ -675,11 +672,7 @@ impl OpKernel for QuantDense {
         Ok(self.requant.requantize(&acc, &bias, 1, &self.out_ty, shape))
     }
 
-    fn accumulators(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-    ) -> Option<Result<(Vec<i32>, Vec<usize>), String>> {
+    fn accumulators(&self, x: &Tensor, w: &Tensor) -> Option<Result<Accumulators, String>> {
         Some(self.dense_accumulators(x, w))
     }
 }

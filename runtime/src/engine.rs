@@ -85,6 +85,9 @@ pub trait Steps {
     }
 }
 
+/// An integer layer's exact accumulators, laid out `[N, C, plane]`, and their shape.
+pub type Accumulators = (Vec<i32>, Vec<usize>);
+
 /// A compiled replacement for one op's reference kernel, supplied by an engine that generates
 /// code and run by the interpreter in the op's place (see [`Interpreter::with_kernels`]).
 pub trait OpKernel: Send + Sync {
@@ -94,11 +97,7 @@ pub trait OpKernel: Send + Sync {
 
     /// For an integer conv/dense: the exact accumulators `sum (x - Z_x) * w` (no bias) laid out
     /// `[N, C, plane]`, with their shape; `None` when this kernel does not compute them.
-    fn accumulators(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-    ) -> Option<Result<(Vec<i32>, Vec<usize>), String>> {
+    fn accumulators(&self, x: &Tensor, w: &Tensor) -> Option<Result<Accumulators, String>> {
         let _ = (x, w);
         None
     }

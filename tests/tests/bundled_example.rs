@@ -418,7 +418,7 @@ fn profile_counts_the_multiply_accumulates_of_every_layer() {
         .nth(1)
         .unwrap_or_else(|| panic!("no profile in\n{}", run.stdout));
     assert!(
-        profile.starts_with("8 inputs on the reference engine"),
+        profile.starts_with("8 inputs on the cranelift engine"),
         "{profile}"
     );
     assert!(

@@ -213,7 +213,7 @@ fn network(seed: u64) -> (String, Tensor) {
         let kind = rng.below(3);
         let groups = match kind {
             0 if c > 1 => c,
-            1 if c % 2 == 0 => 2,
+            1 if c.is_multiple_of(2) => 2,
             _ => 1,
         };
         let og = if groups == c && c > 1 && !rng.chance(4) {
@@ -477,6 +477,25 @@ proptest! {
     fn cranelift_matches_the_reference(seed in any::<u64>()) {
         check(seed)?;
     }
+}
+
+/// The same cases with the VNNI instructions hidden, so the `pmaddwd` kernels are checked on a
+/// CPU that has VNNI too: the test binary runs itself again with `QCC_NO_VNNI=1` (the JIT reads
+/// the CPU's features once per process).
+#[test]
+fn cranelift_matches_the_reference_without_vnni() {
+    if std::env::var_os(qcc_codegen::NO_VNNI_VAR).is_some() {
+        return; // this is the child run
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "cranelift_matches_the_reference", "--nocapture"])
+        .env(qcc_codegen::NO_VNNI_VAR, "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
 
 /// The networks are not all trivial: most run, and both the fused and the unfused finish occur.

@@ -285,13 +285,15 @@ fn latency(
         }
     }
     times.sort_by(f64::total_cmp);
+    let (kernels, compiling) = qcc_codegen::jit::stats();
     let text = format!(
-        "latency: batch 1, {runs} runs on the {} engine ({} threads): median {:.3} ms, fastest {:.3} ms, slowest {:.3} ms; prepared in {prepare_ms:.1} ms\n",
+        "latency: batch 1, {runs} runs on the {} engine ({} threads): median {:.3} ms, fastest {:.3} ms, slowest {:.3} ms; prepared again in {prepare_ms:.1} ms; {kernels} kernels compiled in this process in {:.1} ms\n",
         engine.name(),
         rayon::current_num_threads(),
         times[times.len() / 2],
         times[0],
-        times[times.len() - 1]
+        times[times.len() - 1],
+        compiling.as_secs_f64() * 1e3
     );
     out.write_all(text.as_bytes())
         .map_err(|e| Failure::msg(format!("cannot write the latency: {e}")))

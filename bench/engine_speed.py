@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""The Cranelift engine against the reference interpreter and ONNX Runtime, on the kit's
+MobileNetV2 (and the dogs model for exactness), all in one run on this machine:
+
+- batch-1 latency on one thread, median of RUNS: qcc's per-channel int8 module on the Cranelift
+  engine and on the reference interpreter (`qcc run --latency`), qcc's float module, ONNX Runtime
+  on the same network quantized per channel to QDQ by its own `quantize_static` (its int8 kernels)
+  and in float;
+- two-thread throughput on the 64 calibration images (qcc: the whole `qcc run` command; ONNX
+  Runtime: the `run` calls);
+- the whole `qcc --passes=quantize,bias-correct` command on both engines (seconds and peak memory);
+- exactness: every eval image through the int8 modules of both kit models on both engines, outputs
+  compared byte for byte.
+
+Writes its tables to bench/RESULTS.md between the engine markers.
+
+Run (in a virtual environment with bench/requirements.txt):
+    python3 bench/engine_speed.py [--kit ../shared/eval] [--runs 200]
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
+from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
+from results import update_section  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--kit", default=os.path.join(ROOT, "..", "shared", "eval"))
+parser.add_argument("--runs", type=int, default=200)
+args = parser.parse_args()
+kit = os.path.normpath(args.kit)
+subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
+QCC = os.path.join(ROOT, "target", "release", "qcc")
+tmp = tempfile.mkdtemp()
+onnx_path = os.path.join(kit, "mobilenet_v2.onnx")
+dogs_path = os.path.join(kit, "dogs", "mobilenet_v2_dogs.onnx")
+calib_path = os.path.join(kit, "calib.npy")
+eval_path = os.path.join(kit, "eval.npy")
+calib = np.load(calib_path).astype(np.float32) / 127.5 - 1
+
+
+def qcc(*argv, env=None):
+    """Runs qcc; returns (seconds, peak KiB, stdout)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", QCC, *argv], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"qcc {' '.join(argv)} failed:\n{r.stderr}")
+    peak = int(r.stderr.strip().splitlines()[-1])
+    return seconds, peak, r.stdout
+
+
+def qcc_latency(model, engine, threads=1):
+    _, _, out = qcc("run", model, "--input", calib_path, "--batch-size", "64", "--top", "0", "--quiet",
+                    "--engine", engine, "--threads", str(threads), "--latency", str(args.runs))
+    m = re.search(r"median ([0-9.]+) ms, fastest ([0-9.]+) ms.*prepared in ([0-9.]+) ms", out)
+    return float(m.group(1)), float(m.group(2)), float(m.group(3))
+
+
+# The modules: qcc's per-channel int8 (min/max ranges, no correction: the network ONNX Runtime's
+# quantizer makes too) and its float import; the dogs model's int8 for exactness.
+q_ir = os.path.join(tmp, "q.ir")
+qcc("--passes=quantize", "--calib", calib_path, onnx_path, "--preprocess", "tf", "-o", q_ir)
+f_ir = os.path.join(tmp, "f.ir")
+qcc("import", onnx_path, "--preprocess", "tf", "-o", f_ir)
+dogs_ir = os.path.join(tmp, "dogs.ir")
+dogs_calib = os.path.join(kit, "dogs", "calib.npy")
+qcc("--passes=fold-batchnorm,quantize", "--calib", dogs_calib, dogs_path, "--preprocess", "tf", "-o", dogs_ir)
+
+# ONNX Runtime's own per-channel QDQ model of the same network.
+pre = os.path.join(tmp, "pre.onnx")
+quant_pre_process(onnx_path, pre)
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self):
+        self.items = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+ort_q = os.path.join(tmp, "ort_q.onnx")
+quantize_static(pre, ort_q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def ort_session(path, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def ort_latency(path):
+    s = ort_session(path, 1)
+    x = {"input": calib[:1]}
+    for _ in range(3):
+        s.run(None, x)
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        s.run(None, x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def ort_throughput(path):
+    s = ort_session(path, 2)
+    s.run(None, {"input": calib[:1]})
+    t0 = time.perf_counter()
+    for i in range(len(calib)):
+        s.run(None, {"input": calib[i:i + 1]})
+    return time.perf_counter() - t0
+
+
+lat = {
+    "qcc int8, Cranelift": qcc_latency(q_ir, "cranelift"),
+    "qcc int8, reference": qcc_latency(q_ir, "reference"),
+    "qcc float, Cranelift engine (float ops on reference kernels)": qcc_latency(f_ir, "cranelift"),
+    "ONNX Runtime int8 (QDQ, per channel)": ort_latency(ort_q) + (None,),
+    "ONNX Runtime float": ort_latency(onnx_path) + (None,),
+}
+base = lat["ONNX Runtime int8 (QDQ, per channel)"][0]
+lat_rows = [f"| {k} | {v[0]:.2f} | {v[1]:.2f} | {v[0] / base:.2f} | {'' if v[2] is None else f'{v[2]:.0f}'} |"
+            for k, v in lat.items()]
+for r in lat_rows:
+    print(r)
+
+thr = []
+for name, model in (("int8", q_ir), ("float", f_ir)):
+    for engine in ("cranelift", "reference"):
+        s, peak, _ = qcc("run", model, "--input", calib_path, "--top", "0", "--quiet", "--engine", engine,
+                         "--threads", "2", "-o", os.path.join(tmp, "out.npy"))
+        thr.append(f"| qcc {name}, {engine} (whole command) | {s:.2f} | {peak / 1024:.0f} |")
+thr.append(f"| ONNX Runtime int8, 64 `run` calls | {ort_throughput(ort_q):.2f} | – |")
+thr.append(f"| ONNX Runtime float, 64 `run` calls | {ort_throughput(onnx_path):.2f} | – |")
+for r in thr:
+    print(r)
+
+bc = []
+for engine in ("cranelift", "reference"):
+    for granularity in ("per-tensor", "per-channel"):
+        s, peak, _ = qcc("--engine", engine, f"--passes=quantize{{granularity={granularity}}},bias-correct",
+                         "--calib", calib_path, onnx_path, "--preprocess", "tf", "-o", os.path.join(tmp, "bc.ir"))
+        bc.append(f"| {granularity}, {engine} | {s:.2f} | {peak / 1024:.0f} |")
+for r in bc:
+    print(r)
+
+exact = []
+for name, model, data in (("MobileNetV2", q_ir, eval_path), ("dogs", dogs_ir, os.path.join(kit, "dogs", "eval.npy"))):
+    outs = []
+    for engine in ("cranelift", "reference"):
+        out = os.path.join(tmp, f"{name}-{engine}.npy")
+        qcc("run", model, "--input", data, "--top", "0", "--quiet", "--engine", engine, "-o", out)
+        outs.append(open(out, "rb").read())
+    n = np.load(os.path.join(tmp, f"{name}-cranelift.npy")).shape[0]
+    exact.append(f"| {name} int8, {n} eval images | {'identical' if outs[0] == outs[1] else 'DIFFERENT'} |")
+for r in exact:
+    print(r)
+
+section = "\n".join([
+    "<!-- engine:begin (written by bench/engine_speed.py) -->",
+    f"### The Cranelift engine ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, one run)",
+    "",
+    f"Batch-1 latency of the kit's MobileNetV2 on one thread, median and fastest of {args.runs} runs",
+    "(qcc: `qcc run --latency`, which also reports the time to prepare the module, kernels included,",
+    "in the same process after a first preparation; ONNX Runtime: `InferenceSession.run`). The int8",
+    "networks are per-channel min/max quantizations of the same float model, by qcc and by ONNX",
+    "Runtime's `quantize_static` (QDQ, u8 activations).",
+    "",
+    "| network, engine | median ms | fastest ms | median / ORT int8 | prepare ms |",
+    "|---|---|---|---|---|",
+] + lat_rows + [
+    "",
+    "Two threads, the 64 calibration images (qcc at its default batch of 16):",
+    "",
+    "| what | seconds | peak MiB |",
+    "|---|---|---|",
+] + thr + [
+    "",
+    "The whole `qcc --passes=quantize{granularity=...},bias-correct` command (ONNX import,",
+    "calibration, quantization, correction, writing the module), both engines:",
+    "",
+    "| pipeline, engine | seconds | peak MiB |",
+    "|---|---|---|",
+] + bc + [
+    "",
+    "Exactness, every eval image through both engines (`qcc run -o`, the files compared byte for byte):",
+    "",
+    "| module | Cranelift vs reference |",
+    "|---|---|",
+] + exact + ["<!-- engine:end -->"])
+update_section("engine", section)
