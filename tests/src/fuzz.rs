@@ -7,6 +7,7 @@ use std::path::Path;
 
 use qcc_dialects::{Module, Node, SourceFile, Tensor, TensorData, Value, parse_module};
 use qcc_passes::{PassContext, PassManager, parse_pipeline};
+use qcc_codegen::Native;
 use qcc_runtime::{Engine, Reference};
 
 /// The most elements (summed over every value) of an accepted module that a case still runs;
@@ -169,7 +170,22 @@ fn twice(t: &Tensor) -> Option<Tensor> {
     Tensor::new(shape, data).ok()
 }
 
-/// Runs an accepted module on the reference interpreter (at its batch and at twice it) and
+/// Whether two runs' outputs are the same, bit for bit (NaN included).
+fn same(a: &[Tensor], b: &[Tensor]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.shape == b.shape
+                && match (&a.data, &b.data) {
+                    (TensorData::F32(x), TensorData::F32(y)) => {
+                        x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits()))
+                    }
+                    (x, y) => x == y,
+                }
+        })
+}
+
+/// Runs an accepted module on the reference interpreter and the Cranelift engine, which must
+/// agree (at its batch and at twice it), and
 /// through the passes (the float clean-ups, then quantization and bias correction calibrated on
 /// two inputs). Each may return an error; none may panic, and a pipeline that succeeds leaves a
 /// module that verifies and runs.
@@ -183,11 +199,30 @@ pub fn exercise(module: &Module) -> Outcome {
     // At the declared batch and at twice it: a model that cannot take another batch must say
     // so, not fail inside a kernel.
     let doubled: Vec<Tensor> = x.iter().filter_map(twice).collect();
+    // On both engines, which must agree: the same outputs, bit for bit, or both an error.
     let run = |m: &Module| {
-        if let Ok(interp) = Reference.prepare(m, "main") {
-            let _ = interp.run(&x);
-            if doubled.len() == x.len() {
-                let _ = interp.run(&doubled);
+        let batches: &[&Vec<Tensor>] = if doubled.len() == x.len() {
+            &[&x, &doubled]
+        } else {
+            &[&x]
+        };
+        let (reference, native) = (Reference.prepare(m, "main"), Native.prepare(m, "main"));
+        for batch in batches {
+            let a = reference.as_ref().map_err(Clone::clone).and_then(|p| p.run(batch).map_err(|e| e.to_string()));
+            let b = native.as_ref().map_err(Clone::clone).and_then(|p| p.run(batch).map_err(|e| e.to_string()));
+            match (&a, &b) {
+                (Ok(a), Ok(b)) => assert!(
+                    same(a, b),
+                    "the engines' outputs differ on\n{}",
+                    qcc_dialects::print_module(m)
+                ),
+                (Err(_), Err(_)) => {}
+                _ => panic!(
+                    "one engine refused: reference {:?}, cranelift {:?}, on\n{}",
+                    a.err(),
+                    b.err(),
+                    qcc_dialects::print_module(m)
+                ),
             }
         }
     };
