@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
+use qcc_codegen::Native;
 use qcc_dialects::{Module, Node, SourceFile, Tensor, TensorData, Value, parse_module};
 use qcc_passes::{PassContext, PassManager, parse_pipeline};
-use qcc_codegen::Native;
 use qcc_runtime::{Engine, Reference};
 
 /// The most elements (summed over every value) of an accepted module that a case still runs;
@@ -176,9 +176,10 @@ fn same(a: &[Tensor], b: &[Tensor]) -> bool {
         && a.iter().zip(b).all(|(a, b)| {
             a.shape == b.shape
                 && match (&a.data, &b.data) {
-                    (TensorData::F32(x), TensorData::F32(y)) => {
-                        x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits()))
-                    }
+                    (TensorData::F32(x), TensorData::F32(y)) => x
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(y.iter().map(|v| v.to_bits())),
                     (x, y) => x == y,
                 }
         })
@@ -208,8 +209,14 @@ pub fn exercise(module: &Module) -> Outcome {
         };
         let (reference, native) = (Reference.prepare(m, "main"), Native.prepare(m, "main"));
         for batch in batches {
-            let a = reference.as_ref().map_err(Clone::clone).and_then(|p| p.run(batch).map_err(|e| e.to_string()));
-            let b = native.as_ref().map_err(Clone::clone).and_then(|p| p.run(batch).map_err(|e| e.to_string()));
+            let a = reference
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|p| p.run(batch).map_err(|e| e.to_string()));
+            let b = native
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|p| p.run(batch).map_err(|e| e.to_string()));
             match (&a, &b) {
                 (Ok(a), Ok(b)) => assert!(
                     same(a, b),
