@@ -5,12 +5,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
-use qcc_dialects::ops::attrs::Conv2dAttrs;
+use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
 use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Storage, TensorType};
 use qcc_runtime::interp::layer_requant;
 use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
 
 use crate::elementwise::{Dequantize, QuantAdd, Quantize};
+use crate::float::{FloatClip, FloatDepthwise};
 use crate::layers::{QuantConv, QuantDense};
 
 /// The engine of generated code (`--engine cranelift`).
@@ -23,6 +24,11 @@ static WARNED: Mutex<Option<HashSet<OpKind>>> = Mutex::new(None);
 /// Ops that move no data worth a kernel or are not run at all.
 fn needs_no_kernel(kind: OpKind) -> bool {
     matches!(kind, OpKind::Const | OpKind::Flatten | OpKind::Reshape)
+}
+
+/// Whether `t` holds f32 values.
+fn is_f32(t: &TensorType) -> bool {
+    matches!(t.elem, qcc_dialects::ElemType::F32)
 }
 
 /// Whether the integer kernels take inputs of type `t`: 8-bit storage, so `x - Z_x` fits i16.
@@ -54,6 +60,20 @@ fn kernel_for(
         }
         OpKind::Dequantize => {
             return Ok(Dequantize::new(types[0])?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Conv2d if is_f32(types[0]) && types.get(1).is_some_and(|t| is_f32(t)) => {
+            let w = &types[1].shape;
+            return Ok(
+                FloatDepthwise::new(Conv2dAttrs::of(op)?, &types[0].shape, w)?
+                    .map(|k| Box::new(k) as Box<dyn OpKernel>),
+            );
+        }
+        OpKind::Clip if is_f32(types[0]) => {
+            let (lo, hi) = attrs::clip_bounds(op)?;
+            return Ok(Some(Box::new(FloatClip::new(lo as f32, hi as f32)?)));
+        }
+        OpKind::Relu if is_f32(types[0]) => {
+            return Ok(Some(Box::new(FloatClip::new(0.0, f32::INFINITY)?)));
         }
         _ => return Ok(None),
     }

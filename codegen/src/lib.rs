@@ -6,6 +6,7 @@ mod clif;
 mod depthwise;
 mod elementwise;
 mod engine;
+mod float;
 mod gemm;
 pub mod jit;
 mod layers;

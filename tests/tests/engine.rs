@@ -385,6 +385,180 @@ fn network(seed: u64) -> (String, Tensor) {
     (text, Tensor::from_f32(input.to_vec(), data))
 }
 
+/// A random float network: one to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
+/// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
+/// `nn.relu`; inputs with NaN, infinities and signed zeros now and then.
+fn float_network(seed: u64) -> (String, Tensor) {
+    let mut rng = Rng(seed | 1);
+    let n = rng.range(1, 2) as usize;
+    let c = rng.range(1, 7) as usize;
+    // Up to 24 wide, so stride-2 rows have an interior the vector kernel computes.
+    let (mut h, mut w) = (rng.range(1, 14) as usize, rng.range(1, 24) as usize);
+    let input = [n, c, h, w];
+    let ty = |shape: &[usize]| format!("tensor<{}xf32>", dims(shape));
+    let value = |rng: &mut Rng| (rng.range(-64, 64) as f64 / 32.0).to_string();
+    let mut body = String::new();
+    let mut cur = "%x".to_string();
+    for layer in 0..rng.range(1, 3) {
+        let k = |rng: &mut Rng| {
+            if rng.chance(6) {
+                5
+            } else {
+                rng.range(1, 3) as usize
+            }
+        };
+        let (kh, kw) = (k(&mut rng), k(&mut rng));
+        let strides = [rng.range(1, 2) as usize, rng.range(1, 2) as usize];
+        let dil = [rng.range(1, 2) as usize, rng.range(1, 2) as usize];
+        let mut pads = [0usize; 4];
+        for p in &mut pads {
+            *p = rng.range(0, 2) as usize;
+        }
+        let span = |k: usize, d: usize| d * (k - 1) + 1;
+        while h + pads[0] + pads[2] < span(kh, dil[0]) {
+            pads[2] += 1;
+        }
+        while w + pads[1] + pads[3] < span(kw, dil[1]) {
+            pads[3] += 1;
+        }
+        let oh = (h + pads[0] + pads[2] - span(kh, dil[0])) / strides[0] + 1;
+        let ow = (w + pads[1] + pads[3] - span(kw, dil[1])) / strides[1] + 1;
+        let wshape = [c, 1, kh, kw];
+        let weights: Vec<String> = (0..c * kh * kw).map(|_| value(&mut rng)).collect();
+        let nested_f = |values: &[String], inner: usize| {
+            let rows: Vec<String> = values
+                .chunks(inner)
+                .map(|r| {
+                    format!(
+                        "[[[{}]]]",
+                        r.chunks(kw)
+                            .map(|q| q.join(", "))
+                            .collect::<Vec<_>>()
+                            .join("], [")
+                    )
+                })
+                .collect();
+            format!("[{}]", rows.join(", "))
+        };
+        writeln!(
+            body,
+            "    %w{layer} = nn.const {{value = dense<{}> : {}}} : {}",
+            nested_f(&weights, kh * kw),
+            ty(&wshape),
+            ty(&wshape)
+        )
+        .unwrap();
+        let bias = rng.chance(2);
+        if bias {
+            let b: Vec<String> = (0..c).map(|_| value(&mut rng)).collect();
+            writeln!(
+                body,
+                "    %b{layer} = nn.const {{value = dense<[{}]> : tensor<{c}xf32>}} : tensor<{c}xf32>",
+                b.join(", ")
+            )
+            .unwrap();
+        }
+        let out_shape = [n, c, oh, ow];
+        let (operands, types) = if bias {
+            (
+                format!("{cur}, %w{layer}, %b{layer}"),
+                format!("{}, {}, tensor<{c}xf32>", ty(&[n, c, h, w]), ty(&wshape)),
+            )
+        } else {
+            (
+                format!("{cur}, %w{layer}"),
+                format!("{}, {}", ty(&[n, c, h, w]), ty(&wshape)),
+            )
+        };
+        writeln!(
+            body,
+            "    %c{layer} = nn.conv2d({operands}) {{strides = [{}, {}], pads = [{}, {}, {}, {}], dilations = [{}, {}], groups = {c}}} : ({types}) -> {}",
+            strides[0], strides[1], pads[0], pads[1], pads[2], pads[3], dil[0], dil[1],
+            ty(&out_shape)
+        )
+        .unwrap();
+        let activation = if rng.chance(2) {
+            format!("nn.relu(%c{layer})")
+        } else {
+            format!(
+                "nn.clip(%c{layer}) {{min = {}, max = {}}}",
+                -(rng.range(0, 2) as f64),
+                rng.range(1, 6) as f64
+            )
+        };
+        writeln!(
+            body,
+            "    %a{layer} = {activation} : ({}) -> {}",
+            ty(&out_shape),
+            ty(&out_shape)
+        )
+        .unwrap();
+        cur = format!("%a{layer}");
+        (h, w) = (oh, ow);
+    }
+    let out = ty(&[n, c, h, w]);
+    let text = format!(
+        "module @random {{\n  func.func @main(%x: {}) -> {out} {{\n{body}    return {cur} : {out}\n  }}\n}}\n",
+        ty(&input)
+    );
+    let len: usize = input.iter().product();
+    let hostile = rng.chance(6);
+    let data: Vec<f32> = (0..len)
+        .map(|_| {
+            if hostile && rng.chance(6) {
+                [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1e-45]
+                    [rng.below(6) as usize]
+            } else {
+                (rng.below(4001) as f32 - 2000.0) / 999.0
+            }
+        })
+        .collect();
+    (text, Tensor::from_f32(input.to_vec(), data))
+}
+
+/// Whether two outputs are the same bits (NaN included).
+fn same_bits(a: &[Tensor], b: &[Tensor]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.shape == b.shape
+                && match (a.as_f32(), b.as_f32()) {
+                    (Some(x), Some(y)) => x
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(y.iter().map(|v| v.to_bits())),
+                    _ => a == b,
+                }
+        })
+}
+
+fn check_float(seed: u64) -> Result<(), TestCaseError> {
+    let (text, x) = float_network(seed);
+    let file = SourceFile::new("random.ir", text.clone());
+    let module = parse_module(&file, None).map_err(|d| {
+        TestCaseError::fail(format!(
+            "invalid module: {}\n{text}",
+            d[0].render(Some(&file))
+        ))
+    })?;
+    let run = |engine: &dyn Engine| {
+        engine
+            .prepare(&module, "main")
+            .and_then(|p| p.run(std::slice::from_ref(&x)).map_err(|e| e.to_string()))
+    };
+    match (run(&Reference), run(&Native)) {
+        (Ok(a), Ok(b)) => prop_assert!(same_bits(&a, &b), "outputs differ\n{text}"),
+        (Err(_), Err(_)) => {}
+        (a, b) => {
+            return Err(TestCaseError::fail(format!(
+                "one engine refused: reference {:?}, cranelift {:?}\n{text}",
+                a.err(),
+                b.err()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Every op's output of a run, by node.
 fn observed(
     engine: &dyn Engine,
@@ -476,6 +650,11 @@ proptest! {
     #[test]
     fn cranelift_matches_the_reference(seed in any::<u64>()) {
         check(seed)?;
+    }
+
+    #[test]
+    fn float_kernels_match_the_reference_bit_for_bit(seed in any::<u64>()) {
+        check_float(seed)?;
     }
 }
 

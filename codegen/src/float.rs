@@ -1,0 +1,370 @@
+//! Generated float kernels, bit for bit the reference's: the same operations in the same order on
+//! every element, only four at a time (multiply then add, never fused, because the reference
+//! rounds the product before adding it).
+//!
+//! - `nn.conv2d`, depthwise (strides 1 and 2): every output starts from its bias and adds
+//!   `w * x` tap by tap, row-major, skipping taps that fall in the padding. The generated kernel
+//!   computes the interior (where no tap falls in the padding, and for stride 2 where the eight
+//!   values a group of four reads stay in the row); the border is computed in Rust in the same
+//!   order.
+//! - `nn.clip` and `nn.relu`: `max(x, lo)` then `min(.., hi)` as `f32::max`/`f32::min` do, a NaN
+//!   operand giving the other one.
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use qcc_dialects::Tensor;
+use qcc_dialects::ops::attrs::Conv2dAttrs;
+use qcc_runtime::OpKernel;
+use rayon::prelude::*;
+
+use crate::clif::Loop;
+use crate::jit;
+
+/// Lanes of an f32 vector.
+const LANES: usize = 4;
+
+/// Channels one task takes at a time.
+const PLANES_PER_TASK: usize = 8;
+
+/// The geometry of a float depthwise layer and the interior its kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    input: [usize; 2],
+    kernel: [usize; 2],
+    output: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 2],
+    /// Output rows `[rows.0, rows.1)` read no padding.
+    rows: (usize, usize),
+    /// Output columns `[cols.0, cols.0 + 4 * groups)` read no padding and stay in the row.
+    cols: (usize, usize),
+}
+
+impl Plan {
+    fn new(attrs: &Conv2dAttrs, input: [usize; 2], kernel: [usize; 2]) -> Result<Plan, String> {
+        let w = &attrs.window;
+        let (oh, ow) = w.output(input[0], input[1], kernel[0], kernel[1], false)?;
+        // Outputs whose every tap along one axis is inside the input: o * s >= pad and
+        // o * s - pad + (k - 1) * d + extra < size.
+        let inside =
+            |size: usize, k: usize, s: usize, d: usize, pad: usize, extra: usize, out: usize| {
+                let first = pad.div_ceil(s);
+                let span = (k - 1) * d + extra + 1;
+                let last = if size + pad >= span {
+                    ((size + pad - span) / s + 1).min(out)
+                } else {
+                    0
+                };
+                (first.min(last), last)
+            };
+        let rows = inside(
+            input[0],
+            kernel[0],
+            w.strides[0],
+            w.dilations[0],
+            w.pads[0],
+            0,
+            oh,
+        );
+        // A group of four at stride s reads 4 * s consecutive values.
+        let extra = LANES * w.strides[1] - 1;
+        let (c0, c1) = inside(
+            input[1],
+            kernel[1],
+            w.strides[1],
+            w.dilations[1],
+            w.pads[1],
+            extra,
+            ow,
+        );
+        Ok(Plan {
+            input,
+            kernel,
+            output: [oh, ow],
+            strides: w.strides,
+            dilations: w.dilations,
+            pads: [w.pads[0], w.pads[1]],
+            rows,
+            cols: (c0, (c1 - c0) / LANES),
+        })
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "fdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_r{}-{}_c{}+{}",
+            self.input[0],
+            self.input[1],
+            self.kernel[0],
+            self.kernel[1],
+            self.strides[0],
+            self.strides[1],
+            self.dilations[0],
+            self.dilations[1],
+            self.pads[0],
+            self.pads[1],
+            self.rows.0,
+            self.rows.1,
+            self.cols.0,
+            self.cols.1
+        )
+    }
+
+    /// Output `(y, x)` of one plane as the reference computes it.
+    fn one(&self, plane: &[f32], taps: &[f32], bias: f32, y: usize, x: usize) -> f32 {
+        let [h, w] = self.input;
+        let mut acc = bias;
+        for ky in 0..self.kernel[0] {
+            let Some(iy) = (y * self.strides[0] + ky * self.dilations[0])
+                .checked_sub(self.pads[0])
+                .filter(|v| *v < h)
+            else {
+                continue;
+            };
+            for kx in 0..self.kernel[1] {
+                let Some(ix) = (x * self.strides[1] + kx * self.dilations[1])
+                    .checked_sub(self.pads[1])
+                    .filter(|v| *v < w)
+                else {
+                    continue;
+                };
+                acc += taps[ky * self.kernel[1] + kx] * plane[iy * w + ix];
+            }
+        }
+        acc
+    }
+}
+
+type DepthwiseFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32);
+
+/// The generated interior of `plan`: `(plane, taps, &bias, out plane)`.
+fn depthwise_kernel(plan: &Plan) -> Result<DepthwiseFn, String> {
+    let ptr = jit::pointer();
+    let p = *plan;
+    let code = jit::kernel(&plan.name(), &[ptr; 4], |b, args| {
+        build_depthwise(b, args, &p)
+    })?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
+}
+
+fn build_depthwise(b: &mut FunctionBuilder, args: &[Value], p: &Plan) {
+    let (x, taps, bias, out) = (args[0], args[1], args[2], args[3]);
+    let flags = MemFlagsData::new().with_notrap();
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ptr = jit::pointer();
+    let [kh, kw] = p.kernel;
+    let [sy, sx] = p.strides;
+    let [dy, dx] = p.dilations;
+    let (w, ow) = (p.input[1] as i64, p.output[1] as i64);
+    let weights: Vec<Value> = (0..kh * kw)
+        .map(|t| {
+            let v = b.ins().load(types::F32, flags, taps, (4 * t) as i32);
+            b.ins().splat(types::F32X4, v)
+        })
+        .collect();
+    let bias = b.ins().load(types::F32, flags, bias, 0);
+    let bias = b.ins().splat(types::F32X4, bias);
+    // Even lanes of two vectors (stride 2).
+    let even = b
+        .func
+        .dfg
+        .immediates
+        .push(vec![0u8, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27].into());
+    let (r0, r1) = (
+        b.ins().iconst(ptr, p.rows.0 as i64),
+        b.ins().iconst(ptr, p.rows.1 as i64),
+    );
+    let rows = Loop::new(b, r0, r1);
+    let y = rows.index;
+    // Input row of tap row 0 and column of tap column 0 for output column 0, in bytes.
+    let in_row = b.ins().imul_imm_s(y, sy as i64 * w * 4);
+    let base = b.ins().iadd(x, in_row);
+    let out_row = b.ins().imul_imm_s(y, ow * 4);
+    let out_row = b.ins().iadd(out, out_row);
+    let (g0, g1) = (b.ins().iconst(ptr, 0), b.ins().iconst(ptr, p.cols.1 as i64));
+    let groups = Loop::new(b, g0, g1);
+    let g = groups.index;
+    let col = b.ins().imul_imm_s(g, LANES as i64);
+    let col = b.ins().iadd_imm_s(col, p.cols.0 as i64);
+    let src = b.ins().imul_imm_s(col, sx as i64 * 4);
+    let src = b.ins().iadd(base, src);
+    let mut acc = bias;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            // Offset of this tap for output (y, col): rows y*sy - pt + ky*dy, cols col*sx - pl + kx*dx.
+            let off =
+                ((ky * dy) as i64 - p.pads[0] as i64) * w + (kx * dx) as i64 - p.pads[1] as i64;
+            let off = (off * 4) as i32;
+            let v = if sx == 1 {
+                b.ins().load(types::F32X4, flags, src, off)
+            } else {
+                let lo = b.ins().load(types::I8X16, flags, src, off);
+                let hi = b.ins().load(types::I8X16, flags, src, off + 16);
+                let v = b.ins().shuffle(lo, hi, even);
+                b.ins().bitcast(types::F32X4, little, v)
+            };
+            let prod = b.ins().fmul(weights[ky * kw + kx], v);
+            acc = b.ins().fadd(acc, prod);
+        }
+    }
+    let dst = b.ins().ishl_imm_u(col, 2);
+    let dst = b.ins().iadd(out_row, dst);
+    b.ins().store(flags, acc, dst, 0);
+    groups.close(b);
+    rows.close(b);
+    b.ins().return_(&[]);
+}
+
+/// A generated float depthwise `nn.conv2d` (stride 1 or 2 along the row).
+pub struct FloatDepthwise {
+    attrs: Conv2dAttrs,
+}
+
+impl FloatDepthwise {
+    /// Prepares the layer for input shape `x` and weight shape `w`, or `None` when it is not a
+    /// depthwise convolution this kernel covers.
+    pub fn new(
+        attrs: Conv2dAttrs,
+        x: &[usize],
+        w: &[usize],
+    ) -> Result<Option<FloatDepthwise>, String> {
+        let depthwise = x.len() == 4
+            && w.len() == 4
+            && w[1] == 1
+            && attrs.groups == x[1]
+            && w[0] == x[1]
+            && attrs.groups > 1;
+        if !depthwise || !matches!(attrs.window.strides[1], 1 | 2) {
+            return Ok(None);
+        }
+        depthwise_kernel(&Plan::new(&attrs, [x[2], x[3]], [w[2], w[3]])?)?;
+        Ok(Some(FloatDepthwise { attrs }))
+    }
+}
+
+fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], String> {
+    t.as_f32().ok_or_else(|| format!("the {what} must be f32"))
+}
+
+impl OpKernel for FloatDepthwise {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let (x, w) = (inputs[0], inputs[1]);
+        let (xv, wv) = (f32s(x, "input")?, f32s(w, "weight")?);
+        let bias = inputs.get(2).map(|b| f32s(b, "bias")).transpose()?;
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+        let plan = Plan::new(&self.attrs, [h, wd], [w.shape[2], w.shape[3]])?;
+        let f = depthwise_kernel(&plan)?;
+        let [oh, ow] = plan.output;
+        let (plane_in, plane_out, per) = (h * wd, oh * ow, w.shape[2] * w.shape[3]);
+        let mut out = vec![0f32; n * c * plane_out];
+        out.par_chunks_mut(plane_out.max(1))
+            .enumerate()
+            .with_min_len(PLANES_PER_TASK)
+            .for_each(|(i, dst)| {
+                let ch = i % c;
+                let plane = &xv[i * plane_in..(i + 1) * plane_in];
+                let taps = &wv[ch * per..(ch + 1) * per];
+                let b = bias.map_or(0.0, |bv| bv[ch]);
+                // SAFETY: the kernel reads the plane's interior and writes its outputs only.
+                unsafe { f(plane.as_ptr(), taps.as_ptr(), &b, dst.as_mut_ptr()) };
+                let interior_cols = plan.cols.0..plan.cols.0 + LANES * plan.cols.1;
+                for y in 0..oh {
+                    let inner_row = (plan.rows.0..plan.rows.1).contains(&y);
+                    for xo in 0..ow {
+                        if inner_row && interior_cols.contains(&xo) {
+                            continue;
+                        }
+                        dst[y * ow + xo] = plan.one(plane, taps, b, y, xo);
+                    }
+                }
+            });
+        Ok(Tensor::from_f32(vec![n, c, oh, ow], out))
+    }
+}
+
+/// A generated `nn.clip` / `nn.relu` on f32.
+pub struct FloatClip {
+    kernel: unsafe extern "C" fn(*const f32, *mut f32, i64),
+}
+
+impl FloatClip {
+    /// Clamps to `[lo, hi]` (`hi` infinite for ReLU).
+    pub fn new(lo: f32, hi: f32) -> Result<FloatClip, String> {
+        let ptr = jit::pointer();
+        let name = format!("fclip_{:08x}_{:08x}", lo.to_bits(), hi.to_bits());
+        let code = jit::kernel(&name, &[ptr; 3], |b, args| {
+            let (x, out, groups) = (args[0], args[1], args[2]);
+            let flags = MemFlagsData::new().with_notrap();
+            let splat = |b: &mut FunctionBuilder, v: f32| {
+                let c = b.ins().f32const(v);
+                b.ins().splat(types::F32X4, c)
+            };
+            let (lov, hiv) = (splat(b, lo), splat(b, hi));
+            let zero = b.ins().iconst(ptr, 0);
+            let l = Loop::new(b, zero, groups);
+            let off = b.ins().imul_imm_s(l.index, 16);
+            let src = b.ins().iadd(x, off);
+            let dst = b.ins().iadd(out, off);
+            let v = b.ins().load(types::F32X4, flags, src, 0);
+            let v = max_num(b, v, lov);
+            let v = min_num(b, v, hiv);
+            b.ins().store(flags, v, dst, 0);
+            l.close(b);
+            b.ins().return_(&[]);
+        })?;
+        // SAFETY: generated with exactly this signature, in the platform's C ABI.
+        Ok(FloatClip {
+            kernel: unsafe {
+                std::mem::transmute::<*const u8, unsafe extern "C" fn(*const f32, *mut f32, i64)>(
+                    code,
+                )
+            },
+        })
+    }
+}
+
+/// `f32::max`: the larger, or the operand that is not NaN (`bound` never is).
+fn max_num(b: &mut FunctionBuilder, v: Value, bound: Value) -> Value {
+    let m = b.ins().fmax(v, bound);
+    not_nan_or(b, v, m, bound)
+}
+
+/// `f32::min`, as [`max_num`].
+fn min_num(b: &mut FunctionBuilder, v: Value, bound: Value) -> Value {
+    let m = b.ins().fmin(v, bound);
+    not_nan_or(b, v, m, bound)
+}
+
+/// `result` where `v` is a number, `bound` where it is NaN.
+fn not_nan_or(b: &mut FunctionBuilder, v: Value, result: Value, bound: Value) -> Value {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let nan = b.ins().fcmp(FloatCC::Unordered, v, v);
+    let nan = b.ins().bitcast(types::F32X4, little, nan);
+    b.ins().bitselect(nan, bound, result)
+}
+
+impl OpKernel for FloatClip {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = f32s(inputs[0], "input")?;
+        let mut out = vec![0f32; x.len()];
+        const CHUNK: usize = 1 << 14;
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(dst, src)| {
+                let whole = src.len() / LANES * LANES;
+                // SAFETY: both slices hold `whole` values.
+                unsafe { (self.kernel)(src.as_ptr(), dst.as_mut_ptr(), (whole / LANES) as i64) };
+                if whole < src.len() {
+                    let mut pad = [0f32; LANES];
+                    let mut res = [0f32; LANES];
+                    pad[..src.len() - whole].copy_from_slice(&src[whole..]);
+                    // SAFETY: one group in local arrays.
+                    unsafe { (self.kernel)(pad.as_ptr(), res.as_mut_ptr(), 1) };
+                    dst[whole..].copy_from_slice(&res[..src.len() - whole]);
+                }
+            });
+        Ok(Tensor::from_f32(inputs[0].shape.clone(), out))
+    }
+}
