@@ -5,13 +5,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
-use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
+use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Storage, TensorType};
 use qcc_runtime::interp::layer_requant;
 use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
 
 use crate::elementwise::{Dequantize, QuantAdd, Quantize};
-use crate::float::{FloatClip, FloatDepthwise};
+use crate::float::FloatDepthwise;
 use crate::layers::{QuantConv, QuantDense};
 
 /// The engine of generated code (`--engine cranelift`).
@@ -68,13 +68,7 @@ fn kernel_for(
                     .map(|k| Box::new(k) as Box<dyn OpKernel>),
             );
         }
-        OpKind::Clip if is_f32(types[0]) => {
-            let (lo, hi) = attrs::clip_bounds(op)?;
-            return Ok(Some(Box::new(FloatClip::new(lo as f32, hi as f32)?)));
-        }
-        OpKind::Relu if is_f32(types[0]) => {
-            return Ok(Some(Box::new(FloatClip::new(0.0, f32::INFINITY)?)));
-        }
+
         _ => return Ok(None),
     }
     let Some(weight) = operands
