@@ -172,7 +172,51 @@ pub fn pack_pairs(rows: &[i16], k: usize, p: usize, ldp: usize) -> PackedB {
 
 /// Packs u8-shifted activations (`k` rows of `ldp`) for [`Form::Quads`].
 pub fn pack_quads(rows: &[u8], k: usize, p: usize, ldp: usize) -> PackedB {
-    PackedB::Quads(pack(rows, k, p, ldp, 4))
+    let mut packed = pack(rows, k, p, ldp, 4);
+    // `pack` is generic and moves one byte at a time; redo the whole tiles (eight pixels, four
+    // rows of K) with byte interleaves, which is most of them.
+    let (pp, kw) = (p / NR, k / 4);
+    let stride = k.div_ceil(4) * NR * 4;
+    packed
+        .par_chunks_mut(stride)
+        .take(pp)
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            for q in 0..kw {
+                let at = |e: usize| &rows[(4 * q + e) * ldp + panel * NR..][..NR];
+                interleave4(
+                    [at(0), at(1), at(2), at(3)],
+                    &mut dst[q * NR * 4..(q + 1) * NR * 4],
+                );
+            }
+        });
+    PackedB::Quads(packed)
+}
+
+/// Writes `[r0[i], r1[i], r2[i], r3[i]]` for the eight `i` of four rows into `dst` (32 bytes).
+fn interleave4(rows: [&[u8]; 4], dst: &mut [u8]) {
+    assert!(rows.iter().all(|r| r.len() >= NR) && dst.len() >= 4 * NR);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of x86-64; the loads read 8 bytes of each row and the stores write
+    // the 32 bytes of `dst`, all checked above.
+    unsafe {
+        use std::arch::x86_64::*;
+        let load = |r: &[u8]| _mm_loadl_epi64(r.as_ptr() as *const __m128i);
+        let (r0, r1, r2, r3) = (load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
+        let a = _mm_unpacklo_epi8(r0, r1);
+        let b = _mm_unpacklo_epi8(r2, r3);
+        _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, _mm_unpacklo_epi16(a, b));
+        _mm_storeu_si128(
+            dst.as_mut_ptr().add(16) as *mut __m128i,
+            _mm_unpackhi_epi16(a, b),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for i in 0..NR {
+        for (e, r) in rows.iter().enumerate() {
+            dst[4 * i + e] = r[i];
+        }
+    }
 }
 
 type GemmFn =
