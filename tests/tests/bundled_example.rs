@@ -396,6 +396,39 @@ fn eval_feeds_both_models_what_the_model_under_test_records() {
     );
 }
 
+/// The main job gives the same table on the reference interpreter as on the Cranelift engine
+/// (the default): the same modules, so the same agreement, SQNR, KL and classes in every row;
+/// only the seconds the passes took differ.
+#[test]
+fn main_job_gives_the_same_table_on_both_engines() {
+    let table = |engine: &str| -> Vec<Vec<String>> {
+        let run = qcc(&[
+            "compare",
+            &example("model.onnx"),
+            "--calib",
+            &example("photos"),
+            "--quiet",
+            "--engine",
+            engine,
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("per-"))
+            .map(|l| {
+                let cells: Vec<String> = l.split_whitespace().map(String::from).collect();
+                // label (2 words), agreement x2, SQNR, KL, passes s, classes...
+                let mut kept = cells[..6].to_vec();
+                kept.extend_from_slice(&cells[7..]);
+                kept
+            })
+            .collect()
+    };
+    let (native, reference) = (table("cranelift"), table("reference"));
+    assert_eq!(native.len(), 6, "{native:?}");
+    assert_eq!(native, reference);
+}
+
 /// `qcc run --profile` lists every op with its multiply-accumulates: MobileNetV2's first
 /// convolution makes 32 x 112 x 112 outputs of 3 x 3 x 3 products each (10.84 M per image), its
 /// classifier 1000 outputs of 1280 (1.28 M per image).
