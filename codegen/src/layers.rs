@@ -33,17 +33,16 @@ fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
 /// A bound on `|x - Z_x|` good enough for a layer of depth `k` and largest weight `max_w`: the
 /// storage range's when even that keeps every sum (and `|acc + bias|`, `bias` the largest
 /// bias) below 2^31, so the data need not be read; else the data's own largest value.
-fn extent_for(
-    x: &Tensor,
-    zero_point: i64,
-    k: usize,
-    max_w: u32,
-    bias: u64,
-) -> Result<u32, String> {
+fn extent_for(x: &Tensor, zero_point: i64, k: usize, max_w: u32, bias: u64) -> Result<u32, String> {
     let static_bound = match &x.data {
         TensorData::U8(_) => zero_point.max(255 - zero_point),
         TensorData::I8(_) => (zero_point + 128).max(127 - zero_point),
-        other => return Err(format!("the input must be 8-bit, got {}", other.dtype_name())),
+        other => {
+            return Err(format!(
+                "the input must be 8-bit, got {}",
+                other.dtype_name()
+            ));
+        }
     } as u32;
     let sum = k as u128 * u128::from(static_bound) * u128::from(max_w);
     if sum + u128::from(bias) < 1 << 31 {
@@ -326,7 +325,9 @@ impl QuantConv {
         let [oh, ow] = g.output;
         let plane = oh * ow;
         let k = cg * g.kernel[0] * g.kernel[1];
-        let largest_bias = finish.map_or(0, |f| f.bias.iter().map(|b| b.unsigned_abs()).max().unwrap_or(0));
+        let largest_bias = finish.map_or(0, |f| {
+            f.bias.iter().map(|b| b.unsigned_abs()).max().unwrap_or(0)
+        });
         let max_x = extent_for(x, zx, k, weights.max, largest_bias)?;
         let form = match &weights.packed {
             Packed::Gemm(panels) => panels.first().map(|p| p.form),

@@ -46,6 +46,53 @@ impl Rng {
     }
 }
 
+/// A random convolution window over an `h` x `w` input: kernels 1 to 3 (now and then 5), strides
+/// and dilations 1 and 2, pads 0 to 2 on each side (more where the window would not fit).
+struct Window {
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 4],
+    output: [usize; 2],
+}
+
+impl Window {
+    fn random(rng: &mut Rng, h: usize, w: usize) -> Window {
+        let k = |rng: &mut Rng| {
+            if rng.chance(8) {
+                5
+            } else {
+                rng.range(1, 3) as usize
+            }
+        };
+        let kernel = [k(rng), k(rng)];
+        let strides = [rng.range(1, 2) as usize, rng.range(1, 2) as usize];
+        let dilations = [(); 2].map(|_| if rng.chance(4) { 2 } else { 1 });
+        let mut pads = [0usize; 4];
+        for p in &mut pads {
+            *p = rng.range(0, 2) as usize;
+        }
+        let span = |axis: usize| dilations[axis] * (kernel[axis] - 1) + 1;
+        while h + pads[0] + pads[2] < span(0) {
+            pads[2] += 1;
+        }
+        while w + pads[1] + pads[3] < span(1) {
+            pads[3] += 1;
+        }
+        let output = [
+            (h + pads[0] + pads[2] - span(0)) / strides[0] + 1,
+            (w + pads[1] + pads[3] - span(1)) / strides[1] + 1,
+        ];
+        Window {
+            kernel,
+            strides,
+            dilations,
+            pads,
+            output,
+        }
+    }
+}
+
 /// A quantized activation type: storage, scale, zero point.
 #[derive(Clone, Copy)]
 struct Act {
@@ -222,33 +269,13 @@ fn network(seed: u64) -> (String, Tensor) {
             rng.range(1, 5) as usize
         };
         let o = groups * og;
-        let k = |rng: &mut Rng| {
-            if rng.chance(8) {
-                5
-            } else {
-                rng.range(1, 3) as usize
-            }
-        };
-        let (kh, kw) = (k(&mut rng), k(&mut rng));
-        let strides = [rng.range(1, 2) as usize, rng.range(1, 2) as usize];
-        let dil = [
-            if rng.chance(4) { 2 } else { 1 },
-            if rng.chance(4) { 2 } else { 1 },
-        ];
-        let mut pads = [0usize; 4];
-        for p in &mut pads {
-            *p = rng.range(0, 2) as usize;
-        }
-        // Pad until the window fits.
-        let span = |k: usize, d: usize| d * (k - 1) + 1;
-        while h + pads[0] + pads[2] < span(kh, dil[0]) {
-            pads[2] += 1;
-        }
-        while w + pads[1] + pads[3] < span(kw, dil[1]) {
-            pads[3] += 1;
-        }
-        let oh = (h + pads[0] + pads[2] - span(kh, dil[0])) / strides[0] + 1;
-        let ow = (w + pads[1] + pads[3] - span(kw, dil[1])) / strides[1] + 1;
+        let Window {
+            kernel: [kh, kw],
+            strides,
+            dilations: dil,
+            pads,
+            output: [oh, ow],
+        } = Window::random(&mut rng, h, w);
         let wshape = [o, c / groups, kh, kw];
         let wn: usize = wshape.iter().product();
         let w_ty = weight_type(&mut rng, &wshape);
@@ -400,29 +427,13 @@ fn float_network(seed: u64) -> (String, Tensor) {
     let mut body = String::new();
     let mut cur = "%x".to_string();
     for layer in 0..rng.range(1, 3) {
-        let k = |rng: &mut Rng| {
-            if rng.chance(6) {
-                5
-            } else {
-                rng.range(1, 3) as usize
-            }
-        };
-        let (kh, kw) = (k(&mut rng), k(&mut rng));
-        let strides = [rng.range(1, 2) as usize, rng.range(1, 2) as usize];
-        let dil = [rng.range(1, 2) as usize, rng.range(1, 2) as usize];
-        let mut pads = [0usize; 4];
-        for p in &mut pads {
-            *p = rng.range(0, 2) as usize;
-        }
-        let span = |k: usize, d: usize| d * (k - 1) + 1;
-        while h + pads[0] + pads[2] < span(kh, dil[0]) {
-            pads[2] += 1;
-        }
-        while w + pads[1] + pads[3] < span(kw, dil[1]) {
-            pads[3] += 1;
-        }
-        let oh = (h + pads[0] + pads[2] - span(kh, dil[0])) / strides[0] + 1;
-        let ow = (w + pads[1] + pads[3] - span(kw, dil[1])) / strides[1] + 1;
+        let Window {
+            kernel: [kh, kw],
+            strides,
+            dilations: dil,
+            pads,
+            output: [oh, ow],
+        } = Window::random(&mut rng, h, w);
         let wshape = [c, 1, kh, kw];
         let weights: Vec<String> = (0..c * kh * kw).map(|_| value(&mut rng)).collect();
         let nested_f = |values: &[String], inner: usize| {
