@@ -70,8 +70,8 @@ pub struct RunArgs {
     pub profile: bool,
 
     /// After the results, time N runs of the first input alone (batch 1, after three warm-up
-    /// runs) and print the median, fastest and slowest, and the time to prepare the model
-    /// (generating its kernels).
+    /// runs) and print the median, fastest and slowest, the time to prepare the model again, and
+    /// how many kernels the process generated and how long that took.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub latency: Option<u64>,
 
