@@ -130,13 +130,15 @@ impl PackedB {
 }
 
 /// Packs B from `rows` (`k` rows of `ldp` values, of which the first `p` are real), `per` values
-/// of K per pixel word.
+/// of K per pixel word. `whole` may write a whole tile (eight pixels, `per` rows of K, given the
+/// rows) itself and say so; the tiles it leaves are written one value at a time.
 fn pack<T: Copy + Default + Send + Sync>(
     rows: &[T],
     k: usize,
     p: usize,
     ldp: usize,
     per: usize,
+    whole: impl Fn(&[&[T]], &mut [T]) -> bool + Sync,
 ) -> Vec<T> {
     let (pp, kw) = (p.div_ceil(NR), k.div_ceil(per));
     let mut packed = vec![T::default(); pp * kw * NR * per];
@@ -147,17 +149,18 @@ fn pack<T: Copy + Default + Send + Sync>(
             let p0 = panel * NR;
             let width = NR.min(p - p0);
             for (q, tile) in dst.chunks_exact_mut(NR * per).enumerate() {
-                for e in 0..per.min(k.saturating_sub(per * q)) {
-                    let row = &rows[(per * q + e) * ldp + p0..];
-                    if width == NR {
-                        let src: &[T; NR] = row[..NR].try_into().expect("a whole panel");
-                        for (i, v) in src.iter().enumerate() {
-                            tile[per * i + e] = *v;
-                        }
-                    } else {
-                        for (i, v) in row[..width].iter().enumerate() {
-                            tile[per * i + e] = *v;
-                        }
+                let present = per.min(k.saturating_sub(per * q));
+                let row = |e: usize| &rows[(per * q + e) * ldp + p0..][..width];
+                if width == NR && present == per {
+                    // Up to four rows of K per word (the first `per` are meant).
+                    let sources: [&[T]; 4] = std::array::from_fn(|e| row(e.min(per - 1)));
+                    if whole(&sources[..per], tile) {
+                        continue;
+                    }
+                }
+                for e in 0..present {
+                    for (i, v) in row(e).iter().enumerate() {
+                        tile[per * i + e] = *v;
                     }
                 }
             }
@@ -167,30 +170,16 @@ fn pack<T: Copy + Default + Send + Sync>(
 
 /// Packs centred activations (`x - Z_x`, `k` rows of `ldp`) for [`Form::Pairs`].
 pub fn pack_pairs(rows: &[i16], k: usize, p: usize, ldp: usize) -> PackedB {
-    PackedB::Pairs(pack(rows, k, p, ldp, 2))
+    PackedB::Pairs(pack(rows, k, p, ldp, 2, |_, _| false))
 }
 
-/// Packs u8-shifted activations (`k` rows of `ldp`) for [`Form::Quads`].
+/// Packs u8-shifted activations (`k` rows of `ldp`) for [`Form::Quads`]; whole tiles with byte
+/// interleaves.
 pub fn pack_quads(rows: &[u8], k: usize, p: usize, ldp: usize) -> PackedB {
-    let mut packed = pack(rows, k, p, ldp, 4);
-    // `pack` is generic and moves one byte at a time; redo the whole tiles (eight pixels, four
-    // rows of K) with byte interleaves, which is most of them.
-    let (pp, kw) = (p / NR, k / 4);
-    let stride = k.div_ceil(4) * NR * 4;
-    packed
-        .par_chunks_mut(stride)
-        .take(pp)
-        .enumerate()
-        .for_each(|(panel, dst)| {
-            for q in 0..kw {
-                let at = |e: usize| &rows[(4 * q + e) * ldp + panel * NR..][..NR];
-                interleave4(
-                    [at(0), at(1), at(2), at(3)],
-                    &mut dst[q * NR * 4..(q + 1) * NR * 4],
-                );
-            }
-        });
-    PackedB::Quads(packed)
+    PackedB::Quads(pack(rows, k, p, ldp, 4, |r, tile| {
+        interleave4([r[0], r[1], r[2], r[3]], tile);
+        true
+    }))
 }
 
 /// Writes `[r0[i], r1[i], r2[i], r3[i]]` for the eight `i` of four rows into `dst` (32 bytes).
