@@ -94,7 +94,7 @@ impl Plan {
 
     fn name(&self) -> String {
         format!(
-            "fdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_r{}-{}_c{}+{}",
+            "fdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}_r{}-{}_c{}+{}",
             self.input[0],
             self.input[1],
             self.kernel[0],
@@ -105,6 +105,8 @@ impl Plan {
             self.dilations[1],
             self.pads[0],
             self.pads[1],
+            self.output[0],
+            self.output[1],
             self.rows.0,
             self.rows.1,
             self.cols.0,

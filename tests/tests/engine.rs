@@ -544,6 +544,11 @@ fn same_bits(a: &[Tensor], b: &[Tensor]) -> bool {
 
 fn check_float(seed: u64) -> Result<(), TestCaseError> {
     let (text, x) = float_network(seed);
+    check_float_module(text, &x)
+}
+
+/// The float module `text` on input `x`: the same bits on both engines, or refused by both.
+fn check_float_module(text: String, x: &Tensor) -> Result<(), TestCaseError> {
     let file = SourceFile::new("random.ir", text.clone());
     let module = parse_module(&file, None).map_err(|d| {
         TestCaseError::fail(format!(
@@ -554,7 +559,7 @@ fn check_float(seed: u64) -> Result<(), TestCaseError> {
     let run = |engine: &dyn Engine| {
         engine
             .prepare(&module, "main")
-            .and_then(|p| p.run(std::slice::from_ref(&x)).map_err(|e| e.to_string()))
+            .and_then(|p| p.run(std::slice::from_ref(x)).map_err(|e| e.to_string()))
     };
     match (run(&Reference), run(&Native)) {
         (Ok(a), Ok(b)) => prop_assert!(same_bits(&a, &b), "outputs differ\n{text}"),
@@ -706,5 +711,26 @@ fn the_generator_covers_what_it_claims() {
         "1x1x",
     ] {
         assert!(texts.contains(needle), "no generated network has {needle}");
+    }
+}
+
+/// Two stride-2 depthwise layers that differ only in their right padding (so in their output
+/// width) get kernels of their own: the kernel cache once named them alike, and the second ran
+/// the first's code, writing rows of the wrong length.
+#[test]
+fn float_kernels_of_different_output_widths_are_not_shared() {
+    let x = Tensor::from_f32(
+        vec![1, 2, 3, 16],
+        (0..96).map(|i| (i % 7) as f32 - 3.0).collect(),
+    );
+    for (right, ow) in [(0, 7), (2, 8)] {
+        let text = format!(
+            "module @m {{\n  func.func @main(%x: tensor<1x2x3x16xf32>) -> tensor<1x2x3x{ow}xf32> {{\n    \
+             %w = nn.const {{value = dense<[[[[1.5, -2, 0.25]]], [[[-1, 0.5, 3]]]]> : tensor<2x1x1x3xf32>}} : tensor<2x1x1x3xf32>\n    \
+             %y = nn.conv2d(%x, %w) {{strides = [1, 2], pads = [0, 0, 0, {right}], dilations = [1, 1], groups = 2}} : \
+             (tensor<1x2x3x16xf32>, tensor<2x1x1x3xf32>) -> tensor<1x2x3x{ow}xf32>\n    \
+             return %y : tensor<1x2x3x{ow}xf32>\n  }}\n}}\n"
+        );
+        check_float_module(text, &x).unwrap();
     }
 }
