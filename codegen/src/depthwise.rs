@@ -65,33 +65,63 @@ impl Geometry {
     }
 
     /// Stages one channel (`plane`, `H x W` stored values of zero point `zero_point`) into
-    /// `dst` (`staged_len` values of `x - Z_x`).
-    pub fn stage<T: Copy + Into<i16>>(&self, plane: &[T], zero_point: i16, dst: &mut [i16]) {
+    /// `dst` (`staged_len` values of `x - Z_x`); `line` is scratch space.
+    pub fn stage<T: Copy + Into<i16>>(
+        &self,
+        plane: &[T],
+        zero_point: i16,
+        dst: &mut [i16],
+        line: &mut Vec<i16>,
+    ) {
         let (rows, width, s) = (self.rows(), self.phase_width(), self.strides[1]);
         let [h, w] = self.input;
         let [pt, pl] = self.pads;
-        for r in 0..s {
-            // Phase column j reads input column j * s + r - pl: the valid j are [j0, j1).
-            let j0 = pl.saturating_sub(r).div_ceil(s);
-            let j1 = (w + pl).saturating_sub(r).div_ceil(s).min(width).max(j0);
-            for row in 0..rows {
-                let line = &mut dst[(r * rows + row) * width..(r * rows + row + 1) * width];
-                let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
-                    line.fill(0);
-                    continue;
-                };
-                line[..j0].fill(0);
-                line[j1..].fill(0);
-                let first = j0 * s + r - pl;
-                let src = &plane[iy * w + first..(iy + 1) * w];
-                let dst = &mut line[j0..j1];
-                if s == 1 {
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d = (*v).into() - zero_point;
-                    }
-                } else {
-                    for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
-                        *d = (*v).into() - zero_point;
+        // One padded input row: column `c` holds input column `c - pl` (zero outside), so
+        // phase `r` column `j` is padded column `j * s + r`.
+        let padded = width * s;
+        line.resize(padded, 0);
+        let (first, last) = (pl.min(padded), (pl + w).min(padded));
+        for row in 0..rows {
+            let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
+                for r in 0..s {
+                    dst[(r * rows + row) * width..][..width].fill(0);
+                }
+                continue;
+            };
+            if s == 1 {
+                // The padded row is the staged row.
+                let out = &mut dst[row * width..(row + 1) * width];
+                out[..first].fill(0);
+                out[last..].fill(0);
+                centre(
+                    &plane[iy * w..iy * w + last - first],
+                    zero_point,
+                    &mut out[first..last],
+                );
+                continue;
+            }
+            line[..first].fill(0);
+            line[last..].fill(0);
+            centre(
+                &plane[iy * w..iy * w + last - first],
+                zero_point,
+                &mut line[first..last],
+            );
+            if s == 2 {
+                let (even, odd) = dst.split_at_mut((rows + row) * width);
+                let even = &mut even[row * width..(row + 1) * width];
+                let odd = &mut odd[..width];
+                for ((e, o), pair) in even.iter_mut().zip(odd).zip(line.chunks_exact(2)) {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+            } else {
+                for r in 0..s {
+                    for (d, v) in dst[(r * rows + row) * width..][..width]
+                        .iter_mut()
+                        .zip(line[r..].iter().step_by(s))
+                    {
+                        *d = *v;
                     }
                 }
             }
@@ -104,6 +134,13 @@ impl Geometry {
         for (d, s) in dst.chunks_mut(ow).zip(padded.chunks(row)) {
             d.copy_from_slice(&s[..ow]);
         }
+    }
+}
+
+/// `dst[i] = src[i] - zero_point` (a loop the compiler vectorises).
+fn centre<T: Copy + Into<i16>>(src: &[T], zero_point: i16, dst: &mut [i16]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = (*v).into() - zero_point;
     }
 }
 

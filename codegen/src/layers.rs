@@ -407,9 +407,15 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
                 .enumerate()
                 .with_min_len(CHANNELS_PER_TASK)
                 .for_each_init(
-                    || (vec![0i16; g.staged_len()], vec![0i32; g.out_len()]),
-                    |(staged, padded), (ch, dst)| {
-                        g.stage(input(ch), zx, staged);
+                    || {
+                        (
+                            vec![0i16; g.staged_len()],
+                            vec![0i32; g.out_len()],
+                            Vec::new(),
+                        )
+                    },
+                    |(staged, padded, line), (ch, dst)| {
+                        g.stage(input(ch), zx, staged, line);
                         // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
                         unsafe {
                             f(
@@ -429,9 +435,15 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
                 .enumerate()
                 .with_min_len(CHANNELS_PER_TASK)
                 .for_each_init(
-                    || (vec![0i16; g.staged_len()], vec![0u8; g.out_len()]),
-                    |(staged, padded), (ch, dst)| {
-                        g.stage(input(ch), zx, staged);
+                    || {
+                        (
+                            vec![0i16; g.staged_len()],
+                            vec![0u8; g.out_len()],
+                            Vec::new(),
+                        )
+                    },
+                    |(staged, padded, line), (ch, dst)| {
+                        g.stage(input(ch), zx, staged, line);
                         // SAFETY: as above; the record is the channel's four i32.
                         unsafe {
                             f(
