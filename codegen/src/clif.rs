@@ -136,49 +136,82 @@ impl Levels {
     }
 }
 
-/// One output channel's requantization record as the kernels read it: `[bias, m0, shift, 0]`
-/// (i32 each, 16 bytes).
-pub const RECORD: i32 = 16;
+/// One output channel's requantization record as the kernels read it, [`RECORD_WORDS`] i32
+/// (64 bytes): the bias in four lanes, the multiplier's `m0'` in four lanes, its rounding term
+/// `2^(s' - 1)` as two u64, and the shift `s' - 32`; see [`Multiplier`] for `m0'` and `s'`.
+pub fn record(bias: i32, m0: i64, shift: u32) -> [i32; RECORD_WORDS] {
+    let (m0, wide) = widened(m0, shift);
+    let half = 1u64 << (wide - 1);
+    let mut r = [0i32; RECORD_WORDS];
+    r[..4].fill(bias);
+    r[4..8].fill(m0 as u32 as i32);
+    for lane in 0..2 {
+        r[8 + 2 * lane] = half as u32 as i32;
+        r[9 + 2 * lane] = (half >> 32) as u32 as i32;
+    }
+    r[12] = (wide - 32) as i32;
+    r
+}
+
+/// i32 words of one [`record`].
+pub const RECORD_WORDS: usize = 16;
+/// Bytes of one [`record`].
+pub const RECORD: i32 = 4 * RECORD_WORDS as i32;
+
+/// `(m0', s')` with `s' = max(shift, 32)` and `m0' = m0 * 2^(s' - shift)`: the same multiplier
+/// (`m0' / 2^s' = m0 / 2^shift`), its shift at least 32 so the kernels take the high half of
+/// each 64-bit product for free. `m0 < 2^31` and `shift >= 31` keep `m0' < 2^32`.
+fn widened(m0: i64, shift: u32) -> (u64, u32) {
+    let wide = shift.max(32);
+    ((m0 as u64) << (wide - shift), wide)
+}
 
 /// A fixed-point multiplier's constants as vector operands.
 pub struct Multiplier {
-    /// `m0` in every i32 lane.
+    /// `m0'` in every u32 lane.
     m0: Value,
-    /// The right shift (i64).
-    shift: Value,
-    /// `2^(shift - 1)` (0 for shift 0) in both i64 lanes.
+    /// `2^(s' - 1)` in both u64 lanes.
     half: Value,
+    /// `s' - 32` (i32).
+    shift: Value,
 }
 
 impl Multiplier {
-    /// From `m0` (i32) and `shift` (i64) values.
-    pub fn new(b: &mut FunctionBuilder, m0: Value, shift: Value) -> Multiplier {
-        let m0 = b.ins().splat(types::I32X4, m0);
-        let one = b.ins().iconst(types::I64, 1);
-        let half = b.ins().ishl(one, shift);
-        let half = b.ins().ushr_imm_u(half, 1);
-        let half = b.ins().splat(types::I64X2, half);
-        Multiplier { m0, shift, half }
+    /// From a [`record`] at `record` (loaded where the caller builds).
+    pub fn load(b: &mut FunctionBuilder, record: Value) -> Multiplier {
+        let flags = MemFlagsData::new().with_notrap();
+        Multiplier {
+            m0: b.ins().load(types::I32X4, flags, record, 16),
+            half: b.ins().load(types::I64X2, flags, record, 32),
+            shift: b.ins().load(types::I32, flags, record, 48),
+        }
     }
 
-    /// From constants.
+    /// From constants (`shift` at least 31).
     pub fn constant(b: &mut FunctionBuilder, m0: i64, shift: u32) -> Multiplier {
-        let m0 = b.ins().iconst(types::I32, m0);
-        let shift = b.ins().iconst(types::I64, i64::from(shift));
-        Multiplier::new(b, m0, shift)
+        let (m0, wide) = widened(m0, shift);
+        let m0 = b.ins().iconst(types::I32, m0 as u32 as i64);
+        let m0 = b.ins().splat(types::I32X4, m0);
+        let half = b.ins().iconst(types::I64, 1i64 << (wide - 1));
+        let half = b.ins().splat(types::I64X2, half);
+        let shift = b.ins().iconst(types::I32, i64::from(wide - 32));
+        Multiplier { m0, half, shift }
     }
 
     /// `round_shift(t * m0, shift)` in every lane of `t` (i32x4), rounding ties away from zero as
-    /// `qcc_runtime::quant::round_shift` does. Exact when `|t| < 2^31` and the result fits 31
-    /// bits (a shift of 31 or more does it); callers check.
+    /// `qcc_runtime::quant::round_shift` does. Exact when `|t| < 2^31` and the shift is at least
+    /// 31 (then the result fits 31 bits); callers check.
+    ///
+    /// `|t| * m0' + 2^(s' - 1)` in u64 (`pmuludq` on the widened lanes: below 2^63 + 2^62), its
+    /// high halves gathered (a shift by 32), shifted right by `s' - 32`, the sign restored.
     pub fn apply(&self, b: &mut FunctionBuilder, t: Value) -> Value {
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
-        // Low dwords of two i64x2 into one i32x4.
-        let mask = b
+        // The high dwords of two u64x2, in lane order.
+        let high = b
             .func
             .dfg
             .immediates
-            .push(vec![0u8, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27].into());
+            .push(vec![4u8, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31].into());
         let sign = b.ins().sshr_imm_u(t, 31);
         let magnitude = b.ins().iabs(t);
         let a_lo = b.ins().uwiden_low(magnitude);
@@ -189,12 +222,11 @@ impl Multiplier {
         let p_hi = b.ins().imul(a_hi, m_hi);
         let p_lo = b.ins().iadd(p_lo, self.half);
         let p_hi = b.ins().iadd(p_hi, self.half);
-        let r_lo = b.ins().ushr(p_lo, self.shift);
-        let r_hi = b.ins().ushr(p_hi, self.shift);
-        let r_lo = b.ins().bitcast(types::I8X16, little, r_lo);
-        let r_hi = b.ins().bitcast(types::I8X16, little, r_hi);
-        let r = b.ins().shuffle(r_lo, r_hi, mask);
+        let r_lo = b.ins().bitcast(types::I8X16, little, p_lo);
+        let r_hi = b.ins().bitcast(types::I8X16, little, p_hi);
+        let r = b.ins().shuffle(r_lo, r_hi, high);
         let r = b.ins().bitcast(types::I32X4, little, r);
+        let r = b.ins().ushr(r, self.shift);
         let r = b.ins().bxor(r, sign);
         b.ins().isub(r, sign)
     }
@@ -233,8 +265,8 @@ pub fn store_levels8(b: &mut FunctionBuilder, values: [Value; 2], levels: &Level
 /// Requantizes eight accumulators of one channel (`accs`, two i32x4) exactly as
 /// `qcc_runtime::quant::Requant` does and stores the eight output levels at `dst`.
 ///
-/// `record` points at the channel's record. Exact when `|acc + bias| < 2^31` and the shift is at
-/// least 31 (then `|acc + bias| * m0 >> shift` fits 31 bits); the caller checks both.
+/// `record` points at the channel's [`record`]. Exact when `|acc + bias| < 2^31` and the shift
+/// is at least 31 (then `|acc + bias| * m0 >> shift` fits 31 bits); the caller checks both.
 pub fn requantize8(
     b: &mut FunctionBuilder,
     accs: [Value; 2],
@@ -243,12 +275,8 @@ pub fn requantize8(
     dst: Value,
 ) {
     let flags = MemFlagsData::new().with_notrap();
-    let bias = b.ins().load(types::I32, flags, record, 0);
-    let bias = b.ins().splat(types::I32X4, bias);
-    let m0 = b.ins().load(types::I32, flags, record, 4);
-    let shift = b.ins().load(types::I32, flags, record, 8);
-    let shift = b.ins().uextend(types::I64, shift);
-    let m = Multiplier::new(b, m0, shift);
+    let bias = b.ins().load(types::I32X4, flags, record, 0);
+    let m = Multiplier::load(b, record);
     let values = accs.map(|acc| {
         let t = b.ins().iadd(acc, bias);
         m.apply(b, t)

@@ -14,7 +14,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use cranelift_codegen::ir::{Endianness, Immediate};
 
-use crate::clif::{Loop, pmaddwd, requantize8, splat_pair};
+use crate::clif::{Loop, pmaddwd, requantize8};
 use crate::gemm::Epilogue;
 use crate::jit;
 
@@ -144,18 +144,21 @@ fn centre<T: Copy + Into<i16>>(src: &[T], zero_point: i16, dst: &mut [i16]) {
     }
 }
 
-/// Words of paired tap weights for `taps` taps (the last pairs with a zero weight when odd).
-pub fn pair_count(taps: usize) -> usize {
-    taps.div_ceil(2)
+/// Words of one channel's packed weights for `taps` taps: a vector of four words per pair of
+/// taps (the last pairs with a zero weight when odd).
+pub fn words_per_channel(taps: usize) -> usize {
+    4 * taps.div_ceil(2)
 }
 
-/// The weights of one channel's taps as pair words: `(w[2i], w[2i + 1])` as two i16.
+/// The weights of one channel's taps packed for the kernel: per pair `(w[2i], w[2i + 1])` as two
+/// i16 in a word, the word in all four lanes of a vector (the kernel's `pmaddwd` reads it from
+/// memory: splatting it in the kernel was done again on every iteration).
 pub fn pair_words(taps: &[i8]) -> Vec<u32> {
     taps.chunks(2)
-        .map(|p| {
+        .flat_map(|p| {
             let lo = p[0] as i16 as u16;
             let hi = p.get(1).map_or(0, |w| *w as i16 as u16);
-            u32::from(lo) | (u32::from(hi) << 16)
+            [u32::from(lo) | (u32::from(hi) << 16); 4]
         })
         .collect()
 }
@@ -219,11 +222,7 @@ fn build(
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let (rows, width, row) = (g.rows() as i64, g.phase_width() as i64, g.row() as i64);
-    // One splatted word per pair of taps (two i16 weights).
-    let pairs = pair_count(kh * kw);
-    let weights: Vec<_> = (0..pairs)
-        .map(|t| splat_pair(b, taps, (4 * t) as i32))
-        .collect();
+    let pairs = (kh * kw).div_ceil(2);
     // Byte offset of each tap from the start of the output row's first input row.
     let offsets: Vec<i32> = (0..kh * kw)
         .map(|t| {
@@ -251,7 +250,8 @@ fn build(
     let mut acc1 = acc0;
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let (low, high) = (interleave_mask(b, 0), interleave_mask(b, 8));
-    for (pair, w) in weights.iter().enumerate() {
+    for pair in 0..pairs {
+        let w = b.ins().load(types::I16X8, flags, taps, (16 * pair) as i32);
         // Eight outputs' inputs of two taps, interleaved so each lane holds (tap a, tap b).
         let a = offsets[2 * pair];
         let bo = offsets.get(2 * pair + 1).copied().unwrap_or(a);
@@ -261,8 +261,8 @@ fn build(
         let hi = b.ins().shuffle(xa, xb, high);
         let lo = b.ins().bitcast(types::I16X8, little, lo);
         let hi = b.ins().bitcast(types::I16X8, little, hi);
-        let d0 = pmaddwd(b, lo, *w);
-        let d1 = pmaddwd(b, hi, *w);
+        let d0 = pmaddwd(b, lo, w);
+        let d1 = pmaddwd(b, hi, w);
         acc0 = b.ins().iadd(acc0, d0);
         acc1 = b.ins().iadd(acc1, d1);
     }

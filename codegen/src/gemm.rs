@@ -18,9 +18,11 @@ use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
 
 use crate::clif::{
-    Levels, Loop, RECORD, args_of, dot_u8_i8, pmaddwd, requantize8, splat_pair, splat_quad,
+    Levels, Loop, RECORD, RECORD_WORDS, args_of, dot_u8_i8, pmaddwd, requantize8, splat_pair,
+    splat_quad,
 };
 use crate::jit;
+use crate::pool::{Poolable, Pooled};
 
 /// Rows of C per micro-kernel tile.
 pub const MR: usize = 4;
@@ -115,9 +117,9 @@ impl PackedA {
 /// Activations packed for the kernel (see the module documentation).
 pub enum PackedB {
     /// For [`Form::Pairs`]: `x - Z_x`.
-    Pairs(Vec<i16>),
+    Pairs(Pooled<i16>),
     /// For [`Form::Quads`]: `x` shifted to u8.
-    Quads(Vec<u8>),
+    Quads(Pooled<u8>),
 }
 
 impl PackedB {
@@ -132,16 +134,16 @@ impl PackedB {
 /// Packs B from `rows` (`k` rows of `ldp` values, of which the first `p` are real), `per` values
 /// of K per pixel word. `whole` may write a whole tile (eight pixels, `per` rows of K, given the
 /// rows) itself and say so; the tiles it leaves are written one value at a time.
-fn pack<T: Copy + Default + Send + Sync>(
+fn pack<T: Poolable + Send + Sync>(
     rows: &[T],
     k: usize,
     p: usize,
     ldp: usize,
     per: usize,
     whole: impl Fn(&[&[T]], &mut [T]) -> bool + Sync,
-) -> Vec<T> {
+) -> Pooled<T> {
     let (pp, kw) = (p.div_ceil(NR), k.div_ceil(per));
-    let mut packed = vec![T::default(); pp * kw * NR * per];
+    let mut packed = Pooled::dirty(pp * kw * NR * per);
     packed
         .par_chunks_mut(kw * NR * per)
         .enumerate()
@@ -157,6 +159,9 @@ fn pack<T: Copy + Default + Send + Sync>(
                     if whole(&sources[..per], tile) {
                         continue;
                     }
+                } else {
+                    // The padding of a partial tile multiplies zero weights, but must be a number.
+                    tile.fill(T::default());
                 }
                 for e in 0..present {
                     for (i, v) in row(e).iter().enumerate() {
@@ -406,7 +411,7 @@ pub fn multiply(a: &PackedA, b: &PackedB, p: usize) -> Result<Vec<i32>, String> 
     }
     let ld = p.div_ceil(NR) * NR;
     let f = kernel(a.k, a.form, Epilogue::Accumulators)?;
-    let mut c = vec![0i32; a.panels() * MR * ld];
+    let mut c = Pooled::<i32>::dirty(a.panels() * MR * ld);
     tiles(f, a, b, p, c.as_mut_ptr() as *mut u8, ld, &[]);
     let mut out = vec![0i32; a.m * p];
     for (dst, src) in out.chunks_mut(p).zip(c.chunks(ld)) {
@@ -415,32 +420,34 @@ pub fn multiply(a: &PackedA, b: &PackedB, p: usize) -> Result<Vec<i32>, String> 
     Ok(out)
 }
 
-/// The output levels of `A * B` requantized by one record per row of A (`[bias, m0, shift, 0]`,
-/// see [`requantize8`]), as `[a.m][p]` bytes.
+/// The output levels of `A * B` requantized by one record per row of A (see
+/// [`crate::clif::record`]), written to `out` as `[a.m][p]` bytes.
 pub fn multiply_requantized(
     a: &PackedA,
     b: &PackedB,
     p: usize,
     records: &[i32],
     levels: Levels,
-) -> Result<Vec<u8>, String> {
+    out: &mut [u8],
+) -> Result<(), String> {
     let ld = p.div_ceil(NR) * NR;
     let rows = a.panels() * MR;
-    if records.len() < rows * 4 {
+    if records.len() < rows * RECORD_WORDS {
         return Err("internal error: fewer requantization records than rows".into());
+    }
+    if out.len() != a.m * p {
+        return Err("internal error: the output does not fit the product".into());
     }
     let f = kernel(a.k, a.form, Epilogue::Requantize(levels))?;
     if ld == p && rows == a.m {
         // Whole tiles cover the output exactly: the kernel writes it in place.
-        let mut out = vec![0u8; a.m * p];
         tiles(f, a, b, p, out.as_mut_ptr(), ld, records);
-        return Ok(out);
+        return Ok(());
     }
-    let mut padded = vec![0u8; rows * ld];
+    let mut padded = Pooled::<u8>::dirty(rows * ld);
     tiles(f, a, b, p, padded.as_mut_ptr(), ld, records);
-    let mut out = vec![0u8; a.m * p];
     for (dst, src) in out.chunks_mut(p.max(1)).zip(padded.chunks(ld.max(1))) {
         dst.copy_from_slice(&src[..p]);
     }
-    Ok(out)
+    Ok(())
 }

@@ -75,6 +75,10 @@ fn native_isa() -> Result<(OwnedTargetIsa, Features), String> {
     set(&mut flags, "is_pic", "false")?;
     let mut isa_builder = cranelift_native::builder()
         .map_err(|e| format!("this CPU is not supported by the code generator: {e}"))?;
+    // With AVX512DQ Cranelift multiplies u64 lanes with `vpmullq` (three micro-ops, long
+    // latency) even where both factors are widened u32, which one `pmuludq` multiplies: the
+    // requantization epilogue's products. Nothing else the kernels emit needs AVX512DQ.
+    let _ = isa_builder.set("has_avx512dq", "false");
     if no_vnni() {
         for flag in ["has_avx_vnni", "has_avx512vnni"] {
             // Absent on targets without the flag; nothing to hide there.

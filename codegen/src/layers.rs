@@ -11,9 +11,10 @@ use qcc_runtime::engine::Accumulators;
 use qcc_runtime::quant::{Requant, check_accumulator, magnitude, per_tensor_params, stored_ints};
 use rayon::prelude::*;
 
-use crate::clif::Levels;
+use crate::clif::{Levels, RECORD_WORDS, record};
 use crate::depthwise::{self, Geometry};
 use crate::gemm::{self, Epilogue, Form, MR, PackedA};
+use crate::pool::Pooled;
 
 /// The i8 weights of `w`, or an error.
 fn weights(w: &Tensor) -> Result<&[i8], String> {
@@ -155,14 +156,15 @@ impl Finish<'_> {
             _ => return None,
         };
         let channels = self.requant.channels();
-        let mut records = vec![0i32; channels.div_ceil(MR) * MR * 4];
+        let mut records = vec![0i32; channels.div_ceil(MR) * MR * RECORD_WORDS];
         for c in 0..channels {
             let m = self.requant.multiplier(c);
             let b = self.bias.get(c).copied().unwrap_or(0);
             if m.shift < 31 || u128::from(b.unsigned_abs()) + bound >= 1 << 31 {
                 return None;
             }
-            records[4 * c..4 * c + 3].copy_from_slice(&[b as i32, m.m0 as i32, m.shift as i32]);
+            records[RECORD_WORDS * c..RECORD_WORDS * (c + 1)]
+                .copy_from_slice(&record(b as i32, m.m0, m.shift));
         }
         let (lo, hi) = self.requant.bounds();
         Some((
@@ -397,7 +399,7 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
 ) -> Result<(), String> {
     let zx = zx as i16;
     let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
-    let per = depthwise::pair_count(g.kernel[0] * g.kernel[1]);
+    let per = depthwise::words_per_channel(g.kernel[0] * g.kernel[1]);
     let input = |ch: usize| &image[ch * plane_in..(ch + 1) * plane_in];
     let taps_of = |ch: usize| taps[ch * per..(ch + 1) * per].as_ptr();
     match sink {
@@ -450,7 +452,7 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
                                 staged.as_ptr(),
                                 taps_of(ch),
                                 padded.as_mut_ptr(),
-                                records[4 * ch..].as_ptr(),
+                                records[RECORD_WORDS * ch..].as_ptr(),
                             )
                         };
                         g.compact(padded, dst);
@@ -482,13 +484,13 @@ fn gemm_image(
         let packed = match image {
             Image::Centred(x) if pointwise => gemm::pack_pairs(&x[group(grp)], k, plane, plane),
             Image::Centred(x) => {
-                let mut cols = vec![0i16; k * plane];
+                let mut cols = Pooled::dirty(k * plane);
                 im2col(g, &x[group(grp)], cg, 0, &mut cols);
                 gemm::pack_pairs(&cols, k, plane, plane)
             }
             Image::Shifted(x, _) if pointwise => gemm::pack_quads(&x[group(grp)], k, plane, plane),
             Image::Shifted(x, z) => {
-                let mut cols = vec![0u8; k * plane];
+                let mut cols = Pooled::dirty(k * plane);
                 im2col(g, &x[group(grp)], cg, z, &mut cols);
                 gemm::pack_quads(&cols, k, plane, plane)
             }
@@ -504,10 +506,8 @@ fn gemm_image(
                 correct(&c, a, zu, plane, &mut out[span]);
             }
             Sink::Levels(out, records, levels) => {
-                let records = group_records(records, 4 * grp * a.m, a, zu);
-                out[span].copy_from_slice(&gemm::multiply_requantized(
-                    a, &packed, plane, &records, *levels,
-                )?);
+                let records = group_records(records, RECORD_WORDS * grp * a.m, a, zu);
+                gemm::multiply_requantized(a, &packed, plane, &records, *levels, &mut out[span])?;
             }
         }
     }
@@ -533,10 +533,11 @@ fn correct(c: &[i32], a: &PackedA, zu: i64, plane: usize, out: &mut [i32]) {
 /// and the caller checked that the true one fits i32).
 fn group_records(records: &[i32], first: usize, a: &PackedA, zu: i64) -> Vec<i32> {
     let m = a.m;
-    let mut out = vec![0i32; m.div_ceil(MR) * MR * 4];
-    out[..4 * m].copy_from_slice(&records[first..first + 4 * m]);
-    for (r, sum) in out.chunks_mut(4).zip(&a.row_sums) {
-        r[0] = (i64::from(r[0]) - zu * sum) as i32;
+    let mut out = vec![0i32; m.div_ceil(MR) * MR * RECORD_WORDS];
+    out[..RECORD_WORDS * m].copy_from_slice(&records[first..first + RECORD_WORDS * m]);
+    for (r, sum) in out.chunks_mut(RECORD_WORDS).zip(&a.row_sums) {
+        let bias = (i64::from(r[0]) - zu * sum) as i32;
+        r[..4].fill(bias);
     }
     out
 }

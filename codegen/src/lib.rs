@@ -10,6 +10,7 @@ mod float;
 mod gemm;
 pub mod jit;
 mod layers;
+mod pool;
 
 pub use engine::Native;
 pub use jit::{Dumps, Features, NO_VNNI_VAR, set_dumps};
