@@ -88,25 +88,22 @@ impl Geometry {
                 }
                 continue;
             };
-            if s == 1 {
-                // The padded row is the staged row.
-                let out = &mut dst[row * width..(row + 1) * width];
-                out[..first].fill(0);
-                out[last..].fill(0);
-                centre(
-                    &plane[iy * w..iy * w + last - first],
-                    zero_point,
-                    &mut out[first..last],
-                );
-                continue;
-            }
-            line[..first].fill(0);
-            line[last..].fill(0);
+            // At stride 1 the padded row is the staged row.
+            let padded_row = if s == 1 {
+                &mut dst[row * width..(row + 1) * width]
+            } else {
+                &mut line[..]
+            };
+            padded_row[..first].fill(0);
+            padded_row[last..].fill(0);
             centre(
                 &plane[iy * w..iy * w + last - first],
                 zero_point,
-                &mut line[first..last],
+                &mut padded_row[first..last],
             );
+            if s == 1 {
+                continue;
+            }
             if s == 2 {
                 let (even, odd) = dst.split_at_mut((rows + row) * width);
                 let even = &mut even[row * width..(row + 1) * width];
@@ -174,7 +171,8 @@ fn interleave_mask(b: &mut FunctionBuilder, from: u8) -> Immediate {
     b.func.dfg.immediates.push(bytes.into())
 }
 
-type DepthwiseFn = unsafe extern "C" fn(*const i16, *const u32, *mut u8, *const i32);
+/// A generated depthwise kernel (see [`kernel`]).
+pub type DepthwiseFn = unsafe extern "C" fn(*const i16, *const u32, *mut u8, *const i32);
 
 /// The generated kernel for `g`: `(staged input, taps as i32, padded output, record)`; the
 /// output is i32 accumulators or, requantized by the channel's record, output levels.

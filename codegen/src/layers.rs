@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::clif::{Levels, RECORD_WORDS, record};
 use crate::depthwise::{self, Geometry};
 use crate::gemm::{self, Epilogue, Form, MR, PackedA};
-use crate::pool::Pooled;
+use crate::pool::{Poolable, Pooled};
 
 /// The i8 weights of `w`, or an error.
 fn weights(w: &Tensor) -> Result<&[i8], String> {
@@ -397,70 +397,77 @@ fn depthwise_image<T: Copy + Into<i16> + Sync>(
     taps: &[u32],
     sink: Sink,
 ) -> Result<(), String> {
-    let zx = zx as i16;
-    let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
-    let per = depthwise::words_per_channel(g.kernel[0] * g.kernel[1]);
-    let input = |ch: usize| &image[ch * plane_in..(ch + 1) * plane_in];
-    let taps_of = |ch: usize| taps[ch * per..(ch + 1) * per].as_ptr();
+    let channel = Channel {
+        g,
+        image,
+        zx: zx as i16,
+        taps,
+    };
     match sink {
         Sink::Accumulators(out) => {
             let f = depthwise::kernel(g, Epilogue::Accumulators)?;
-            out.par_chunks_mut(plane_out.max(1))
-                .enumerate()
-                .with_min_len(CHANNELS_PER_TASK)
-                .for_each_init(
-                    || {
-                        (
-                            vec![0i16; g.staged_len()],
-                            vec![0i32; g.out_len()],
-                            Vec::new(),
-                        )
-                    },
-                    |(staged, padded, line), (ch, dst)| {
-                        g.stage(input(ch), zx, staged, line);
-                        // SAFETY: `staged` and `padded` have the sizes the kernel was generated for.
-                        unsafe {
-                            f(
-                                staged.as_ptr(),
-                                taps_of(ch),
-                                padded.as_mut_ptr() as *mut u8,
-                                std::ptr::null(),
-                            )
-                        };
-                        g.compact(padded, dst);
-                    },
-                );
+            channel.all(out, f, |_| std::ptr::null());
         }
         Sink::Levels(out, records, levels) => {
             let f = depthwise::kernel(g, Epilogue::Requantize(levels))?;
-            out.par_chunks_mut(plane_out.max(1))
-                .enumerate()
-                .with_min_len(CHANNELS_PER_TASK)
-                .for_each_init(
-                    || {
-                        (
-                            vec![0i16; g.staged_len()],
-                            vec![0u8; g.out_len()],
-                            Vec::new(),
-                        )
-                    },
-                    |(staged, padded, line), (ch, dst)| {
-                        g.stage(input(ch), zx, staged, line);
-                        // SAFETY: as above; the record is the channel's four i32.
-                        unsafe {
-                            f(
-                                staged.as_ptr(),
-                                taps_of(ch),
-                                padded.as_mut_ptr(),
-                                records[RECORD_WORDS * ch..].as_ptr(),
-                            )
-                        };
-                        g.compact(padded, dst);
-                    },
-                );
+            channel.all(out, f, |ch| records[RECORD_WORDS * ch..].as_ptr());
         }
     }
     Ok(())
+}
+
+/// What every channel of one depthwise image shares.
+struct Channel<'a, T> {
+    g: &'a Geometry,
+    image: &'a [T],
+    zx: i16,
+    taps: &'a [u32],
+}
+
+impl<T: Copy + Into<i16> + Sync> Channel<'_, T> {
+    /// Every channel's output plane into `out` (i32 accumulators or levels, as `f` writes
+    /// them), `record(ch)` the channel's requantization record.
+    fn all<O: Poolable + Send + Sync>(
+        &self,
+        out: &mut [O],
+        f: depthwise::DepthwiseFn,
+        record: impl Fn(usize) -> *const i32 + Sync,
+    ) {
+        let g = self.g;
+        let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
+        let per = depthwise::words_per_channel(g.kernel[0] * g.kernel[1]);
+        out.par_chunks_mut(plane_out.max(1))
+            .enumerate()
+            .with_min_len(CHANNELS_PER_TASK)
+            .for_each_init(
+                || {
+                    // Every value is written before it is read: `stage` fills whole rows, the
+                    // kernel whole padded output rows.
+                    let staged = Pooled::<i16>::dirty(g.staged_len());
+                    (staged, Pooled::<O>::dirty(g.out_len()), Vec::new())
+                },
+                |(staged, padded, line), (ch, dst)| {
+                    g.stage(
+                        &self.image[ch * plane_in..(ch + 1) * plane_in],
+                        self.zx,
+                        staged,
+                        line,
+                    );
+                    // SAFETY: `staged` and `padded` have the sizes the kernel was generated for,
+                    // the taps are the channel's packed words, the record (when the kernel
+                    // requantizes) the channel's.
+                    unsafe {
+                        f(
+                            staged.as_ptr(),
+                            self.taps[ch * per..(ch + 1) * per].as_ptr(),
+                            padded.as_mut_ptr() as *mut u8,
+                            record(ch),
+                        )
+                    };
+                    g.compact(padded, dst);
+                },
+            );
+    }
 }
 
 /// One image of a grouped (or plain) convolution: per group, the im2col matrix (or the input
