@@ -22,15 +22,14 @@ subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join
 import numpy as np  # noqa: E402
 import nncf  # noqa: E402
 import onnx  # noqa: E402
-from results import update_section  # noqa: E402
+from results import release_qcc, update_section  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--kit", default=os.path.join(ROOT, "..", "shared", "eval"))
 parser.add_argument("--reps", type=int, default=3)
 args = parser.parse_args()
 kit = os.path.normpath(args.kit)
-subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
-QCC = os.path.join(ROOT, "target", "release", "qcc")
+QCC = release_qcc()
 tmp = tempfile.mkdtemp()
 onnx_path = os.path.join(kit, "mobilenet_v2.onnx")
 calib_path = os.path.join(kit, "calib.npy")

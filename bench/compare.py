@@ -23,7 +23,7 @@ ROOT = os.path.normpath(os.path.join(HERE, ".."))
 subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")], check=True)
 
 import numpy as np  # noqa: E402
-from results import update_section  # noqa: E402
+from results import release_qcc, update_section  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -33,8 +33,7 @@ parser.add_argument("--qcc-only", action="store_true", help="skip the peers (kee
 parser.add_argument("--qcc-configs", default="", help="extra qcc pipelines to score, separated by semicolons")
 args = parser.parse_args()
 kit = os.path.normpath(args.kit)
-subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
-QCC = os.path.join(ROOT, "target", "release", "qcc")
+QCC = release_qcc()
 tmp = tempfile.mkdtemp()
 
 MODELS = {

@@ -34,15 +34,14 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
-from results import update_section  # noqa: E402
+from results import release_qcc, update_section  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--kit", default=os.path.join(ROOT, "..", "shared", "eval"))
 parser.add_argument("--runs", type=int, default=200)
 args = parser.parse_args()
 kit = os.path.normpath(args.kit)
-subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
-QCC = os.path.join(ROOT, "target", "release", "qcc")
+QCC = release_qcc()
 tmp = tempfile.mkdtemp()
 onnx_path = os.path.join(kit, "mobilenet_v2.onnx")
 dogs_path = os.path.join(kit, "dogs", "mobilenet_v2_dogs.onnx")

@@ -24,15 +24,14 @@ ROOT = os.path.normpath(os.path.join(HERE, ".."))
 subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")], check=True)
 
 import numpy as np  # noqa: E402
-from results import update_section  # noqa: E402
+from results import release_qcc, update_section  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--kit", default=os.path.join(ROOT, "..", "shared", "eval"))
 args = parser.parse_args()
 kit = os.path.normpath(args.kit)
-subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
-QCC = os.path.join(ROOT, "target", "release", "qcc")
+QCC = release_qcc()
 tmp = tempfile.mkdtemp()
 
 

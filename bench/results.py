@@ -1,8 +1,18 @@
-"""Rewrites one marked section of bench/RESULTS.md, leaving the others as they are."""
+"""What the benchmark scripts share: the release qcc binary, and rewriting one marked section of
+bench/RESULTS.md, leaving the others as they are."""
 import os
+import subprocess
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, ".."))
+RESULTS = os.path.join(HERE, "RESULTS.md")
 HEADER = "# Benchmark results\n\nMeasured by the scripts in this folder; each section says which.\n\n"
+
+
+def release_qcc():
+    """Builds qcc with `--release` (benchmarks never time a debug build) and returns its path."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release", "qcc")
 
 
 def update_section(name, section):
