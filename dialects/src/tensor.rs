@@ -18,6 +18,17 @@ pub enum TensorData {
 }
 
 impl TensorData {
+    /// Makes room for `more` elements without growing twice.
+    pub fn reserve_exact(&mut self, more: usize) {
+        match self {
+            TensorData::F32(v) => v.reserve_exact(more),
+            TensorData::I8(v) => v.reserve_exact(more),
+            TensorData::U8(v) => v.reserve_exact(more),
+            TensorData::I32(v) => v.reserve_exact(more),
+            TensorData::I64(v) => v.reserve_exact(more),
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
@@ -130,6 +141,57 @@ impl Tensor {
         Tensor::new(shape, TensorData::F32(data)).expect("element count matches shape")
     }
 
+    /// A copy of items `range` of the outermost axis (images of a batch).
+    pub fn items(&self, range: std::ops::Range<usize>) -> Tensor {
+        let per: usize = self.shape.iter().skip(1).product();
+        let (lo, hi) = (range.start * per, range.end * per);
+        let data = match &self.data {
+            TensorData::F32(v) => TensorData::F32(v[lo..hi].to_vec()),
+            TensorData::I8(v) => TensorData::I8(v[lo..hi].to_vec()),
+            TensorData::U8(v) => TensorData::U8(v[lo..hi].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[lo..hi].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[lo..hi].to_vec()),
+        };
+        let mut shape = self.shape.clone();
+        if let Some(n) = shape.first_mut() {
+            *n = range.len();
+        }
+        Tensor { shape, data }
+    }
+
+    /// The tensors joined along the outermost axis; they must agree in element type and in
+    /// every other dimension.
+    pub fn concat_items(parts: Vec<Tensor>) -> Result<Tensor, String> {
+        let total: usize = parts.iter().map(|t| t.data.len()).sum();
+        let mut parts = parts.into_iter();
+        let mut joined = parts.next().ok_or("no tensors to join")?;
+        joined.data.reserve_exact(total - joined.data.len());
+        for t in parts {
+            if t.shape.get(1..) != joined.shape.get(1..) {
+                return Err(format!(
+                    "cannot join shapes {:?} and {:?} along the batch",
+                    joined.shape, t.shape
+                ));
+            }
+            match (&mut joined.data, t.data) {
+                (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+                (TensorData::I8(a), TensorData::I8(b)) => a.extend(b),
+                (TensorData::U8(a), TensorData::U8(b)) => a.extend(b),
+                (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
+                (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
+                (a, b) => {
+                    return Err(format!(
+                        "cannot join {} and {} tensors",
+                        a.dtype_name(),
+                        b.dtype_name()
+                    ));
+                }
+            }
+            joined.shape[0] += t.shape[0];
+        }
+        Ok(joined)
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.data.len()
@@ -138,6 +200,14 @@ impl Tensor {
     /// The f32 elements, if this is an f32 tensor.
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
+            TensorData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The f32 data, writable, if the tensor holds f32.
+    pub fn as_f32_mut(&mut self) -> Option<&mut [f32]> {
+        match &mut self.data {
             TensorData::F32(v) => Some(v),
             _ => None,
         }

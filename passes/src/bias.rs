@@ -7,12 +7,18 @@
 //! accumulators are computed once; trying a bias is only a requantization.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
-use qcc_dialects::{Attr, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value};
+use qcc_dialects::{
+    Attr, Function, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value,
+};
 use qcc_runtime::quant::{channel_scales, per_tensor, stored_ints};
 use qcc_runtime::{Engine, Steps};
 
 use crate::bias_search::{LayerOutput, Sums};
+
+/// Images per float run and per accumulator computation in [`lockstep`].
+const FLOAT_CHUNK: usize = 8;
 
 /// The float network a quantized one came from, and which float values each integer layer stands for.
 #[derive(Clone)]
@@ -97,8 +103,97 @@ fn float_value(stepper: &mut dyn Steps, v: Value) -> Result<&Tensor, String> {
         .ok_or_else(|| "internal error: a computed float value is gone".into())
 }
 
+/// The float network's schedule, with the f32 values (elements per image) held once each op
+/// has run: where a float run waits between layers costs that much per image.
+struct Footprint {
+    /// Schedule position of every op.
+    position: HashMap<NodeIndex, usize>,
+    /// Elements per image live after each position.
+    live: Vec<usize>,
+}
+
+impl Footprint {
+    fn of(func: &Function) -> Footprint {
+        let schedule = func.schedule();
+        let position: HashMap<NodeIndex, usize> =
+            schedule.iter().enumerate().map(|(p, n)| (*n, p)).collect();
+        let end = schedule.len();
+        let mut last: HashMap<Value, usize> = HashMap::new();
+        for (p, node) in schedule.iter().enumerate() {
+            for v in func.operands(*node) {
+                last.insert(v, p);
+            }
+        }
+        let per_image = |v: Value| -> usize { func.value_type(v).shape.iter().skip(1).product() };
+        let mut delta = vec![0isize; end + 1];
+        let mut held = |from: Option<usize>, v: Value| {
+            let until = if func.is_returned(v) {
+                end
+            } else {
+                last.get(&v).copied().unwrap_or(0)
+            };
+            let from = from.map_or(0, |p| p);
+            if until > from || func.is_returned(v) {
+                delta[from] += per_image(v) as isize;
+                delta[until.min(end)] -= per_image(v) as isize;
+            }
+        };
+        for arg in &func.args {
+            held(None, Value::of(*arg));
+        }
+        for (p, node) in schedule.iter().enumerate() {
+            if !func.op(*node).is(OpKind::Const) {
+                held(Some(p), Value::of(*node));
+            }
+        }
+        let mut live = Vec::with_capacity(end);
+        let mut running = 0isize;
+        for d in delta.iter().take(end) {
+            running += d;
+            live.push(running.max(0) as usize);
+        }
+        Footprint { position, live }
+    }
+
+    /// Runs `stepper` on, at most until it has computed `next`, to where it holds the least.
+    fn wait_for(&self, stepper: &mut dyn Steps, next: Value) -> Result<(), String> {
+        let (Some(from), Some(&to)) = (
+            stepper.next_node().and_then(|n| self.position.get(&n)),
+            self.position.get(&next.node),
+        ) else {
+            return Ok(());
+        };
+        // Stop after position `best` (or stay, when nothing ahead is smaller).
+        let mut best: Option<usize> = None;
+        let mut least = if *from > 0 {
+            self.live[from - 1]
+        } else {
+            usize::MAX
+        };
+        for p in *from..=to {
+            if self.live[p] < least {
+                least = self.live[p];
+                best = Some(p);
+            }
+        }
+        if let Some(best) = best {
+            for _ in *from..=best {
+                stepper.step().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs the quantized module and its float reference side by side on `inputs` and measures (and,
 /// in `Mode::Correct`, corrects) every linked layer in schedule order.
+///
+/// The integer network steps over the whole batch (its values are bytes); the float network
+/// steps in chunks of [`FLOAT_CHUNK`] images, and the accumulators are computed a chunk at a
+/// time. Measuring before the activation needs only per-channel sums, so there each float chunk
+/// moves on as soon as it has been summed, to the point before the next layer's value where it
+/// holds the least ([`Footprint`]): of the whole batch, only the narrowest float values between
+/// two layers are ever held.
 pub fn lockstep(
     engine: &dyn Engine,
     module: &Module,
@@ -107,23 +202,67 @@ pub fn lockstep(
     at: At,
     mode: Mode,
 ) -> Result<Vec<Outcome>, String> {
+    lockstep_in_chunks(engine, module, reference, inputs, at, mode, FLOAT_CHUNK)
+}
+
+/// [`lockstep`] with `chunk` images per float run and accumulator computation (which changes
+/// the memory it takes, not what it measures).
+pub fn lockstep_in_chunks(
+    engine: &dyn Engine,
+    module: &Module,
+    reference: &FloatReference,
+    inputs: &Tensor,
+    at: At,
+    mode: Mode,
+    chunk: usize,
+) -> Result<Vec<Outcome>, String> {
+    let chunk = chunk.max(1);
     let qf = module.function("main").ok_or("the module has no @main")?;
     let links: HashMap<NodeIndex, LayerLink> =
         reference.layers.iter().map(|l| (l.quant, *l)).collect();
+    let at = match mode {
+        Mode::Fit { .. } => At::PostActivation,
+        Mode::Correct => at,
+    };
+    let measured_of = |node: &NodeIndex| {
+        links.get(node).map(|link| match at {
+            At::PreActivation => link.pre,
+            At::PostActivation => link.post,
+        })
+    };
+    let order: Vec<NodeIndex> = qf
+        .schedule()
+        .into_iter()
+        .filter(|n| links.contains_key(n))
+        .collect();
+    let streaming = mode == Mode::Correct && at == At::PreActivation;
     let qi = engine.prepare(module, "main")?;
     let fi = engine.prepare(&reference.module, "main")?;
+    let footprint = Footprint::of(fi.function());
     let mut qs = qi
         .steps(std::slice::from_ref(inputs))
         .map_err(|e| e.to_string())?;
-    let mut fs = fi
-        .steps(std::slice::from_ref(inputs))
+    let images = inputs.shape[0];
+    let chunks: Vec<Range<usize>> = (0..images)
+        .step_by(chunk)
+        .map(|s| s..(s + chunk).min(images))
+        .collect();
+    let mut floats = chunks
+        .iter()
+        .map(|r| fi.steps(&[inputs.items(r.clone())]))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let mut outcomes = Vec::new();
     while let Some(node) = qs.next_node() {
-        let Some(link) = links.get(&node) else {
+        let Some(measured) = measured_of(&node) else {
             qs.step().map_err(|e| e.to_string())?;
             continue;
         };
+        let following = order
+            .iter()
+            .skip_while(|n| **n != node)
+            .nth(1)
+            .and_then(measured_of);
         let op = qf.op(node);
         if !op.is(OpKind::QuantConv2d) && !op.is(OpKind::QuantDense) {
             return Err(format!(
@@ -143,9 +282,9 @@ pub fn lockstep(
         let w = qs
             .value(operands[1])
             .ok_or("internal error: the layer weight is not live")?;
-        let (acc, shape) = qi.accumulators(node, x, w)?;
-        let channels = shape[1];
-        let plane: usize = shape[2..].iter().product();
+        let channels = out_ty.shape.get(1).copied().unwrap_or(1);
+        let per_image: usize = out_ty.shape[1..].iter().product();
+        let plane = (per_image / channels.max(1)).max(1);
         let bias: Vec<i64> = match operands.get(2).and_then(|b| qs.value(*b)) {
             Some(b) => stored_ints(b).into_iter().map(i64::from).collect(),
             None => vec![0; channels],
@@ -154,32 +293,12 @@ pub fn lockstep(
         let requant = qi
             .requant(node)
             .ok_or("internal error: the layer has no prepared requantization")?;
-        let at = match mode {
-            Mode::Fit { .. } => At::PostActivation,
-            _ => at,
-        };
-        let measured = match at {
-            At::PreActivation => link.pre,
-            At::PostActivation => link.post,
-        };
-        let reference_values = float_value(fs.as_mut(), measured)?
-            .as_f32()
-            .ok_or("the float counterpart is not f32")?;
-        if reference_values.len() != acc.len() {
-            return Err(format!(
-                "internal error: {} has {} outputs but its float counterpart {}",
-                layer_name(module, node),
-                acc.len(),
-                reference_values.len()
-            ));
-        }
         let (out_scale, out_zp, _) =
             per_tensor(out_ty).ok_or("the layer output must be per-tensor quantized")?;
-        let layer = LayerOutput {
-            acc: &acc,
-            reference: reference_values,
+        let template = LayerOutput {
+            parts: Vec::new(),
             channels,
-            plane: plane.max(1),
+            plane,
             unit: channel_scales(w_ty, channels)
                 .ok_or("the weight must be quantized")?
                 .iter()
@@ -189,31 +308,134 @@ pub fn lockstep(
             out: (out_scale, out_zp),
             at,
         };
-        let sums = layer.sums(&bias);
-        let shift: Vec<f64> = sums.iter().map(Sums::mean).collect();
-        let before: f64 = sums.iter().map(|s| s.d2).sum();
-        let (kept, after, final_bias) = match mode {
-            Mode::Correct => {
-                let corrected = layer.corrected(&bias, &sums);
-                let after: f64 = layer
-                    .rebias(&bias, &sums, &corrected)
-                    .iter()
-                    .map(|s| s.d2)
-                    .sum();
-                if after < before {
-                    (true, after, corrected)
-                } else {
-                    (false, after, bias.clone())
+        let accumulate = |r: &Range<usize>| -> Result<Vec<i32>, String> {
+            let (acc, shape) = if r.len() == images {
+                qi.accumulators(node, x, w)?
+            } else {
+                qi.accumulators(node, &x.items(r.clone()), w)?
+            };
+            if shape.get(1) != Some(&channels) || acc.len() != r.len() * per_image {
+                return Err(format!(
+                    "internal error: {} computed accumulators of shape {shape:?}",
+                    layer_name(module, node)
+                ));
+            }
+            Ok(acc)
+        };
+        let output = |acc: &[i32], bias: &[i64], images: usize| {
+            let mut shape = out_ty.shape.clone();
+            shape[0] = images;
+            requant.requantize(acc, bias, plane, out_ty, shape)
+        };
+        // The first pass: each chunk's float values and accumulators, and for correction the
+        // sums with the current bias. Fitting revisits the accumulators at every step and keeps
+        // them; correction recomputes them for the output (one chunk's at a time).
+        let keep = matches!(mode, Mode::Fit { .. }) || chunks.len() == 1;
+        let mut sums = vec![Sums::default(); channels];
+        let mut kept_acc = Vec::new();
+        for (r, float) in chunks.iter().zip(floats.iter_mut()) {
+            let f = float_value(float.as_mut(), measured)?
+                .as_f32()
+                .ok_or("the float counterpart is not f32")?;
+            if f.len() != r.len() * per_image {
+                return Err(format!(
+                    "internal error: {} has {} outputs per image but its float counterpart {}",
+                    layer_name(module, node),
+                    per_image,
+                    f.len() / r.len().max(1)
+                ));
+            }
+            let acc = accumulate(r)?;
+            if mode == Mode::Correct {
+                for (total, s) in sums
+                    .iter_mut()
+                    .zip(template.on(vec![(&acc, f)]).sums(&bias))
+                {
+                    total.add(&s);
                 }
             }
-            Mode::Fit { steps, lr } => {
-                let fitted = layer.fit(&bias, steps, lr);
-                let after: f64 = fitted.iter().map(|(_, s)| s.d2).sum();
-                let fitted: Vec<i64> = fitted.into_iter().map(|(b, _)| b).collect();
-                (fitted != bias, after, fitted)
+            if streaming && let Some(next) = following {
+                footprint.wait_for(float.as_mut(), next)?;
             }
+            if keep {
+                kept_acc.push(acc);
+            }
+        }
+        let acc_of = |k: usize| -> Result<std::borrow::Cow<'_, [i32]>, String> {
+            Ok(match kept_acc.get(k) {
+                Some(acc) => std::borrow::Cow::Borrowed(acc.as_slice()),
+                None => std::borrow::Cow::Owned(accumulate(&chunks[k])?),
+            })
         };
-        qs.provide(requant.requantize(&acc, &final_bias, plane, out_ty, shape.clone()));
+        // Unless streaming, each chunk's float values are still live.
+        let reference_of = |k: usize| -> &[f32] {
+            floats[k]
+                .value(measured)
+                .and_then(Tensor::as_f32)
+                .unwrap_or(&[])
+        };
+        let outputs = |bias: &[i64]| -> Result<Tensor, String> {
+            let mut parts = Vec::new();
+            for (k, r) in chunks.iter().enumerate() {
+                parts.push(output(&acc_of(k)?, bias, r.len()));
+            }
+            Tensor::concat_items(parts)
+        };
+        let (shift, before, kept, after, final_bias, provided);
+        match mode {
+            Mode::Correct => {
+                shift = sums.iter().map(Sums::mean).collect::<Vec<f64>>();
+                before = sums.iter().map(|s| s.d2).sum::<f64>();
+                let corrected = template.corrected(&bias, &sums);
+                // Before the activation the new sums follow from the old ones; after it they
+                // take a second pass, which also requantizes with both biases.
+                let (a, with_both) = if at == At::PreActivation {
+                    let a = template
+                        .rebias(&bias, &sums, &corrected)
+                        .iter()
+                        .map(|s| s.d2)
+                        .sum::<f64>();
+                    (a, None)
+                } else {
+                    let (mut a, mut with, mut without) = (0.0, Vec::new(), Vec::new());
+                    for (k, r) in chunks.iter().enumerate() {
+                        let acc = acc_of(k)?;
+                        let corrected_sums =
+                            template.on(vec![(&acc, reference_of(k))]).sums(&corrected);
+                        a += corrected_sums.iter().map(|s| s.d2).sum::<f64>();
+                        with.push(output(&acc, &corrected, r.len()));
+                        without.push(output(&acc, &bias, r.len()));
+                    }
+                    (a, Some((with, without)))
+                };
+                after = a;
+                kept = after < before;
+                final_bias = if kept { corrected } else { bias.clone() };
+                provided = match with_both {
+                    Some((with, without)) => {
+                        Tensor::concat_items(if kept { with } else { without })?
+                    }
+                    None => outputs(&final_bias)?,
+                };
+            }
+            Mode::Fit { steps, lr } => {
+                let layer = template.on(kept_acc
+                    .iter()
+                    .enumerate()
+                    .map(|(k, acc)| (acc.as_slice(), reference_of(k)))
+                    .collect());
+                let start = layer.sums(&bias);
+                shift = start.iter().map(Sums::mean).collect();
+                before = start.iter().map(|s| s.d2).sum();
+                let fitted = layer.fit(&bias, steps, lr);
+                after = fitted.iter().map(|(_, s)| s.d2).sum();
+                let fitted: Vec<i64> = fitted.into_iter().map(|(b, _)| b).collect();
+                kept = fitted != bias;
+                provided = outputs(&fitted)?;
+                final_bias = fitted;
+            }
+        }
+        qs.provide(provided);
         outcomes.push(Outcome {
             node,
             shift,

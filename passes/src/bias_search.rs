@@ -26,18 +26,26 @@ impl Sums {
         if self.n > 0.0 { self.d / self.n } else { 0.0 }
     }
 
+    /// Adds the sums of more elements of the same channel.
+    pub fn add(&mut self, other: &Sums) {
+        self.n += other.n;
+        self.d += other.d;
+        self.d2 += other.d2;
+        self.d_active += other.d_active;
+    }
+
     /// Mean of `d^2`.
     pub fn mean_square(&self) -> f64 {
         if self.n > 0.0 { self.d2 / self.n } else { 0.0 }
     }
 }
 
-/// One integer layer's output on the calibration batch, as a function of its bias.
+/// One integer layer's output on the calibration batch (or a part of it), as a function of its
+/// bias.
 pub struct LayerOutput<'a> {
-    /// Exact accumulators without bias, `[N, C, plane]`.
-    pub acc: &'a [i32],
-    /// The float counterpart at the measuring point, same layout.
-    pub reference: &'a [f32],
+    /// Chunks of images: exact accumulators without bias, `[n, C, plane]`, and the float
+    /// counterpart at the measuring point in the same layout.
+    pub parts: Vec<(&'a [i32], &'a [f32])>,
     /// Output channels.
     pub channels: usize,
     /// Elements per channel and image.
@@ -53,17 +61,36 @@ pub struct LayerOutput<'a> {
 }
 
 impl LayerOutput<'_> {
+    /// The same layer on other images (chunks of accumulators and float values).
+    pub fn on<'b>(&self, parts: Vec<(&'b [i32], &'b [f32])>) -> LayerOutput<'b> {
+        LayerOutput {
+            parts,
+            channels: self.channels,
+            plane: self.plane,
+            unit: self.unit.clone(),
+            requant: self.requant.clone(),
+            out: self.out,
+            at: self.at,
+        }
+    }
+
     /// The sums of channel `c` with bias `b` (in accumulator units).
     pub fn channel(&self, c: usize, b: i64) -> Sums {
         let (lo, hi) = self.requant.bounds();
         let (scale, zp) = self.out;
         let unit = self.unit[c];
-        let images = self.acc.len() / (self.channels * self.plane).max(1);
         let mut s = Sums::default();
-        for n in 0..images {
-            let start = (n * self.channels + c) * self.plane;
-            let acc = &self.acc[start..start + self.plane];
-            let reference = &self.reference[start..start + self.plane];
+        let planes = self.parts.iter().flat_map(|(acc, reference)| {
+            let images = acc.len() / (self.channels * self.plane).max(1);
+            (0..images).map(move |n| {
+                let start = (n * self.channels + c) * self.plane;
+                (
+                    &acc[start..start + self.plane],
+                    &reference[start..start + self.plane],
+                )
+            })
+        });
+        for (acc, reference) in planes {
             for (a, f) in acc.iter().zip(reference) {
                 let a = i64::from(*a);
                 let (real, active) = match self.at {

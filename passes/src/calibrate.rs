@@ -45,15 +45,14 @@ fn observe(
         .function("main")
         .ok_or("the module has no function @main")?;
     let interp = engine.prepare(module, "main")?;
-    let x = inputs.as_f32().ok_or("calibration inputs must be f32")?;
+    if inputs.as_f32().is_none() {
+        return Err("calibration inputs must be f32".into());
+    }
     let n = inputs.shape[0];
-    let per = x.len() / n.max(1);
     let arg = Value::of(func.args[0]);
     for start in (0..n).step_by(CHUNK) {
         let end = (start + CHUNK).min(n);
-        let mut shape = inputs.shape.clone();
-        shape[0] = end - start;
-        let chunk = Tensor::from_f32(shape, x[start * per..end * per].to_vec());
+        let chunk = inputs.items(start..end);
         let items = end - start;
         see(arg, chunk.as_f32().expect("f32"), items);
         interp
@@ -235,15 +234,7 @@ pub fn calibrate(
 
 /// The first `n` items of a batch.
 pub fn take(inputs: &Tensor, n: usize) -> Tensor {
-    let total = inputs.shape[0];
-    let n = n.min(total);
-    let per: usize = inputs.shape[1..].iter().product();
-    let mut shape = inputs.shape.clone();
-    shape[0] = n;
-    Tensor::from_f32(
-        shape,
-        inputs.as_f32().expect("f32 inputs")[..n * per].to_vec(),
-    )
+    inputs.items(0..n.min(inputs.shape[0]))
 }
 
 /// Checks calibration inputs against `@main`'s input type before any work.

@@ -11,7 +11,9 @@ use qcc_dialects::{
 };
 
 use crate::engine::OpKernel;
-use crate::kernels::elementwise::{batch_norm, binary, f32s, softmax, unary};
+use crate::kernels::elementwise::{
+    Activation, Arith, batch_norm, binary, binary_in_place, f32s, softmax, unary, unary_in_place,
+};
 use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{concat, pad, transpose};
 use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
@@ -54,6 +56,35 @@ pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, S
         (Some(x), Some(w)) => Requant::from_types(x, w, out, channels, attrs::clamp(op)?),
         _ => Err("missing operand".into()),
     }
+}
+
+/// The elementwise function of a float activation op, `None` for other ops.
+pub fn activation(op: &Operation) -> Result<Option<Activation>, String> {
+    Ok(Some(match op.kind() {
+        Some(OpKind::Relu) => Activation::Relu,
+        Some(OpKind::Clip) => {
+            let (lo, hi) = attrs::clip_bounds(op)?;
+            Activation::Clip(lo as f32, hi as f32)
+        }
+        Some(OpKind::Sigmoid) => Activation::Sigmoid,
+        Some(OpKind::HardSigmoid) => {
+            let (a, b) = attrs::hardsigmoid(op);
+            Activation::HardSigmoid(a as f32, b as f32)
+        }
+        Some(OpKind::HardSwish) => Activation::HardSwish,
+        _ => return Ok(None),
+    }))
+}
+
+/// The arithmetic of a float binary op kind, `None` for other kinds.
+fn arith(kind: OpKind) -> Option<Arith> {
+    Some(match kind {
+        OpKind::Add => Arith::Add,
+        OpKind::Sub => Arith::Sub,
+        OpKind::Mul => Arith::Mul,
+        OpKind::Div => Arith::Div,
+        _ => return None,
+    })
 }
 
 /// Runs one op on its inputs, whose types are `types` (integer ops read their quantization
@@ -116,34 +147,14 @@ fn eval_prepared(
                 attrs::epsilon(op)? as f32,
             )
         }
-        OpKind::Relu => {
+        OpKind::Relu | OpKind::Clip | OpKind::Sigmoid | OpKind::HardSigmoid | OpKind::HardSwish => {
             let (xv, xs) = input()?;
-            unary(xv, xs, |v| v.max(0.0))
+            let f = activation(op)?.ok_or("not an activation")?;
+            unary(xv, xs, f)
         }
-        OpKind::Clip => {
-            let (xv, xs) = input()?;
-            let (lo, hi) = attrs::clip_bounds(op)?;
-            let (lo, hi) = (lo as f32, hi as f32);
-            unary(xv, xs, |v| v.max(lo).min(hi))
+        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div => {
+            binary(inputs[0], inputs[1], arith(kind).ok_or("not arithmetic")?)?
         }
-        OpKind::Sigmoid => {
-            let (xv, xs) = input()?;
-            unary(xv, xs, |v| 1.0 / (1.0 + (-v).exp()))
-        }
-        OpKind::HardSigmoid => {
-            let (xv, xs) = input()?;
-            let (a, b) = attrs::hardsigmoid(op);
-            let (a, b) = (a as f32, b as f32);
-            unary(xv, xs, |v| (a * v + b).clamp(0.0, 1.0))
-        }
-        OpKind::HardSwish => {
-            let (xv, xs) = input()?;
-            unary(xv, xs, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0))
-        }
-        OpKind::Add => binary(inputs[0], inputs[1], |a, b| a + b)?,
-        OpKind::Sub => binary(inputs[0], inputs[1], |a, b| a - b)?,
-        OpKind::Mul => binary(inputs[0], inputs[1], |a, b| a * b)?,
-        OpKind::Div => binary(inputs[0], inputs[1], |a, b| a / b)?,
         OpKind::GlobalAvgPool => {
             let (xv, xs) = input()?;
             global_avg(xv, xs)
@@ -469,21 +480,20 @@ impl Stepper<'_, '_> {
             Cow::Borrowed(c.as_ref())
         } else {
             let operands = func.operands(node);
-            let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
             let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
             let op = func.op(node);
-            check_shapes(op, &args, &types).map_err(|message| RunError {
+            let fail = |message| RunError {
                 op: describe(func, node),
                 message,
-            })?;
+            };
+            let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
+            check_shapes(op, &args, &types).map_err(fail)?;
             let t = match self.interp.kernels.get(&node) {
                 Some(kernel) => kernel.run(&args),
+                None if self.reusable(node, step) => self.in_place(node),
                 None => eval_prepared(op, &args, &types, self.interp.requants.get(&node)),
             }
-            .map_err(|message| RunError {
-                op: describe(func, node),
-                message,
-            })?;
+            .map_err(fail)?;
             Cow::Owned(t)
         };
         self.live.insert(Value::of(node), out);
@@ -494,6 +504,47 @@ impl Stepper<'_, '_> {
         }
         self.position += 1;
         Ok(Some(node))
+    }
+
+    /// Whether `node` is a float activation or same-shape arithmetic op that can write into its
+    /// first operand: this op is that value's last reader, and the run owns it.
+    fn reusable(&self, node: NodeIndex, step: usize) -> bool {
+        let func = self.interp.func;
+        let op = func.op(node);
+        let operands = func.operands(node);
+        let Some(&first) = operands.first() else {
+            return false;
+        };
+        let elementwise = matches!(activation(op), Ok(Some(_)))
+            || op.kind().and_then(arith).is_some()
+                && operands
+                    .get(1)
+                    .and_then(|b| self.live.get(b))
+                    .map(|b| &b.shape)
+                    == self.live.get(&first).map(|a| &a.shape);
+        elementwise
+            && self.interp.last_use.get(&first) == Some(&step)
+            && !func.is_returned(first)
+            && operands.iter().filter(|v| **v == first).count() == 1
+            && matches!(self.live.get(&first), Some(Cow::Owned(t)) if t.as_f32().is_some())
+    }
+
+    /// Runs a [`Stepper::reusable`] op in its first operand's buffer and returns that buffer.
+    fn in_place(&mut self, node: NodeIndex) -> Result<Tensor, String> {
+        let func = self.interp.func;
+        let op = func.op(node);
+        let operands = func.operands(node);
+        let Some(Cow::Owned(mut t)) = self.live.remove(&operands[0]) else {
+            return Err("internal error: the operand to overwrite is not owned".into());
+        };
+        match activation(op)? {
+            Some(f) => unary_in_place(t.as_f32_mut().ok_or("expected f32")?, f),
+            None => {
+                let f = op.kind().and_then(arith).ok_or("not arithmetic")?;
+                binary_in_place(&mut t, &self.live[&operands[1]], f)?;
+            }
+        }
+        Ok(t)
     }
 
     /// Skips the next op, taking `t` as its output (a caller that computed it differently).

@@ -1,10 +1,91 @@
 //! Elementwise ops: activations, binary ops with broadcasting, batch normalization, softmax.
 
 use qcc_dialects::Tensor;
+use rayon::prelude::*;
 
-/// Applies `f` to every element.
-pub fn unary(x: &[f32], shape: &[usize], f: impl Fn(f32) -> f32) -> Tensor {
-    Tensor::from_f32(shape.to_vec(), x.iter().map(|v| f(*v)).collect())
+/// A float activation applied element by element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `max(v, 0)`.
+    Relu,
+    /// `min(max(v, lo), hi)`.
+    Clip(f32, f32),
+    /// `1 / (1 + e^-v)`.
+    Sigmoid,
+    /// `clamp(a * v + b, 0, 1)`.
+    HardSigmoid(f32, f32),
+    /// `v * clamp(v / 6 + 1/2, 0, 1)`.
+    HardSwish,
+}
+
+impl Activation {
+    /// The activation of one value.
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Relu => v.max(0.0),
+            Activation::Clip(lo, hi) => v.max(lo).min(hi),
+            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Activation::HardSigmoid(a, b) => (a * v + b).clamp(0.0, 1.0),
+            Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        }
+    }
+}
+
+/// Elements per parallel task of the elementwise kernels.
+const GRAIN: usize = 1 << 16;
+
+/// `f` of every element, as a new tensor.
+pub fn unary(x: &[f32], shape: &[usize], f: Activation) -> Tensor {
+    let mut out = x.to_vec();
+    unary_in_place(&mut out, f);
+    Tensor::from_f32(shape.to_vec(), out)
+}
+
+/// Replaces every element by `f` of it.
+pub fn unary_in_place(x: &mut [f32], f: Activation) {
+    x.par_chunks_mut(GRAIN)
+        .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f.apply(*v)));
+}
+
+/// A float binary arithmetic op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arith {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+impl Arith {
+    /// The op on one pair.
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            Arith::Add => a + b,
+            Arith::Sub => a - b,
+            Arith::Mul => a * b,
+            Arith::Div => a / b,
+        }
+    }
+}
+
+/// `a = f(a, b)` where `b` has `a`'s shape; false (nothing written) when it has not.
+pub fn binary_in_place(a: &mut Tensor, b: &Tensor, f: Arith) -> Result<bool, String> {
+    if a.shape != b.shape {
+        return Ok(false);
+    }
+    let bv = f32s(b)?;
+    let name = a.data.dtype_name();
+    let av = a
+        .as_f32_mut()
+        .ok_or_else(|| format!("expected an f32 tensor, got {name}"))?;
+    av.par_chunks_mut(GRAIN)
+        .zip(bv.par_chunks(GRAIN))
+        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x = f.apply(*x, *y)));
+    Ok(true)
 }
 
 /// The broadcast shape of two shapes, or an error naming both.
@@ -45,11 +126,12 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// `f(a, b)` with numpy broadcasting.
-pub fn binary(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor, String> {
+pub fn binary(a: &Tensor, b: &Tensor, f: Arith) -> Result<Tensor, String> {
     let (av, bv) = (f32s(a)?, f32s(b)?);
     if a.shape == b.shape {
-        let data = av.iter().zip(bv).map(|(x, y)| f(*x, *y)).collect();
-        return Ok(Tensor::from_f32(a.shape.clone(), data));
+        let mut out = a.clone();
+        binary_in_place(&mut out, b, f)?;
+        return Ok(out);
     }
     let shape = broadcast_shape(&a.shape, &b.shape)?;
     let (sa, sb) = (
@@ -61,7 +143,7 @@ pub fn binary(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Ten
     let mut index = vec![0usize; shape.len()];
     let (mut ia, mut ib) = (0usize, 0usize);
     for _ in 0..n {
-        data.push(f(av[ia], bv[ib]));
+        data.push(f.apply(av[ia], bv[ib]));
         for d in (0..shape.len()).rev() {
             index[d] += 1;
             ia += sa[d];

@@ -2,7 +2,7 @@
 
 use super::pool;
 use crate::Tensor;
-use crate::kernels::elementwise::{binary, softmax};
+use crate::kernels::elementwise::{Arith, binary, softmax};
 use crate::kernels::layers::conv2d;
 use crate::kernels::layout::{pad, transpose};
 use crate::kernels::pool::{PoolKind, pool2d};
@@ -142,20 +142,20 @@ fn broadcasting_binary_ops() {
     let b = Tensor::from_f32(vec![3], vec![10.0, 20.0, 30.0]);
     let c = Tensor::from_f32(vec![2, 1], vec![100.0, 200.0]);
     assert_eq!(
-        binary(&a, &b, |x, y| x + y)
+        binary(&a, &b, Arith::Add)
             .expect("broadcasts")
             .as_f32()
             .expect("f32"),
         &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]
     );
     assert_eq!(
-        binary(&a, &c, |x, y| x + y)
+        binary(&a, &c, Arith::Add)
             .expect("broadcasts")
             .as_f32()
             .expect("f32"),
         &[101.0, 102.0, 103.0, 204.0, 205.0, 206.0]
     );
-    assert!(binary(&a, &Tensor::from_f32(vec![2], vec![0.0, 0.0]), |x, y| x + y).is_err());
+    assert!(binary(&a, &Tensor::from_f32(vec![2], vec![0.0, 0.0]), Arith::Add).is_err());
 }
 
 #[test]
