@@ -322,11 +322,6 @@ pub fn lockstep_in_chunks(
             }
             Ok(acc)
         };
-        let output = |acc: &[i32], bias: &[i64], images: usize| {
-            let mut shape = out_ty.shape.clone();
-            shape[0] = images;
-            requant.requantize(acc, bias, plane, out_ty, shape)
-        };
         // The first pass: each chunk's float values and accumulators, and for correction the
         // sums with the current bias. Fitting revisits the accumulators at every step and keeps
         // them; correction recomputes them for the output (one chunk's at a time).
@@ -374,49 +369,32 @@ pub fn lockstep_in_chunks(
                 .and_then(Tensor::as_f32)
                 .unwrap_or(&[])
         };
-        let outputs = |bias: &[i64]| -> Result<Tensor, String> {
-            let mut parts = Vec::new();
-            for (k, r) in chunks.iter().enumerate() {
-                parts.push(output(&acc_of(k)?, bias, r.len()));
-            }
-            Tensor::concat_items(parts)
-        };
-        let (shift, before, kept, after, final_bias, provided);
+        let (shift, before, kept, after, final_bias);
         match mode {
             Mode::Correct => {
                 shift = sums.iter().map(Sums::mean).collect::<Vec<f64>>();
                 before = sums.iter().map(|s| s.d2).sum::<f64>();
                 let corrected = template.corrected(&bias, &sums);
                 // Before the activation the new sums follow from the old ones; after it they
-                // take a second pass, which also requantizes with both biases.
-                let (a, with_both) = if at == At::PreActivation {
-                    let a = template
+                // take a second pass.
+                after = if at == At::PreActivation {
+                    template
                         .rebias(&bias, &sums, &corrected)
                         .iter()
                         .map(|s| s.d2)
-                        .sum::<f64>();
-                    (a, None)
+                        .sum::<f64>()
                 } else {
-                    let (mut a, mut with, mut without) = (0.0, Vec::new(), Vec::new());
-                    for (k, r) in chunks.iter().enumerate() {
+                    let mut a = 0.0;
+                    for k in 0..chunks.len() {
                         let acc = acc_of(k)?;
                         let corrected_sums =
                             template.on(vec![(&acc, reference_of(k))]).sums(&corrected);
                         a += corrected_sums.iter().map(|s| s.d2).sum::<f64>();
-                        with.push(output(&acc, &corrected, r.len()));
-                        without.push(output(&acc, &bias, r.len()));
                     }
-                    (a, Some((with, without)))
+                    a
                 };
-                after = a;
                 kept = after < before;
                 final_bias = if kept { corrected } else { bias.clone() };
-                provided = match with_both {
-                    Some((with, without)) => {
-                        Tensor::concat_items(if kept { with } else { without })?
-                    }
-                    None => outputs(&final_bias)?,
-                };
             }
             Mode::Fit { steps, lr } => {
                 let layer = template.on(kept_acc
@@ -431,11 +409,24 @@ pub fn lockstep_in_chunks(
                 after = fitted.iter().map(|(_, s)| s.d2).sum();
                 let fitted: Vec<i64> = fitted.into_iter().map(|(b, _)| b).collect();
                 kept = fitted != bias;
-                provided = outputs(&fitted)?;
                 final_bias = fitted;
             }
         }
-        qs.provide(provided);
+        // The layer's own kernel computes its output, with the bias that stays.
+        drop(kept_acc);
+        if final_bias != bias {
+            let b = *operands
+                .get(2)
+                .ok_or("the layer has no bias operand to correct")?;
+            let shape = qs
+                .value(b)
+                .ok_or("internal error: the layer bias is not live")?
+                .shape
+                .clone();
+            let values = final_bias.iter().map(|v| *v as i32).collect();
+            qs.replace(b, Tensor::new(shape, TensorData::I32(values))?);
+        }
+        qs.step().map_err(|e| e.to_string())?;
         outcomes.push(Outcome {
             node,
             shift,
