@@ -84,36 +84,51 @@ fn min_max(
 
 /// The smallest and largest finite value of `data` (infinities when there is none).
 fn finite_range(data: &[f32]) -> (f32, f32) {
-    const LANES: usize = 8;
     data.par_chunks(1 << 16)
         .map(|chunk| {
-            // Lane-wise selects instead of f32::min/max so that the loop vectorizes.
-            let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
-            let mut lanes = chunk.chunks_exact(LANES);
-            for group in &mut lanes {
-                for j in 0..LANES {
-                    let x = group[j];
-                    let finite = x.abs() < f32::INFINITY;
-                    lo[j] = if finite && x < lo[j] { x } else { lo[j] };
-                    hi[j] = if finite && x > hi[j] { x } else { hi[j] };
-                }
+            // Plain min/max first (one vector min and max per lane group; NaN never wins a
+            // comparison); only a chunk that holds an infinity is scanned again without them.
+            let (lo, hi) = lane_range(chunk, |x| (x, x));
+            if lo > f32::NEG_INFINITY && hi < f32::INFINITY {
+                return (lo, hi);
             }
-            for &x in lanes.remainder() {
-                if x.is_finite() {
-                    lo[0] = lo[0].min(x);
-                    hi[0] = hi[0].max(x);
+            lane_range(chunk, |x| {
+                if x.abs() < f32::INFINITY {
+                    (x, x)
+                } else {
+                    (f32::INFINITY, f32::NEG_INFINITY)
                 }
-            }
-            let fold = |v: [f32; LANES], f: fn(f32, f32) -> f32, init| v.into_iter().fold(init, f);
-            (
-                fold(lo, f32::min, f32::INFINITY),
-                fold(hi, f32::max, f32::NEG_INFINITY),
-            )
+            })
         })
         .reduce(
             || (f32::INFINITY, f32::NEG_INFINITY),
             |a, b| (a.0.min(b.0), a.1.max(b.1)),
         )
+}
+
+/// The smallest and largest of `see(x)`'s two values over `data`, NaN skipped.
+fn lane_range(data: &[f32], see: impl Fn(f32) -> (f32, f32)) -> (f32, f32) {
+    const LANES: usize = 16;
+    // Independent lanes so that the loop vectorizes.
+    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let mut lanes = data.chunks_exact(LANES);
+    for group in &mut lanes {
+        for j in 0..LANES {
+            let (low, high) = see(group[j]);
+            lo[j] = lo[j].min(low);
+            hi[j] = hi[j].max(high);
+        }
+    }
+    for &x in lanes.remainder() {
+        let (low, high) = see(x);
+        lo[0] = if low < lo[0] { low } else { lo[0] };
+        hi[0] = if high > hi[0] { high } else { hi[0] };
+    }
+    let fold = |v: [f32; LANES], f: fn(f32, f32) -> f32, init| v.into_iter().fold(init, f);
+    (
+        fold(lo, f32::min, f32::INFINITY),
+        fold(hi, f32::max, f32::NEG_INFINITY),
+    )
 }
 
 /// Keeps the `k` largest values seen (unordered).
@@ -255,4 +270,23 @@ pub fn check_inputs(func: &Function, inputs: &Tensor) -> Result<(), String> {
         return Err("the calibration data holds no samples".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::finite_range;
+
+    #[test]
+    fn the_range_skips_nan_and_infinities() {
+        let mut data: Vec<f32> = (0..100_000).map(|i| (i % 977) as f32 - 300.0).collect();
+        assert_eq!(finite_range(&data), (-300.0, 676.0));
+        data[5] = f32::NAN;
+        data[70_000] = f32::INFINITY;
+        data[99_999] = f32::NEG_INFINITY;
+        data[12] = 1000.5;
+        assert_eq!(finite_range(&data), (-300.0, 1000.5));
+        let none = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+        assert_eq!(finite_range(&none), (f32::INFINITY, f32::NEG_INFINITY));
+        assert_eq!(finite_range(&[]), (f32::INFINITY, f32::NEG_INFINITY));
+    }
 }
