@@ -30,7 +30,7 @@ pub const SAMPLES_OPTION: crate::pass::OptionSpec = crate::pass::OptionSpec {
 };
 
 /// Images per interpreter run during calibration.
-const CHUNK: usize = 16;
+const CHUNK: usize = 8;
 /// Bins of the histogram the MSE search works on.
 const BINS: usize = 2048;
 
