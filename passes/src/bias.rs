@@ -126,24 +126,24 @@ impl Footprint {
         }
         let per_image = |v: Value| -> usize { func.value_type(v).shape.iter().skip(1).product() };
         let mut delta = vec![0isize; end + 1];
-        let mut held = |from: Option<usize>, v: Value| {
+        // A value defined at `from` is held after every position before its last reader's.
+        let mut held = |from: usize, v: Value| {
             let until = if func.is_returned(v) {
                 end
             } else {
-                last.get(&v).copied().unwrap_or(0)
+                last.get(&v).copied().unwrap_or(from)
             };
-            let from = from.map_or(0, |p| p);
-            if until > from || func.is_returned(v) {
+            if until > from {
                 delta[from] += per_image(v) as isize;
-                delta[until.min(end)] -= per_image(v) as isize;
+                delta[until] -= per_image(v) as isize;
             }
         };
         for arg in &func.args {
-            held(None, Value::of(*arg));
+            held(0, Value::of(*arg));
         }
         for (p, node) in schedule.iter().enumerate() {
             if !func.op(*node).is(OpKind::Const) {
-                held(Some(p), Value::of(*node));
+                held(p, Value::of(*node));
             }
         }
         let mut live = Vec::with_capacity(end);
