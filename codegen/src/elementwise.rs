@@ -115,7 +115,7 @@ fn load8(b: &mut FunctionBuilder, p: Value, signed: bool) -> [Value; 2] {
 }
 
 /// The bytes of an 8-bit tensor and whether its storage is signed.
-fn bytes8(t: &Tensor) -> Option<(&[u8], bool)> {
+pub(crate) fn bytes8(t: &Tensor) -> Option<(&[u8], bool)> {
     match &t.data {
         TensorData::U8(v) => Some((v, false)),
         TensorData::I8(v) => {
@@ -130,7 +130,7 @@ fn bytes8(t: &Tensor) -> Option<(&[u8], bool)> {
 }
 
 /// A tensor of `shape` from output bytes of an 8-bit type.
-fn tensor8(bytes: Vec<u8>, signed: bool, shape: Vec<usize>) -> Tensor {
+pub(crate) fn tensor8(bytes: Vec<u8>, signed: bool, shape: Vec<usize>) -> Tensor {
     let data = if signed {
         TensorData::I8(bytes.into_iter().map(|b| b as i8).collect())
     } else {
@@ -140,7 +140,7 @@ fn tensor8(bytes: Vec<u8>, signed: bool, shape: Vec<usize>) -> Tensor {
 }
 
 /// Per-tensor scale, zero point and whether the storage is signed, of an 8-bit quantized type.
-fn params8(t: &TensorType) -> Option<(f64, i64, bool)> {
+pub(crate) fn params8(t: &TensorType) -> Option<(f64, i64, bool)> {
     let (scale, zp, _) = per_tensor(t)?;
     match t.elem.quant()?.storage {
         Storage::U8 => Some((scale, zp, false)),
@@ -149,7 +149,7 @@ fn params8(t: &TensorType) -> Option<(f64, i64, bool)> {
     }
 }
 
-fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Levels> {
+pub(crate) fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Levels> {
     let (_, zp, signed) = params8(t)?;
     let range = t.elem.quant()?.storage.range();
     let (lo, hi) = qcc_runtime::quant::clamp_bounds(clamp, range);
@@ -161,13 +161,14 @@ fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Levels> {
 }
 
 /// The reference kernel of an op, for the inputs a generated kernel does not take.
-struct Fallback {
-    op: Operation,
-    types: Vec<TensorType>,
+pub(crate) struct Fallback {
+    pub(crate) op: Operation,
+    pub(crate) types: Vec<TensorType>,
 }
 
 impl Fallback {
-    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    /// Runs the op on its reference kernel.
+    pub(crate) fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let types: Vec<&TensorType> = self.types.iter().collect();
         eval_op(&self.op, inputs, &types)
     }

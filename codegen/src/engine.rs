@@ -13,6 +13,7 @@ use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
 use crate::elementwise::{Dequantize, QuantAdd, Quantize};
 use crate::float::FloatDepthwise;
 use crate::layers::{QuantConv, QuantDense};
+use crate::reduce::QuantGlobalAvgPool;
 
 /// The engine of generated code (`--engine cranelift`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,6 +55,11 @@ fn kernel_for(
         OpKind::QuantConv2d | OpKind::QuantDense => {}
         OpKind::QuantAdd => {
             return Ok(QuantAdd::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::QuantGlobalAvgPool => {
+            return Ok(
+                QuantGlobalAvgPool::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>)
+            );
         }
         OpKind::Quantize => {
             return Ok(Quantize::new(op)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

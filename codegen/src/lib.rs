@@ -11,6 +11,7 @@ mod gemm;
 pub mod jit;
 mod layers;
 mod pool;
+mod reduce;
 
 pub use engine::Native;
 pub use jit::{Dumps, Features, NO_VNNI_VAR, set_dumps};

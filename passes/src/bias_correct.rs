@@ -282,11 +282,10 @@ fn adjust(
     mode: Mode,
 ) -> Result<(), String> {
     let (reference, calib) = needs(ctx, pass)?;
-    let reference = reference.clone();
     let inputs = take(calib, samples);
     let mut notes = Vec::new();
     for round in 1..=rounds {
-        let outcomes = lockstep(ctx.engine.as_ref(), module, &reference, &inputs, at, mode)?;
+        let outcomes = lockstep(ctx.engine.as_ref(), module, reference, &inputs, at, mode)?;
         let (mut kept, mut unchanged) = (0, Vec::new());
         for o in outcomes {
             if o.kept {

@@ -247,9 +247,13 @@ pub fn calibrate(
     }
 }
 
-/// The first `n` items of a batch.
-pub fn take(inputs: &Tensor, n: usize) -> Tensor {
-    inputs.items(0..n.min(inputs.shape[0]))
+/// The first `n` items of a batch (the batch itself when it has no more).
+pub fn take(inputs: &Tensor, n: usize) -> std::borrow::Cow<'_, Tensor> {
+    if n >= inputs.shape[0] {
+        std::borrow::Cow::Borrowed(inputs)
+    } else {
+        std::borrow::Cow::Owned(inputs.items(0..n))
+    }
 }
 
 /// Checks calibration inputs against `@main`'s input type before any work.

@@ -8,8 +8,8 @@
 //! inputs, kernels up to 3x3 and 5x5, strides and dilations 1 and 2, asymmetric pads, plain,
 //! grouped and depthwise, per-tensor and per-channel weights, input zero points 0, 255 and in
 //! between, u8 and i8 outputs, fused clamps, biases small and near the i32 limits, output scales
-//! that give multipliers above 1, optionally followed by `nn.flatten` and a `quant.dense`, at
-//! batch 1 or 2. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
+//! that give multipliers above 1, optionally followed by a `quant.global_avg_pool` and by
+//! `nn.flatten` and a `quant.dense`, at batch 1 or 2. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -341,6 +341,19 @@ fn network(seed: u64) -> (String, Tensor) {
             continue;
         }
         (act, c, h, w) = (out, o, oh, ow);
+    }
+    if rng.chance(3) {
+        let (out, _) = output(&mut rng, &[n, c, 1, 1]);
+        writeln!(
+            body,
+            "    %g = quant.global_avg_pool({cur}) : ({}) -> {}",
+            act.ty(&[n, c, h, w]),
+            out.ty(&[n, c, 1, 1])
+        )
+        .unwrap();
+        cur = "%g".into();
+        act = out;
+        (h, w) = (1, 1);
     }
     let mut result_shape = vec![n, c, h, w];
     if rng.chance(2) {
@@ -703,6 +716,7 @@ fn the_generator_covers_what_it_claims() {
     for needle in [
         "quant.dense",
         "quant.add",
+        "quant.global_avg_pool",
         "groups = 2",
         "dilations = [2",
         "i8:f32:0, {",

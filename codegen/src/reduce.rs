@@ -1,0 +1,174 @@
+//! Generated reductions: `quant.global_avg_pool` of 8-bit tensors. Each call sums eight planes
+//! (widened to i32 lanes, sixteen bytes per load), subtracts the zero point's share and
+//! requantizes the eight sums in the vector epilogue the layers use. The driver copies the planes
+//! into rows of a multiple of sixteen bytes (zeros after the data, which add nothing) and pads
+//! the plane count to a multiple of eight, so the kernel never reads past its buffer.
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
+use qcc_dialects::{Operation, Tensor, TensorType};
+use qcc_runtime::OpKernel;
+use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
+use rayon::prelude::*;
+
+use crate::clif::{Loop, Multiplier, splat32, store_levels8};
+use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
+use crate::jit;
+
+/// Planes per kernel iteration.
+const PLANES: usize = 8;
+/// Bytes per load.
+const BLOCK: usize = 16;
+/// Groups of planes per parallel task.
+const GROUPS_PER_TASK: usize = 16;
+
+type ReduceFn = unsafe extern "C" fn(*const u8, *mut u8, i64);
+
+/// A generated `quant.global_avg_pool` for one plane size and one set of quantization constants.
+pub struct QuantGlobalAvgPool {
+    kernel: ReduceFn,
+    plane: usize,
+    row: usize,
+    signed: bool,
+    out_signed: bool,
+    fallback: Fallback,
+}
+
+impl QuantGlobalAvgPool {
+    /// Prepares the op (operand types `types`), or `None` when the input is not an 8-bit
+    /// `[N, C, H, W]` tensor or the multiplier is 1 or more (the vector arithmetic would not be
+    /// exact).
+    pub fn new(
+        op: &Operation,
+        types: &[&TensorType],
+    ) -> Result<Option<QuantGlobalAvgPool>, String> {
+        let x = types[0];
+        let out = &op.results[0];
+        let (Some((sx, zx, signed)), Some(levels)) = (params8(x), levels_of(out, None)) else {
+            return Ok(None);
+        };
+        if x.shape.len() != 4 {
+            return Ok(None);
+        }
+        let plane = x.shape[2] * x.shape[3];
+        let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
+        // The reference's constants (runtime/src/kernels/quant.rs, `global_avg_pool`).
+        let m = Fixed::new(sx / (plane as f64 * sy));
+        // `|sum - plane * zx|` stays below 2^31 when `plane * 255 < 2^31`.
+        if m.shift < 31 || plane == 0 || plane >= (1 << 23) {
+            return Ok(None);
+        }
+        let row = plane.div_ceil(BLOCK) * BLOCK;
+        let name = format!(
+            "qgap_{}{zx}_p{plane}_{}x{}_{}",
+            if signed { "i" } else { "u" },
+            m.m0,
+            m.shift,
+            levels.tag()
+        );
+        let ptr = jit::pointer();
+        let code = jit::kernel(&name, &[ptr; 3], |b, args| {
+            let (x, out, groups) = (args[0], args[1], args[2]);
+            let flags = MemFlagsData::new().with_notrap();
+            let zero = b.ins().iconst(ptr, 0);
+            let g = Loop::new(b, zero, groups);
+            let first = b.ins().imul_imm_s(g.index, (PLANES * row) as i64);
+            let first = b.ins().iadd(x, first);
+            let sums: Vec<_> = (0..PLANES).map(|_| b.declare_var(types::I32X4)).collect();
+            let none = splat32(b, 0);
+            for v in &sums {
+                b.def_var(*v, none);
+            }
+            let end = b.ins().iconst(ptr, row as i64);
+            let k = Loop::stepped(b, zero, end, BLOCK as i64);
+            let at = b.ins().iadd(first, k.index);
+            for (j, v) in sums.iter().enumerate() {
+                let bytes = b.ins().load(types::I8X16, flags, at, (j * row) as i32);
+                let (lo, hi) = if signed {
+                    (b.ins().swiden_low(bytes), b.ins().swiden_high(bytes))
+                } else {
+                    (b.ins().uwiden_low(bytes), b.ins().uwiden_high(bytes))
+                };
+                // Two bytes per i16 lane: at most 510 in magnitude.
+                let pairs = b.ins().iadd(lo, hi);
+                let (wl, wh) = (b.ins().swiden_low(pairs), b.ins().swiden_high(pairs));
+                let acc = b.use_var(*v);
+                let acc = b.ins().iadd(acc, wl);
+                let acc = b.ins().iadd(acc, wh);
+                b.def_var(*v, acc);
+            }
+            k.close(b);
+            // Each plane's four lanes summed, the eight sums gathered into two vectors.
+            let totals: Vec<_> = sums
+                .iter()
+                .map(|v| {
+                    let acc = b.use_var(*v);
+                    let lanes: Vec<_> = (0..4).map(|l| b.ins().extractlane(acc, l)).collect();
+                    let a = b.ins().iadd(lanes[0], lanes[1]);
+                    let c = b.ins().iadd(lanes[2], lanes[3]);
+                    b.ins().iadd(a, c)
+                })
+                .collect();
+            let offset = splat32(b, -(plane as i64) * zx);
+            let multiplier = Multiplier::constant(b, m.m0, m.shift);
+            let values = [0, 1].map(|half| {
+                let mut v = b.ins().splat(types::I32X4, totals[4 * half]);
+                for lane in 1..4 {
+                    v = b.ins().insertlane(v, totals[4 * half + lane], lane as u8);
+                }
+                let t = b.ins().iadd(v, offset);
+                multiplier.apply(b, t)
+            });
+            let dst = b.ins().imul_imm_s(g.index, PLANES as i64);
+            let dst = b.ins().iadd(out, dst);
+            store_levels8(b, values, &levels, dst);
+            g.close(b);
+            b.ins().return_(&[]);
+        })?;
+        Ok(Some(QuantGlobalAvgPool {
+            // SAFETY: generated with exactly this signature, in the platform's C ABI.
+            kernel: unsafe { std::mem::transmute::<*const u8, ReduceFn>(code) },
+            plane,
+            row,
+            signed,
+            out_signed: levels.signed,
+            fallback: Fallback {
+                op: op.clone(),
+                types: types.iter().map(|t| (*t).clone()).collect(),
+            },
+        }))
+    }
+}
+
+impl OpKernel for QuantGlobalAvgPool {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let Some((bytes, signed)) = bytes8(x) else {
+            return self.fallback.run(inputs);
+        };
+        if signed != self.signed || x.shape.len() != 4 || x.shape[2] * x.shape[3] != self.plane {
+            return self.fallback.run(inputs);
+        }
+        let (n, c) = (x.shape[0], x.shape[1]);
+        let planes = n * c;
+        let groups = planes.div_ceil(PLANES);
+        let mut rows = vec![0u8; groups * PLANES * self.row];
+        for (dst, src) in rows
+            .chunks_exact_mut(self.row)
+            .zip(bytes.chunks_exact(self.plane))
+        {
+            dst[..self.plane].copy_from_slice(src);
+        }
+        let mut out = vec![0u8; groups * PLANES];
+        out.par_chunks_mut(GROUPS_PER_TASK * PLANES)
+            .zip(rows.par_chunks(GROUPS_PER_TASK * PLANES * self.row))
+            .for_each(|(dst, src)| {
+                // SAFETY: `src` holds `dst.len() / PLANES` whole groups of `PLANES` rows of
+                // `self.row` bytes, and `dst` one byte per plane of them.
+                unsafe {
+                    (self.kernel)(src.as_ptr(), dst.as_mut_ptr(), (dst.len() / PLANES) as i64)
+                }
+            });
+        out.truncate(planes);
+        Ok(tensor8(out, self.out_signed, vec![n, c, 1, 1]))
+    }
+}
