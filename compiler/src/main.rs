@@ -2,25 +2,11 @@
 
 use std::io::{ErrorKind, Write};
 
-// Networks allocate and free activation buffers of many megabytes per op; mimalloc keeps them
-// instead of returning them to the OS, which saves most of the page-fault time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Tells mimalloc to keep freed memory committed (no purging, arenas committed eagerly): with
-/// its defaults a MobileNetV2 run spends a third of its time zeroing pages it just gave back
-/// (kit, 64 images, one thread: 3.8 s against 2.2 s). The numbers are mimalloc v2's
-/// `mi_option_purge_delay` and `mi_option_arena_eager_commit` (`libmimalloc-sys` does not name
-/// them); the lock file pins that version.
-fn keep_freed_memory() {
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    // SAFETY: setting options is allowed at any time; unknown values are ignored by mimalloc.
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 1);
-    }
-}
+// The system allocator. With the engine's per-thread scratch pools and bias correction's chunked
+// float runs, mimalloc (used until 2026-12-04, purging off) held 30-45% more memory for no speed
+// (kit MobileNetV2, paired runs: `quantize,bias-correct` 448 against 305 MiB peak at 0.92-1.07x
+// the time; `qcc run` of 64 images 160 against 110 MiB int8 and 322 against 229 MiB float at
+// 0.97-1.03x); only the reference engine's one-thread int8 run was ~15% faster with it.
 
 /// Standard output that stops writing, without an error, once its reader has gone (`qcc report
 /// ... | head`): the command still finishes and writes its files.
@@ -55,7 +41,6 @@ impl Write for Stdout {
 }
 
 fn main() {
-    keep_freed_memory();
     let mut out = Stdout {
         inner: std::io::stdout(),
         closed: false,
