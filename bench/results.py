@@ -2,6 +2,9 @@
 bench/RESULTS.md, leaving the others as they are."""
 import os
 import subprocess
+import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
@@ -13,6 +16,22 @@ def release_qcc():
     """Builds qcc with `--release` (benchmarks never time a debug build) and returns its path."""
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "qcc"], cwd=ROOT, check=True)
     return os.path.join(ROOT, "target", "release", "qcc")
+
+
+def run_measured(cmd):
+    """Runs `cmd` to its end; returns (wall seconds, peak resident memory of the process in KiB,
+    its standard output). Exits with its error output when it fails."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - t0
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{err.read().decode(errors='replace')}")
+        return seconds, usage.ru_maxrss, out.read().decode(errors="replace")
 
 
 def update_section(name, section):
