@@ -17,8 +17,9 @@ use qcc_runtime::{Engine, Steps};
 
 use crate::bias_search::{LayerOutput, Sums};
 
-/// Images per float run and per accumulator computation in [`lockstep`].
-const FLOAT_CHUNK: usize = 8;
+/// Images per float run and per accumulator computation in [`lockstep`] (8 x 4.8 MB for the
+/// widest MobileNetV2 value).
+pub const FLOAT_CHUNK: usize = 8;
 
 /// The float network a quantized one came from, and which float values each integer layer stands for.
 #[derive(Clone)]
@@ -189,25 +190,14 @@ impl Footprint {
 /// in `Mode::Correct`, corrects) every linked layer in schedule order.
 ///
 /// The integer network steps over the whole batch (its values are bytes); the float network
-/// steps in chunks of [`FLOAT_CHUNK`] images, and the accumulators are computed a chunk at a
-/// time. Measuring before the activation needs only per-channel sums, so there each float chunk
-/// moves on as soon as it has been summed, to the point before the next layer's value where it
-/// holds the least ([`Footprint`]): of the whole batch, only the narrowest float values between
-/// two layers are ever held.
+/// steps in chunks of `chunk` images (the passes use [`FLOAT_CHUNK`]), and the accumulators are
+/// computed a chunk at a time; the chunk size changes the memory this takes, not what it measures.
+/// Measuring before the activation needs only per-channel sums, so there each float chunk moves
+/// on as soon as it has been summed, at most until it has computed the next layer's value, to
+/// where it holds the least ([`Footprint`]): of the whole batch, only the narrowest float values
+/// between two layers are ever held.
+#[allow(clippy::too_many_arguments)]
 pub fn lockstep(
-    engine: &dyn Engine,
-    module: &Module,
-    reference: &FloatReference,
-    inputs: &Tensor,
-    at: At,
-    mode: Mode,
-) -> Result<Vec<Outcome>, String> {
-    lockstep_in_chunks(engine, module, reference, inputs, at, mode, FLOAT_CHUNK)
-}
-
-/// [`lockstep`] with `chunk` images per float run and accumulator computation (which changes
-/// the memory it takes, not what it measures).
-pub fn lockstep_in_chunks(
     engine: &dyn Engine,
     module: &Module,
     reference: &FloatReference,

@@ -4,7 +4,7 @@
 
 use qcc_dialects::{Attr, Module};
 
-use crate::bias::{At, FloatReference, Mode, layer_name, lockstep, set_bias};
+use crate::bias::{At, FLOAT_CHUNK, FloatReference, Mode, layer_name, lockstep, set_bias};
 use crate::calibrate::take;
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
 use qcc_runtime::quant::{stored_ints, to_bias};
@@ -134,6 +134,7 @@ impl Pass for Estimate {
             &inputs,
             self.at,
             Mode::Correct,
+            FLOAT_CHUNK,
         )?;
         let func = module
             .functions
@@ -285,7 +286,15 @@ fn adjust(
     let inputs = take(calib, samples);
     let mut notes = Vec::new();
     for round in 1..=rounds {
-        let outcomes = lockstep(ctx.engine.as_ref(), module, reference, &inputs, at, mode)?;
+        let outcomes = lockstep(
+            ctx.engine.as_ref(),
+            module,
+            reference,
+            &inputs,
+            at,
+            mode,
+            FLOAT_CHUNK,
+        )?;
         let (mut kept, mut unchanged) = (0, Vec::new());
         for o in outcomes {
             if o.kept {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use qcc_dialects::Tensor;
-use qcc_passes::bias::{At, Mode, Outcome, lockstep_in_chunks};
+use qcc_passes::bias::{At, Mode, Outcome, lockstep};
 use qcc_passes::{PassContext, PassManager, parse_pipeline};
 
 /// `n` inputs of `shape` (batch first) with values spread over [-1, 1), from a fixed LCG.
@@ -75,7 +75,7 @@ fn bias_correction_does_not_depend_on_the_chunk_size() {
         (At::PostActivation, Mode::Fit { steps: 3, lr: 0.5 }, "fit"),
     ] {
         let run = |chunk| {
-            lockstep_in_chunks(
+            lockstep(
                 ctx.engine.as_ref(),
                 &module,
                 &reference,
