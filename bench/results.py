@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: the release qcc binary, and rewriting one marked section of
-bench/RESULTS.md, leaving the others as they are."""
+"""What the benchmark scripts share: the release qcc binary, running a command for its time and
+peak memory, and rewriting one marked section of bench/RESULTS.md, leaving the others as they are."""
 import os
 import subprocess
 import sys
