@@ -162,11 +162,19 @@ pub(crate) fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Level
 
 /// The reference kernel of an op, for the inputs a generated kernel does not take.
 pub(crate) struct Fallback {
-    pub(crate) op: Operation,
-    pub(crate) types: Vec<TensorType>,
+    op: Operation,
+    types: Vec<TensorType>,
 }
 
 impl Fallback {
+    /// The reference kernel of `op` with operand types `types`.
+    pub(crate) fn new(op: &Operation, types: &[&TensorType]) -> Fallback {
+        Fallback {
+            op: op.clone(),
+            types: types.iter().map(|t| (*t).clone()).collect(),
+        }
+    }
+
     /// Runs the op on its reference kernel.
     pub(crate) fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let types: Vec<&TensorType> = self.types.iter().collect();
@@ -241,10 +249,7 @@ impl QuantAdd {
             kernel,
             signed: [ua, ub],
             out_signed: levels.signed,
-            fallback: Fallback {
-                op: op.clone(),
-                types: types.iter().map(|t| (*t).clone()).collect(),
-            },
+            fallback: Fallback::new(op, types),
         }))
     }
 }

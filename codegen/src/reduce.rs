@@ -131,10 +131,7 @@ impl QuantGlobalAvgPool {
             row,
             signed,
             out_signed: levels.signed,
-            fallback: Fallback {
-                op: op.clone(),
-                types: types.iter().map(|t| (*t).clone()).collect(),
-            },
+            fallback: Fallback::new(op, types),
         }))
     }
 }

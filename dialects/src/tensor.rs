@@ -18,17 +18,6 @@ pub enum TensorData {
 }
 
 impl TensorData {
-    /// Makes room for `more` elements without growing twice.
-    pub fn reserve_exact(&mut self, more: usize) {
-        match self {
-            TensorData::F32(v) => v.reserve_exact(more),
-            TensorData::I8(v) => v.reserve_exact(more),
-            TensorData::U8(v) => v.reserve_exact(more),
-            TensorData::I32(v) => v.reserve_exact(more),
-            TensorData::I64(v) => v.reserve_exact(more),
-        }
-    }
-
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
@@ -157,39 +146,6 @@ impl Tensor {
             *n = range.len();
         }
         Tensor { shape, data }
-    }
-
-    /// The tensors joined along the outermost axis; they must agree in element type and in
-    /// every other dimension.
-    pub fn concat_items(parts: Vec<Tensor>) -> Result<Tensor, String> {
-        let total: usize = parts.iter().map(|t| t.data.len()).sum();
-        let mut parts = parts.into_iter();
-        let mut joined = parts.next().ok_or("no tensors to join")?;
-        joined.data.reserve_exact(total - joined.data.len());
-        for t in parts {
-            if t.shape.get(1..) != joined.shape.get(1..) {
-                return Err(format!(
-                    "cannot join shapes {:?} and {:?} along the batch",
-                    joined.shape, t.shape
-                ));
-            }
-            match (&mut joined.data, t.data) {
-                (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
-                (TensorData::I8(a), TensorData::I8(b)) => a.extend(b),
-                (TensorData::U8(a), TensorData::U8(b)) => a.extend(b),
-                (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
-                (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
-                (a, b) => {
-                    return Err(format!(
-                        "cannot join {} and {} tensors",
-                        a.dtype_name(),
-                        b.dtype_name()
-                    ));
-                }
-            }
-            joined.shape[0] += t.shape[0];
-        }
-        Ok(joined)
     }
 
     /// Number of elements.

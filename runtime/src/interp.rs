@@ -59,7 +59,7 @@ pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, S
 }
 
 /// The elementwise function of a float activation op, `None` for other ops.
-pub fn activation(op: &Operation) -> Result<Option<Activation>, String> {
+fn activation(op: &Operation) -> Result<Option<Activation>, String> {
     Ok(Some(match op.kind() {
         Some(OpKind::Relu) => Activation::Relu,
         Some(OpKind::Clip) => {

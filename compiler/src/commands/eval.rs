@@ -138,15 +138,14 @@ pub fn per_layer(
     let engine = crate::engines::default_engine();
     let fi = engine.prepare(reference, "main")?;
     let qi = engine.prepare(model, "main")?;
-    let x = inputs.as_f32().ok_or("inputs must be f32")?;
+    if inputs.as_f32().is_none() {
+        return Err("inputs must be f32".into());
+    }
     let n = inputs.shape[0];
-    let per: usize = inputs.shape[1..].iter().product();
     let mut stats: BTreeMap<String, LayerStats> = BTreeMap::new();
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);
-        let mut shape = inputs.shape.clone();
-        shape[0] = end - start;
-        let chunk = Tensor::from_f32(shape, x[start * per..end * per].to_vec());
+        let chunk = inputs.items(start..end);
         let mut float_out: HashMap<String, Tensor> = HashMap::new();
         fi.run_observed(std::slice::from_ref(&chunk), &mut |node, _, t| {
             if let Some(name) = float_nodes.get(&node) {

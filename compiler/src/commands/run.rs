@@ -116,15 +116,14 @@ pub fn run_batches_profiled(
 ) -> Result<Tensor, String> {
     let interp = crate::engines::default_engine().prepare(module, "main")?;
     let n = inputs.shape[0];
-    let per_item: usize = inputs.shape[1..].iter().product();
-    let x = inputs.as_f32().ok_or("inputs must be f32")?;
+    if inputs.as_f32().is_none() {
+        return Err("inputs must be f32".into());
+    }
     let mut out_shape = Vec::new();
     let mut out = Vec::new();
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);
-        let mut shape = inputs.shape.clone();
-        shape[0] = end - start;
-        let chunk = Tensor::from_f32(shape, x[start * per_item..end * per_item].to_vec());
+        let chunk = inputs.items(start..end);
         let results = match profile.as_deref_mut() {
             Some(p) => p.run(interp.as_ref(), &chunk),
             None => interp.run(&[chunk]),
@@ -269,13 +268,10 @@ fn latency(
     let start = Instant::now();
     let prepared = engine.prepare(module, "main")?;
     let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
-    let per_item: usize = inputs.shape[1..].iter().product();
-    let x = inputs
-        .as_f32()
-        .ok_or_else(|| Failure::msg("inputs must be f32"))?;
-    let mut shape = inputs.shape.clone();
-    shape[0] = 1;
-    let first = [Tensor::from_f32(shape, x[..per_item].to_vec())];
+    if inputs.as_f32().is_none() {
+        return Err(Failure::msg("inputs must be f32"));
+    }
+    let first = [inputs.items(0..1)];
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs + 3 {
         let t = Instant::now();

@@ -43,8 +43,17 @@ pub fn unary(x: &[f32], shape: &[usize], f: Activation) -> Tensor {
 
 /// Replaces every element by `f` of it.
 pub fn unary_in_place(x: &mut [f32], f: Activation) {
-    x.par_chunks_mut(GRAIN)
-        .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f.apply(*v)));
+    // One loop per activation, chosen once per chunk, so that each loop vectorizes.
+    fn each(chunk: &mut [f32], g: impl Fn(f32) -> f32) {
+        chunk.iter_mut().for_each(|v| *v = g(*v));
+    }
+    x.par_chunks_mut(GRAIN).for_each(|chunk| match f {
+        Activation::Relu => each(chunk, |v| Activation::Relu.apply(v)),
+        Activation::Clip(lo, hi) => each(chunk, |v| Activation::Clip(lo, hi).apply(v)),
+        Activation::Sigmoid => each(chunk, |v| Activation::Sigmoid.apply(v)),
+        Activation::HardSigmoid(a, b) => each(chunk, |v| Activation::HardSigmoid(a, b).apply(v)),
+        Activation::HardSwish => each(chunk, |v| Activation::HardSwish.apply(v)),
+    });
 }
 
 /// A float binary arithmetic op.
