@@ -1,7 +1,7 @@
 //! Small pieces of CLIF the kernels are built from: counted loops, and the instruction trees
 //! Cranelift's x64 backend folds into single SIMD instructions.
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{Block, BlockArg, Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
@@ -136,25 +136,17 @@ impl Levels {
     }
 }
 
-/// One output channel's requantization record as the kernels read it, [`RECORD_WORDS`] i32
-/// (64 bytes): the bias in four lanes, the multiplier's `m0'` in four lanes, its rounding term
-/// `2^(s' - 1)` as two u64, and the shift `s' - 32`; see [`Multiplier`] for `m0'` and `s'`.
-pub fn record(bias: i32, m0: i64, shift: u32) -> [i32; RECORD_WORDS] {
-    let (m0, wide) = widened(m0, shift);
-    let half = 1u64 << (wide - 1);
+/// One output channel's requantization record as the kernels read it, [`RECORD_WORDS`] words
+/// (32 bytes): the bias in four i32 lanes, then the channel's f32 scale in four lanes.
+pub fn record(bias: i32, scale: f32) -> [i32; RECORD_WORDS] {
     let mut r = [0i32; RECORD_WORDS];
     r[..4].fill(bias);
-    r[4..8].fill(m0 as u32 as i32);
-    for lane in 0..2 {
-        r[8 + 2 * lane] = half as u32 as i32;
-        r[9 + 2 * lane] = (half >> 32) as u32 as i32;
-    }
-    r[12] = (wide - 32) as i32;
+    r[4..].fill(scale.to_bits() as i32);
     r
 }
 
 /// i32 words of one [`record`].
-pub const RECORD_WORDS: usize = 16;
+pub const RECORD_WORDS: usize = 8;
 /// Bytes of one [`record`].
 pub const RECORD: i32 = 4 * RECORD_WORDS as i32;
 
@@ -177,16 +169,6 @@ pub struct Multiplier {
 }
 
 impl Multiplier {
-    /// From a [`record`] at `record` (loaded where the caller builds).
-    pub fn load(b: &mut FunctionBuilder, record: Value) -> Multiplier {
-        let flags = MemFlagsData::new().with_notrap();
-        Multiplier {
-            m0: b.ins().load(types::I32X4, flags, record, 16),
-            half: b.ins().load(types::I64X2, flags, record, 32),
-            shift: b.ins().load(types::I32, flags, record, 48),
-        }
-    }
-
     /// From constants (`shift` at least 31).
     pub fn constant(b: &mut FunctionBuilder, m0: i64, shift: u32) -> Multiplier {
         let (m0, wide) = widened(m0, shift);
@@ -249,8 +231,75 @@ pub fn store_levels8(b: &mut FunctionBuilder, values: [Value; 2], levels: &Level
         let y = b.ins().smax(y, lo);
         b.ins().smin(y, hi)
     });
-    let narrow = b.ins().snarrow(clamped[0], clamped[1]);
-    let bytes = if levels.signed {
+    store_bytes8(b, clamped, levels.signed, dst);
+}
+
+/// `1.5 * 2^23`: adding it to an f32 of magnitude below 2^22 rounds it to an integer (to
+/// nearest, ties to even, as every f32 addition rounds), which then sits in the low bits of the
+/// sum's representation.
+const MAGIC: f32 = 12_582_912.0;
+
+/// `x < y ? x : y` on f32x4 (the tree Cranelift folds into `minps`: `y` when either is NaN).
+pub fn min_ps(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let less = b.ins().fcmp(FloatCC::LessThan, x, y);
+    let mask = b.ins().bitcast(types::F32X4, little, less);
+    b.ins().bitselect(mask, x, y)
+}
+
+/// `y < x ? x : y` on f32x4 (folded into `maxps`: `y` when either is NaN).
+pub fn max_ps(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let less = b.ins().fcmp(FloatCC::LessThan, y, x);
+    let mask = b.ins().bitcast(types::F32X4, little, less);
+    b.ins().bitselect(mask, x, y)
+}
+
+fn splat_f32(b: &mut FunctionBuilder, v: f32) -> Value {
+    let c = b.ins().f32const(v);
+    b.ins().splat(types::F32X4, c)
+}
+
+/// Requantizes eight accumulators of one channel (`accs`, two i32x4) exactly as
+/// `qcc_runtime::quant::Requant` does and stores the eight output levels at `dst`:
+/// `f32(acc + bias) * scale` clamped to `[lo - Z_y, hi - Z_y]`, rounded to nearest even by the
+/// magic addition, `Z_y` added by the same subtraction that takes the magic number out.
+///
+/// `record` points at the channel's [`record`]. Exact when `|acc + bias| < 2^31` (the sum is
+/// formed in i32); the caller checks.
+pub fn requantize8(
+    b: &mut FunctionBuilder,
+    accs: [Value; 2],
+    record: Value,
+    levels: &Levels,
+    dst: Value,
+) {
+    let flags = MemFlagsData::new().with_notrap();
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let bias = b.ins().load(types::I32X4, flags, record, 0);
+    let scale = b.ins().load(types::F32X4, flags, record, 16);
+    let zp = levels.zero_point;
+    let lo = splat_f32(b, (levels.bounds.0 - zp) as f32);
+    let hi = splat_f32(b, (levels.bounds.1 - zp) as f32);
+    let magic = splat_f32(b, MAGIC);
+    let unbias = splat32(b, i64::from(MAGIC.to_bits() as i32 - zp));
+    let values = accs.map(|acc| {
+        let t = b.ins().iadd(acc, bias);
+        let f = b.ins().fcvt_from_sint(types::F32X4, t);
+        let f = b.ins().fmul(f, scale);
+        let f = max_ps(b, f, lo);
+        let f = min_ps(b, f, hi);
+        let f = b.ins().fadd(f, magic);
+        let bits = b.ins().bitcast(types::I32X4, little, f);
+        b.ins().isub(bits, unbias)
+    });
+    store_bytes8(b, values, levels.signed, dst);
+}
+
+/// Stores eight values (two i32x4, each within the 8-bit storage range) as bytes at `dst`.
+fn store_bytes8(b: &mut FunctionBuilder, values: [Value; 2], signed: bool, dst: Value) {
+    let narrow = b.ins().snarrow(values[0], values[1]);
+    let bytes = if signed {
         b.ins().snarrow(narrow, narrow)
     } else {
         b.ins().unarrow(narrow, narrow)
@@ -260,26 +309,4 @@ pub fn store_levels8(b: &mut FunctionBuilder, values: [Value; 2], levels: &Level
     let low = b.ins().extractlane(words, 0);
     b.ins()
         .store(MemFlagsData::new().with_notrap(), low, dst, 0);
-}
-
-/// Requantizes eight accumulators of one channel (`accs`, two i32x4) exactly as
-/// `qcc_runtime::quant::Requant` does and stores the eight output levels at `dst`.
-///
-/// `record` points at the channel's [`record`]. Exact when `|acc + bias| < 2^31` and the shift
-/// is at least 31 (then `|acc + bias| * m0 >> shift` fits 31 bits); the caller checks both.
-pub fn requantize8(
-    b: &mut FunctionBuilder,
-    accs: [Value; 2],
-    record: Value,
-    levels: &Levels,
-    dst: Value,
-) {
-    let flags = MemFlagsData::new().with_notrap();
-    let bias = b.ins().load(types::I32X4, flags, record, 0);
-    let m = Multiplier::load(b, record);
-    let values = accs.map(|acc| {
-        let t = b.ins().iadd(acc, bias);
-        m.apply(b, t)
-    });
-    store_levels8(b, values, levels, dst);
 }

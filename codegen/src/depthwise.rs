@@ -1,21 +1,25 @@
 //! The depthwise convolution (one input channel per output channel): a generated kernel per
 //! layer geometry that computes one channel's output plane, eight outputs of a row at a time in
-//! two i32x4 accumulators. The taps of the window are unrolled two at a time: the two taps'
-//! inputs interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights with
-//! `pmaddwd`, exact since `|x - Z_x| * |w| <= 255 * 127` fits i16 pairs summed in i32.
+//! two i32x4 accumulators. Two forms, as the GEMM's ([`Form`]):
 //!
-//! The input plane is staged as i16 (`x - Z_x`, zero where the window reads padding) and split
-//! into `stride` column phases, so that a stride-2 layer also reads contiguous vectors: output
-//! column `ox` of tap column `kx` reads phase `(kx * dilation) % stride` at column
-//! `ox + (kx * dilation) / stride`.
+//! - **Quads** (`vpdpbusd`): the plane is staged as u8 rows padded with the (shifted) zero point.
+//!   Per kernel row and group of up to four taps, one load and one `pshufb` give each of four
+//!   output lanes its four input bytes (lane `j`, tap `e`: byte `j * stride + e * dilation`),
+//!   multiplied by the taps' weights (pre-splatted; a missing fourth tap has weight 0) and summed
+//!   into the lane by one `vpdpbusd`. The accumulators start at `-Z_u * sum w`, so they are the
+//!   exact `sum (x - Z_x) * w` (padding reads `Z_u`, which that start cancels).
+//! - **Pairs** (`pmaddwd`, every CPU): the taps unrolled two at a time, the two taps' inputs
+//!   interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights, exact since
+//!   `|x - Z_x| * |w| <= 255 * 127` fits i16 pairs summed in i32. The plane is staged as i16
+//!   (`x - Z_x`, zero where the window reads padding) and split into `stride` column phases, so
+//!   that a stride-2 layer also reads contiguous vectors: output column `ox` of tap column `kx`
+//!   reads phase `(kx * dilation) % stride` at column `ox + (kx * dilation) / stride`.
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
+use cranelift_codegen::ir::{Endianness, Immediate, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use cranelift_codegen::ir::{Endianness, Immediate};
-
-use crate::clif::{Loop, pmaddwd, requantize8};
-use crate::gemm::Epilogue;
+use crate::clif::{Loop, dot_u8_i8, pmaddwd, requantize8};
+use crate::gemm::{Epilogue, Form};
 use crate::jit;
 
 /// Output columns per iteration of the generated row loop.
@@ -49,14 +53,38 @@ impl Geometry {
         (self.output[0] - 1) * self.strides[0] + (self.kernel[0] - 1) * self.dilations[0] + 1
     }
 
-    /// Columns of each staged phase.
+    /// Whether the quads form computes this geometry: every byte lane 3 of a group reads lies
+    /// within the sixteen loaded.
+    pub fn quads_fit(&self) -> bool {
+        3 * self.strides[1] + (self.kernel[1].min(4) - 1) * self.dilations[1] <= 15
+    }
+
+    /// Groups of up to four taps per kernel row (the quads form).
+    fn tap_groups(&self) -> usize {
+        self.kernel[1].div_ceil(4)
+    }
+
+    /// Bytes of one staged row (the quads form): the last load of a row ends there.
+    fn quad_width(&self) -> usize {
+        (self.row() - 4) * self.strides[1] + 4 * (self.tap_groups() - 1) * self.dilations[1] + 16
+    }
+
+    /// Columns of each staged phase (the pairs form).
     fn phase_width(&self) -> usize {
         self.row() + ((self.kernel[1] - 1) * self.dilations[1]) / self.strides[1] + 1
     }
 
-    /// i16 values of one staged channel.
-    pub fn staged_len(&self) -> usize {
-        self.strides[1] * self.rows() * self.phase_width()
+    /// Values of one staged channel: i16 for pairs, u8 for quads.
+    pub fn staged_len(&self, form: Form) -> usize {
+        match form {
+            Form::Pairs => self.strides[1] * self.rows() * self.phase_width(),
+            Form::Quads => self.rows() * self.quad_width(),
+        }
+    }
+
+    /// Whether the kernel writes its output plane as it is (rows of a multiple of eight).
+    pub fn writes_in_place(&self) -> bool {
+        self.row() == self.output[1]
     }
 
     /// i32 values of one channel's padded output.
@@ -64,8 +92,27 @@ impl Geometry {
         self.output[0] * self.row()
     }
 
-    /// Stages one channel (`plane`, `H x W` stored values of zero point `zero_point`) into
-    /// `dst` (`staged_len` values of `x - Z_x`); `line` is scratch space.
+    /// Stages one channel for the quads form: `plane` (`H x W` stored values) shifted to u8
+    /// into rows of `dst` (`staged_len` bytes), `pad` (the shifted zero point) where the window
+    /// reads padding.
+    pub fn stage_quads<T: Byte>(&self, plane: &[T], pad: u8, dst: &mut [u8]) {
+        let (rows, width) = (self.rows(), self.quad_width());
+        let [h, w] = self.input;
+        let [pt, pl] = self.pads;
+        let (first, last) = (pl.min(width), (pl + w).min(width));
+        for (row, d) in dst.chunks_exact_mut(width).take(rows).enumerate() {
+            let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
+                d.fill(pad);
+                continue;
+            };
+            d[..first].fill(pad);
+            d[last..].fill(pad);
+            T::shift_into(&plane[iy * w..iy * w + last - first], &mut d[first..last]);
+        }
+    }
+
+    /// Stages one channel for the pairs form (`plane`, `H x W` stored values of zero point
+    /// `zero_point`) into `dst` (`staged_len` values of `x - Z_x`); `line` is scratch space.
     pub fn stage<T: Copy + Into<i16>>(
         &self,
         plane: &[T],
@@ -134,6 +181,26 @@ impl Geometry {
     }
 }
 
+/// A stored 8-bit value, as the quads form reads it: u8 as it is, i8 plus 128.
+pub trait Byte: Copy + Into<i16> + Send + Sync {
+    /// `src` shifted to u8, into `dst` (as long).
+    fn shift_into(src: &[Self], dst: &mut [u8]);
+}
+
+impl Byte for u8 {
+    fn shift_into(src: &[u8], dst: &mut [u8]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Byte for i8 {
+    fn shift_into(src: &[i8], dst: &mut [u8]) {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = (*v as u8) ^ 0x80;
+        }
+    }
+}
+
 /// `dst[i] = src[i] - zero_point` (a loop the compiler vectorises).
 fn centre<T: Copy + Into<i16>>(src: &[T], zero_point: i16, dst: &mut [i16]) {
     for (d, v) in dst.iter_mut().zip(src) {
@@ -141,10 +208,33 @@ fn centre<T: Copy + Into<i16>>(src: &[T], zero_point: i16, dst: &mut [i16]) {
     }
 }
 
-/// Words of one channel's packed weights for `taps` taps: a vector of four words per pair of
-/// taps (the last pairs with a zero weight when odd).
-pub fn words_per_channel(taps: usize) -> usize {
-    4 * taps.div_ceil(2)
+/// Words of one channel's packed weights: for pairs a vector of four words per pair of taps
+/// (the last pairs with a zero weight when odd); for quads the accumulators' start, then a
+/// vector per kernel row and group of taps.
+pub fn words_per_channel(g: &Geometry, form: Form) -> usize {
+    match form {
+        Form::Pairs => 4 * (g.kernel[0] * g.kernel[1]).div_ceil(2),
+        Form::Quads => 4 + 4 * g.kernel[0] * g.tap_groups(),
+    }
+}
+
+/// One channel's weights (`kh x kw` taps) packed for the quads form: `-zero * sum w` in four
+/// lanes (`zero` the shifted input zero point), then per kernel row and group of four taps the
+/// group's weights as one word (a missing tap weighs 0) in all four lanes.
+pub fn quad_words(taps: &[i8], g: &Geometry, zero: i64) -> Vec<u32> {
+    let [kh, kw] = g.kernel;
+    let sum: i64 = taps.iter().map(|w| i64::from(*w)).sum();
+    let mut words = vec![(-zero * sum) as i32 as u32; 4];
+    for ky in 0..kh {
+        for group in 0..g.tap_groups() {
+            let bytes = [0, 1, 2, 3].map(|e| {
+                let kx = 4 * group + e;
+                if kx < kw { taps[ky * kw + kx] as u8 } else { 0 }
+            });
+            words.extend([u32::from_le_bytes(bytes); 4]);
+        }
+    }
+    words
 }
 
 /// The weights of one channel's taps packed for the kernel: per pair `(w[2i], w[2i + 1])` as two
@@ -172,14 +262,19 @@ fn interleave_mask(b: &mut FunctionBuilder, from: u8) -> Immediate {
 }
 
 /// A generated depthwise kernel (see [`kernel`]).
-pub type DepthwiseFn = unsafe extern "C" fn(*const i16, *const u32, *mut u8, *const i32);
+pub type DepthwiseFn = unsafe extern "C" fn(*const u8, *const u32, *mut u8, *const i32);
 
-/// The generated kernel for `g`: `(staged input, taps as i32, padded output, record)`; the
-/// output is i32 accumulators or, requantized by the channel's record, output levels.
-pub fn kernel(g: &Geometry, epilogue: Epilogue) -> Result<DepthwiseFn, String> {
+/// The generated kernel for `g` in `form`: `(staged input, packed weights, padded output,
+/// record)`; the output is i32 accumulators or, requantized by the channel's record, output
+/// levels.
+pub fn kernel(g: &Geometry, form: Form, epilogue: Epilogue) -> Result<DepthwiseFn, String> {
     let ptr = jit::pointer();
     let name = format!(
-        "qdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
+        "qdwconv_{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
+        match form {
+            Form::Pairs => "pmaddwd",
+            Form::Quads => "vpdpbusd",
+        },
         g.input[0],
         g.input[1],
         g.kernel[0],
@@ -198,22 +293,110 @@ pub fn kernel(g: &Geometry, epilogue: Epilogue) -> Result<DepthwiseFn, String> {
         Epilogue::Requantize(l) => format!("{name}_{}", l.tag()),
     };
     let g = *g;
-    let code = jit::kernel(&name, &[ptr; 4], |b, args| build(b, args, &g, epilogue))?;
+    let code = jit::kernel(&name, &[ptr; 4], |b, args| match form {
+        Form::Pairs => build_pairs(b, args, &g, epilogue),
+        Form::Quads => build_quads(b, args, &g, epilogue),
+    })?;
     // SAFETY: generated with exactly this signature, in the platform's C ABI.
     Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
 }
 
-fn build(
+/// Stores two accumulators or requantizes them, at column `ox` of output row `out_row`.
+fn finish(
     b: &mut FunctionBuilder,
-    args: &[cranelift_codegen::ir::Value],
-    g: &Geometry,
+    accs: [Value; 2],
     epilogue: Epilogue,
+    (out_row, ox, record): (Value, Value, Value),
 ) {
-    let (x, taps, out, record) = (args[0], args[1], args[2], args[3]);
-    let width_of = match epilogue {
+    let flags = MemFlagsData::new().with_notrap();
+    let dst_off = b.ins().imul_imm_s(ox, width_of(epilogue));
+    let dst = b.ins().iadd(out_row, dst_off);
+    match epilogue {
+        Epilogue::Accumulators => {
+            b.ins().store(flags, accs[0], dst, 0);
+            b.ins().store(flags, accs[1], dst, 16);
+        }
+        Epilogue::Requantize(levels) => requantize8(b, accs, record, &levels, dst),
+    }
+}
+
+/// Output elements' byte width for `epilogue`.
+fn width_of(epilogue: Epilogue) -> i64 {
+    match epilogue {
         Epilogue::Accumulators => 4,
         Epilogue::Requantize(_) => 1,
-    };
+    }
+}
+
+/// The pshufb mask of the quads form: lane `j`, byte `e` reads byte `j * sx + e * dx` of the
+/// load (taps past the kernel's width read byte 0: their weight is 0).
+fn quad_mask(b: &mut FunctionBuilder, g: &Geometry, group: usize) -> Immediate {
+    let (sx, dx) = (g.strides[1], g.dilations[1]);
+    let mut bytes = Vec::with_capacity(16);
+    for j in 0..4 {
+        for e in 0..4 {
+            let tap = 4 * group + e;
+            bytes.push(if tap < g.kernel[1] {
+                (j * sx + e * dx) as u8
+            } else {
+                0
+            });
+        }
+    }
+    b.func.dfg.immediates.push(bytes.into())
+}
+
+fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: Epilogue) {
+    let (x, words, out, record) = (args[0], args[1], args[2], args[3]);
+    let flags = MemFlagsData::new().with_notrap();
+    let ptr = jit::pointer();
+    let [kh, _] = g.kernel;
+    let [sy, sx] = g.strides;
+    let [dy, dx] = g.dilations;
+    let (width, row) = (g.quad_width() as i64, g.row() as i64);
+    let groups = g.tap_groups();
+    let masks: Vec<Immediate> = (0..groups).map(|grp| quad_mask(b, g, grp)).collect();
+    let zero = b.ins().iconst(ptr, 0);
+    let oh = b.ins().iconst(ptr, g.output[0] as i64);
+    let oy_loop = Loop::new(b, zero, oh);
+    let oy = oy_loop.index;
+    let in_row = b.ins().imul_imm_s(oy, sy as i64 * width);
+    let in_row = b.ins().iadd(x, in_row);
+    let out_row = b.ins().imul_imm_s(oy, row * width_of(epilogue));
+    let out_row = b.ins().iadd(out, out_row);
+    let zero_col = b.ins().iconst(ptr, 0);
+    let end_col = b.ins().iconst(ptr, row);
+    let ox_loop = Loop::stepped(b, zero_col, end_col, VECTOR as i64);
+    let ox = ox_loop.index;
+    let src_off = b.ins().imul_imm_s(ox, sx as i64);
+    let src = b.ins().iadd(in_row, src_off);
+    let start = b.ins().load(types::I32X4, flags, words, 0);
+    let mut accs = [start, start];
+    for ky in 0..kh {
+        for (grp, mask) in masks.iter().enumerate() {
+            let w = b.ins().load(
+                types::I8X16,
+                flags,
+                words,
+                (16 * (1 + ky * groups + grp)) as i32,
+            );
+            let at = (ky * dy) as i64 * width + (4 * grp * dx) as i64;
+            for (half, acc) in accs.iter_mut().enumerate() {
+                let off = at + (4 * half * sx) as i64;
+                let v = b.ins().load(types::I8X16, flags, src, off as i32);
+                let u = b.ins().shuffle(v, v, *mask);
+                *acc = dot_u8_i8(b, w, u, *acc);
+            }
+        }
+    }
+    finish(b, accs, epilogue, (out_row, ox, record));
+    ox_loop.close(b);
+    oy_loop.close(b);
+    b.ins().return_(&[]);
+}
+
+fn build_pairs(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: Epilogue) {
+    let (x, taps, out, record) = (args[0], args[1], args[2], args[3]);
     let flags = MemFlagsData::new().with_notrap();
     let ptr = jit::pointer();
     let [kh, kw] = g.kernel;
@@ -235,7 +418,7 @@ fn build(
     let oy = oy_loop.index;
     let in_row = b.ins().imul_imm_s(oy, sy as i64 * width * 2);
     let in_row = b.ins().iadd(x, in_row);
-    let out_row = b.ins().imul_imm_s(oy, row * width_of);
+    let out_row = b.ins().imul_imm_s(oy, row * width_of(epilogue));
     let out_row = b.ins().iadd(out, out_row);
     let zero_col = b.ins().iconst(ptr, 0);
     let end_col = b.ins().iconst(ptr, row);
@@ -264,15 +447,7 @@ fn build(
         acc0 = b.ins().iadd(acc0, d0);
         acc1 = b.ins().iadd(acc1, d1);
     }
-    let dst_off = b.ins().imul_imm_s(ox, width_of);
-    let dst = b.ins().iadd(out_row, dst_off);
-    match epilogue {
-        Epilogue::Accumulators => {
-            b.ins().store(flags, acc0, dst, 0);
-            b.ins().store(flags, acc1, dst, 16);
-        }
-        Epilogue::Requantize(levels) => requantize8(b, [acc0, acc1], record, &levels, dst),
-    }
+    finish(b, [acc0, acc1], epilogue, (out_row, ox, record));
     ox_loop.close(b);
     oy_loop.close(b);
     b.ins().return_(&[]);

@@ -13,7 +13,7 @@ use qcc_runtime::interp::eval_op;
 use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
 use rayon::prelude::*;
 
-use crate::clif::{Levels, Loop, Multiplier, splat32, store_levels8};
+use crate::clif::{Levels, Loop, Multiplier, max_ps, min_ps, splat32, store_levels8};
 use crate::jit;
 
 /// Elements per iteration of a generated loop.
@@ -323,9 +323,13 @@ impl Quantize {
                 let step = b.ins().bitcast(types::F32X4, little, step);
                 let step = b.ins().bitselect(up, step, zero);
                 let r = b.ins().fadd(t, step);
-                let r = b.ins().fmax(r, lo);
-                let r = b.ins().fmin(r, hi);
-                b.ins().fcvt_to_sint_sat(types::I32X4, r)
+                // NaN quantizes as 0 (then the zero point): the reference's saturating cast.
+                let number = b.ins().fcmp(FloatCC::Equal, r, r);
+                let number = b.ins().bitcast(types::F32X4, little, number);
+                let r = b.ins().bitselect(number, r, zero);
+                let r = max_ps(b, r, lo);
+                let r = min_ps(b, r, hi);
+                b.ins().x86_cvtt2dq(types::I32X4, r)
             });
             store_levels8(b, values, &levels, po);
         })?;

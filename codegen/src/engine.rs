@@ -96,7 +96,7 @@ fn kernel_for(
         }
         Box::new(QuantConv::new(
             Conv2dAttrs::of(op)?,
-            &weight,
+            weight,
             types[0],
             out,
             requant,
@@ -105,7 +105,7 @@ fn kernel_for(
         if weight.shape.len() != 2 {
             return Ok(None);
         }
-        Box::new(QuantDense::new(&weight, types[0], out, requant)?)
+        Box::new(QuantDense::new(weight, types[0], out, requant)?)
     }))
 }
 

@@ -451,3 +451,121 @@ pub fn multiply_requantized(
     }
     Ok(())
 }
+
+/// Row panels one [`vector_kernel`] iteration computes (independent accumulators).
+const GEMV_PANELS: usize = 4;
+
+type GemvFn = unsafe extern "C" fn(*const u32, *const u8, *mut i32, i64);
+
+/// The generated matrix-vector product for depth `k` ([`Form::Quads`]), `(a, x, out, panels)`:
+/// `out[r] = sum_k a[r][k] * x[k]` for the rows of the first `panels` row panels (a multiple of
+/// `group`), `group` panels (of `MR` rows) at a time, each in an accumulator of its own; `x` is
+/// the vector as u8, zero-padded to whole words.
+fn vector_kernel(k: usize, group: usize) -> Result<GemvFn, String> {
+    let kw = k.div_ceil(4).max(1) as i64;
+    let ptr = jit::pointer();
+    let name = format!("qgemv_vpdpbusd_{MR}x{group}_k{kw}");
+    let code = jit::kernel(&name, &[ptr; 4], |b, args| {
+        let (a, x, out, panels) = (args[0], args[1], args[2], args[3]);
+        let flags = MemFlagsData::new().with_notrap();
+        let zero = b.ins().iconst(ptr, 0);
+        let outer = Loop::stepped(b, zero, panels, group as i64);
+        let panel_bytes = kw * MR as i64 * 4;
+        let first = b.ins().imul_imm_s(outer.index, panel_bytes);
+        let first = b.ins().iadd(a, first);
+        let z = b.ins().iconst(types::I32, 0);
+        let z = b.ins().splat(types::I32X4, z);
+        let body = b.create_block();
+        let done = b.create_block();
+        for _ in 0..group {
+            b.append_block_param(body, types::I32X4);
+            b.append_block_param(done, types::I32X4);
+        }
+        for _ in 0..3 {
+            b.append_block_param(body, ptr);
+        }
+        let count = b.ins().iconst(ptr, kw);
+        let mut start = vec![z; group];
+        start.extend([first, x, count]);
+        b.ins().jump(body, &args_of(&start));
+        b.switch_to_block(body);
+        let params = b.block_params(body).to_vec();
+        let (accs, ap, xp, left) = (
+            &params[..group],
+            params[group],
+            params[group + 1],
+            params[group + 2],
+        );
+        let u = splat_quad(b, xp, 0);
+        let mut next: Vec<Value> = (0..group)
+            .map(|g| {
+                let w = b
+                    .ins()
+                    .load(types::I8X16, flags, ap, (g as i64 * panel_bytes) as i32);
+                dot_u8_i8(b, w, u, accs[g])
+            })
+            .collect();
+        let finished = args_of(&next);
+        let ap2 = b.ins().iadd_imm_s(ap, MR as i64 * 4);
+        let xp2 = b.ins().iadd_imm_s(xp, 4);
+        let left2 = b.ins().iadd_imm_s(left, -1);
+        next.extend([ap2, xp2, left2]);
+        b.ins().brif(left2, body, &args_of(&next), done, &finished);
+        b.switch_to_block(done);
+        let accs = b.block_params(done).to_vec();
+        let row = b.ins().imul_imm_s(outer.index, MR as i64 * 4);
+        let dst = b.ins().iadd(out, row);
+        for (g, acc) in accs.iter().enumerate() {
+            b.ins().store(flags, *acc, dst, (g * MR * 4) as i32);
+        }
+        outer.close(b);
+        b.ins().return_(&[]);
+    })?;
+    // SAFETY: the code was generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, GemvFn>(code) })
+}
+
+/// Compiles the kernels [`multiply_vector`] runs for depth `k`.
+pub fn vector_kernels(k: usize) -> Result<(), String> {
+    vector_kernel(k, GEMV_PANELS)?;
+    vector_kernel(k, 1)?;
+    Ok(())
+}
+
+/// `A * x` for weights `a` packed as [`Form::Quads`] and one vector `x` of `a.k` u8 values:
+/// `a.m` sums of `u * w` (before the zero-point correction).
+pub fn multiply_vector(a: &PackedA, x: &[u8]) -> Result<Vec<i32>, String> {
+    if a.form != Form::Quads || x.len() != a.k {
+        return Err("internal error: a vector product needs quads weights and k values".into());
+    }
+    if a.k == 0 {
+        return Ok(vec![0; a.m]);
+    }
+    let kw = a.k.div_ceil(4).max(1);
+    let mut padded = Pooled::<u8>::dirty(4 * kw);
+    padded[..a.k].copy_from_slice(x);
+    padded[a.k..].fill(0);
+    let panels = a.panels();
+    let mut out = vec![0i32; panels * MR];
+    let whole = panels / GEMV_PANELS * GEMV_PANELS;
+    let (grouped, single) = (vector_kernel(a.k, GEMV_PANELS)?, vector_kernel(a.k, 1)?);
+    // SAFETY: `a` holds `panels` whole panels of `kw` words per row, `padded` `kw` words, `out`
+    // `MR` values per panel; each kernel reads and writes only the panels it is given.
+    unsafe {
+        grouped(
+            a.words.as_ptr(),
+            padded.as_ptr(),
+            out.as_mut_ptr(),
+            whole as i64,
+        );
+        let tail = whole * kw * MR;
+        single(
+            a.words[tail..].as_ptr(),
+            padded.as_ptr(),
+            out[whole * MR..].as_mut_ptr(),
+            (panels - whole) as i64,
+        );
+    }
+    out.truncate(a.m);
+    Ok(out)
+}

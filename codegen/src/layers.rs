@@ -1,8 +1,10 @@
 //! The generated `quant.conv2d` and `quant.dense`: exact i32 accumulators from the generated
 //! kernels ([`crate::gemm`], [`crate::depthwise`]), requantized in the kernels' fused epilogue
-//! (the same fixed-point arithmetic as `qcc_runtime::quant::Requant`, vectorised) or, where that
+//! (the same f32 arithmetic as `qcc_runtime::quant::Requant`, vectorised) or, where that
 //! epilogue would not be exact, by `Requant` itself; so the integer results are the reference's
 //! bit for bit.
+
+use std::borrow::Cow;
 
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Tensor, TensorData, TensorType};
@@ -96,17 +98,17 @@ enum Activations<'a> {
     Centred(Vec<i16>),
     /// The stored values shifted to u8 and the zero point shifted with them (the `vpdpbusd`
     /// GEMM): u8 storage as it is, i8 storage plus 128.
-    Shifted(std::borrow::Cow<'a, [u8]>, u8),
+    Shifted(Cow<'a, [u8]>, u8),
 }
 
 impl Activations<'_> {
     fn of(x: &Tensor, zero_point: i64, form: Form) -> Activations<'_> {
         match (form, &x.data) {
             (Form::Quads, TensorData::U8(v)) => {
-                Activations::Shifted(std::borrow::Cow::Borrowed(v), zero_point as u8)
+                Activations::Shifted(Cow::Borrowed(v), zero_point as u8)
             }
             (Form::Quads, TensorData::I8(v)) => Activations::Shifted(
-                std::borrow::Cow::Owned(v.par_iter().map(|q| (*q as u8) ^ 0x80).collect()),
+                Cow::Owned(v.par_iter().map(|q| (*q as u8) ^ 0x80).collect()),
                 (zero_point + 128) as u8,
             ),
             (_, data) => {
@@ -147,8 +149,8 @@ struct Finish<'a> {
 
 impl Finish<'_> {
     /// One record per channel (padded to whole row panels) for the fused epilogue, or `None`
-    /// when it would not be exact: a shift below 31, an `|acc + bias|` that could reach 2^31,
-    /// or an output that is not 8-bit.
+    /// when it would not be exact: an `|acc + bias|` that could reach 2^31 (the kernels add in
+    /// i32), or an output that is not 8-bit.
     fn records(&self, bound: u128) -> Option<(Vec<i32>, Levels)> {
         let signed = match TensorData::zeros(&self.out_ty.elem, 0) {
             TensorData::U8(_) => false,
@@ -158,13 +160,12 @@ impl Finish<'_> {
         let channels = self.requant.channels();
         let mut records = vec![0i32; channels.div_ceil(MR) * MR * RECORD_WORDS];
         for c in 0..channels {
-            let m = self.requant.multiplier(c);
             let b = self.bias.get(c).copied().unwrap_or(0);
-            if m.shift < 31 || u128::from(b.unsigned_abs()) + bound >= 1 << 31 {
+            if u128::from(b.unsigned_abs()) + bound >= 1 << 31 {
                 return None;
             }
             records[RECORD_WORDS * c..RECORD_WORDS * (c + 1)]
-                .copy_from_slice(&record(b as i32, m.m0, m.shift));
+                .copy_from_slice(&record(b as i32, self.requant.scale(c)));
         }
         let (lo, hi) = self.requant.bounds();
         Some((
@@ -192,8 +193,9 @@ fn levels_tensor(bytes: Vec<u8>, levels: &Levels, shape: Vec<usize>) -> Tensor {
 enum Packed {
     /// One packed matrix per group.
     Gemm(Vec<PackedA>),
-    /// The tap weights of every channel in pairs (see [`depthwise::pair_words`]).
-    Depthwise(Vec<u32>),
+    /// The tap weights of every channel, for the depthwise kernel of the form
+    /// ([`depthwise::pair_words`], [`depthwise::quad_words`]).
+    Depthwise(Form, Vec<u32>),
 }
 
 /// A weight tensor packed once, remembered by its contents so a run with other weights repacks.
@@ -201,6 +203,33 @@ struct Weights {
     source: Vec<i8>,
     packed: Packed,
     max: u32,
+    /// Where the module holds the tensor, when it outlives the prepared function: a run given
+    /// the values at that address is given these weights (nothing can free or change them
+    /// while the function is prepared), without comparing them.
+    home: Option<(usize, usize)>,
+}
+
+impl Weights {
+    /// Whether `w` holds these weights.
+    fn are(&self, w: &[i8]) -> bool {
+        self.home == Some((w.as_ptr() as usize, w.len())) || w == self.source.as_slice()
+    }
+}
+
+/// Where a weight tensor lives when the module itself holds it for the life of the prepared
+/// function (a tensor of the weights file, borrowed), `None` for a copy (an inline constant).
+#[expect(
+    clippy::ptr_arg,
+    reason = "whether the tensor is borrowed is what is asked"
+)]
+fn home_of(w: &Cow<'_, Tensor>) -> Option<(usize, usize)> {
+    match w {
+        Cow::Borrowed(Tensor {
+            data: TensorData::I8(v),
+            ..
+        }) => Some((v.as_ptr() as usize, v.len())),
+        _ => None,
+    }
 }
 
 /// A generated `quant.conv2d`.
@@ -212,24 +241,89 @@ pub struct QuantConv {
     weights: Weights,
 }
 
-fn pack_conv(w: &Tensor, groups: usize, depthwise: bool) -> Result<Weights, String> {
+/// The zero point of a layer's input as the quads form sees it (u8 storage as it is, i8 plus
+/// 128), and its stored one.
+fn zero_points(x_ty: &TensorType) -> Result<(i64, i64), String> {
+    let (_, zx, _) = per_tensor_params(x_ty, "the input")?;
+    let shifted = match TensorData::zeros(&x_ty.elem, 0) {
+        TensorData::I8(_) => zx + 128,
+        _ => zx,
+    };
+    Ok((shifted, zx))
+}
+
+/// The weights of a convolution with `attrs` over inputs of type `x_ty`, packed for its kernels.
+fn pack_conv(w: &Tensor, attrs: &Conv2dAttrs, x_ty: &TensorType) -> Result<Weights, String> {
     let v = weights(w)?;
+    let groups = attrs.groups;
     let (o, k) = (w.shape[0], w.shape[1..].iter().product::<usize>());
-    let packed = if depthwise {
-        Packed::Depthwise(v.chunks(k.max(1)).flat_map(depthwise::pair_words).collect())
-    } else {
-        let og = o / groups;
-        Packed::Gemm(
-            (0..groups)
-                .map(|g| PackedA::new(&v[g * og * k..(g + 1) * og * k], og, k, Form::for_depth(k)))
-                .collect(),
-        )
+    let packed = match depthwise_geometry(attrs, x_ty, &w.shape) {
+        Some(g) => {
+            let form = depthwise_form(&g, k);
+            let words = match form {
+                Form::Pairs => v.chunks(k.max(1)).flat_map(depthwise::pair_words).collect(),
+                Form::Quads => {
+                    let (zu, _) = zero_points(x_ty)?;
+                    v.chunks(k.max(1))
+                        .flat_map(|taps| depthwise::quad_words(taps, &g, zu))
+                        .collect()
+                }
+            };
+            Packed::Depthwise(form, words)
+        }
+        None => {
+            let og = o / groups;
+            Packed::Gemm(
+                (0..groups)
+                    .map(|g| {
+                        PackedA::new(&v[g * og * k..(g + 1) * og * k], og, k, Form::for_depth(k))
+                    })
+                    .collect(),
+            )
+        }
     };
     let ints: Vec<i32> = v.iter().map(|x| i32::from(*x)).collect();
     Ok(Weights {
         source: v.to_vec(),
         packed,
         max: magnitude(&ints),
+        home: None,
+    })
+}
+
+/// The depthwise kernel's form for `g` (depth `k`): quads where the CPU and the geometry allow.
+fn depthwise_form(g: &Geometry, k: usize) -> Form {
+    match Form::for_depth(k) {
+        Form::Quads if g.quads_fit() => Form::Quads,
+        _ => Form::Pairs,
+    }
+}
+
+/// The geometry of a depthwise convolution over inputs of type `x_ty` (4-D), or `None` for a
+/// layer that is not depthwise or whose geometry does not fit.
+fn depthwise_geometry(
+    attrs: &Conv2dAttrs,
+    x_ty: &TensorType,
+    wshape: &[usize],
+) -> Option<Geometry> {
+    if !is_depthwise(wshape, attrs.groups) || x_ty.shape.len() != 4 {
+        return None;
+    }
+    geometry(attrs, x_ty.shape[2], x_ty.shape[3], wshape).ok()
+}
+
+/// The window geometry of a convolution over an `h x w` input.
+fn geometry(attrs: &Conv2dAttrs, h: usize, w: usize, wshape: &[usize]) -> Result<Geometry, String> {
+    let (kh, kw) = (wshape[2], wshape[3]);
+    let win = &attrs.window;
+    let (oh, ow) = win.output(h, w, kh, kw, false)?;
+    Ok(Geometry {
+        input: [h, w],
+        kernel: [kh, kw],
+        output: [oh, ow],
+        strides: win.strides,
+        dilations: win.dilations,
+        pads: [win.pads[0], win.pads[1]],
     })
 }
 
@@ -250,7 +344,7 @@ impl QuantConv {
     /// requantization; compiles its kernels for the declared shapes.
     pub fn new(
         attrs: Conv2dAttrs,
-        w: &Tensor,
+        w: Cow<'_, Tensor>,
         x_ty: &TensorType,
         out_ty: &TensorType,
         requant: Requant,
@@ -260,7 +354,10 @@ impl QuantConv {
             x_ty: x_ty.clone(),
             out_ty: out_ty.clone(),
             requant,
-            weights: pack_conv(w, attrs.groups, is_depthwise(&w.shape, attrs.groups))?,
+            weights: Weights {
+                home: home_of(&w),
+                ..pack_conv(&w, &attrs, x_ty)?
+            },
         };
         if x_ty.shape.len() == 4 {
             let (h, wd) = (x_ty.shape[2], x_ty.shape[3]);
@@ -275,8 +372,8 @@ impl QuantConv {
             }
             for e in epilogues {
                 match &conv.weights.packed {
-                    Packed::Depthwise(_) => {
-                        depthwise::kernel(&conv.geometry(h, wd, &w.shape)?, e)?;
+                    Packed::Depthwise(form, _) => {
+                        depthwise::kernel(&geometry(&attrs, h, wd, &w.shape)?, *form, e)?;
                     }
                     Packed::Gemm(panels) => {
                         gemm::kernel(w.shape[1..].iter().product(), panels[0].form, e)?;
@@ -285,20 +382,6 @@ impl QuantConv {
             }
         }
         Ok(conv)
-    }
-
-    fn geometry(&self, h: usize, w: usize, wshape: &[usize]) -> Result<Geometry, String> {
-        let (kh, kw) = (wshape[2], wshape[3]);
-        let win = &self.attrs.window;
-        let (oh, ow) = win.output(h, w, kh, kw, false)?;
-        Ok(Geometry {
-            input: [h, w],
-            kernel: [kh, kw],
-            output: [oh, ow],
-            strides: win.strides,
-            dilations: win.dilations,
-            pads: [win.pads[0], win.pads[1]],
-        })
     }
 
     /// The layer on `x` with weights `w`: requantized (by `finish`) when given, else the
@@ -310,20 +393,16 @@ impl QuantConv {
         finish: Option<&Finish>,
     ) -> Result<(Output, Vec<usize>), String> {
         let fresh;
-        let weights = if weights(w)? == self.weights.source.as_slice() {
+        let weights = if self.weights.are(weights(w)?) {
             &self.weights
         } else {
-            fresh = pack_conv(
-                w,
-                self.attrs.groups,
-                is_depthwise(&w.shape, self.attrs.groups),
-            )?;
+            fresh = pack_conv(w, &self.attrs, &self.x_ty)?;
             &fresh
         };
         let (_, zx, _) = per_tensor_params(&self.x_ty, "the input")?;
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
         let (o, cg) = (w.shape[0], w.shape[1]);
-        let g = self.geometry(h, wd, &w.shape)?;
+        let g = geometry(&self.attrs, h, wd, &w.shape)?;
         let [oh, ow] = g.output;
         let plane = oh * ow;
         let k = cg * g.kernel[0] * g.kernel[1];
@@ -333,7 +412,7 @@ impl QuantConv {
         let max_x = extent_for(x, zx, k, weights.max, largest_bias)?;
         let form = match &weights.packed {
             Packed::Gemm(panels) => panels.first().map(|p| p.form),
-            Packed::Depthwise(_) => None,
+            Packed::Depthwise(..) => None,
         };
         // The depthwise kernel stages the stored values itself.
         let xs = form.map(|form| Activations::of(x, zx, form));
@@ -342,15 +421,19 @@ impl QuantConv {
         let fused = finish.and_then(|f| f.records(bound));
         let image_len = c * h * wd;
         let run = |i: usize, sink: Sink| match &weights.packed {
-            Packed::Depthwise(taps) => match &x.data {
-                TensorData::U8(v) => {
-                    depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
+            Packed::Depthwise(form, taps) => {
+                let image = i * image_len..(i + 1) * image_len;
+                let zu = zero_points(&self.x_ty)?.0;
+                match &x.data {
+                    TensorData::U8(v) => {
+                        Channels::new(&g, *form, &v[image], zx, zu, taps).run(sink)
+                    }
+                    TensorData::I8(v) => {
+                        Channels::new(&g, *form, &v[image], zx, zu, taps).run(sink)
+                    }
+                    _ => Err("the input must be 8-bit".into()),
                 }
-                TensorData::I8(v) => {
-                    depthwise_image(&g, &v[i * image_len..(i + 1) * image_len], zx, taps, sink)
-                }
-                _ => Err("the input must be 8-bit".into()),
-            },
+            }
             Packed::Gemm(panels) => {
                 let image = xs
                     .as_ref()
@@ -389,42 +472,51 @@ fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
 /// Depthwise channels one thread takes at a time (each task stages into buffers of its own).
 const CHANNELS_PER_TASK: usize = 16;
 
-/// One image of a depthwise layer (stored values of zero point `zx`), channels over threads.
-fn depthwise_image<T: Copy + Into<i16> + Sync>(
-    g: &Geometry,
-    image: &[T],
-    zx: i64,
-    taps: &[u32],
-    sink: Sink,
-) -> Result<(), String> {
-    let channel = Channel {
-        g,
-        image,
-        zx: zx as i16,
-        taps,
-    };
-    match sink {
-        Sink::Accumulators(out) => {
-            let f = depthwise::kernel(g, Epilogue::Accumulators)?;
-            channel.all(out, f, |_| std::ptr::null());
-        }
-        Sink::Levels(out, records, levels) => {
-            let f = depthwise::kernel(g, Epilogue::Requantize(levels))?;
-            channel.all(out, f, |ch| records[RECORD_WORDS * ch..].as_ptr());
-        }
-    }
-    Ok(())
-}
-
-/// What every channel of one depthwise image shares.
-struct Channel<'a, T> {
+/// The channels of one depthwise image (stored values of zero point `zx`, `zu` shifted to u8)
+/// and the layer's packed weights.
+struct Channels<'a, T> {
     g: &'a Geometry,
+    form: Form,
     image: &'a [T],
-    zx: i16,
+    zx: i64,
+    zu: i64,
     taps: &'a [u32],
 }
 
-impl<T: Copy + Into<i16> + Sync> Channel<'_, T> {
+impl<'a, T: depthwise::Byte> Channels<'a, T> {
+    fn new(
+        g: &'a Geometry,
+        form: Form,
+        image: &'a [T],
+        zx: i64,
+        zu: i64,
+        taps: &'a [u32],
+    ) -> Channels<'a, T> {
+        Channels {
+            g,
+            form,
+            image,
+            zx,
+            zu,
+            taps,
+        }
+    }
+
+    /// Every channel's output, as `sink` asks, channels over threads.
+    fn run(&self, sink: Sink) -> Result<(), String> {
+        match sink {
+            Sink::Accumulators(out) => {
+                let f = depthwise::kernel(self.g, self.form, Epilogue::Accumulators)?;
+                self.all(out, f, |_| std::ptr::null());
+            }
+            Sink::Levels(out, records, levels) => {
+                let f = depthwise::kernel(self.g, self.form, Epilogue::Requantize(levels))?;
+                self.all(out, f, |ch| records[RECORD_WORDS * ch..].as_ptr());
+            }
+        }
+        Ok(())
+    }
+
     /// Every channel's output plane into `out` (i32 accumulators or levels, as `f` writes
     /// them), `record(ch)` the channel's requantization record.
     fn all<O: Poolable + Send + Sync>(
@@ -433,38 +525,65 @@ impl<T: Copy + Into<i16> + Sync> Channel<'_, T> {
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
     ) {
+        match self.form {
+            Form::Pairs => self.each::<i16, O>(out, f, record, |plane, staged, line| {
+                self.g.stage(plane, self.zx as i16, staged, line)
+            }),
+            Form::Quads => self.each::<u8, O>(out, f, record, |plane, staged, _| {
+                self.g.stage_quads(plane, self.zu as u8, staged)
+            }),
+        }
+    }
+
+    /// [`Channels::all`] with `stage` staging a channel's plane for the kernel.
+    fn each<S: Poolable + Send, O: Poolable + Send + Sync>(
+        &self,
+        out: &mut [O],
+        f: depthwise::DepthwiseFn,
+        record: impl Fn(usize) -> *const i32 + Sync,
+        stage: impl Fn(&[T], &mut [S], &mut Vec<i16>) + Sync,
+    ) {
         let g = self.g;
         let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
-        let per = depthwise::words_per_channel(g.kernel[0] * g.kernel[1]);
+        let per = depthwise::words_per_channel(g, self.form);
+        let in_place = g.writes_in_place();
         out.par_chunks_mut(plane_out.max(1))
             .enumerate()
             .with_min_len(CHANNELS_PER_TASK)
             .for_each_init(
                 || {
-                    // Every value is written before it is read: `stage` fills whole rows, the
+                    // Every value is written before it is read: staging fills whole rows, the
                     // kernel whole padded output rows.
-                    let staged = Pooled::<i16>::dirty(g.staged_len());
-                    (staged, Pooled::<O>::dirty(g.out_len()), Vec::new())
+                    let staged = Pooled::<S>::dirty(g.staged_len(self.form));
+                    let padded = Pooled::<O>::dirty(if in_place { 0 } else { g.out_len() });
+                    (staged, padded, Vec::new())
                 },
                 |(staged, padded, line), (ch, dst)| {
-                    g.stage(
+                    stage(
                         &self.image[ch * plane_in..(ch + 1) * plane_in],
-                        self.zx,
                         staged,
                         line,
                     );
-                    // SAFETY: `staged` and `padded` have the sizes the kernel was generated for,
-                    // the taps are the channel's packed words, the record (when the kernel
+                    let target = if in_place {
+                        dst.as_mut_ptr()
+                    } else {
+                        padded.as_mut_ptr()
+                    };
+                    // SAFETY: `staged` and the target have the sizes the kernel was generated
+                    // for (a plane written in place has rows of exactly the padded length), the
+                    // taps are the channel's packed words, the record (when the kernel
                     // requantizes) the channel's.
                     unsafe {
                         f(
-                            staged.as_ptr(),
+                            staged.as_ptr() as *const u8,
                             self.taps[ch * per..(ch + 1) * per].as_ptr(),
-                            padded.as_mut_ptr() as *mut u8,
+                            target as *mut u8,
                             record(ch),
                         )
                     };
-                    g.compact(padded, dst);
+                    if !in_place {
+                        g.compact(padded, dst);
+                    }
                 },
             );
     }
@@ -565,14 +684,29 @@ fn im2col<T: Copy + Send + Sync>(g: &Geometry, x: &[T], cg: usize, pad: T, rows:
         .for_each(|(row, dst)| {
             let (c, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
             let src = &x[c * h * w..(c + 1) * h * w];
-            for oy in 0..oh {
-                let iy = (oy * sy + ky * dy).checked_sub(pt).filter(|v| *v < h);
-                for ox in 0..ow {
-                    let ix = (ox * sx + kx * dx).checked_sub(pl).filter(|v| *v < w);
-                    dst[oy * ow + ox] = match (iy, ix) {
-                        (Some(iy), Some(ix)) => src[iy * w + ix],
-                        _ => pad,
-                    };
+            // Output columns whose input column `ox * sx + kx * dx - pl` lies inside the input.
+            let first = pl.saturating_sub(kx * dx).div_ceil(sx).min(ow);
+            let end = (w + pl)
+                .checked_sub(kx * dx)
+                .map_or(0, |span| span.div_ceil(sx))
+                .clamp(first, ow);
+            for (oy, d) in dst.chunks_exact_mut(ow.max(1)).take(oh).enumerate() {
+                let Some(iy) = (oy * sy + ky * dy).checked_sub(pt).filter(|v| *v < h) else {
+                    d.fill(pad);
+                    continue;
+                };
+                d[..first].fill(pad);
+                d[end..].fill(pad);
+                if first < end {
+                    let start = iy * w + first * sx + kx * dx - pl;
+                    let line = &src[start..];
+                    if sx == 1 {
+                        d[first..end].copy_from_slice(&line[..end - first]);
+                    } else {
+                        for (v, s) in d[first..end].iter_mut().zip(line.iter().step_by(sx)) {
+                            *v = *s;
+                        }
+                    }
                 }
             }
         });
@@ -638,34 +772,38 @@ fn pack_dense(w: &Tensor) -> Result<Weights, String> {
             Form::for_depth(w.shape[1]),
         )]),
         max: magnitude(&ints),
+        home: None,
     })
 }
 
 impl QuantDense {
     /// Prepares the layer (see [`QuantConv::new`]).
     pub fn new(
-        w: &Tensor,
+        w: Cow<'_, Tensor>,
         x_ty: &TensorType,
         out_ty: &TensorType,
         requant: Requant,
     ) -> Result<QuantDense, String> {
-        gemm::kernel(
-            w.shape[1],
-            Form::for_depth(w.shape[1]),
-            Epilogue::Accumulators,
-        )?;
+        let form = Form::for_depth(w.shape[1]);
+        gemm::kernel(w.shape[1], form, Epilogue::Accumulators)?;
+        if form == Form::Quads {
+            gemm::vector_kernels(w.shape[1])?;
+        }
         Ok(QuantDense {
             x_ty: x_ty.clone(),
             out_ty: out_ty.clone(),
             requant,
-            weights: pack_dense(w)?,
+            weights: Weights {
+                home: home_of(&w),
+                ..pack_dense(&w)?
+            },
         })
     }
 
     /// The accumulators `[N, M]` of the layer on `x` with weights `w`.
     fn dense_accumulators(&self, x: &Tensor, w: &Tensor) -> Result<(Vec<i32>, Vec<usize>), String> {
         let fresh;
-        let weights = if weights(w)? == self.weights.source.as_slice() {
+        let weights = if self.weights.are(weights(w)?) {
             &self.weights
         } else {
             fresh = pack_dense(w)?;
@@ -679,8 +817,22 @@ impl QuantDense {
         let max_x = extent_for(x, zx, k, weights.max, 0)?;
         check_accumulator(k, max_x, weights.max)?;
         let a = &panels[0];
+        let activations = Activations::of(x, zx, a.form);
+        if let (true, Activations::Shifted(xs, z)) = (n < VECTOR_BATCH, &activations) {
+            // One matrix-vector product per image (the GEMM would pad the batch to 8 columns).
+            let mut acc = Vec::with_capacity(n * m);
+            for image in xs.chunks(k.max(1)).take(n) {
+                let sums = gemm::multiply_vector(a, image)?;
+                acc.extend(
+                    sums.iter()
+                        .zip(&a.row_sums)
+                        .map(|(s, w)| s.wrapping_sub((i64::from(*z) * w) as i32)),
+                );
+            }
+            return Ok((acc, vec![n, m]));
+        }
         // B is x transposed: K rows of N columns.
-        let (packed, zu) = match Activations::of(x, zx, a.form) {
+        let (packed, zu) = match activations {
             Activations::Centred(xs) => (gemm::pack_pairs(&transpose(&xs, n, k), k, n, n), 0),
             Activations::Shifted(xs, z) => (
                 gemm::pack_quads(&transpose(&xs, n, k), k, n, n),
@@ -698,6 +850,9 @@ impl QuantDense {
         Ok((acc, vec![n, m]))
     }
 }
+
+/// Batches below this size run a dense layer as matrix-vector products.
+const VECTOR_BATCH: usize = 4;
 
 /// `rows x cols` values transposed.
 fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {

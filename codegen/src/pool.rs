@@ -30,7 +30,9 @@ poolable!(u8, i16, i32);
 /// A buffer on loan from the thread's pool; it goes back (to the pool of the thread that drops
 /// it) when dropped.
 pub struct Pooled<T: Poolable> {
+    /// Every value initialised (a buffer is only ever grown); the loan is its first `len`.
     values: Vec<T>,
+    len: usize,
 }
 
 impl<T: Poolable> Pooled<T> {
@@ -38,16 +40,23 @@ impl<T: Poolable> Pooled<T> {
     /// value it reads.
     pub fn dirty(len: usize) -> Pooled<T> {
         let mut values = T::free()
-            .try_with(|free| free.borrow_mut().pop())
+            .try_with(|free| {
+                // The smallest buffer that holds `len` values, else the largest: a buffer is
+                // only grown when none is large enough.
+                let mut free = free.borrow_mut();
+                let best = (0..free.len())
+                    .filter(|i| free[*i].len() >= len)
+                    .min_by_key(|i| free[*i].len())
+                    .or_else(|| (0..free.len()).max_by_key(|i| free[*i].len()))?;
+                Some(free.swap_remove(best))
+            })
             .ok()
             .flatten()
             .unwrap_or_default();
-        if values.len() >= len {
-            values.truncate(len);
-        } else {
+        if values.len() < len {
             values.resize(len, T::default());
         }
-        Pooled { values }
+        Pooled { values, len }
     }
 }
 
@@ -58,6 +67,11 @@ impl<T: Poolable> Drop for Pooled<T> {
             let mut free = free.borrow_mut();
             if free.len() < KEPT {
                 free.push(values);
+            } else if let Some(smallest) = (0..free.len()).min_by_key(|i| free[*i].len())
+                && free[smallest].len() < values.len()
+            {
+                // Keep the larger buffers.
+                free[smallest] = values;
             }
         });
     }
@@ -66,13 +80,13 @@ impl<T: Poolable> Drop for Pooled<T> {
 impl<T: Poolable> Deref for Pooled<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.values
+        &self.values[..self.len]
     }
 }
 
 impl<T: Poolable> DerefMut for Pooled<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.values
+        &mut self.values[..self.len]
     }
 }
 

@@ -1,5 +1,6 @@
 //! The integer semantics of the `quant` dialect, written once and used by every engine and pass:
-//! fixed-point multipliers, the one rounding rule, quantize and dequantize of single values.
+//! the layers' f32 requantization, fixed-point multipliers and their rounding rule (the other
+//! integer ops), quantize and dequantize of single values.
 //! `docs/quantization.md` states the same in prose.
 
 use qcc_dialects::{ElemType, QuantParams, QuantType, Tensor, TensorData, TensorType};
@@ -163,15 +164,27 @@ pub fn per_tensor_params(t: &TensorType, what: &str) -> Result<(f64, i64, (i64, 
 }
 
 /// How an integer conv/dense layer turns exact accumulators plus its i32 bias into output levels:
-/// one fixed-point multiplier `S_x * S_w[c] / S_y` per output channel, the output zero point and
-/// the clamp. It depends only on the layer's types and clamp, so an engine computes it once when
-/// it prepares a function; the bias is read at run time, so changing a bias changes nothing here.
+/// one f32 scale `S_x * S_w[c] / S_y` per output channel, the output zero point and the clamp:
+/// `y = clamp(Z_y + round_even(f32(acc + bias) * scale[c]), lo, hi)`, every step in f32 rounding
+/// to nearest, ties to even (what SIMD conversion and multiplication do, so engines vectorise it
+/// exactly). It depends only on the layer's types and clamp, so an engine computes it once when it
+/// prepares a function; the bias is read at run time, so changing a bias changes nothing here.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Requant {
-    mults: Vec<Multiplier>,
+    scales: Vec<f32>,
     zp: i64,
     lo: i64,
     hi: i64,
+}
+
+/// A layer's real multiplier as the f32 its requantization uses (finite: a product with it is
+/// never NaN).
+pub fn layer_scale(m: f64) -> f32 {
+    if m.is_finite() && m > 0.0 {
+        (m as f32).min(f32::MAX)
+    } else {
+        0.0
+    }
 }
 
 impl Requant {
@@ -194,7 +207,7 @@ impl Requant {
         }
         let (lo, hi) = clamp_bounds(clamp, range);
         Ok(Requant {
-            mults: sw.iter().map(|s| Multiplier::new(sx * s / sy)).collect(),
+            scales: sw.iter().map(|s| layer_scale(sx * s / sy)).collect(),
             zp,
             lo,
             hi,
@@ -203,7 +216,7 @@ impl Requant {
 
     /// Output channels.
     pub fn channels(&self) -> usize {
-        self.mults.len()
+        self.scales.len()
     }
 
     /// The output level of `acc` (accumulator plus bias) of channel `c`, clamped.
@@ -216,12 +229,14 @@ impl Requant {
     /// [`Requant::bounds`].
     #[inline]
     pub fn unclamped(&self, c: usize, acc: i64) -> i64 {
-        self.zp + self.mults[c].apply(acc)
+        // `as` rounds an integer to the nearest f32 (ties to even) and saturates a float.
+        let scaled = acc as f32 * self.scales[c];
+        (scaled.round_ties_even() as i64).saturating_add(self.zp)
     }
 
-    /// The fixed-point multiplier of channel `c`.
-    pub fn multiplier(&self, c: usize) -> Multiplier {
-        self.mults[c]
+    /// The f32 scale of channel `c`.
+    pub fn scale(&self, c: usize) -> f32 {
+        self.scales[c]
     }
 
     /// The output zero point.
@@ -258,7 +273,7 @@ impl Requant {
         plane: usize,
         cast: impl Fn(i64) -> T + Sync,
     ) -> Vec<T> {
-        let (c, plane) = (self.mults.len().max(1), plane.max(1));
+        let (c, plane) = (self.scales.len().max(1), plane.max(1));
         let mut out = vec![T::default(); acc.len()];
         out.par_chunks_mut(plane)
             .zip(acc.par_chunks(plane))

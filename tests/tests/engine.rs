@@ -8,8 +8,9 @@
 //! inputs, kernels up to 3x3 and 5x5, strides and dilations 1 and 2, asymmetric pads, plain,
 //! grouped and depthwise, per-tensor and per-channel weights, input zero points 0, 255 and in
 //! between, u8 and i8 outputs, fused clamps, biases small and near the i32 limits, output scales
-//! that give multipliers above 1, optionally followed by a `quant.global_avg_pool` and by
-//! `nn.flatten` and a `quant.dense`, at batch 1 or 2. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
+//! that give multipliers above 1, all scales powers of two (exact ties) in one network of four,
+//! optionally followed by a `quant.global_avg_pool` and by `nn.flatten` and a `quant.dense`, at
+//! batch 1 or 2. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -19,15 +20,28 @@ use qcc_codegen::Native;
 use qcc_dialects::{Module, NodeIndex, SourceFile, Tensor, parse_module};
 use qcc_runtime::{Engine, Reference};
 
-/// A small deterministic generator (xorshift64*), seeded by proptest.
-struct Rng(u64);
+/// A small deterministic generator (xorshift64*), seeded by proptest. In one network of four
+/// every scale is a power of two, so the layers' requantization lands on exact ties (which the
+/// rounding rule decides) on many outputs.
+struct Rng {
+    state: u64,
+    binary: bool,
+}
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        let mut rng = Rng {
+            state: seed | 1,
+            binary: false,
+        };
+        rng.binary = rng.chance(4);
+        rng
+    }
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
@@ -42,6 +56,9 @@ impl Rng {
         // Log-uniform, rounded to 4 significant digits so the IR text is exact.
         let u = self.below(1 << 20) as f64 / f64::from(1 << 20);
         let v = (lo.ln() + u * (hi.ln() - lo.ln())).exp();
+        if self.binary {
+            return v.log2().round().exp2();
+        }
         format!("{v:.3e}").parse().unwrap()
     }
 }
@@ -223,7 +240,7 @@ fn bias(rng: &mut Rng, n: usize) -> Vec<i64> {
 fn output(rng: &mut Rng, shape: &[usize]) -> (Act, String) {
     let mut act = Act::random(rng);
     if rng.chance(10) {
-        act.scale = rng.scale(1e-6, 1e-4); // multipliers above 1: shifts below 31
+        act.scale = rng.scale(1e-6, 1e-4); // multipliers above 1
     }
     let (lo, hi) = act.range();
     let clamp = match rng.below(3) {
@@ -240,7 +257,7 @@ fn output(rng: &mut Rng, shape: &[usize]) -> (Act, String) {
 
 /// A random network as IR text and its input.
 fn network(seed: u64) -> (String, Tensor) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let n = rng.range(1, 2) as usize;
     let mut c = rng.range(1, 7) as usize;
     let (mut h, mut w) = (rng.range(1, 9) as usize, rng.range(1, 9) as usize);
@@ -429,7 +446,7 @@ fn network(seed: u64) -> (String, Tensor) {
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let n = rng.range(1, 2) as usize;
     let c = rng.range(1, 7) as usize;
     // Up to 24 wide, so stride-2 rows have an interior the vector kernel computes.

@@ -88,6 +88,27 @@ fn multipliers_by_hand() {
 }
 
 #[test]
+fn layer_requantization_rounds_ties_to_even_in_f32() {
+    // S_x * S_w / S_y = 0.5 * 1.0 / 1.0: ties at every odd accumulator.
+    let rq = Requant::from_types(
+        &qtype(&[1], Storage::U8, 0.5, 0),
+        &qtype(&[1], Storage::I8, 1.0, 0),
+        &qtype(&[1], Storage::U8, 1.0, 10),
+        1,
+        None,
+    )
+    .expect("requant");
+    let levels = [3, 5, -3, -5, 4].map(|acc| rq.unclamped(0, acc));
+    assert_eq!(levels, [12, 12, 8, 8, 12]);
+    // 2^24 + 1 is not an f32: it rounds to 2^24 (even) before the multiply.
+    assert_eq!(rq.unclamped(0, (1 << 24) + 1), 10 + (1 << 23));
+    assert_eq!((rq.one(0, -1000), rq.one(0, 1000)), (0, 255));
+    // A ratio beyond f32 saturates to its largest value (never infinity, so 0 * scale is 0).
+    assert_eq!(crate::quant::layer_scale(1e300), f32::MAX);
+    assert_eq!(crate::quant::layer_scale(f64::NAN), 0.0);
+}
+
+#[test]
 fn quantize_and_dequantize_by_hand() {
     let ty = qtype(&[4], Storage::U8, 0.5, 10);
     // 1.25 / 0.5 = 2.5 rounds to 3 and -0.25 / 0.5 to -1 (ties away from zero); -100 saturates
