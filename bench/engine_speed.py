@@ -141,6 +141,18 @@ lat_rows = [f"| {k} | {v[0]:.2f} | {v[1]:.2f} | {v[0] / base:.2f} | {v[2] or 'â€
 for r in lat_rows:
     print(r)
 
+# Where the int8 time goes: `qcc run --profile` over the 64 images one at a time, one thread.
+_, _, out = qcc("run", q_ir, "--input", calib_path, "--batch-size", "1", "--threads", "1", "--top", "0",
+                "--quiet", "--profile")
+classes = []
+for m in re.finditer(r"^  (\S+(?: \S+)?)\s+([0-9]+) ops\s+([0-9.]+) ms\s+([0-9.]+)%\s+([0-9.]+) MMAC\s+(\S+) GMAC/s", out, re.M):
+    name, ops, ms, share, _, gmacs = m.groups()
+    classes.append(f"| {name} | {ops} | {float(ms) / 64:.3f} | {share}% | {gmacs} |")
+if not classes:
+    sys.exit(f"no per-class profile in:\n{out}")
+for r in classes:
+    print(r)
+
 thr = []
 for name, model in (("int8", q_ir), ("float", f_ir)):
     for engine in ("cranelift", "reference"):
@@ -186,6 +198,14 @@ section = "\n".join([
     "| network, engine | median ms | fastest ms | median / ORT int8 | kernels compiled, ms |",
     "|---|---|---|---|---|",
 ] + lat_rows + [
+    "",
+    "Where qcc's int8 time goes (`qcc run --profile`, the 64 calibration images one at a time on one",
+    "thread; ms per image; the 128-bit VNNI ceiling of one core is about 41-47 GMAC/s, `vpdpbusd`'s",
+    "16 MACs per instruction at one or two per cycle; the profile's own timing adds a little):",
+    "",
+    "| op class | ops | ms per image | share | GMAC/s |",
+    "|---|---|---|---|---|",
+] + classes + [
     "",
     "Two threads, the 64 calibration images (qcc at its default batch of 16):",
     "",

@@ -242,14 +242,13 @@ pub struct QuantConv {
 }
 
 /// The zero point of a layer's input as the quads form sees it (u8 storage as it is, i8 plus
-/// 128), and its stored one.
-fn zero_points(x_ty: &TensorType) -> Result<(i64, i64), String> {
+/// 128).
+fn shifted_zero_point(x_ty: &TensorType) -> Result<i64, String> {
     let (_, zx, _) = per_tensor_params(x_ty, "the input")?;
-    let shifted = match TensorData::zeros(&x_ty.elem, 0) {
+    Ok(match TensorData::zeros(&x_ty.elem, 0) {
         TensorData::I8(_) => zx + 128,
         _ => zx,
-    };
-    Ok((shifted, zx))
+    })
 }
 
 /// The weights of a convolution with `attrs` over inputs of type `x_ty`, packed for its kernels.
@@ -263,7 +262,7 @@ fn pack_conv(w: &Tensor, attrs: &Conv2dAttrs, x_ty: &TensorType) -> Result<Weigh
             let words = match form {
                 Form::Pairs => v.chunks(k.max(1)).flat_map(depthwise::pair_words).collect(),
                 Form::Quads => {
-                    let (zu, _) = zero_points(x_ty)?;
+                    let zu = shifted_zero_point(x_ty)?;
                     v.chunks(k.max(1))
                         .flat_map(|taps| depthwise::quad_words(taps, &g, zu))
                         .collect()
@@ -423,7 +422,7 @@ impl QuantConv {
         let run = |i: usize, sink: Sink| match &weights.packed {
             Packed::Depthwise(form, taps) => {
                 let image = i * image_len..(i + 1) * image_len;
-                let zu = zero_points(&self.x_ty)?.0;
+                let zu = shifted_zero_point(&self.x_ty)?;
                 match &x.data {
                     TensorData::U8(v) => {
                         Channels::new(&g, *form, &v[image], zx, zu, taps).run(sink)
