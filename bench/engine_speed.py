@@ -132,7 +132,7 @@ def ort_throughput(path):
 lat = {
     "qcc int8, Cranelift": qcc_latency(q_ir, "cranelift"),
     "qcc int8, reference": qcc_latency(q_ir, "reference"),
-    "qcc float, Cranelift (stride-2 depthwise generated, other float ops on reference kernels)": qcc_latency(f_ir, "cranelift"),
+    "qcc float, Cranelift (depthwise generated, other float ops on reference kernels)": qcc_latency(f_ir, "cranelift"),
     "ONNX Runtime int8 (QDQ, per channel)": ort_latency(ort_q) + (None,),
     "ONNX Runtime float": ort_latency(onnx_path) + (None,),
 }

@@ -23,7 +23,7 @@ use crate::gemm::{Epilogue, Form};
 use crate::jit;
 
 /// Output columns per iteration of the generated row loop.
-const VECTOR: usize = 8;
+pub(crate) const VECTOR: usize = 8;
 
 /// The geometry of one depthwise layer, everything its kernel is specialised on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,12 +44,12 @@ pub struct Geometry {
 
 impl Geometry {
     /// Output row length including the columns computed past the end.
-    fn row(&self) -> usize {
+    pub(crate) fn row(&self) -> usize {
         self.output[1].div_ceil(VECTOR) * VECTOR
     }
 
     /// Rows of the staged input.
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         (self.output[0] - 1) * self.strides[0] + (self.kernel[0] - 1) * self.dilations[0] + 1
     }
 
@@ -70,7 +70,7 @@ impl Geometry {
     }
 
     /// Columns of each staged phase (the pairs form).
-    fn phase_width(&self) -> usize {
+    pub(crate) fn phase_width(&self) -> usize {
         self.row() + ((self.kernel[1] - 1) * self.dilations[1]) / self.strides[1] + 1
     }
 
@@ -120,18 +120,32 @@ impl Geometry {
         dst: &mut [i16],
         line: &mut Vec<i16>,
     ) {
+        self.stage_phases(plane, 0, |s, d| centre(s, zero_point, d), dst, line);
+    }
+
+    /// Stages `plane` (`H x W`) into `stride` column phases of padded rows (the pairs form's
+    /// layout): `convert` turns a run of input values into staged ones, `pad` is what the window
+    /// reads outside the input; `line` is scratch space.
+    pub fn stage_phases<T: Copy, S: Copy + Default>(
+        &self,
+        plane: &[T],
+        pad: S,
+        convert: impl Fn(&[T], &mut [S]),
+        dst: &mut [S],
+        line: &mut Vec<S>,
+    ) {
         let (rows, width, s) = (self.rows(), self.phase_width(), self.strides[1]);
         let [h, w] = self.input;
         let [pt, pl] = self.pads;
-        // One padded input row: column `c` holds input column `c - pl` (zero outside), so
+        // One padded input row: column `c` holds input column `c - pl` (`pad` outside), so
         // phase `r` column `j` is padded column `j * s + r`.
         let padded = width * s;
-        line.resize(padded, 0);
+        line.resize(padded, S::default());
         let (first, last) = (pl.min(padded), (pl + w).min(padded));
         for row in 0..rows {
             let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
                 for r in 0..s {
-                    dst[(r * rows + row) * width..][..width].fill(0);
+                    dst[(r * rows + row) * width..][..width].fill(pad);
                 }
                 continue;
             };
@@ -141,11 +155,10 @@ impl Geometry {
             } else {
                 &mut line[..]
             };
-            padded_row[..first].fill(0);
-            padded_row[last..].fill(0);
-            centre(
+            padded_row[..first].fill(pad);
+            padded_row[last..].fill(pad);
+            convert(
                 &plane[iy * w..iy * w + last - first],
-                zero_point,
                 &mut padded_row[first..last],
             );
             if s == 1 {

@@ -68,11 +68,7 @@ fn kernel_for(
             return Ok(Dequantize::new(types[0])?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Conv2d if is_f32(types[0]) && types.get(1).is_some_and(|t| is_f32(t)) => {
-            let w = &types[1].shape;
-            return Ok(
-                FloatDepthwise::new(Conv2dAttrs::of(op)?, &types[0].shape, w)?
-                    .map(|k| Box::new(k) as Box<dyn OpKernel>),
-            );
+            return Ok(FloatDepthwise::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
 
         _ => return Ok(None),

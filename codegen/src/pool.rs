@@ -25,7 +25,7 @@ macro_rules! poolable {
         }
     )*};
 }
-poolable!(u8, i16, i32);
+poolable!(u8, i16, i32, f32);
 
 /// A buffer on loan from the thread's pool; it goes back (to the pool of the thread that drops
 /// it) when dropped.

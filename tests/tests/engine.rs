@@ -453,7 +453,15 @@ fn float_network(seed: u64) -> (String, Tensor) {
     let (mut h, mut w) = (rng.range(1, 14) as usize, rng.range(1, 24) as usize);
     let input = [n, c, h, w];
     let ty = |shape: &[usize]| format!("tensor<{}xf32>", dims(shape));
-    let value = |rng: &mut Rng| (rng.range(-64, 64) as f64 / 32.0).to_string();
+    // Now and then -0.0: a weight or bias of -0.0 is where skipping a tap and adding a zero
+    // product can differ.
+    let value = |rng: &mut Rng| {
+        if rng.chance(8) {
+            "-0.0".to_string()
+        } else {
+            (rng.range(-64, 64) as f64 / 32.0).to_string()
+        }
+    };
     let mut body = String::new();
     let mut cur = "%x".to_string();
     for layer in 0..rng.range(1, 3) {
