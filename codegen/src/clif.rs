@@ -265,18 +265,19 @@ fn splat_f32(b: &mut FunctionBuilder, v: f32) -> Value {
 /// `f32(acc + bias) * scale` clamped to `[lo - Z_y, hi - Z_y]`, rounded to nearest even by the
 /// magic addition, `Z_y` added by the same subtraction that takes the magic number out.
 ///
-/// `record` points at the channel's [`record`]. Exact when `|acc + bias| < 2^31` (the sum is
-/// formed in i32); the caller checks.
+/// `record` points at the channel's [`record`]; accumulators that started from the bias
+/// (`biased`) do not add it again. Exact when `|acc + bias| < 2^31` (the sum is formed in i32);
+/// the caller checks.
 pub fn requantize8(
     b: &mut FunctionBuilder,
     accs: [Value; 2],
-    record: Value,
+    (record, biased): (Value, bool),
     levels: &Levels,
     dst: Value,
 ) {
     let flags = MemFlagsData::new().with_notrap();
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let bias = b.ins().load(types::I32X4, flags, record, 0);
+    let bias = (!biased).then(|| b.ins().load(types::I32X4, flags, record, 0));
     let scale = b.ins().load(types::F32X4, flags, record, 16);
     let zp = levels.zero_point;
     let lo = splat_f32(b, (levels.bounds.0 - zp) as f32);
@@ -284,7 +285,10 @@ pub fn requantize8(
     let magic = splat_f32(b, MAGIC);
     let unbias = splat32(b, i64::from(MAGIC.to_bits() as i32 - zp));
     let values = accs.map(|acc| {
-        let t = b.ins().iadd(acc, bias);
+        let t = match bias {
+            Some(bias) => b.ins().iadd(acc, bias),
+            None => acc,
+        };
         let f = b.ins().fcvt_from_sint(types::F32X4, t);
         let f = b.ins().fmul(f, scale);
         let f = max_ps(b, f, lo);

@@ -329,7 +329,7 @@ fn finish(
             b.ins().store(flags, accs[0], dst, 0);
             b.ins().store(flags, accs[1], dst, 16);
         }
-        Epilogue::Requantize(levels) => requantize8(b, accs, record, &levels, dst),
+        Epilogue::Requantize(levels) => requantize8(b, accs, (record, false), &levels, dst),
     }
 }
 

@@ -264,9 +264,25 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
         let off = b.ins().imul_imm_s(mp, kp * mr * 4);
         b.ins().iadd(a, off)
     };
-    // The K loop: eight accumulators, A and B pointers, a countdown.
+    // The K loop: eight accumulators (from zero, or when requantizing from each row's bias), A
+    // and B pointers, a countdown.
     let zero = b.ins().iconst(types::I32, 0);
     let zero = b.ins().splat(types::I32X4, zero);
+    let row0 = b.ins().imul_imm_s(mp, mr);
+    let record0 = b.ins().imul_imm_s(row0, i64::from(RECORD));
+    let record0 = b.ins().iadd(records, record0);
+    let mut start: Vec<Value> = (0..MR)
+        .flat_map(|r| {
+            let init = match epilogue {
+                Epilogue::Accumulators => zero,
+                Epilogue::Requantize(_) => {
+                    b.ins()
+                        .load(types::I32X4, flags, record0, RECORD * r as i32)
+                }
+            };
+            [init, init]
+        })
+        .collect();
     let body = b.create_block();
     let done = b.create_block();
     for _ in 0..2 * MR {
@@ -278,7 +294,6 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
         b.append_block_param(body, ptr);
     }
     let count = b.ins().iconst(ptr, kp);
-    let mut start = vec![zero; 2 * MR];
     start.extend([a_panel, b_panel, count]);
     b.ins().jump(body, &args_of(&start));
     b.switch_to_block(body);
@@ -289,29 +304,7 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
         params[2 * MR + 1],
         params[2 * MR + 2],
     );
-    let lanes = match form {
-        Form::Pairs => types::I16X8,
-        Form::Quads => types::I8X16,
-    };
-    let b0 = b.ins().load(lanes, flags, bp, 0);
-    let b1 = b.ins().load(lanes, flags, bp, 16);
-    let mut next = Vec::with_capacity(2 * MR + 3);
-    for r in 0..MR {
-        match form {
-            Form::Pairs => {
-                let w = splat_pair(b, ap, 4 * r as i32);
-                let d0 = pmaddwd(b, w, b0);
-                let d1 = pmaddwd(b, w, b1);
-                next.push(b.ins().iadd(accs[2 * r], d0));
-                next.push(b.ins().iadd(accs[2 * r + 1], d1));
-            }
-            Form::Quads => {
-                let w = splat_quad(b, ap, 4 * r as i32);
-                next.push(dot_u8_i8(b, w, b0, accs[2 * r]));
-                next.push(dot_u8_i8(b, w, b1, accs[2 * r + 1]));
-            }
-        }
-    }
+    let mut next = step(b, form, accs, (ap, 0), (bp, 0));
     let finished = args_of(&next);
     let ap2 = b.ins().iadd_imm_s(ap, mr * 4);
     let bp2 = b.ins().iadd_imm_s(bp, nr * 4);
@@ -321,7 +314,6 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
     b.switch_to_block(done);
     let accs = b.block_params(done).to_vec();
     // Row mp*MR + r, columns pp*NR ..
-    let row0 = b.ins().imul_imm_s(mp, mr);
     let col0 = b.ins().imul_imm_s(pp, nr);
     let first = b.ins().imul(row0, ld);
     let first = b.ins().iadd(first, col0);
@@ -341,20 +333,57 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
         }
         Epilogue::Requantize(levels) => {
             let mut row = b.ins().iadd(out, first);
-            let record0 = b.ins().imul_imm_s(row0, i64::from(RECORD));
-            let mut record = b.ins().iadd(records, record0);
+            let mut record = record0;
             for r in 0..MR {
                 if r > 0 {
                     row = b.ins().iadd(row, ld);
                     record = b.ins().iadd_imm_s(record, i64::from(RECORD));
                 }
-                requantize8(b, [accs[2 * r], accs[2 * r + 1]], record, &levels, row);
+                let accs = [accs[2 * r], accs[2 * r + 1]];
+                requantize8(b, accs, (record, true), &levels, row);
             }
         }
     }
     rows.close(b);
     columns.close(b);
     b.ins().return_(&[]);
+}
+
+/// One word of K for the whole tile: the accumulators `accs` plus A's word of each row (at
+/// `a.0 + a.1`) times B's words of the tile's columns (at `bm.0 + bm.1`).
+fn step(
+    b: &mut FunctionBuilder,
+    form: Form,
+    accs: &[Value],
+    a: (Value, i32),
+    bm: (Value, i32),
+) -> Vec<Value> {
+    let flags = MemFlagsData::new().with_notrap();
+    let lanes = match form {
+        Form::Pairs => types::I16X8,
+        Form::Quads => types::I8X16,
+    };
+    let b0 = b.ins().load(lanes, flags, bm.0, bm.1);
+    let b1 = b.ins().load(lanes, flags, bm.0, bm.1 + 16);
+    let mut next = Vec::with_capacity(2 * MR + 3);
+    for r in 0..MR {
+        let at = a.1 + 4 * r as i32;
+        match form {
+            Form::Pairs => {
+                let w = splat_pair(b, a.0, at);
+                let d0 = pmaddwd(b, w, b0);
+                let d1 = pmaddwd(b, w, b1);
+                next.push(b.ins().iadd(accs[2 * r], d0));
+                next.push(b.ins().iadd(accs[2 * r + 1], d1));
+            }
+            Form::Quads => {
+                let w = splat_quad(b, a.0, at);
+                next.push(dot_u8_i8(b, w, b0, accs[2 * r]));
+                next.push(dot_u8_i8(b, w, b1, accs[2 * r + 1]));
+            }
+        }
+    }
+    next
 }
 
 /// Raw pointers handed to the threads that fill disjoint tiles of one output.
