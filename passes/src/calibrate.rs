@@ -34,6 +34,9 @@ const CHUNK: usize = 8;
 /// Bins of the histogram the MSE search works on.
 const BINS: usize = 2048;
 
+/// Values one task of the histogram count takes.
+const HISTOGRAM_CHUNK: usize = 1 << 16;
+
 /// Calls `see(value, data)` for the function input and every op output, over `inputs` in chunks.
 fn observe(
     engine: &dyn Engine,
@@ -212,9 +215,24 @@ fn mse(
         }
         let h = hists.entry(v).or_insert_with(|| vec![0; BINS]);
         let w = (b - a) / BINS as f32;
-        for x in data.iter().filter(|x| x.is_finite()) {
-            h[(((x - a) / w) as usize).min(BINS - 1)] += 1;
-        }
+        // Counts are sums, so chunks can be counted apart and added.
+        let fill = |mut h: Vec<u64>, chunk: &[f32]| {
+            for x in chunk.iter().filter(|x| x.is_finite()) {
+                h[(((x - a) / w) as usize).min(BINS - 1)] += 1;
+            }
+            h
+        };
+        let counted = data
+            .par_chunks(HISTOGRAM_CHUNK)
+            .fold(|| vec![0u64; BINS], fill)
+            .reduce(
+                || vec![0u64; BINS],
+                |mut x, y| {
+                    x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+                    x
+                },
+            );
+        h.iter_mut().zip(&counted).for_each(|(h, c)| *h += c);
     })?;
     Ok(ranges
         .into_iter()
