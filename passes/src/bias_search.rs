@@ -76,8 +76,7 @@ impl LayerOutput<'_> {
 
     /// The sums of channel `c` with bias `b` (in accumulator units).
     pub fn channel(&self, c: usize, b: i64) -> Sums {
-        let (lo, hi) = self.requant.bounds();
-        let (scale, zp) = self.out;
+        let (scale, _) = self.out;
         let unit = self.unit[c];
         let mut s = Sums::default();
         let planes = self.parts.iter().flat_map(|(acc, reference)| {
@@ -96,9 +95,8 @@ impl LayerOutput<'_> {
                 let (real, active) = match self.at {
                     At::PreActivation => ((a + b) as f64 * unit, true),
                     At::PostActivation => {
-                        let level = self.requant.unclamped(c, a + b);
-                        let q = level.clamp(lo, hi);
-                        ((q - zp) as f64 * scale, q == level)
+                        let (level, q) = self.requant.offsets(c, a + b);
+                        (f64::from(q) * scale, q == level)
                     }
                 };
                 let d = real - *f as f64;

@@ -177,6 +177,20 @@ pub struct Requant {
     hi: i64,
 }
 
+/// `x` rounded to the nearest integer, ties to even (`f32::round_ties_even`, which is a libm call
+/// on baseline x86-64): below 2^22 in magnitude by adding and subtracting 1.5 * 2^23, whose sum
+/// has a unit in the last place of 1, so the addition itself rounds (to even, as every f32
+/// addition does) and the subtraction is exact; larger values have no fraction to round.
+#[inline]
+pub(crate) fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
+}
+
 /// A layer's real multiplier as the f32 its requantization uses (finite: a product with it is
 /// never NaN).
 pub fn layer_scale(m: f64) -> f32 {
@@ -229,9 +243,18 @@ impl Requant {
     /// [`Requant::bounds`].
     #[inline]
     pub fn unclamped(&self, c: usize, acc: i64) -> i64 {
-        // `as` rounds an integer to the nearest f32 (ties to even) and saturates a float.
         let scaled = acc as f32 * self.scales[c];
-        (scaled.round_ties_even() as i64).saturating_add(self.zp)
+        (round_even(scaled) as i64).saturating_add(self.zp)
+    }
+
+    /// The output level of `acc` (accumulator plus bias) of channel `c` less the zero point,
+    /// before and after the clamp, as f32 (integers; the same levels as [`Requant::unclamped`]
+    /// and [`Requant::one`], without leaving f32).
+    #[inline]
+    pub fn offsets(&self, c: usize, acc: i64) -> (f32, f32) {
+        let level = round_even(acc as f32 * self.scales[c]);
+        let (lo, hi) = ((self.lo - self.zp) as f32, (self.hi - self.zp) as f32);
+        (level, level.clamp(lo, hi))
     }
 
     /// The f32 scale of channel `c`.

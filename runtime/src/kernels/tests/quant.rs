@@ -109,6 +109,35 @@ fn layer_requantization_rounds_ties_to_even_in_f32() {
 }
 
 #[test]
+fn round_even_is_round_ties_even() {
+    let ties = (-40..40).map(|i| i as f32 + 0.5);
+    let edges = [
+        4_194_303.5f32,
+        -4_194_303.5,
+        4_194_304.5,
+        8_388_607.5,
+        1e30,
+        -0.0,
+        0.49999997,
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let random = (0..100_000).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        f32::from_bits(state as u32)
+    });
+    for x in ties.chain(edges).chain(random).filter(|x| x.is_finite()) {
+        assert_eq!(
+            crate::quant::round_even(x),
+            x.round_ties_even(),
+            "{x:e} ({:08x})",
+            x.to_bits()
+        );
+    }
+}
+
+#[test]
 fn quantize_and_dequantize_by_hand() {
     let ty = qtype(&[4], Storage::U8, 0.5, 10);
     // 1.25 / 0.5 = 2.5 rounds to 3 and -0.25 / 0.5 to -1 (ties away from zero); -100 saturates
