@@ -43,6 +43,25 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// A name fragment that spells out the geometry (kernels are cached by name).
+    pub fn tag(&self) -> String {
+        format!(
+            "{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
+            self.input[0],
+            self.input[1],
+            self.kernel[0],
+            self.kernel[1],
+            self.strides[0],
+            self.strides[1],
+            self.dilations[0],
+            self.dilations[1],
+            self.pads[0],
+            self.pads[1],
+            self.output[0],
+            self.output[1]
+        )
+    }
+
     /// Output row length including the columns computed past the end.
     pub(crate) fn row(&self) -> usize {
         self.output[1].div_ceil(VECTOR) * VECTOR
@@ -283,23 +302,12 @@ pub type DepthwiseFn = unsafe extern "C" fn(*const u8, *const u32, *mut u8, *con
 pub fn kernel(g: &Geometry, form: Form, epilogue: Epilogue) -> Result<DepthwiseFn, String> {
     let ptr = jit::pointer();
     let name = format!(
-        "qdwconv_{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
+        "qdwconv_{}_{}",
         match form {
             Form::Pairs => "pmaddwd",
             Form::Quads => "vpdpbusd",
         },
-        g.input[0],
-        g.input[1],
-        g.kernel[0],
-        g.kernel[1],
-        g.strides[0],
-        g.strides[1],
-        g.dilations[0],
-        g.dilations[1],
-        g.pads[0],
-        g.pads[1],
-        g.output[0],
-        g.output[1]
+        g.tag()
     );
     let name = match epilogue {
         Epilogue::Accumulators => format!("{name}_acc"),
@@ -312,6 +320,56 @@ pub fn kernel(g: &Geometry, form: Form, epilogue: Epilogue) -> Result<DepthwiseF
     })?;
     // SAFETY: generated with exactly this signature, in the platform's C ABI.
     Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
+}
+
+/// The loops every depthwise kernel runs: over output rows, and in each over groups of
+/// [`VECTOR`] outputs; the builder is left in the inner body until [`Rows::close`].
+pub(crate) struct Rows {
+    rows: Loop,
+    cols: Loop,
+    /// The group's first output column.
+    pub(crate) ox: Value,
+    /// Where the current output row's first input row starts.
+    pub(crate) input: Value,
+    /// Where the current output row starts.
+    pub(crate) output: Value,
+}
+
+impl Rows {
+    /// Opens the loops over `g`'s output rows (of `g.row()` outputs); the input advances
+    /// `x.1` bytes and the output `out.1` bytes per output row from `x.0` and `out.0`.
+    pub(crate) fn open(
+        b: &mut FunctionBuilder,
+        g: &Geometry,
+        x: (Value, i64),
+        out: (Value, i64),
+    ) -> Rows {
+        let ptr = jit::pointer();
+        let zero = b.ins().iconst(ptr, 0);
+        let oh = b.ins().iconst(ptr, g.output[0] as i64);
+        let rows = Loop::new(b, zero, oh);
+        let input = b.ins().imul_imm_s(rows.index, x.1);
+        let input = b.ins().iadd(x.0, input);
+        let output = b.ins().imul_imm_s(rows.index, out.1);
+        let output = b.ins().iadd(out.0, output);
+        let first = b.ins().iconst(ptr, 0);
+        let end = b.ins().iconst(ptr, g.row() as i64);
+        let cols = Loop::stepped(b, first, end, VECTOR as i64);
+        let ox = cols.index;
+        Rows {
+            rows,
+            cols,
+            ox,
+            input,
+            output,
+        }
+    }
+
+    /// Closes both loops.
+    pub(crate) fn close(self, b: &mut FunctionBuilder) {
+        self.cols.close(b);
+        self.rows.close(b);
+    }
 }
 
 /// Stores two accumulators or requantizes them, at column `ox` of output row `out_row`.
@@ -362,27 +420,20 @@ fn quad_mask(b: &mut FunctionBuilder, g: &Geometry, group: usize) -> Immediate {
 fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: Epilogue) {
     let (x, words, out, record) = (args[0], args[1], args[2], args[3]);
     let flags = MemFlagsData::new().with_notrap();
-    let ptr = jit::pointer();
     let [kh, _] = g.kernel;
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let (width, row) = (g.quad_width() as i64, g.row() as i64);
     let groups = g.tap_groups();
     let masks: Vec<Immediate> = (0..groups).map(|grp| quad_mask(b, g, grp)).collect();
-    let zero = b.ins().iconst(ptr, 0);
-    let oh = b.ins().iconst(ptr, g.output[0] as i64);
-    let oy_loop = Loop::new(b, zero, oh);
-    let oy = oy_loop.index;
-    let in_row = b.ins().imul_imm_s(oy, sy as i64 * width);
-    let in_row = b.ins().iadd(x, in_row);
-    let out_row = b.ins().imul_imm_s(oy, row * width_of(epilogue));
-    let out_row = b.ins().iadd(out, out_row);
-    let zero_col = b.ins().iconst(ptr, 0);
-    let end_col = b.ins().iconst(ptr, row);
-    let ox_loop = Loop::stepped(b, zero_col, end_col, VECTOR as i64);
-    let ox = ox_loop.index;
-    let src_off = b.ins().imul_imm_s(ox, sx as i64);
-    let src = b.ins().iadd(in_row, src_off);
+    let rows = Rows::open(
+        b,
+        g,
+        (x, sy as i64 * width),
+        (out, row * width_of(epilogue)),
+    );
+    let src_off = b.ins().imul_imm_s(rows.ox, sx as i64);
+    let src = b.ins().iadd(rows.input, src_off);
     let start = b.ins().load(types::I32X4, flags, words, 0);
     let mut accs = [start, start];
     for ky in 0..kh {
@@ -402,16 +453,14 @@ fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
             }
         }
     }
-    finish(b, accs, epilogue, (out_row, ox, record));
-    ox_loop.close(b);
-    oy_loop.close(b);
+    finish(b, accs, epilogue, (rows.output, rows.ox, record));
+    rows.close(b);
     b.ins().return_(&[]);
 }
 
 fn build_pairs(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: Epilogue) {
     let (x, taps, out, record) = (args[0], args[1], args[2], args[3]);
     let flags = MemFlagsData::new().with_notrap();
-    let ptr = jit::pointer();
     let [kh, kw] = g.kernel;
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
@@ -425,20 +474,14 @@ fn build_pairs(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
             (((r * rows + ky * dy as i64) * width + off) * 2) as i32
         })
         .collect();
-    let zero = b.ins().iconst(ptr, 0);
-    let oh = b.ins().iconst(ptr, g.output[0] as i64);
-    let oy_loop = Loop::new(b, zero, oh);
-    let oy = oy_loop.index;
-    let in_row = b.ins().imul_imm_s(oy, sy as i64 * width * 2);
-    let in_row = b.ins().iadd(x, in_row);
-    let out_row = b.ins().imul_imm_s(oy, row * width_of(epilogue));
-    let out_row = b.ins().iadd(out, out_row);
-    let zero_col = b.ins().iconst(ptr, 0);
-    let end_col = b.ins().iconst(ptr, row);
-    let ox_loop = Loop::stepped(b, zero_col, end_col, VECTOR as i64);
-    let ox = ox_loop.index;
-    let src_off = b.ins().ishl_imm_u(ox, 1);
-    let src = b.ins().iadd(in_row, src_off);
+    let rows = Rows::open(
+        b,
+        g,
+        (x, sy as i64 * width * 2),
+        (out, row * width_of(epilogue)),
+    );
+    let src_off = b.ins().ishl_imm_u(rows.ox, 1);
+    let src = b.ins().iadd(rows.input, src_off);
     let zero32 = b.ins().iconst(types::I32, 0);
     let mut acc0 = b.ins().splat(types::I32X4, zero32);
     let mut acc1 = acc0;
@@ -460,8 +503,7 @@ fn build_pairs(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
         acc0 = b.ins().iadd(acc0, d0);
         acc1 = b.ins().iadd(acc1, d1);
     }
-    finish(b, [acc0, acc1], epilogue, (out_row, ox, record));
-    ox_loop.close(b);
-    oy_loop.close(b);
+    finish(b, [acc0, acc1], epilogue, (rows.output, rows.ox, record));
+    rows.close(b);
     b.ins().return_(&[]);
 }

@@ -17,8 +17,7 @@ use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
 use rayon::prelude::*;
 
-use crate::clif::Loop;
-use crate::depthwise::{Geometry, VECTOR};
+use crate::depthwise::{Geometry, Rows};
 use crate::elementwise::Fallback;
 use crate::gemm::Form;
 use crate::jit;
@@ -33,21 +32,7 @@ type DepthwiseFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut
 /// output)`.
 fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
     let ptr = jit::pointer();
-    let name = format!(
-        "fdwconv_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}_o{}x{}",
-        g.input[0],
-        g.input[1],
-        g.kernel[0],
-        g.kernel[1],
-        g.strides[0],
-        g.strides[1],
-        g.dilations[0],
-        g.dilations[1],
-        g.pads[0],
-        g.pads[1],
-        g.output[0],
-        g.output[1]
-    );
+    let name = format!("fdwconv_{}", g.tag());
     let g = *g;
     let code = jit::kernel(&name, &[ptr; 4], |b, args| build(b, args, &g))?;
     // SAFETY: generated with exactly this signature, in the platform's C ABI.
@@ -57,7 +42,6 @@ fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
 fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
     let (x, weights, bias, out) = (args[0], args[1], args[2], args[3]);
     let flags = MemFlagsData::new().with_notrap();
-    let ptr = jit::pointer();
     let [kh, kw] = g.kernel;
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
@@ -72,18 +56,9 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
         .collect();
     let bias = b.ins().load(types::F32, flags, bias, 0);
     let bias = b.ins().splat(types::F32X4, bias);
-    let zero = b.ins().iconst(ptr, 0);
-    let oh = b.ins().iconst(ptr, g.output[0] as i64);
-    let out_rows = Loop::new(b, zero, oh);
-    let in_row = b.ins().imul_imm_s(out_rows.index, sy as i64 * width * 4);
-    let in_row = b.ins().iadd(x, in_row);
-    let out_row = b.ins().imul_imm_s(out_rows.index, row * 4);
-    let out_row = b.ins().iadd(out, out_row);
-    let first = b.ins().iconst(ptr, 0);
-    let end = b.ins().iconst(ptr, row);
-    let cols = Loop::stepped(b, first, end, VECTOR as i64);
-    let at = b.ins().ishl_imm_u(cols.index, 2);
-    let src = b.ins().iadd(in_row, at);
+    let rows = Rows::open(b, g, (x, sy as i64 * width * 4), (out, row * 4));
+    let at = b.ins().ishl_imm_u(rows.ox, 2);
+    let src = b.ins().iadd(rows.input, at);
     let mut accs = [bias, bias];
     for (t, offset) in offsets.iter().enumerate() {
         let w = b.ins().load(types::F32, flags, weights, (4 * t) as i32);
@@ -96,11 +71,10 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
             *acc = b.ins().fadd(*acc, product);
         }
     }
-    let dst = b.ins().iadd(out_row, at);
+    let dst = b.ins().iadd(rows.output, at);
     b.ins().store(flags, accs[0], dst, 0);
     b.ins().store(flags, accs[1], dst, 16);
-    cols.close(b);
-    out_rows.close(b);
+    rows.close(b);
     b.ins().return_(&[]);
 }
 

@@ -422,14 +422,16 @@ impl QuantConv {
         let run = |i: usize, sink: Sink| match &weights.packed {
             Packed::Depthwise(form, taps) => {
                 let image = i * image_len..(i + 1) * image_len;
-                let zu = shifted_zero_point(&self.x_ty)?;
+                let layer = Channels {
+                    g: &g,
+                    form: *form,
+                    zx,
+                    zu: shifted_zero_point(&self.x_ty)?,
+                    taps,
+                };
                 match &x.data {
-                    TensorData::U8(v) => {
-                        Channels::new(&g, *form, &v[image], zx, zu, taps).run(sink)
-                    }
-                    TensorData::I8(v) => {
-                        Channels::new(&g, *form, &v[image], zx, zu, taps).run(sink)
-                    }
+                    TensorData::U8(v) => layer.run(&v[image], sink),
+                    TensorData::I8(v) => layer.run(&v[image], sink),
                     _ => Err("the input must be 8-bit".into()),
                 }
             }
@@ -471,46 +473,28 @@ fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
 /// Depthwise channels one thread takes at a time (each task stages into buffers of its own).
 const CHANNELS_PER_TASK: usize = 16;
 
-/// The channels of one depthwise image (stored values of zero point `zx`, `zu` shifted to u8)
-/// and the layer's packed weights.
-struct Channels<'a, T> {
+/// A depthwise layer as it runs one image: its geometry, kernel form, input zero point (`zx`,
+/// and `zu` shifted to u8) and packed weights.
+struct Channels<'a> {
     g: &'a Geometry,
     form: Form,
-    image: &'a [T],
     zx: i64,
     zu: i64,
     taps: &'a [u32],
 }
 
-impl<'a, T: depthwise::Byte> Channels<'a, T> {
-    fn new(
-        g: &'a Geometry,
-        form: Form,
-        image: &'a [T],
-        zx: i64,
-        zu: i64,
-        taps: &'a [u32],
-    ) -> Channels<'a, T> {
-        Channels {
-            g,
-            form,
-            image,
-            zx,
-            zu,
-            taps,
-        }
-    }
-
-    /// Every channel's output, as `sink` asks, channels over threads.
-    fn run(&self, sink: Sink) -> Result<(), String> {
+impl Channels<'_> {
+    /// Every channel's output of `image` (its stored values), as `sink` asks, channels over
+    /// threads.
+    fn run<T: depthwise::Byte>(&self, image: &[T], sink: Sink) -> Result<(), String> {
         match sink {
             Sink::Accumulators(out) => {
                 let f = depthwise::kernel(self.g, self.form, Epilogue::Accumulators)?;
-                self.all(out, f, |_| std::ptr::null());
+                self.all(image, out, f, |_| std::ptr::null());
             }
             Sink::Levels(out, records, levels) => {
                 let f = depthwise::kernel(self.g, self.form, Epilogue::Requantize(levels))?;
-                self.all(out, f, |ch| records[RECORD_WORDS * ch..].as_ptr());
+                self.all(image, out, f, |ch| records[RECORD_WORDS * ch..].as_ptr());
             }
         }
         Ok(())
@@ -518,25 +502,27 @@ impl<'a, T: depthwise::Byte> Channels<'a, T> {
 
     /// Every channel's output plane into `out` (i32 accumulators or levels, as `f` writes
     /// them), `record(ch)` the channel's requantization record.
-    fn all<O: Poolable + Send + Sync>(
+    fn all<T: depthwise::Byte, O: Poolable + Send + Sync>(
         &self,
+        image: &[T],
         out: &mut [O],
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
     ) {
         match self.form {
-            Form::Pairs => self.each::<i16, O>(out, f, record, |plane, staged, line| {
+            Form::Pairs => self.each::<T, i16, O>(image, out, f, record, |plane, staged, line| {
                 self.g.stage(plane, self.zx as i16, staged, line)
             }),
-            Form::Quads => self.each::<u8, O>(out, f, record, |plane, staged, _| {
+            Form::Quads => self.each::<T, u8, O>(image, out, f, record, |plane, staged, _| {
                 self.g.stage_quads(plane, self.zu as u8, staged)
             }),
         }
     }
 
     /// [`Channels::all`] with `stage` staging a channel's plane for the kernel.
-    fn each<S: Poolable + Send, O: Poolable + Send + Sync>(
+    fn each<T: depthwise::Byte, S: Poolable + Send, O: Poolable + Send + Sync>(
         &self,
+        image: &[T],
         out: &mut [O],
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
@@ -558,11 +544,7 @@ impl<'a, T: depthwise::Byte> Channels<'a, T> {
                     (staged, padded, Vec::new())
                 },
                 |(staged, padded, line), (ch, dst)| {
-                    stage(
-                        &self.image[ch * plane_in..(ch + 1) * plane_in],
-                        staged,
-                        line,
-                    );
+                    stage(&image[ch * plane_in..(ch + 1) * plane_in], staged, line);
                     let target = if in_place {
                         dst.as_mut_ptr()
                     } else {
