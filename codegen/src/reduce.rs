@@ -1,6 +1,7 @@
 //! Generated reductions: `quant.global_avg_pool` of 8-bit tensors. Each call sums eight planes
 //! (widened to i32 lanes, sixteen bytes per load), subtracts the zero point's share and
-//! requantizes the eight sums in the vector epilogue the layers use. The driver copies the planes
+//! requantizes the eight sums with the fixed-point multiplier (`clif::Multiplier`, as
+//! `docs/quantization.md` states for pooling). The driver copies the planes
 //! into rows of a multiple of sixteen bytes (zeros after the data, which add nothing) and pads
 //! the plane count to a multiple of eight, so the kernel never reads past its buffer.
 
