@@ -39,6 +39,12 @@ impl<T: Poolable> Pooled<T> {
     /// `len` values whose contents are whatever an earlier user left: the caller writes every
     /// value it reads.
     pub fn dirty(len: usize) -> Pooled<T> {
+        if len == 0 {
+            return Pooled {
+                values: Vec::new(),
+                len,
+            };
+        }
         let mut values = T::free()
             .try_with(|free| {
                 // The smallest buffer that holds `len` values, else the largest: a buffer is
@@ -63,6 +69,9 @@ impl<T: Poolable> Pooled<T> {
 impl<T: Poolable> Drop for Pooled<T> {
     fn drop(&mut self) {
         let values = std::mem::take(&mut self.values);
+        if values.is_empty() {
+            return;
+        }
         let _ = T::free().try_with(|free| {
             let mut free = free.borrow_mut();
             if free.len() < KEPT {
@@ -110,5 +119,18 @@ mod tests {
         d.fill(1);
         e.fill(2);
         assert_eq!((&d[..], &e[..]), (&[1u8; 3][..], &[2u8; 3][..]));
+    }
+
+    #[test]
+    fn loans_take_the_smallest_buffer_that_fits_and_empty_loans_take_none() {
+        let (small, large) = (Pooled::<i32>::dirty(8), Pooled::<i32>::dirty(64));
+        let (small_at, large_at) = (small.as_ptr(), large.as_ptr());
+        drop((small, large));
+        let empty = Pooled::<i32>::dirty(0);
+        let fits = Pooled::<i32>::dirty(6);
+        assert_eq!(fits.as_ptr(), small_at);
+        let big = Pooled::<i32>::dirty(40);
+        assert_eq!(big.as_ptr(), large_at);
+        drop((empty, fits, big));
     }
 }
