@@ -233,13 +233,21 @@ impl QuantAdd {
             let (zav, zbv) = (splat32(b, za), splat32(b, zb));
             let xa = load8(b, pa, ua);
             let xb = load8(b, pb, ub);
+            // `apply(M, d << 20)`; the input of the larger scale has M = 1/2 exactly, whose
+            // product is `d << 19` with nothing to round.
+            let scaled = |b: &mut FunctionBuilder, d: Value, m: &Fixed, f: &Multiplier| {
+                if (m.m0, m.shift) == (1 << 30, 31) {
+                    b.ins().ishl_imm_u(d, 19)
+                } else {
+                    let d = b.ins().ishl_imm_u(d, 20);
+                    f.apply(b, d)
+                }
+            };
             let sums = [0, 1].map(|j| {
                 let da = b.ins().isub(xa[j], zav);
-                let da = b.ins().ishl_imm_u(da, 20);
-                let ta = fa.apply(b, da);
+                let ta = scaled(b, da, &ma, &fa);
                 let db = b.ins().isub(xb[j], zbv);
-                let db = b.ins().ishl_imm_u(db, 20);
-                let tb = fb.apply(b, db);
+                let tb = scaled(b, db, &mb, &fb);
                 let t = b.ins().iadd(ta, tb);
                 fy.apply(b, t)
             });
