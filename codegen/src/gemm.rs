@@ -304,7 +304,7 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
         params[2 * MR + 1],
         params[2 * MR + 2],
     );
-    let mut next = step(b, form, accs, (ap, 0), (bp, 0));
+    let mut next = step(b, form, accs, ap, bp);
     let finished = args_of(&next);
     let ap2 = b.ins().iadd_imm_s(ap, mr * 4);
     let bp2 = b.ins().iadd_imm_s(bp, nr * 4);
@@ -350,34 +350,28 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
 }
 
 /// One word of K for the whole tile: the accumulators `accs` plus A's word of each row (at
-/// `a.0 + a.1`) times B's words of the tile's columns (at `bm.0 + bm.1`).
-fn step(
-    b: &mut FunctionBuilder,
-    form: Form,
-    accs: &[Value],
-    a: (Value, i32),
-    bm: (Value, i32),
-) -> Vec<Value> {
+/// `a`) times B's words of the tile's columns (at `bm`).
+fn step(b: &mut FunctionBuilder, form: Form, accs: &[Value], a: Value, bm: Value) -> Vec<Value> {
     let flags = MemFlagsData::new().with_notrap();
     let lanes = match form {
         Form::Pairs => types::I16X8,
         Form::Quads => types::I8X16,
     };
-    let b0 = b.ins().load(lanes, flags, bm.0, bm.1);
-    let b1 = b.ins().load(lanes, flags, bm.0, bm.1 + 16);
+    let b0 = b.ins().load(lanes, flags, bm, 0);
+    let b1 = b.ins().load(lanes, flags, bm, 16);
     let mut next = Vec::with_capacity(2 * MR + 3);
     for r in 0..MR {
-        let at = a.1 + 4 * r as i32;
+        let at = 4 * r as i32;
         match form {
             Form::Pairs => {
-                let w = splat_pair(b, a.0, at);
+                let w = splat_pair(b, a, at);
                 let d0 = pmaddwd(b, w, b0);
                 let d1 = pmaddwd(b, w, b1);
                 next.push(b.ins().iadd(accs[2 * r], d0));
                 next.push(b.ins().iadd(accs[2 * r + 1], d1));
             }
             Form::Quads => {
-                let w = splat_quad(b, a.0, at);
+                let w = splat_quad(b, a, at);
                 next.push(dot_u8_i8(b, w, b0, accs[2 * r]));
                 next.push(dot_u8_i8(b, w, b1, accs[2 * r + 1]));
             }
