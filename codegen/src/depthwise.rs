@@ -18,9 +18,13 @@
 use cranelift_codegen::ir::{Endianness, Immediate, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
+use qcc_dialects::ops::attrs::Conv2dAttrs;
+use rayon::prelude::*;
+
 use crate::clif::{Loop, dot_u8_i8, pmaddwd, requantize8};
 use crate::gemm::{Epilogue, Form};
 use crate::jit;
+use crate::pool::{Poolable, Pooled};
 
 /// Output columns per iteration of the generated row loop.
 pub(crate) const VECTOR: usize = 8;
@@ -43,6 +47,62 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of a depthwise layer with `attrs` over an `input`-sized plane and a
+    /// `kernel`-sized window.
+    pub fn of(
+        attrs: &Conv2dAttrs,
+        input: [usize; 2],
+        kernel: [usize; 2],
+    ) -> Result<Geometry, String> {
+        let win = &attrs.window;
+        let (oh, ow) = win.output(input[0], input[1], kernel[0], kernel[1], false)?;
+        Ok(Geometry {
+            input,
+            kernel,
+            output: [oh, ow],
+            strides: win.strides,
+            dilations: win.dilations,
+            pads: [win.pads[0], win.pads[1]],
+        })
+    }
+
+    /// Runs a kernel of this geometry over every output plane of `out`, planes over threads
+    /// (`per_task` at a time): `run(i, staged, line, target)` stages plane `i`'s input into
+    /// `staged` (`staged_len` values; `line` is scratch space) and runs the kernel into `target`,
+    /// which is the plane itself when its rows are a multiple of eight, else a padded plane
+    /// copied into it afterwards. Staged and padded buffers come from the thread's pool.
+    pub(crate) fn each_plane<S: Poolable + Send, O: Poolable + Send + Sync>(
+        &self,
+        out: &mut [O],
+        (staged_len, per_task): (usize, usize),
+        run: impl Fn(usize, &mut [S], &mut Vec<S>, *mut O) + Sync,
+    ) {
+        let in_place = self.writes_in_place();
+        out.par_chunks_mut((self.output[0] * self.output[1]).max(1))
+            .enumerate()
+            .with_min_len(per_task)
+            .for_each_init(
+                || {
+                    // Every value is written before it is read: staging fills whole rows, the
+                    // kernel whole padded output rows.
+                    let staged = Pooled::<S>::dirty(staged_len);
+                    let padded = Pooled::<O>::dirty(if in_place { 0 } else { self.out_len() });
+                    (staged, padded, Vec::new())
+                },
+                |(staged, padded, line), (i, dst)| {
+                    let target = if in_place {
+                        dst.as_mut_ptr()
+                    } else {
+                        padded.as_mut_ptr()
+                    };
+                    run(i, staged, line, target);
+                    if !in_place {
+                        self.compact(padded, dst);
+                    }
+                },
+            );
+    }
+
     /// A name fragment that spells out the geometry (kernels are cached by name).
     pub fn tag(&self) -> String {
         format!(

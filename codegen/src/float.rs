@@ -15,13 +15,11 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
-use rayon::prelude::*;
 
 use crate::depthwise::{Geometry, Rows};
 use crate::elementwise::Fallback;
 use crate::gemm::Form;
 use crate::jit;
-use crate::pool::Pooled;
 
 /// Channels one task takes at a time (each task stages into buffers of its own).
 const PLANES_PER_TASK: usize = 8;
@@ -99,30 +97,12 @@ impl FloatDepthwise {
         if !depthwise {
             return Ok(None);
         }
-        kernel(&geometry(&attrs, [x[2], x[3]], [w[2], w[3]])?)?;
+        kernel(&Geometry::of(&attrs, [x[2], x[3]], [w[2], w[3]])?)?;
         Ok(Some(FloatDepthwise {
             attrs,
             fallback: Fallback::new(op, types),
         }))
     }
-}
-
-/// The geometry of a depthwise layer over `input` with a `kernel`-sized window.
-fn geometry(
-    attrs: &Conv2dAttrs,
-    input: [usize; 2],
-    kernel: [usize; 2],
-) -> Result<Geometry, String> {
-    let win = &attrs.window;
-    let (oh, ow) = win.output(input[0], input[1], kernel[0], kernel[1], false)?;
-    Ok(Geometry {
-        input,
-        kernel,
-        output: [oh, ow],
-        strides: win.strides,
-        dilations: win.dilations,
-        pads: [win.pads[0], win.pads[1]],
-    })
 }
 
 fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], String> {
@@ -139,43 +119,22 @@ impl OpKernel for FloatDepthwise {
             return self.fallback.run(inputs);
         }
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-        let g = geometry(&self.attrs, [h, wd], [w.shape[2], w.shape[3]])?;
+        let g = Geometry::of(&self.attrs, [h, wd], [w.shape[2], w.shape[3]])?;
         let f = kernel(&g)?;
         let [oh, ow] = g.output;
         let (plane_in, plane_out, taps) = (h * wd, oh * ow, w.shape[2] * w.shape[3]);
-        let in_place = g.writes_in_place();
         let mut out = vec![0f32; n * c * plane_out];
-        out.par_chunks_mut(plane_out.max(1))
-            .enumerate()
-            .with_min_len(PLANES_PER_TASK)
-            .for_each_init(
-                || {
-                    // Every value is written before it is read: staging fills whole rows, the
-                    // kernel whole padded output rows.
-                    let staged = Pooled::<f32>::dirty(g.staged_len(Form::Pairs));
-                    let padded = Pooled::<f32>::dirty(if in_place { 0 } else { g.out_len() });
-                    (staged, padded, Vec::new())
-                },
-                |(staged, padded, line), (i, dst)| {
-                    let ch = i % c;
-                    let plane = &xv[i * plane_in..(i + 1) * plane_in];
-                    let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);
-                    g.stage_phases(plane, 0.0, copy, staged, line);
-                    let b = bias.map_or(0.0, |bv| bv[ch]);
-                    let target = if in_place {
-                        dst.as_mut_ptr()
-                    } else {
-                        padded.as_mut_ptr()
-                    };
-                    // SAFETY: `staged` has the size the kernel was generated for, the weights
-                    // are the channel's taps, the target the padded output (or, for rows of a
-                    // multiple of eight, the plane itself).
-                    unsafe { f(staged.as_ptr(), wv[ch * taps..].as_ptr(), &b, target) };
-                    if !in_place {
-                        g.compact(padded, dst);
-                    }
-                },
-            );
+        let sizes = (g.staged_len(Form::Pairs), PLANES_PER_TASK);
+        g.each_plane(&mut out, sizes, |i, staged, line, target| {
+            let ch = i % c;
+            let plane = &xv[i * plane_in..(i + 1) * plane_in];
+            let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);
+            g.stage_phases(plane, 0.0, copy, staged, line);
+            let b = bias.map_or(0.0, |bv| bv[ch]);
+            // SAFETY: `staged` and the target have the sizes the kernel was generated for, the
+            // weights are the channel's taps.
+            unsafe { f(staged.as_ptr(), wv[ch * taps..].as_ptr(), &b, target) };
+        });
         Ok(Tensor::from_f32(vec![n, c, oh, ow], out))
     }
 }

@@ -308,22 +308,12 @@ fn depthwise_geometry(
     if !is_depthwise(wshape, attrs.groups) || x_ty.shape.len() != 4 {
         return None;
     }
-    geometry(attrs, x_ty.shape[2], x_ty.shape[3], wshape).ok()
-}
-
-/// The window geometry of a convolution over an `h x w` input.
-fn geometry(attrs: &Conv2dAttrs, h: usize, w: usize, wshape: &[usize]) -> Result<Geometry, String> {
-    let (kh, kw) = (wshape[2], wshape[3]);
-    let win = &attrs.window;
-    let (oh, ow) = win.output(h, w, kh, kw, false)?;
-    Ok(Geometry {
-        input: [h, w],
-        kernel: [kh, kw],
-        output: [oh, ow],
-        strides: win.strides,
-        dilations: win.dilations,
-        pads: [win.pads[0], win.pads[1]],
-    })
+    Geometry::of(
+        attrs,
+        [x_ty.shape[2], x_ty.shape[3]],
+        [wshape[2], wshape[3]],
+    )
+    .ok()
 }
 
 /// What a layer computes: its accumulators, or its output levels.
@@ -372,7 +362,11 @@ impl QuantConv {
             for e in epilogues {
                 match &conv.weights.packed {
                     Packed::Depthwise(form, _) => {
-                        depthwise::kernel(&geometry(&attrs, h, wd, &w.shape)?, *form, e)?;
+                        depthwise::kernel(
+                            &Geometry::of(&attrs, [h, wd], [w.shape[2], w.shape[3]])?,
+                            *form,
+                            e,
+                        )?;
                     }
                     Packed::Gemm(panels) => {
                         gemm::kernel(w.shape[1..].iter().product(), panels[0].form, e)?;
@@ -399,9 +393,10 @@ impl QuantConv {
             &fresh
         };
         let (_, zx, _) = per_tensor_params(&self.x_ty, "the input")?;
+        let zu = shifted_zero_point(&self.x_ty)?;
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
         let (o, cg) = (w.shape[0], w.shape[1]);
-        let g = geometry(&self.attrs, h, wd, &w.shape)?;
+        let g = Geometry::of(&self.attrs, [h, wd], [w.shape[2], w.shape[3]])?;
         let [oh, ow] = g.output;
         let plane = oh * ow;
         let k = cg * g.kernel[0] * g.kernel[1];
@@ -426,7 +421,7 @@ impl QuantConv {
                     g: &g,
                     form: *form,
                     zx,
-                    zu: shifted_zero_point(&self.x_ty)?,
+                    zu,
                     taps,
                 };
                 match &x.data {
@@ -526,47 +521,26 @@ impl Channels<'_> {
         out: &mut [O],
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
-        stage: impl Fn(&[T], &mut [S], &mut Vec<i16>) + Sync,
+        stage: impl Fn(&[T], &mut [S], &mut Vec<S>) + Sync,
     ) {
         let g = self.g;
-        let (plane_in, plane_out) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
+        let plane_in = g.input[0] * g.input[1];
         let per = depthwise::words_per_channel(g, self.form);
-        let in_place = g.writes_in_place();
-        out.par_chunks_mut(plane_out.max(1))
-            .enumerate()
-            .with_min_len(CHANNELS_PER_TASK)
-            .for_each_init(
-                || {
-                    // Every value is written before it is read: staging fills whole rows, the
-                    // kernel whole padded output rows.
-                    let staged = Pooled::<S>::dirty(g.staged_len(self.form));
-                    let padded = Pooled::<O>::dirty(if in_place { 0 } else { g.out_len() });
-                    (staged, padded, Vec::new())
-                },
-                |(staged, padded, line), (ch, dst)| {
-                    stage(&image[ch * plane_in..(ch + 1) * plane_in], staged, line);
-                    let target = if in_place {
-                        dst.as_mut_ptr()
-                    } else {
-                        padded.as_mut_ptr()
-                    };
-                    // SAFETY: `staged` and the target have the sizes the kernel was generated
-                    // for (a plane written in place has rows of exactly the padded length), the
-                    // taps are the channel's packed words, the record (when the kernel
-                    // requantizes) the channel's.
-                    unsafe {
-                        f(
-                            staged.as_ptr() as *const u8,
-                            self.taps[ch * per..(ch + 1) * per].as_ptr(),
-                            target as *mut u8,
-                            record(ch),
-                        )
-                    };
-                    if !in_place {
-                        g.compact(padded, dst);
-                    }
-                },
-            );
+        let sizes = (g.staged_len(self.form), CHANNELS_PER_TASK);
+        g.each_plane(out, sizes, |ch, staged, line, target| {
+            stage(&image[ch * plane_in..(ch + 1) * plane_in], staged, line);
+            // SAFETY: `staged` and the target have the sizes the kernel was generated for, the
+            // taps are the channel's packed words, the record (when the kernel requantizes) the
+            // channel's.
+            unsafe {
+                f(
+                    staged.as_ptr() as *const u8,
+                    self.taps[ch * per..(ch + 1) * per].as_ptr(),
+                    target as *mut u8,
+                    record(ch),
+                )
+            };
+        });
     }
 }
 
