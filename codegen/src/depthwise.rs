@@ -10,7 +10,7 @@
 //!   exact `sum (x - Z_x) * w` (padding reads `Z_u`, which that start cancels).
 //! - **Pairs** (`pmaddwd`, every CPU): the taps unrolled two at a time, the two taps' inputs
 //!   interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights, exact since
-//!   `|x - Z_x| * |w| <= 255 * 127` fits i16 pairs summed in i32. The plane is staged as i16
+//!   `|x - Z_x| * |w| <= 255 * 128` fits i16 pairs summed in i32. The plane is staged as i16
 //!   (`x - Z_x`, zero where the window reads padding) and split into `stride` column phases, so
 //!   that a stride-2 layer also reads contiguous vectors: output column `ox` of tap column `kx`
 //!   reads phase `(kx * dilation) % stride` at column `ox + (kx * dilation) / stride`.

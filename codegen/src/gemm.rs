@@ -40,10 +40,10 @@ pub enum Form {
 
 impl Form {
     /// The form for a product over `k`: quads where the CPU has VNNI and the sums of `u * w`
-    /// (up to `k * 255 * 127`) cannot overflow i32, else pairs.
+    /// (up to `k * 255 * 128`, weights of -128 included) cannot overflow i32, else pairs.
     pub fn for_depth(k: usize) -> Form {
         let vnni = jit::features().is_ok_and(|f| f.vnni);
-        if vnni && (k as u64) * 255 * 127 < 1 << 31 {
+        if vnni && (k as u64) * 255 * 128 < 1 << 31 {
             Form::Quads
         } else {
             Form::Pairs

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::compare::{CompareArgs, compare_pipelines};
 use crate::commands::compile::{CompileArgs, compile};
 use crate::commands::eval::{EvalArgs, eval};
+use crate::commands::export::{ExportArgs, export};
 use crate::commands::import::{ImportArgs, import};
 use crate::commands::report::{ReportArgs, report};
 use crate::commands::run::{RunArgs, run as run_model};
@@ -30,6 +31,8 @@ Examples:
     qcc --passes=fold-batchnorm,quantize --calib photos/ --print-ir-after-all --timing -v model.ir
   Import an ONNX model (weights to model.safetensors):
     qcc import model.onnx -o model.ir --preprocess tf
+  Export a quantized module as QDQ ONNX, for ONNX Runtime (or give -o model.q.onnx above):
+    qcc export model.q.ir -o model.q.onnx
   List the passes and their options, or the ops:
     qcc --list-passes
     qcc --list-ops
@@ -80,6 +83,8 @@ pub struct Cli {
 pub enum Command {
     /// Convert an ONNX model to a .ir module and a .safetensors file of its weights.
     Import(ImportArgs),
+    /// Write a module as ONNX: integer ops in the standard QDQ form, for ONNX Runtime and others.
+    Export(ExportArgs),
     /// Run a model on images or tensors: print the top classes, or write the outputs as .npy.
     Run(RunArgs),
     /// Score a (quantized) model against a float reference: agreement, SQNR, KL, accuracy.
@@ -183,6 +188,7 @@ where
         crate::engines::choose(engine);
         match &cli.command {
             Some(Command::Import(args)) => import(args, err),
+            Some(Command::Export(args)) => export(args, err),
             Some(Command::Run(args)) => run_model(args, out, err),
             Some(Command::Eval(args)) => eval(args, out, err),
             Some(Command::Report(args)) => report(args, out, err),

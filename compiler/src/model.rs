@@ -63,6 +63,17 @@ pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Mo
             .map_err(|(file, diagnostics)| Failure { file, diagnostics });
     }
     let imported = crate::onnx::import_file(path)?;
+    if !imported.kept_float.is_empty() {
+        let _ = writeln!(
+            err,
+            "warning: {}: {} quantized (QDQ) ops stay float, between quant.dequantize and quant.quantize:",
+            path.display(),
+            imported.kept_float.len()
+        );
+        for why in &imported.kept_float {
+            let _ = writeln!(err, "  {why}");
+        }
+    }
     let mut module = imported.module;
     let takes_images = input_type(&module).is_ok_and(|t| t.rank() == 4 && t.shape[1] == 3);
     if !takes_images {
@@ -76,9 +87,10 @@ pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Mo
         return Ok(module);
     }
     let crop = pre.crop.unwrap_or_else(|| default_crop(&module));
-    let base = match (&imported.preprocess_hint, pre.preprocess.is_some()) {
-        (Some(hint), false) => Preprocess::preset(hint, crop)
-            .map_err(|e| format!("{}: qcc.preprocess metadata: {e}", path.display()))?,
+    let recorded = Preprocess::from_metadata(&imported.metadata, crop)
+        .map_err(|e| format!("{}: qcc.preprocess metadata: {e}", path.display()))?;
+    let base = match (recorded, pre.preprocess.is_some()) {
+        (Some(p), false) => p,
         _ => {
             if !pre.any() {
                 let _ = writeln!(

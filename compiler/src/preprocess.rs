@@ -46,6 +46,81 @@ impl Preprocess {
         })
     }
 
+    /// ONNX metadata entries that give this preprocessing back on import: `qcc.preprocess`
+    /// (a preset's name, when it is one) and every field under `qcc.preprocess.*`.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let three = |v: [f32; 3]| format!("{},{},{}", v[0], v[1], v[2]);
+        let mut out: Vec<(String, String)> = PRESETS
+            .iter()
+            .find(|p| Preprocess::preset(p, self.crop).is_ok_and(|p| p == *self))
+            .map(|p| ("qcc.preprocess".to_string(), p.to_string()))
+            .into_iter()
+            .collect();
+        for (key, value) in [
+            ("resize", self.resize.to_string()),
+            ("crop", self.crop.to_string()),
+            ("mean", three(self.mean)),
+            ("std", three(self.std)),
+            ("channels", if self.bgr { "bgr" } else { "rgb" }.to_string()),
+        ] {
+            out.push((format!("qcc.preprocess.{key}"), value));
+        }
+        out
+    }
+
+    /// The preprocessing ONNX metadata records (see `metadata`): the `qcc.preprocess.*` fields
+    /// when present, else the `qcc.preprocess` preset for a `crop` x `crop` input.
+    pub fn from_metadata(
+        entries: &[(String, String)],
+        crop: usize,
+    ) -> Result<Option<Preprocess>, String> {
+        let get = |key: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.trim())
+        };
+        let Some(crop_text) = get("qcc.preprocess.crop") else {
+            return get("qcc.preprocess")
+                .map(|name| Preprocess::preset(name, crop))
+                .transpose();
+        };
+        let size = |key: &str, text: &str| {
+            text.parse::<usize>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| format!("{key} must be a positive integer, got '{text}'"))
+        };
+        let three = |key: &str| -> Result<[f32; 3], String> {
+            let text = get(key).ok_or_else(|| format!("{key} is missing"))?;
+            let v: Vec<f32> = text
+                .split(',')
+                .map(|x| x.trim().parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("{key} must be three numbers R,G,B, got '{text}'"))?;
+            match v[..] {
+                [r, g, b] => Ok([r, g, b]),
+                _ => Err(format!("{key} must be three numbers R,G,B, got '{text}'")),
+            }
+        };
+        let crop = size("qcc.preprocess.crop", crop_text)?;
+        let resize = match get("qcc.preprocess.resize") {
+            Some(t) => size("qcc.preprocess.resize", t)?,
+            None => crop,
+        };
+        let std = three("qcc.preprocess.std")?;
+        if std.iter().any(|v| v.is_nan() || *v <= 0.0) {
+            return Err(format!("qcc.preprocess.std must be positive, got {std:?}"));
+        }
+        Ok(Some(Preprocess {
+            resize: resize.max(crop),
+            crop,
+            mean: three("qcc.preprocess.mean")?,
+            std,
+            bgr: get("qcc.preprocess.channels") == Some("bgr"),
+        }))
+    }
+
     /// Writes the `preprocess.*` module attributes.
     pub fn record(&self, module: &mut Module) {
         let a = &mut module.attrs;

@@ -26,5 +26,5 @@ pub use petgraph::stable_graph::NodeIndex;
 pub use printer::print_module;
 pub use registry::{OpDef, Registry, registry};
 pub use tensor::{Tensor, TensorData};
-pub use types::{ElemType, MAX_ELEMENTS, QuantParams, QuantType, Storage, TensorType};
+pub use types::{ElemType, MAX_ELEMENTS, QuantParams, QuantType, Storage, TensorType, f32_scale};
 pub use verifier::verify_module;

@@ -7,7 +7,7 @@ use crate::attr::{Attr, DenseAttr};
 use crate::diag::Span;
 use crate::lexer::{Num, SyntaxError, Tok};
 use crate::tensor::TensorData;
-use crate::types::{ElemType, QuantParams, QuantType, Storage, TensorType};
+use crate::types::{ElemType, QuantParams, QuantType, Storage, TensorType, f32_scale};
 
 type Result<T> = std::result::Result<T, ParseError<usize, Tok, SyntaxError>>;
 
@@ -104,7 +104,7 @@ pub(crate) fn quant_type(
     }
     let params = match (axis, params) {
         (None, QuantParamsAst::PerTensor(scale, zp)) => QuantParams::PerTensor {
-            scale: scale.node.as_f64(),
+            scale: f32_scale(scale.node.as_f64()),
             zero_point: int_of(&zp, "the zero point")?,
         },
         (Some(axis), QuantParamsAst::PerAxis(list)) => {
@@ -115,7 +115,7 @@ pub(crate) fn quant_type(
             let mut scales = Vec::with_capacity(list.len());
             let mut zero_points = Vec::with_capacity(list.len());
             for (scale, zp) in &list {
-                scales.push(scale.node.as_f64());
+                scales.push(f32_scale(scale.node.as_f64()));
                 zero_points.push(match zp {
                     Some(zp) => int_of(zp, "a zero point")?,
                     None => 0,

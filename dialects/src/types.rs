@@ -46,6 +46,23 @@ pub enum QuantParams {
     },
 }
 
+/// A scale as quantized types hold it: the nearest f32 (the element type says `f32`, and every
+/// deployment format, ONNX's `QuantizeLinear` included, stores f32 scales, so export and import
+/// keep a module's scales exactly). The parser rounds every scale it reads this way.
+pub fn f32_scale(s: f64) -> f64 {
+    s as f32 as f64
+}
+
+/// How a scale is written: as the shortest f32 text when it is an f32 (which reads back to the
+/// same scale), else in full.
+fn scale_text(s: f64) -> String {
+    if f32_scale(s) == s {
+        format!("{:?}", s as f32)
+    } else {
+        format!("{s:?}")
+    }
+}
+
 /// A uniform quantized element type: `real = scale * (stored - zero_point)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantType {
@@ -62,7 +79,8 @@ impl QuantType {
         let check = |scale: f64, zp: i64| -> Result<(), String> {
             if !(scale.is_finite() && scale > 0.0) {
                 return Err(format!(
-                    "quantization scale must be positive and finite, got {scale:?}"
+                    "quantization scale must be positive and finite, got {}",
+                    scale_text(scale)
                 ));
             }
             if zp < lo || zp > hi {
@@ -239,8 +257,9 @@ impl fmt::Display for QuantType {
             QuantParams::PerTensor { scale, zero_point } => {
                 write!(
                     f,
-                    "!quant.uniform<{}:f32, {scale:?}:{zero_point}>",
-                    self.storage
+                    "!quant.uniform<{}:f32, {}:{zero_point}>",
+                    self.storage,
+                    scale_text(*scale)
                 )
             }
             QuantParams::PerAxis {
@@ -254,9 +273,9 @@ impl fmt::Display for QuantType {
                         f.write_str(", ")?;
                     }
                     if *z == 0 {
-                        write!(f, "{s:?}")?;
+                        write!(f, "{}", scale_text(*s))?;
                     } else {
-                        write!(f, "{s:?}:{z}")?;
+                        write!(f, "{}:{z}", scale_text(*s))?;
                     }
                 }
                 f.write_str("}>")

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use qcc_dialects::ops::attrs;
 use qcc_dialects::{
     Attr, Attrs, ElemType, Function, Module, NodeIndex, OpKind, Operation, QuantParams, QuantType,
-    Storage, Tensor, TensorData, TensorType, Value,
+    Storage, Tensor, TensorData, TensorType, Value, f32_scale,
 };
 
 use qcc_runtime::quant::{to_bias, to_weight};
@@ -76,9 +76,9 @@ struct Quantize {
 /// that 0.0 is exact). A collapsed range gets the scale of [0, 1].
 pub fn activation_params(lo: f32, hi: f32) -> (f64, i64) {
     let (lo, hi) = (lo.min(0.0) as f64, hi.max(0.0) as f64);
-    let mut scale = (hi - lo) / 255.0;
+    let mut scale = f32_scale((hi - lo) / 255.0);
     if !(scale.is_finite() && scale > 1e-12) {
-        scale = 1.0 / 255.0;
+        scale = f32_scale(1.0 / 255.0);
     }
     let zp = (-lo / scale).round().clamp(0.0, 255.0) as i64;
     (scale, zp)
@@ -99,7 +99,11 @@ fn u8_type(shape: Vec<usize>, (scale, zero_point): (f64, i64)) -> TensorType {
 /// to the larger scale (so weights already on a grid keep it).
 fn weight_scale(w: &[f32], mse: bool) -> f64 {
     let top = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0;
-    if !mse || top == 0.0 {
+    if top == 0.0 {
+        return 0.0;
+    }
+    let top = f32_scale(top);
+    if !mse {
         return top;
     }
     let error = |s: f64| -> f64 {
@@ -112,7 +116,7 @@ fn weight_scale(w: &[f32], mse: bool) -> f64 {
     };
     let mut best = (error(top), top);
     for percent in (50..100).rev() {
-        let s = top * percent as f64 / 100.0;
+        let s = f32_scale(top * percent as f64 / 100.0);
         let e = error(s);
         if e < best.0 {
             best = (e, s);
@@ -138,7 +142,7 @@ pub fn quantize_weights(
     // An all-zero channel quantizes to zeros under any scale; 1/127 keeps its bias precise.
     let scales: Vec<f64> = scales
         .into_iter()
-        .map(|s| if s > 0.0 { s } else { 1.0 / 127.0 })
+        .map(|s| if s > 0.0 { s } else { f32_scale(1.0 / 127.0) })
         .collect();
     let q = w
         .iter()

@@ -215,7 +215,8 @@ fn weights(rng: &mut Rng, n: usize, channel: usize) -> Vec<i64> {
             if Some(i / channel.max(1)) == dead {
                 0
             } else if rng.chance(8) {
-                if rng.chance(2) { 127 } else { -127 }
+                // -128 too: imported models use the full i8 range.
+                [127, -127, -128][rng.below(3) as usize]
             } else {
                 rng.range(-127, 127)
             }

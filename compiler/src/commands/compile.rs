@@ -7,8 +7,9 @@ use clap::Args;
 use qcc_dialects::{Diagnostic, Module, Tensor, print_module};
 use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline};
 
+use crate::commands::export::{is_onnx_output, write_onnx};
 use crate::model::{Failure, load};
-use crate::output::{check_module_output, inline_changed_weights, write_module};
+use crate::output::{check_module_output, check_output, inline_changed_weights, write_module};
 use crate::preprocess::PreprocessArgs;
 
 /// Above this many weight values not yet in any file, printing asks for `-o` instead.
@@ -22,7 +23,7 @@ pub struct CompileArgs {
     pub passes: Option<String>,
 
     /// Write the resulting module here (weights next to it as .safetensors when they changed)
-    /// instead of printing it.
+    /// instead of printing it; a name ending in .onnx writes ONNX (integer ops as QDQ).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
 
@@ -183,8 +184,10 @@ pub fn compile(
     if let Some(passes) = &args.passes {
         parse_pipeline(passes).map_err(|e| format!("--passes: {e}"))?;
     }
-    if let Some(path) = &args.output {
-        check_module_output(path, "-o")?;
+    match &args.output {
+        Some(path) if is_onnx_output(path) => check_output(path, "-o")?,
+        Some(path) => check_module_output(path, "-o")?,
+        None => {}
     }
     let mut module = load(input, &args.preprocess, err)?;
     match &args.passes {
@@ -195,6 +198,12 @@ pub fn compile(
         None => {}
     }
     match &args.output {
+        Some(path) if is_onnx_output(path) => {
+            write_onnx(&module, path, err)?;
+            if args.verbose {
+                let _ = writeln!(err, "wrote {}", path.display());
+            }
+        }
         Some(path) => {
             let written = write_module(&mut module, path).map_err(Failure::msg)?;
             if args.verbose {

@@ -11,6 +11,8 @@ use qcc_dialects::{
 use super::proto::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
 use super::tensor::{decode, ints, scalar};
 
+mod qdq;
+
 /// Every ONNX op the importer converts.
 pub const SUPPORTED: &[&str] = &[
     "Add",
@@ -20,6 +22,7 @@ pub const SUPPORTED: &[&str] = &[
     "Concat",
     "Constant",
     "Conv",
+    "DequantizeLinear",
     "Div",
     "Dropout",
     "Flatten",
@@ -32,6 +35,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "Mul",
     "Pad",
+    "QuantizeLinear",
     "Relu",
     "Reshape",
     "Sigmoid",
@@ -96,6 +100,8 @@ pub struct Converter<'m> {
     materialized: HashMap<String, Value>,
     opset: i64,
     node: String,
+    /// QDQ-wrapped ops left in float, and why.
+    kept_float: Vec<String>,
 }
 
 impl<'m> Converter<'m> {
@@ -108,6 +114,7 @@ impl<'m> Converter<'m> {
             materialized: HashMap::new(),
             opset,
             node: String::new(),
+            kept_float: Vec::new(),
         }
     }
 
@@ -115,8 +122,9 @@ impl<'m> Converter<'m> {
         Err(format!("{}: {msg}", self.node))
     }
 
-    /// Converts the whole graph into `@main`.
-    pub fn graph(mut self, graph: &GraphProto) -> Result<Function, String> {
+    /// Converts the whole graph into `@main`; also returns the QDQ-wrapped ops that stay float,
+    /// each with the reason.
+    pub fn graph(mut self, graph: &GraphProto) -> Result<(Function, Vec<String>), String> {
         for init in &graph.initializer {
             let tensor = decode(init)?;
             self.sources.insert(
@@ -138,13 +146,20 @@ impl<'m> Converter<'m> {
         if self.func.args.is_empty() {
             return Err("the graph has no inputs besides its initializers".into());
         }
+        let folded = self.fold_constants(graph)?;
+        let (units, kept_float) = self.plan_units(graph, &folded);
+        self.kept_float = kept_float;
+        let absorbed: std::collections::HashSet<usize> =
+            units.values().flat_map(|u| u.absorbed.clone()).collect();
         for (i, node) in graph.node.iter().enumerate() {
-            self.node = if node.name.is_empty() {
-                format!("node #{i} ({})", node.op_type)
-            } else {
-                format!("node '{}' ({})", node.name, node.op_type)
-            };
-            self.convert(node)?;
+            if folded.contains(&i) || absorbed.contains(&i) {
+                continue;
+            }
+            self.at_node(i, node);
+            match units.get(&i) {
+                Some(unit) => self.convert_unit(node, unit)?,
+                None => self.convert(node)?,
+            }
         }
         self.node = "the graph outputs".into();
         for out in &graph.output {
@@ -154,7 +169,33 @@ impl<'m> Converter<'m> {
         if self.func.results.is_empty() {
             return Err("the graph has no outputs".into());
         }
-        Ok(self.func)
+        self.remove_unread_dequantizes();
+        Ok((self.func, self.kept_float))
+    }
+
+    /// Names node `i` in messages.
+    fn at_node(&mut self, i: usize, node: &NodeProto) {
+        self.node = if node.name.is_empty() {
+            format!("node #{i} ({})", node.op_type)
+        } else {
+            format!("node '{}' ({})", node.name, node.op_type)
+        };
+    }
+
+    /// Removes the `quant.dequantize` ops of DequantizeLinear nodes whose readers all became
+    /// integer ops.
+    fn remove_unread_dequantizes(&mut self) {
+        let unread: Vec<_> = self
+            .func
+            .op_nodes()
+            .into_iter()
+            .filter(|&n| {
+                self.func.is_op(n, OpKind::Dequantize) && self.func.use_count(Value::of(n)) == 0
+            })
+            .collect();
+        for n in unread {
+            self.func.remove_op(n);
+        }
     }
 
     fn is_known(&self, name: &str) -> bool {
@@ -244,12 +285,28 @@ impl<'m> Converter<'m> {
         self.func.value_type(v)
     }
 
-    /// Adds an op, inferring its result type through the registry.
+    /// Adds an op, inferring its result type through the registry (the element type of its
+    /// first operand).
     fn emit(
         &mut self,
         kind: OpKind,
         attrs: Attrs,
         operands: &[Value],
+        hint: Option<&str>,
+    ) -> Result<Value, String> {
+        let elem = operands
+            .first()
+            .map_or(ElemType::F32, |v| self.ty(*v).elem.clone());
+        self.emit_typed(kind, attrs, operands, elem, hint)
+    }
+
+    /// Adds an op whose result has element type `elem`, its shape inferred through the registry.
+    fn emit_typed(
+        &mut self,
+        kind: OpKind,
+        attrs: Attrs,
+        operands: &[Value],
+        elem: ElemType,
         hint: Option<&str>,
     ) -> Result<Value, String> {
         let Some(def) = registry().get(kind.name()) else {
@@ -266,9 +323,6 @@ impl<'m> Converter<'m> {
                 Err(e) => return self.err(e),
             }
         };
-        let elem = operands
-            .first()
-            .map_or(ElemType::F32, |v| self.ty(*v).elem.clone());
         op.results = vec![TensorType::new(shapes[0].clone(), elem)];
         if let Some(h) = hint {
             op.result_names[0] = Some(sanitize(h));
@@ -277,8 +331,12 @@ impl<'m> Converter<'m> {
     }
 
     fn bind(&mut self, node: &NodeProto, v: Value) {
+        self.bind_source(node, Source::Value(v));
+    }
+
+    fn bind_source(&mut self, node: &NodeProto, source: Source) {
         if let Some(out) = node.output.first() {
-            self.sources.insert(out.clone(), Source::Value(v));
+            self.sources.insert(out.clone(), source);
         }
     }
 
@@ -460,6 +518,8 @@ impl<'m> Converter<'m> {
                 )?
             }
             "Softmax" => self.softmax(node)?,
+            "QuantizeLinear" => return self.quantize_linear(node),
+            "DequantizeLinear" => return self.dequantize_linear(node),
             "Pad" => self.pad(node)?,
             "Identity" | "Dropout" => {
                 if node.op_type == "Dropout" {
@@ -517,33 +577,49 @@ impl<'m> Converter<'m> {
         let x = self.input(node, 0)?;
         let w = self.input(node, 1)?;
         let b = self.optional_input(node, 2)?;
-        let hw = self.spatial(x)?;
         let ws = self.ty(w).shape.clone();
+        let attrs = self.conv_attrs(node, x, &ws)?;
+        let mut operands = vec![x, w];
+        operands.extend(b);
+        self.emit(OpKind::Conv2d, attrs, &operands, Self::hint(node))
+    }
+
+    /// The attributes of a Conv node reading `x` with weights of shape `ws`.
+    fn conv_attrs(&self, node: &NodeProto, x: Value, ws: &[usize]) -> Result<Attrs, String> {
+        let hw = self.spatial(x)?;
         if ws.len() != 4 {
-            return self.err(format!("the weight must be 4-D (OIHW), got {}", self.ty(w)));
+            return self.err(format!("the weight must be 4-D (OIHW), got shape {ws:?}"));
         }
         let strides = self.window_attrs(node, "strides")?;
         let dilations = self.window_attrs(node, "dilations")?;
         let pads = self.pads(node, hw, [ws[2], ws[3]], strides, dilations)?;
-        let mut attrs = Attrs::new()
-            .with("strides", Attr::ints(&strides.map(|v| v as i64)))
-            .with("pads", Attr::ints(&pads))
-            .with("dilations", Attr::ints(&dilations.map(|v| v as i64)))
-            .with("groups", Attr::Int(attr_int(node, "group").unwrap_or(1)));
         if attr_ints(node, "kernel_shape").is_some_and(|k| k != [ws[2] as i64, ws[3] as i64]) {
             return self.err(format!(
                 "'kernel_shape' disagrees with the weight shape {ws:?}"
             ));
         }
-        let mut operands = vec![x, w];
-        operands.extend(b);
-        let _ = &mut attrs;
-        self.emit(OpKind::Conv2d, attrs, &operands, Self::hint(node))
+        Ok(Attrs::new()
+            .with("strides", Attr::ints(&strides.map(|v| v as i64)))
+            .with("pads", Attr::ints(&pads))
+            .with("dilations", Attr::ints(&dilations.map(|v| v as i64)))
+            .with("groups", Attr::Int(attr_int(node, "group").unwrap_or(1))))
     }
 
     fn pool(&mut self, node: &NodeProto) -> Result<Value, String> {
         self.only_first_output(node)?;
         let x = self.input(node, 0)?;
+        let (attrs, max) = self.pool_attrs(node, x)?;
+        // The maximum of stored values is the quantized maximum: the type passes through.
+        let kind = match (max, self.ty(x).elem.quant().is_some()) {
+            (true, true) => OpKind::QuantMaxPool2d,
+            (true, false) => OpKind::MaxPool2d,
+            (false, _) => OpKind::AvgPool2d,
+        };
+        self.emit(kind, attrs, &[x], Self::hint(node))
+    }
+
+    /// The attributes of an AveragePool or MaxPool node reading `x`, and whether it is MaxPool.
+    fn pool_attrs(&self, node: &NodeProto, x: Value) -> Result<(Attrs, bool), String> {
         let hw = self.spatial(x)?;
         let Some(kernel) = attr_ints(node, "kernel_shape") else {
             return self.err("'kernel_shape' is required");
@@ -578,12 +654,7 @@ impl<'m> Converter<'m> {
             "ceil_mode",
             Attr::Bool(attr_int(node, "ceil_mode") == Some(1)),
         );
-        let kind = if max {
-            OpKind::MaxPool2d
-        } else {
-            OpKind::AvgPool2d
-        };
-        self.emit(kind, attrs, &[x], Self::hint(node))
+        Ok((attrs, max))
     }
 
     fn clip(&mut self, node: &NodeProto) -> Result<Value, String> {

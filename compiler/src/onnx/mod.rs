@@ -2,6 +2,7 @@
 //! converts its graph into an `nn` module whose weights keep their ONNX names.
 
 mod convert;
+mod export;
 mod tensor;
 
 use std::path::Path;
@@ -10,6 +11,7 @@ use prost::Message;
 use qcc_dialects::{Attr, Module, verify_module};
 
 pub use convert::SUPPORTED;
+pub use export::{Exported, export};
 pub use tensor::ints as int_values;
 
 /// The protobuf types of the ONNX format.
@@ -25,8 +27,10 @@ pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
 pub struct Imported {
     /// The `nn` module (weights in its store, marked changed).
     pub module: Module,
-    /// The `qcc.preprocess` metadata entry, if the model carries one.
-    pub preprocess_hint: Option<String>,
+    /// The model's metadata entries (key, value), `qcc.preprocess*` among them.
+    pub metadata: Vec<(String, String)>,
+    /// Quantized (QDQ) ops that stay float, as `name (op type): why`.
+    pub kept_float: Vec<String>,
 }
 
 /// Decodes ONNX bytes into a module. `source` names the file in messages.
@@ -58,7 +62,7 @@ pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Imported, String> {
         }),
         ..Module::default()
     };
-    let func = convert::Converter::new(&mut module, opset)
+    let (func, kept_float) = convert::Converter::new(&mut module, opset)
         .graph(graph)
         .map_err(|e| format!("{source}: {e}"))?;
     module.functions.push(func);
@@ -74,14 +78,15 @@ pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Imported, String> {
             "{source}: the imported module does not verify: {first}"
         ));
     }
-    let preprocess_hint = model
+    let metadata = model
         .metadata_props
         .iter()
-        .find(|p| p.key == "qcc.preprocess")
-        .map(|p| p.value.clone());
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
     Ok(Imported {
         module,
-        preprocess_hint,
+        metadata,
+        kept_float,
     })
 }
 

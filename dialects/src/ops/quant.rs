@@ -143,7 +143,7 @@ pub static OPS: &[OpDef] = &[
     },
     OpDef {
         kind: OpKind::QuantConv2d,
-        summary: "integer convolution: i32 accumulation, fixed-point requantization, clamp",
+        summary: "integer convolution: i32 accumulation, f32 requantization, clamp",
         operands: Arity::Range(2, 3),
         results: 1,
         attrs: &LAYER_ATTRS,
@@ -152,7 +152,7 @@ pub static OPS: &[OpDef] = &[
     },
     OpDef {
         kind: OpKind::QuantDense,
-        summary: "integer fully connected layer: i32 accumulation, fixed-point requantization, clamp",
+        summary: "integer fully connected layer: i32 accumulation, f32 requantization, clamp",
         operands: Arity::Range(2, 3),
         results: 1,
         attrs: &[
