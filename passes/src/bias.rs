@@ -30,6 +30,82 @@ pub struct FloatReference {
     pub layers: Vec<LayerLink>,
 }
 
+impl FloatReference {
+    /// Links the `@main` of an already-quantized module (one imported from ONNX, say) to `float`,
+    /// the float module it was quantized from: the k-th convolution or dense layer of one, integer
+    /// or not, is the k-th of the other, with weights of the same shape. A float layer's value
+    /// after an activation that alone reads it is the post-activation value.
+    pub fn link(quantized: &Module, float: Module) -> Result<FloatReference, String> {
+        let main = |m: &Module| -> Result<Function, String> {
+            m.function("main")
+                .cloned()
+                .ok_or_else(|| "the module has no @main".to_string())
+        };
+        let (q, f) = (main(quantized)?, main(&float)?);
+        let layers = |func: &Function, kinds: [OpKind; 4]| -> Vec<NodeIndex> {
+            func.schedule()
+                .into_iter()
+                .filter(|&n| kinds.iter().any(|k| func.is_op(n, *k)))
+                .collect()
+        };
+        let all = [
+            OpKind::Conv2d,
+            OpKind::QuantConv2d,
+            OpKind::Dense,
+            OpKind::QuantDense,
+        ];
+        let (ql, fl) = (layers(&q, all), layers(&f, all));
+        if ql.len() != fl.len() {
+            return Err(format!(
+                "the float reference has {} convolution and dense layers, the quantized module {}: it is not the model that was quantized",
+                fl.len(),
+                ql.len()
+            ));
+        }
+        let mut links = Vec::new();
+        for (k, (&qn, &fn_)) in ql.iter().zip(&fl).enumerate() {
+            let weights = |func: &Function, n: NodeIndex| {
+                func.operands(n)
+                    .get(1)
+                    .map(|w| func.value_type(*w).shape.clone())
+            };
+            let (qw, fw) = (weights(&q, qn), weights(&f, fn_));
+            if qw != fw {
+                return Err(format!(
+                    "layer {} of the quantized module ({}) has weights of shape {:?}, its float counterpart ({}) {:?}: the float reference is not the model that was quantized",
+                    k + 1,
+                    layer_name(quantized, qn),
+                    qw.unwrap_or_default(),
+                    layer_name(&float, fn_),
+                    fw.unwrap_or_default()
+                ));
+            }
+            if !(q.is_op(qn, OpKind::QuantConv2d) || q.is_op(qn, OpKind::QuantDense)) {
+                continue;
+            }
+            let pre = Value::of(fn_);
+            let post = match f.users(pre).as_slice() {
+                [(user, 0)]
+                    if (f.is_op(*user, OpKind::Relu) || f.is_op(*user, OpKind::Clip))
+                        && !f.is_returned(pre) =>
+                {
+                    Value::of(*user)
+                }
+                _ => pre,
+            };
+            links.push(LayerLink {
+                quant: qn,
+                pre,
+                post,
+            });
+        }
+        Ok(FloatReference {
+            module: float,
+            layers: links,
+        })
+    }
+}
+
 /// One integer conv/dense and the float values it replaces.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerLink {

@@ -13,4 +13,7 @@ pub mod quantize;
 pub mod rewrite;
 
 pub use pass::{OptionKind, OptionSpec, OptionValue, Options, Pass, PassContext, PassInfo};
-pub use pipeline::{PassManager, PassTiming, PipelineError, Step, lookup, parse_pipeline, passes};
+pub use pipeline::{
+    PassManager, PassTiming, PipelineError, Step, lookup, parse_pipeline, parse_pipeline_given,
+    passes,
+};

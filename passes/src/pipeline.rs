@@ -155,14 +155,15 @@ fn parse_step(text: &str) -> Result<Step, String> {
     })
 }
 
-/// Appends the passes `info` requires (and theirs, first) that are not in `steps` yet.
-fn add_requirements(info: &PassInfo, steps: &mut Vec<Step>) {
+/// Appends the passes `info` requires (and theirs, first) that are neither in `steps` yet nor
+/// `given`.
+fn add_requirements(info: &PassInfo, steps: &mut Vec<Step>, given: &[&str]) {
     for req in info.requires {
-        if steps.iter().any(|s| s.info.name == *req) {
+        if given.contains(req) || steps.iter().any(|s| s.info.name == *req) {
             continue;
         }
         let mut dep = parse_step(req).expect("required passes are registered");
-        add_requirements(dep.info, steps);
+        add_requirements(dep.info, steps, given);
         dep.implicit = true;
         steps.push(dep);
     }
@@ -171,6 +172,13 @@ fn add_requirements(info: &PassInfo, steps: &mut Vec<Step>) {
 /// Parses a pipeline string and adds the passes that listed passes require but that do not run
 /// before them (with default options, their own requirements first), as MLIR's dependent passes.
 pub fn parse_pipeline(text: &str) -> Result<Vec<Step>, String> {
+    parse_pipeline_given(text, &[])
+}
+
+/// [`parse_pipeline`] for a module on which the passes named in `given` have in effect run
+/// already (a model quantized elsewhere, whose float network comes from elsewhere too): they are
+/// not added as requirements.
+pub fn parse_pipeline_given(text: &str, given: &[&str]) -> Result<Vec<Step>, String> {
     if text.trim().is_empty() {
         return Err(format!(
             "the pipeline is empty; give one or more passes, e.g. fold-batchnorm,quantize (valid passes: {})",
@@ -180,7 +188,7 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<Step>, String> {
     let mut steps: Vec<Step> = Vec::new();
     for part in split_top_level(text)? {
         let step = parse_step(part)?;
-        add_requirements(step.info, &mut steps);
+        add_requirements(step.info, &mut steps, given);
         steps.push(step);
     }
     Ok(steps)

@@ -67,3 +67,50 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// ONNX fixtures of `tests/filetests/onnx/` whose ops all have integer forms (convolutions of
+/// every kind, dense layers, adds, pooling, concat), each quantized by the `quantize` pass
+/// calibrated on four random inputs: (fixture name, quantized module). For the QDQ export and
+/// import tests.
+pub fn quantized_onnx_fixtures() -> Vec<(String, qcc_dialects::Module)> {
+    use qcc_dialects::{Tensor, Value};
+    use qcc_passes::{PassContext, PassManager, parse_pipeline};
+    const NAMES: &[&str] = &[
+        "add_two_paths",
+        "average_pool_count_include_pad",
+        "concat",
+        "conv_asymmetric_pads",
+        "conv_batchnorm",
+        "conv_depthwise",
+        "conv_dilations",
+        "conv_groups",
+        "conv_no_bias",
+        "gemm_transb_bias",
+        "global_average_pool",
+        "matmul_constant",
+        "max_pool",
+    ];
+    NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let path = workspace_root().join(format!("tests/filetests/onnx/{name}.onnx"));
+            let mut module = qcc_compiler::onnx::import_file(&path)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .module;
+            let main = module.function("main").expect("@main");
+            let mut shape = main.value_type(Value::of(main.args[0])).shape.clone();
+            shape[0] = 4;
+            let n: usize = shape.iter().product();
+            let calib = Tensor::from_f32(shape, random_f32(n, i as u64 + 1));
+            let mut ctx = PassContext {
+                calib: Some(calib),
+                ..PassContext::default()
+            };
+            PassManager::new(parse_pipeline("quantize").expect("pipeline"))
+                .run(&mut module, &mut ctx, &mut |_, _| {})
+                .unwrap_or_else(|e| panic!("{name}: quantize failed in {}", e.location()));
+            (name.to_string(), module)
+        })
+        .collect()
+}

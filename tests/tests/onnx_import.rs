@@ -79,6 +79,8 @@ fn onnx_models_import_and_match_onnx_runtime() {
     });
 }
 
+/// The ONNX fixtures, and QDQ models of those with integer forms (what `qcc export` writes), so
+/// the damage reaches the QDQ import too.
 fn corpus() -> Vec<Vec<u8>> {
     let dir = workspace_root().join("tests/filetests/onnx");
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -87,10 +89,16 @@ fn corpus() -> Vec<Vec<u8>> {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     files.sort();
-    files
+    let mut models: Vec<Vec<u8>> = files
         .iter()
         .map(|p| std::fs::read(p).expect("readable"))
-        .collect()
+        .collect();
+    for (name, module) in qcc_tests::quantized_onnx_fixtures() {
+        let exported =
+            qcc_compiler::onnx::export(&module, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        models.push(exported.bytes);
+    }
+    models
 }
 
 /// Cases per CI run of each damaged-ONNX test; `PROPTEST_CASES=N` runs more.

@@ -239,3 +239,154 @@ fn export_refuses_other_extensions_and_leaves_nothing_behind() {
     assert_eq!(r.code, 1);
     assert!(!dir.join("m.onnx").exists());
 }
+
+/// `qcc eval MODEL --reference model.onnx` on the bundled photos: (top-1 agreement, SQNR dB).
+fn score(model: &str) -> (f64, f64) {
+    let r = qcc(&[
+        "eval",
+        model,
+        "--reference",
+        &example("model.onnx"),
+        "--data",
+        &example("photos"),
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    (
+        j["top1_agreement"].as_f64().expect("agreement"),
+        j["sqnr_db"].as_f64().expect("sqnr"),
+    )
+}
+
+#[test]
+fn bias_correct_takes_a_model_quantized_elsewhere_with_its_float_reference() {
+    let dir = scratch_dir("qdq-reference");
+    let naive = path(&dir, "naive.onnx");
+    quantize("quantize{granularity=per-tensor}", &naive);
+    let fixed = path(&dir, "fixed.onnx");
+    let r = qcc(&[
+        "--passes=bias-correct",
+        "--reference",
+        &example("model.onnx"),
+        "--calib",
+        &example("photos"),
+        &naive,
+        "-o",
+        &fixed,
+        "-v",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // No quantize was added: the module keeps its own scales (the ONNX files differ only in the
+    // biases, whose initializers keep their size).
+    assert!(
+        !r.stderr.contains("running 'quantize' first"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(&naive).expect("naive").len(),
+        std::fs::metadata(&fixed).expect("fixed").len()
+    );
+    let (before, after) = (score(&naive), score(&fixed));
+    assert!(
+        after.1 > before.1 + 3.0 && after.0 > before.0,
+        "bias-correct on the imported model: {before:?} -> {after:?}"
+    );
+    // The same as correcting in one pipeline with quantize.
+    let direct = path(&dir, "direct.onnx");
+    quantize("quantize{granularity=per-tensor},bias-correct", &direct);
+    assert_eq!(
+        outputs(&fixed, &dir, "fixed.npy"),
+        outputs(&direct, &dir, "direct.npy")
+    );
+}
+
+#[test]
+fn a_reference_that_does_not_fit_is_an_error() {
+    let dir = scratch_dir("qdq-bad-reference");
+    let naive = path(&dir, "naive.onnx");
+    quantize("quantize", &naive);
+    let stem = workspace_root()
+        .join("examples/stem/model.ir")
+        .display()
+        .to_string();
+    let out = path(&dir, "out.ir");
+    let r = qcc(&[
+        "--passes=bias-correct",
+        "--reference",
+        &stem,
+        "--calib",
+        &example("photos"),
+        &naive,
+        "-o",
+        &out,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--reference"), "{}", r.stderr);
+    assert!(!dir.join("out.ir").exists());
+    // A float input has nothing to correct against a reference.
+    let r = qcc(&[
+        "--passes=bias-correct",
+        "--reference",
+        &example("model.onnx"),
+        "--calib",
+        &example("photos"),
+        &example("model.onnx"),
+        "-o",
+        &out,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("the input has no integer convolution or dense layer"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Every op kind with an integer form goes out and comes back exactly: the quantized fixtures,
+/// exported and imported, compute the same bits on random inputs, with no op left float.
+#[test]
+fn every_integer_op_survives_export_and_import() {
+    use qcc_dialects::{OpKind, Tensor, Value};
+    use qcc_runtime::{Engine, Reference};
+    for (name, module) in qcc_tests::quantized_onnx_fixtures() {
+        let bytes = qcc_compiler::onnx::export(&module, &[])
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .bytes;
+        let back = qcc_compiler::onnx::import_bytes(&bytes, &format!("{name}.onnx"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(back.kept_float.is_empty(), "{name}: {:?}", back.kept_float);
+        let kinds = |m: &qcc_dialects::Module| {
+            let f = m.function("main").expect("@main");
+            let mut k: Vec<String> = f
+                .op_nodes()
+                .into_iter()
+                .filter(|n| !f.is_op(*n, OpKind::Const))
+                .map(|n| f.op(n).name.clone())
+                .collect();
+            k.sort();
+            k
+        };
+        assert!(
+            kinds(&module).iter().any(|k| k.starts_with("quant.")
+                && k != "quant.quantize"
+                && k != "quant.dequantize"),
+            "{name} has no integer op: {:?}",
+            kinds(&module)
+        );
+        assert_eq!(kinds(&module), kinds(&back.module), "{name}");
+        let main = module.function("main").expect("@main");
+        let ty = main.value_type(Value::of(main.args[0]));
+        let x = Tensor::from_f32(ty.shape.clone(), qcc_tests::random_f32(ty.numel(), 99));
+        let run = |m: &qcc_dialects::Module| {
+            Reference
+                .prepare(m, "main")
+                .and_then(|p| p.run(std::slice::from_ref(&x)).map_err(|e| e.to_string()))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        assert_eq!(run(&module), run(&back.module), "{name}");
+    }
+}

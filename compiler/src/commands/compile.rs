@@ -1,11 +1,12 @@
 //! `qcc [--passes=...] INPUT [-o OUT]`: run a pipeline on a module and print or write it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use qcc_dialects::{Diagnostic, Module, Tensor, print_module};
-use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline};
+use qcc_dialects::{Diagnostic, Module, OpKind, Tensor, print_module};
+use qcc_passes::bias::FloatReference;
+use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline, parse_pipeline_given};
 
 use crate::commands::export::{is_onnx_output, write_onnx};
 use crate::model::{Failure, load};
@@ -55,6 +56,12 @@ pub struct CompileArgs {
     /// a .npy of u8 pixels [N, 3, H, W] or a .npy of f32 network inputs.
     #[arg(long, value_name = "DATA")]
     pub calib: Option<PathBuf>,
+
+    /// The float model an already-quantized INPUT (a QDQ ONNX model from ONNX Runtime or NNCF,
+    /// say) was quantized from: bias-correct, bias-fit and estimate-bias-shift then run on INPUT
+    /// as it is, against this model's float layers (matched in order).
+    #[arg(long, value_name = "FLOAT_MODEL")]
+    pub reference: Option<PathBuf>,
 
     /// Preprocessing recorded when INPUT is an ONNX model (and used for --calib images).
     #[command(flatten)]
@@ -121,7 +128,16 @@ pub fn run_pipeline_with(
     calib: Option<Tensor>,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let steps = parse_pipeline(pipeline).map_err(Failure::msg)?;
+    let steps = match &args.reference {
+        // The input is quantized already, and the reference is its float network.
+        Some(_) => parse_pipeline_given(pipeline, &["fold-batchnorm", "quantize"]),
+        None => parse_pipeline(pipeline),
+    }
+    .map_err(Failure::msg)?;
+    let float_reference = match &args.reference {
+        Some(path) => Some(float_reference(module, path, args)?),
+        None => None,
+    };
     let mut manager = PassManager::new(steps);
     manager.verify_each = !args.no_verify;
     if args.verbose {
@@ -137,6 +153,7 @@ pub fn run_pipeline_with(
         engine: crate::engines::default_engine(),
         verbose: args.verbose,
         calib,
+        float_reference,
         ..PassContext::default()
     };
     let print_after = args.print_ir_after_all;
@@ -169,6 +186,49 @@ pub fn run_pipeline_with(
         let _ = print_timings(err, &timings);
     }
     Ok(())
+}
+
+/// The float network of an already-quantized `module`: the model at `path` with its batch norms
+/// folded, its layers linked in order to `module`'s.
+fn float_reference(
+    module: &Module,
+    path: &Path,
+    args: &CompileArgs,
+) -> Result<FloatReference, Failure> {
+    let has_quant_layers = module.function("main").is_some_and(|f| {
+        f.op_nodes()
+            .into_iter()
+            .any(|n| f.is_op(n, OpKind::QuantConv2d) || f.is_op(n, OpKind::QuantDense))
+    });
+    if !has_quant_layers {
+        return Err(Failure::msg(
+            "--reference: the input has no integer convolution or dense layer to correct; --reference is for a model quantized elsewhere (give --passes=quantize,... for a float one)",
+        ));
+    }
+    let mut float = load(path, &args.preprocess, &mut std::io::sink())?;
+    let (want, got) = (
+        crate::model::input_type(module)?,
+        crate::model::input_type(&float)?,
+    );
+    if want.shape[1..] != got.shape[1..] {
+        return Err(Failure::msg(format!(
+            "--reference '{}' takes inputs of type {got}, the quantized model {want}",
+            path.display()
+        )));
+    }
+    let fold = PassManager::new(parse_pipeline("fold-batchnorm").map_err(Failure::msg)?);
+    fold.run(&mut float, &mut PassContext::default(), &mut |_, _| {})
+        .map_err(|e| {
+            let first = e.diagnostics.first().map(|d| d.message.clone());
+            format!(
+                "--reference '{}': {}: {}",
+                path.display(),
+                e.location(),
+                first.unwrap_or_default()
+            )
+        })?;
+    FloatReference::link(module, float)
+        .map_err(|e| Failure::msg(format!("--reference '{}': {e}", path.display())))
 }
 
 /// The default command.

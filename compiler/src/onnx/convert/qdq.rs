@@ -161,6 +161,9 @@ impl Converter<'_> {
             return self.err("the scale must be float32");
         };
         let scales: Vec<f64> = scales.iter().map(|s| *s as f64).collect();
+        if scales.is_empty() {
+            return self.err("the scale holds no value");
+        }
         if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return self.err(format!("scale {bad} is not positive and finite"));
         }
@@ -360,6 +363,9 @@ impl Converter<'_> {
             "Concat" => OpKind::QuantConcat,
             _ => return Ok(None),
         };
+        if kind == OpKind::QuantAdd && node.input.len() != 2 {
+            return Ok(None);
+        }
         let activations = match kind {
             OpKind::QuantAdd => 2,
             OpKind::QuantConcat => node.input.len(),
