@@ -18,6 +18,7 @@ Run: python3 bench/qdq_interop.py [--kit ../shared/eval]
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -153,7 +154,8 @@ for key, m in MODELS.items():
     for name, path in peer_models(m, calib, key):
         before_ort = metrics(f, ort_logits(path, evalx, False))
         r = subprocess.run([QCC, "import", path, "-o", os.path.join(tmp, "imported.ir"), "--preprocess", "tf"], capture_output=True, text=True)
-        kept = next((line.split(": ")[1].split(" ")[0] for line in r.stderr.splitlines() if "stay float" in line), "0")
+        found = re.search(r"(\d+) quantized \(QDQ\) ops stay float", r.stderr)
+        kept = found.group(1) if found else "0"
         before = qcc_eval(path, m)
         corrected = os.path.join(tmp, f"{key}_corrected.onnx")
         t0 = time.perf_counter()

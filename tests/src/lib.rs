@@ -12,6 +12,15 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A file of the bundled MobileNetV2 example (`examples/mobilenet_v2/REL`), as a path string.
+pub fn bundled_example(rel: &str) -> String {
+    workspace_root()
+        .join("examples/mobilenet_v2")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
 /// `path` relative to the workspace root (as tests name files in snapshots), or as given.
 pub fn relative_to_root(path: &Path) -> String {
     path.strip_prefix(workspace_root())

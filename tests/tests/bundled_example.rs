@@ -2,15 +2,7 @@
 //! and the README's main job printing sensible classes.
 
 use qcc_runtime::io::read_npy;
-use qcc_tests::{qcc, workspace_root};
-
-fn example(rel: &str) -> String {
-    workspace_root()
-        .join("examples/mobilenet_v2")
-        .join(rel)
-        .display()
-        .to_string()
-}
+use qcc_tests::{bundled_example as example, qcc};
 
 fn run_to_npy(input: &str, name: &str) -> Vec<f32> {
     let out = std::env::temp_dir().join(format!("qcc-example-{name}-{}.npy", std::process::id()));

@@ -7,15 +7,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use qcc_compiler::onnx::proto::{ModelProto, TensorProto};
-use qcc_tests::{qcc, scratch_dir, workspace_root};
-
-fn example(rel: &str) -> String {
-    workspace_root()
-        .join("examples/mobilenet_v2")
-        .join(rel)
-        .display()
-        .to_string()
-}
+use qcc_tests::{bundled_example as example, qcc, scratch_dir, workspace_root};
 
 fn path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
@@ -79,6 +71,12 @@ fn export_then_import_keeps_every_integer_output() {
 
         let model = load(&onnx);
         assert_eq!(model.opset_import[0].version, 13);
+        // The float model's names for the graph's input and output.
+        let g = model.graph.as_ref().expect("graph");
+        assert_eq!(
+            (g.input[0].name.as_str(), g.output[0].name.as_str()),
+            ("input", "logits")
+        );
         // 52 convolutions and a dense layer, each with its input, weights and bias dequantized;
         // ten adds with two; the pooling and the output.
         assert_eq!(count(&model, "Conv"), 52);

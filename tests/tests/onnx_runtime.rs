@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use qcc_runtime::io::read_npy;
-use qcc_tests::{qcc, scratch_dir, workspace_root};
+use qcc_tests::{bundled_example as example, qcc, scratch_dir, workspace_root};
 
 fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("QCC_ORT_PYTHON") {
@@ -18,14 +18,6 @@ fn python() -> Option<PathBuf> {
     }
     let venv = workspace_root().join("target/ort-venv/bin/python");
     venv.exists().then_some(venv)
-}
-
-fn example(rel: &str) -> String {
-    workspace_root()
-        .join("examples/mobilenet_v2")
-        .join(rel)
-        .display()
-        .to_string()
 }
 
 fn npy(path: &Path) -> Vec<f32> {

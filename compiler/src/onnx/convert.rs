@@ -92,6 +92,16 @@ enum Source {
     Const { tensor: Tensor, inline: bool },
 }
 
+impl Source {
+    /// A constant computed during conversion (folded), stored in the weights file when used.
+    fn computed_const(tensor: Tensor) -> Source {
+        Source::Const {
+            tensor,
+            inline: false,
+        }
+    }
+}
+
 /// Converts one ONNX graph.
 pub struct Converter<'m> {
     module: &'m mut Module,

@@ -261,8 +261,36 @@ impl<'m> Writer<'m> {
         name
     }
 
-    /// Names every argument and op result, keeping the module's own names.
+    /// Names every argument and op result, keeping the module's own names. An unnamed result
+    /// that dequantizes a named value takes that value's name (the graph's output keeps the
+    /// float model's name, `logits` say), and the quantized value is `NAME_quantized`.
     fn assign_names(&mut self) {
+        for &r in &self.func.results {
+            let Some(op) = self.func.try_op(r.node) else {
+                continue;
+            };
+            // Numbers are the printer's names for unnamed values.
+            let unnamed = op.result_names[0]
+                .as_deref()
+                .is_none_or(|n| n.chars().all(|c| c.is_ascii_digit()));
+            if !op.is(OpKind::Dequantize) || !unnamed {
+                continue;
+            }
+            let q = self.func.operands(r.node)[0];
+            let named = self
+                .func
+                .try_op(q.node)
+                .and_then(|o| o.result_names.get(q.result).cloned().flatten());
+            if let Some(name) = named
+                && !self.taken.contains(&name)
+                && !self.names.contains_key(&q)
+            {
+                let quantized = self.fresh(&format!("{name}_quantized"));
+                self.names.insert(q, quantized);
+                let name = self.fresh(&name);
+                self.names.insert(r, name);
+            }
+        }
         for (i, &arg) in self.func.args.iter().enumerate() {
             let base = match &self.func.graph[arg] {
                 Node::Arg { name, .. } => name.clone(),
@@ -274,6 +302,9 @@ impl<'m> Writer<'m> {
         for node in self.func.schedule() {
             let op = self.func.op(node);
             for r in 0..op.results.len() {
+                if self.names.contains_key(&Value { node, result: r }) {
+                    continue;
+                }
                 let base = match op.result_names.get(r).and_then(|n| n.as_deref()) {
                     Some(n) => n.to_string(),
                     None => op.name.replace('.', "_"),

@@ -262,13 +262,7 @@ impl Converter<'_> {
                 _ => TensorData::I8(q.iter().map(|v| *v as i8).collect()),
             };
             let tensor = Tensor::new(t.shape.clone(), data).or_else(|e| self.err(e))?;
-            self.bind_source(
-                node,
-                Source::Const {
-                    tensor,
-                    inline: false,
-                },
-            );
+            self.bind_source(node, Source::computed_const(tensor));
             return Ok(());
         }
         let x = self.input(node, 0)?;
@@ -296,13 +290,7 @@ impl Converter<'_> {
                 })
                 .collect();
             let tensor = Tensor::from_f32(t.shape.clone(), x);
-            self.bind_source(
-                node,
-                Source::Const {
-                    tensor,
-                    inline: false,
-                },
-            );
+            self.bind_source(node, Source::computed_const(tensor));
             return Ok(());
         }
         let x = self.input(node, 0)?;
