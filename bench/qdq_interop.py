@@ -159,11 +159,16 @@ for key, m in MODELS.items():
         before = qcc_eval(path, m)
         corrected = os.path.join(tmp, f"{key}_corrected.onnx")
         t0 = time.perf_counter()
-        qcc("--passes=bias-correct", "--reference", m["onnx"], "--calib", calib_path, path, "--preprocess", "tf", "-o", corrected)
+        r = subprocess.run([QCC, "--passes=bias-correct", "--reference", m["onnx"], "--calib", calib_path, path, "--preprocess", "tf", "-o", corrected],
+                           capture_output=True, text=True)
         dt = time.perf_counter() - t0
-        after = qcc_eval(corrected, m)
-        after_ort = metrics(f, ort_logits(corrected, evalx, False))
-        lines.append(f"| {name} | {cell(before_ort)} | {cell(before)} | {cell(after)} ({dt:.1f} s) | {cell(after_ort)} | {kept} |")
+        if r.returncode == 0:
+            after = f"{cell(qcc_eval(corrected, m))} ({dt:.1f} s)"
+            after_ort = cell(metrics(f, ort_logits(corrected, evalx, False)))
+        else:
+            error = [line for line in r.stderr.splitlines() if line.startswith("error")]
+            after, after_ort = f"fails: {error[-1] if error else r.stderr.strip()[-200:]}", "–"
+        lines.append(f"| {name} | {cell(before_ort)} | {cell(before)} | {after} | {after_ort} | {kept} |")
         print(lines[-1], flush=True)
     sections.append("\n".join(lines))
 

@@ -388,3 +388,193 @@ fn every_integer_op_survives_export_and_import() {
         assert_eq!(run(&module), run(&back.module), "{name}");
     }
 }
+
+mod batch_norm {
+    //! A QDQ model as NNCF writes it, with the batch norm after the convolution left in the
+    //! graph: Q -> DQ -> Conv (int8 weights, int32 bias) -> BatchNormalization -> Relu -> Q.
+
+    use qcc_compiler::onnx::proto::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+        TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    use qcc_dialects::{Module, OpKind, Tensor};
+    use qcc_runtime::{Engine, Reference};
+
+    fn tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type,
+            raw_data: raw,
+            ..TensorProto::default()
+        }
+    }
+
+    fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+        tensor(
+            name,
+            dims,
+            1,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..NodeProto::default()
+        }
+    }
+
+    fn info(name: &str, dims: &[i64]) -> ValueInfoProto {
+        use tensor_shape_proto::{Dimension, dimension::Value as Dim};
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| Dimension {
+                                value: Some(Dim::DimValue(*d)),
+                                ..Dimension::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..TypeProto::default()
+            }),
+            ..ValueInfoProto::default()
+        }
+    }
+
+    /// The model; with `observed`, the batch norm's result is a graph output too, so the unit
+    /// cannot be taken whole and runs in float.
+    fn model(observed: bool) -> ModelProto {
+        let weights: Vec<u8> = (0..4 * 3 * 9)
+            .map(|i| (i * 37 % 255 - 127) as i8 as u8)
+            .collect();
+        let bias: Vec<u8> = [900i32, -400, 0, 1500]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut conv = node("Conv", &["x_dq", "w_dq", "b_dq"], "conv");
+        conv.attribute.push(AttributeProto {
+            name: "pads".into(),
+            r#type: 7,
+            ints: vec![1, 1, 1, 1],
+            ..AttributeProto::default()
+        });
+        let axis0 = AttributeProto {
+            name: "axis".into(),
+            r#type: 2,
+            i: 0,
+            ..AttributeProto::default()
+        };
+        let mut w_dq = node("DequantizeLinear", &["w", "w_scale", "w_zp"], "w_dq");
+        w_dq.attribute.push(axis0.clone());
+        let mut b_dq = node("DequantizeLinear", &["b", "b_scale"], "b_dq");
+        b_dq.attribute.push(axis0);
+        let mut outputs = vec![info("y", &[1, 4, 6, 6])];
+        if observed {
+            outputs.push(info("bn", &[1, 4, 6, 6]));
+        }
+        ModelProto {
+            ir_version: 7,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                name: "bn".into(),
+                node: vec![
+                    node("QuantizeLinear", &["x", "x_scale", "x_zp"], "x_q"),
+                    node("DequantizeLinear", &["x_q", "x_scale", "x_zp"], "x_dq"),
+                    w_dq,
+                    b_dq,
+                    conv,
+                    node(
+                        "BatchNormalization",
+                        &["conv", "gamma", "beta", "mean", "var"],
+                        "bn",
+                    ),
+                    node("Relu", &["bn"], "relu"),
+                    node("QuantizeLinear", &["relu", "y_scale", "y_zp"], "y_q"),
+                    node("DequantizeLinear", &["y_q", "y_scale", "y_zp"], "y"),
+                ],
+                initializer: vec![
+                    f32s("x_scale", &[], &[0.02]),
+                    tensor("x_zp", &[], 2, vec![128]),
+                    tensor("w", &[4, 3, 3, 3], 3, weights),
+                    f32s("w_scale", &[4], &[0.01, 0.02, 0.005, 0.03]),
+                    tensor("w_zp", &[4], 3, vec![0; 4]),
+                    tensor("b", &[4], 6, bias),
+                    f32s("b_scale", &[4], &[0.0002, 0.0004, 0.0001, 0.0006]),
+                    // One negative gain and one of zero among the channels.
+                    f32s("gamma", &[4], &[1.5, -0.7, 0.0, 0.9]),
+                    f32s("beta", &[4], &[0.1, 0.3, 0.2, -0.05]),
+                    f32s("mean", &[4], &[0.05, -0.1, 0.0, 0.2]),
+                    f32s("var", &[4], &[0.8, 1.3, 0.5, 2.0]),
+                    f32s("y_scale", &[], &[0.05]),
+                    tensor("y_zp", &[], 2, vec![0]),
+                ],
+                input: vec![info("x", &[1, 3, 6, 6])],
+                output: outputs,
+                ..GraphProto::default()
+            }),
+            ..ModelProto::default()
+        }
+    }
+
+    fn import(m: &ModelProto) -> Module {
+        use prost::Message;
+        qcc_compiler::onnx::import_bytes(&m.encode_to_vec(), "bn.onnx")
+            .expect("imports")
+            .module
+    }
+
+    fn count(m: &Module, kind: OpKind) -> usize {
+        let f = m.function("main").expect("@main");
+        f.op_nodes()
+            .into_iter()
+            .filter(|n| f.is_op(*n, kind))
+            .count()
+    }
+
+    #[test]
+    fn a_batch_norm_after_a_convolution_folds_into_its_weight_scales() {
+        let (folded, float) = (import(&model(false)), import(&model(true)));
+        assert_eq!(count(&folded, OpKind::QuantConv2d), 1);
+        assert_eq!(count(&folded, OpKind::BatchNorm), 0);
+        assert_eq!(count(&float, OpKind::QuantConv2d), 0);
+        assert_eq!(count(&float, OpKind::BatchNorm), 1);
+        let x = Tensor::from_f32(vec![1, 3, 6, 6], qcc_tests::random_f32(108, 5));
+        let run = |m: &Module| {
+            let y = Reference
+                .prepare(m, "main")
+                .and_then(|p| p.run(std::slice::from_ref(&x)).map_err(|e| e.to_string()))
+                .expect("runs");
+            y[0].as_f32().expect("f32").to_vec()
+        };
+        let (a, b) = (run(&folded), run(&float));
+        // The same outputs up to one output level (0.05): the integer layer rounds its
+        // requantization once, the float path rounds the dequantized product.
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(worst <= 0.05 + 1e-6, "worst difference {worst}");
+        // The channel whose gain is zero computes the batch norm's constant, ReLU'd.
+        let plane = 36;
+        let want = (0.2f32 / 0.05).round() * 0.05;
+        assert!(
+            a[2 * plane..3 * plane]
+                .iter()
+                .all(|v| (v - want).abs() < 1e-6)
+        );
+    }
+}

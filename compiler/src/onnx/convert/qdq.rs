@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use qcc_dialects::{
     Attr, Attrs, ElemType, OpKind, QuantParams, QuantType, Storage, Tensor, TensorData, TensorType,
-    Value,
+    Value, f32_scale,
 };
 use qcc_runtime::quant::{quantize_value, to_bias};
 
@@ -117,6 +117,53 @@ pub(super) struct Unit {
     output: String,
     /// The Relu or Clip and the QuantizeLinear the integer op takes in.
     pub(super) absorbed: Vec<usize>,
+}
+
+/// A layer's bias: i32 levels already at scale `S_x * S_w[c]` (with the scales they were stored
+/// at), or real values to round to it; with the name it is stored under.
+enum Bias {
+    Levels(String, Vec<i32>, Vec<f64>),
+    Real(String, Vec<f64>),
+}
+
+/// i8 weights `w` (`[outputs, ...]`, channel scales `scales`) with every output channel `c`
+/// multiplied by `gain[c]`, exactly: the integers keep their magnitude (negated for a negative
+/// gain) and the scale becomes `scales[c] * |gain[c]|`, rounded to f32 as every scale is. A
+/// channel whose gain is zero becomes zeros.
+fn fold_gain(w: &Tensor, scales: &[f64], gain: &[f64]) -> Result<(Tensor, QuantType), String> {
+    let TensorData::I8(data) = &w.data else {
+        return Err("its weights are not int8".into());
+    };
+    let per = data.len() / gain.len().max(1);
+    let mut out = data.clone();
+    let mut folded = Vec::with_capacity(gain.len());
+    for (c, k) in gain.iter().enumerate() {
+        let s = f32_scale(scales[c] * k.abs());
+        let row = &mut out[c * per..(c + 1) * per];
+        if !(s > 0.0 && s.is_finite()) {
+            row.fill(0);
+            folded.push(scales[c]);
+            continue;
+        }
+        if *k < 0.0 {
+            for v in row.iter_mut() {
+                *v = v
+                    .checked_neg()
+                    .ok_or("its weights hold -128 in a channel its batch norm negates")?;
+            }
+        }
+        folded.push(s);
+    }
+    let ty = QuantType {
+        storage: Storage::I8,
+        params: QuantParams::PerAxis {
+            axis: 0,
+            zero_points: vec![0; folded.len()],
+            scales: folded,
+        },
+    };
+    let t = Tensor::new(w.shape.clone(), TensorData::I8(out)).expect("same shape");
+    Ok((t, ty))
 }
 
 fn round_half_even(v: f64) -> f64 {
@@ -379,11 +426,24 @@ impl Converter<'_> {
             }
             inputs.push((x, self.per_tensor_8bit(dq, &format!("input #{k}"))?));
         }
-        // The result: one reader, optionally a Relu or Clip with one reader, then QuantizeLinear.
-        let out = node.output.first().map(String::as_str).unwrap_or_default();
-        let next = g
+        // The result: one reader, optionally a BatchNormalization (after a Conv, folded into it),
+        // then optionally a Relu or Clip with one reader, then QuantizeLinear.
+        let mut out = node.output.first().map(String::as_str).unwrap_or_default();
+        let mut next = g
             .only_reader(out)
             .ok_or("its result has other readers than one QuantizeLinear")?;
+        let mut batch_norm = None;
+        if kind == OpKind::QuantConv2d && g.nodes[next].op_type == "BatchNormalization" {
+            batch_norm = Some(next);
+            out = g.nodes[next]
+                .output
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default();
+            next = g
+                .only_reader(out)
+                .ok_or("its batch norm's result has other readers than one QuantizeLinear")?;
+        }
         let (act, q) = match g.nodes[next].op_type.as_str() {
             "QuantizeLinear" => (None, next),
             "Relu" | "Clip"
@@ -415,19 +475,56 @@ impl Converter<'_> {
         }
         let (weight, bias) = match kind {
             OpKind::QuantConv2d | OpKind::QuantDense => {
-                let (name, w, wt) = self.weight(g, node, kind)?;
+                let (mut name, mut w, mut wt) = self.weight(g, node, kind)?;
                 let sx = inputs[0].1.scales[0];
                 let channels = w.shape[0];
-                let sw: Vec<f64> = match &wt.params {
-                    QuantParams::PerTensor { scale, .. } => vec![*scale; channels],
-                    QuantParams::PerAxis { scales, .. } => scales.clone(),
+                let sw = |wt: &QuantType| -> Vec<f64> {
+                    match &wt.params {
+                        QuantParams::PerTensor { scale, .. } => vec![*scale; channels],
+                        QuantParams::PerAxis { scales, .. } => scales.clone(),
+                    }
                 };
-                let bias = self.bias(g, node, sx, &sw)?;
-                (Some((name, w, wt)), bias)
+                let mut bias = self.bias(g, node, sx, &sw(&wt))?;
+                if let Some(bn) = batch_norm {
+                    let (gain, shift) = self.batch_norm(&g.nodes[bn], channels)?;
+                    (w, wt) = fold_gain(&w, &sw(&wt), &gain)?;
+                    name = format!("{name}.folded");
+                    let real = match bias {
+                        Some(Bias::Levels(_, ref levels, ref scales)) => levels
+                            .iter()
+                            .zip(scales)
+                            .map(|(v, s)| *v as f64 * s)
+                            .collect(),
+                        Some(Bias::Real(_, ref b)) => b.clone(),
+                        None => vec![0.0; channels],
+                    };
+                    let folded = real
+                        .iter()
+                        .zip(gain.iter().zip(&shift))
+                        .map(|(b, (k, t))| b * k + t)
+                        .collect();
+                    let bname = match &bias {
+                        Some(Bias::Levels(n, ..) | Bias::Real(n, _)) => format!("{n}.folded"),
+                        None => format!("{name}.bias"),
+                    };
+                    bias = Some(Bias::Real(bname, folded));
+                }
+                let sw = sw(&wt);
+                let levels = bias.map(|b| match b {
+                    Bias::Levels(n, levels, _) => (n, levels),
+                    Bias::Real(n, real) => (
+                        n,
+                        real.iter()
+                            .zip(&sw)
+                            .map(|(b, s)| to_bias(b / (sx * s)) as i32)
+                            .collect(),
+                    ),
+                });
+                (Some((name, w, wt)), levels)
             }
             _ => (None, None),
         };
-        let mut absorbed: Vec<usize> = act.into_iter().collect();
+        let mut absorbed: Vec<usize> = batch_norm.into_iter().chain(act).collect();
         absorbed.push(q);
         Ok(Some(Unit {
             kind,
@@ -594,7 +691,7 @@ impl Converter<'_> {
         node: &NodeProto,
         sx: f64,
         sw: &[f64],
-    ) -> Result<Option<(String, Vec<i32>)>, String> {
+    ) -> Result<Option<Bias>, String> {
         if node.op_type == "MatMul" {
             return Ok(None);
         }
@@ -602,7 +699,6 @@ impl Converter<'_> {
             return Ok(None);
         };
         let channels = sw.len();
-        let to_level = |c: usize, real: f64| to_bias(real / (sx * sw[c])) as i32;
         if let Some(dq) = g.produced_by(name, "DequantizeLinear") {
             let stored = dq.input.first().cloned().unwrap_or_default();
             let t = self.constant(&stored).ok_or("its bias is not a constant")?;
@@ -616,19 +712,18 @@ impl Converter<'_> {
                         .into(),
                 );
             }
-            let levels = b
-                .iter()
-                .enumerate()
-                .map(|(c, v)| {
-                    let s = p.scales[if p.scales.len() == 1 { 0 } else { c }];
-                    if s as f32 == (sx * sw[c]) as f32 {
-                        *v
-                    } else {
-                        to_level(c, *v as f64 * s)
-                    }
-                })
+            let scales: Vec<f64> = (0..channels)
+                .map(|c| p.scales[if p.scales.len() == 1 { 0 } else { c }])
                 .collect();
-            return Ok(Some((stored, levels)));
+            if scales
+                .iter()
+                .zip(sw)
+                .all(|(s, w)| *s as f32 == (sx * w) as f32)
+            {
+                return Ok(Some(Bias::Levels(stored, b.clone(), scales)));
+            }
+            let real = b.iter().zip(&scales).map(|(v, s)| *v as f64 * s).collect();
+            return Ok(Some(Bias::Real(stored, real)));
         }
         let t = self
             .constant(name)
@@ -636,12 +731,47 @@ impl Converter<'_> {
         let Some(b) = t.as_f32().filter(|b| b.len() == channels) else {
             return Err("its bias does not hold one float per output channel".into());
         };
-        let levels = b
+        let real = b.iter().map(|v| *v as f64).collect();
+        Ok(Some(Bias::Real(format!("{name}.q"), real)))
+    }
+
+    /// The gain and shift per output channel of an inference BatchNormalization:
+    /// `y = gain * x + shift`.
+    fn batch_norm(&self, bn: &NodeProto, channels: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+        if attr_int(bn, "training_mode") == Some(1)
+            || bn.output.iter().skip(1).any(|o| !o.is_empty())
+        {
+            return Err("its batch norm is in training mode".into());
+        }
+        let param = |k: usize| -> Result<Vec<f64>, String> {
+            bn.input
+                .get(k)
+                .and_then(|n| self.constant(n))
+                .and_then(|t| {
+                    t.as_f32()
+                        .map(|v| v.iter().map(|x| *x as f64).collect::<Vec<_>>())
+                })
+                .filter(|v: &Vec<f64>| v.len() == channels)
+                .ok_or_else(|| {
+                    "its batch norm's parameters are not constants, one per channel".to_string()
+                })
+        };
+        let (scale, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
+        let eps = attr_float(bn, "epsilon").unwrap_or(1e-5);
+        let gain: Vec<f64> = scale
             .iter()
-            .enumerate()
-            .map(|(c, v)| to_level(c, *v as f64))
+            .zip(&var)
+            .map(|(s, v)| s / (v + eps).sqrt())
             .collect();
-        Ok(Some((format!("{name}.q"), levels)))
+        if gain.iter().any(|k| !k.is_finite()) {
+            return Err("its batch norm has a variance of zero or less".into());
+        }
+        let shift = beta
+            .iter()
+            .zip(mean.iter().zip(&gain))
+            .map(|(b, (m, k))| b - m * k)
+            .collect();
+        Ok((gain, shift))
     }
 
     /// Converts a unit's float op (the node `node`) into its integer op.
