@@ -97,6 +97,14 @@ fn export_then_import_keeps_every_integer_output() {
         assert!(!r.stderr.contains("warning"), "{}", r.stderr);
         let text = ops_of(&back);
         assert_eq!(text.matches("quant.conv2d(").count(), 52);
+        // The layers keep their names (the float model's), so per-layer scores still match them.
+        let layer_names = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.contains("= quant.conv2d("))
+                .map(|l| l.trim().split(' ').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(layer_names(&text), layer_names(&ops_of(&ir)));
         assert_eq!(text.matches("nn.conv2d(").count(), 0);
         assert!(text.contains("preprocess.mean = [0.5, 0.5, 0.5]"));
         assert_eq!(

@@ -162,6 +162,20 @@ pub fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
     }
 }
 
+/// Whether an integer op is exported as a float op between DequantizeLinear and QuantizeLinear.
+fn has_float_form(op: &Operation) -> bool {
+    [
+        OpKind::QuantConv2d,
+        OpKind::QuantDense,
+        OpKind::QuantAdd,
+        OpKind::QuantConcat,
+        OpKind::QuantAvgPool2d,
+        OpKind::QuantGlobalAvgPool,
+    ]
+    .iter()
+    .any(|k| op.is(*k))
+}
+
 fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
     use tensor_shape_proto::{Dimension, dimension::Value as Dim};
     let dim = ty
@@ -200,6 +214,9 @@ struct Writer<'m> {
     params: HashMap<String, (String, Option<String>)>,
     inexact_scales: usize,
     uses_hardswish: bool,
+    /// The last float tensor of each integer op with a float form (conv, dense, add, concat,
+    /// average pooling): the module's name of its value; the quantized value is `NAME_quantized`.
+    float_names: HashMap<qcc_dialects::NodeIndex, String>,
 }
 
 impl<'m> Writer<'m> {
@@ -213,6 +230,7 @@ impl<'m> Writer<'m> {
             params: HashMap::new(),
             inexact_scales: 0,
             uses_hardswish: false,
+            float_names: HashMap::new(),
         }
     }
 
@@ -288,7 +306,9 @@ impl<'m> Writer<'m> {
                 let quantized = self.fresh(&format!("{name}_quantized"));
                 self.names.insert(q, quantized);
                 let name = self.fresh(&name);
-                self.names.insert(r, name);
+                self.names.insert(r, name.clone());
+                let float = self.fresh(&format!("{name}_float"));
+                self.float_names.insert(q.node, float);
             }
         }
         for (i, &arg) in self.func.args.iter().enumerate() {
@@ -309,7 +329,13 @@ impl<'m> Writer<'m> {
                     Some(n) => n.to_string(),
                     None => op.name.replace('.', "_"),
                 };
-                let name = self.fresh(&base);
+                let name = if has_float_form(op) {
+                    let float = self.fresh(&base);
+                    self.float_names.insert(node, float);
+                    self.fresh(&format!("{base}_quantized"))
+                } else {
+                    self.fresh(&base)
+                };
                 self.names.insert(Value { node, result: r }, name);
             }
         }
@@ -408,13 +434,17 @@ impl<'m> Writer<'m> {
         Ok(())
     }
 
-    /// The fused clamp of an integer op as Relu or Clip on its float result `x`, then
-    /// `QuantizeLinear` into the op's result.
-    fn clamp_and_quantize(
+    /// An integer op's float form: `op_type` on the dequantized `inputs`, the fused clamp as
+    /// Relu or Clip, then `QuantizeLinear` into the op's result. The last float tensor takes the
+    /// module's name of the value (as the float model names it), the one before a clamp
+    /// `NAME_preact`.
+    fn float_op(
         &mut self,
         op: &Operation,
-        node_out: Value,
-        x: String,
+        me: Value,
+        op_type: &str,
+        inputs: Vec<String>,
+        attrs: Vec<AttributeProto>,
     ) -> Result<(), String> {
         let ty = &op.results[0];
         let q = ty.elem.quant().ok_or("the result must be quantized")?;
@@ -422,31 +452,38 @@ impl<'m> Writer<'m> {
             return Err("the result must be quantized per tensor".into());
         };
         let (min, max) = q.storage.range();
-        let out = self.name(node_out);
-        let x = match attrs::clamp(op)? {
-            Some([lo, hi]) if lo > min || hi < max => {
-                let clamped = self.fresh(&format!("{out}_float_clamped"));
-                if lo == zero_point && hi == max {
-                    self.node("Relu", vec![x], &clamped, vec![]);
-                } else {
-                    let real = |v: i64| (v - zero_point) as f32 * scale as f32;
-                    let lo_name = if lo > min {
-                        self.initializer("clip_min", &Tensor::from_f32(vec![], vec![real(lo)]))
-                    } else {
-                        String::new()
-                    };
-                    let hi_name = if hi < max {
-                        self.initializer("clip_max", &Tensor::from_f32(vec![], vec![real(hi)]))
-                    } else {
-                        String::new()
-                    };
-                    self.node("Clip", vec![x, lo_name, hi_name], &clamped, vec![]);
-                }
-                clamped
-            }
-            _ => x,
+        let out = self.name(me);
+        let post = match self.float_names.get(&me.node) {
+            Some(n) => n.clone(),
+            None => self.fresh(&format!("{out}_float")),
         };
-        self.quantize(x, ty, &out)
+        let clamp = match attrs::clamp(op)? {
+            Some([lo, hi]) if lo > min || hi < max => Some((lo, hi)),
+            _ => None,
+        };
+        let Some((lo, hi)) = clamp else {
+            self.node(op_type, inputs, &post, attrs);
+            return self.quantize(post, ty, &out);
+        };
+        let pre = self.fresh(&format!("{post}_preact"));
+        self.node(op_type, inputs, &pre, attrs);
+        if lo == zero_point && hi == max {
+            self.node("Relu", vec![pre], &post, vec![]);
+        } else {
+            let real = |v: i64| (v - zero_point) as f32 * scale as f32;
+            let lo_name = if lo > min {
+                self.initializer("clip_min", &Tensor::from_f32(vec![], vec![real(lo)]))
+            } else {
+                String::new()
+            };
+            let hi_name = if hi < max {
+                self.initializer("clip_max", &Tensor::from_f32(vec![], vec![real(hi)]))
+            } else {
+                String::new()
+            };
+            self.node("Clip", vec![pre, lo_name, hi_name], &post, vec![]);
+        }
+        self.quantize(post, ty, &out)
     }
 
     /// The bias of an integer layer as `DequantizeLinear` of its i32 values at scale
@@ -567,44 +604,34 @@ impl<'m> Writer<'m> {
                 if let Some(&b) = ops.get(2) {
                     inputs.push(self.bias(ops[0], ops[1], b)?);
                 }
-                let float = self.fresh(&format!("{out}_float"));
                 if kind == OpKind::QuantConv2d {
                     let attrs = self.conv_attrs(op, ops[1])?;
-                    self.node("Conv", inputs, &float, attrs);
+                    self.float_op(op, me, "Conv", inputs, attrs)?;
                 } else {
-                    self.node("Gemm", inputs, &float, vec![attr_int("transB", 1)]);
+                    self.float_op(op, me, "Gemm", inputs, vec![attr_int("transB", 1)])?;
                 }
-                self.clamp_and_quantize(op, me, float)?;
             }
             OpKind::QuantAdd | OpKind::QuantConcat => {
                 let inputs = ops
                     .iter()
                     .map(|v| self.dequantize(*v))
                     .collect::<Result<Vec<_>, _>>()?;
-                let float = self.fresh(&format!("{out}_float"));
                 if kind == OpKind::QuantAdd {
-                    self.node("Add", inputs, &float, vec![]);
+                    self.float_op(op, me, "Add", inputs, vec![])?;
                 } else {
                     let axis = attrs::axis(op, 1, self.ty(ops[0]).rank())?;
-                    self.node(
-                        "Concat",
-                        inputs,
-                        &float,
-                        vec![attr_int("axis", axis as i64)],
-                    );
+                    let attrs = vec![attr_int("axis", axis as i64)];
+                    self.float_op(op, me, "Concat", inputs, attrs)?;
                 }
-                self.clamp_and_quantize(op, me, float)?;
             }
             OpKind::QuantAvgPool2d | OpKind::QuantGlobalAvgPool => {
                 let x = self.dequantize(ops[0])?;
-                let float = self.fresh(&format!("{out}_float"));
                 if kind == OpKind::QuantAvgPool2d {
                     let attrs = self.pool_attrs(op, false)?;
-                    self.node("AveragePool", vec![x], &float, attrs);
+                    self.float_op(op, me, "AveragePool", vec![x], attrs)?;
                 } else {
-                    self.node("GlobalAveragePool", vec![x], &float, vec![]);
+                    self.float_op(op, me, "GlobalAveragePool", vec![x], vec![])?;
                 }
-                self.clamp_and_quantize(op, me, float)?;
             }
             // The maximum of stored values is exact on the integers themselves (ONNX's MaxPool
             // takes u8 and i8 since opset 12).

@@ -115,6 +115,9 @@ pub(super) struct Unit {
     result: QuantType,
     /// The QuantizeLinear's output, which the integer op computes.
     output: String,
+    /// The float tensor the integer op stands for (after the batch norm and the activation):
+    /// its value's name in the module, as the float model names the same value.
+    float_name: String,
     /// The Relu or Clip and the QuantizeLinear the integer op takes in.
     pub(super) absorbed: Vec<usize>,
 }
@@ -465,6 +468,15 @@ impl Converter<'_> {
             other => return Err(format!("its result goes to {other}, not QuantizeLinear")),
         };
         let qnode = &g.nodes[q];
+        let float_name = match act {
+            Some(a) => g.nodes[a]
+                .output
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default(),
+            None => out,
+        }
+        .to_string();
         let rp = self.per_tensor_8bit(qnode, "its result")?;
         let clamp = match act {
             None => None,
@@ -534,6 +546,7 @@ impl Converter<'_> {
             clamp,
             result: rp.quant_type(),
             output: qnode.output.first().cloned().unwrap_or_default(),
+            float_name,
             absorbed,
         }))
     }
@@ -833,7 +846,7 @@ impl Converter<'_> {
             attrs.set("clamp", Attr::ints(&c));
         }
         let elem = ElemType::Quant(unit.result.clone());
-        let v = self.emit_typed(unit.kind, attrs, &operands, elem, Some(&unit.output))?;
+        let v = self.emit_typed(unit.kind, attrs, &operands, elem, Some(&unit.float_name))?;
         self.sources.insert(unit.output.clone(), Source::Value(v));
         Ok(())
     }
