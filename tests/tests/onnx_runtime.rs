@@ -142,3 +142,67 @@ fn onnx_runtime_runs_the_exported_bundled_example_like_qcc() {
         }
     }
 }
+
+/// Every float op exports as ONNX Runtime reads it: each ONNX fixture of `tests/filetests/onnx/`,
+/// imported and exported again, passes the checker and gives ONNX Runtime's own output on the
+/// original model (the fixture's `.output.npy`).
+#[test]
+fn onnx_runtime_runs_every_exported_float_fixture_like_the_original() {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the ONNX Runtime interop test: .ci/run creates target/ort-venv"
+        );
+        eprintln!("skipped: no ONNX Runtime (see the first test)");
+        return;
+    };
+    let dir = scratch_dir("ort-float-fixtures");
+    let fixtures = workspace_root().join("tests/filetests/onnx");
+    let mut names: Vec<String> = std::fs::read_dir(&fixtures)
+        .expect("fixtures")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".onnx")?.to_string();
+            (!stem.starts_with("error_")).then_some(stem)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() > 40, "{} fixtures", names.len());
+    for stem in &names {
+        let onnx = dir.join(format!("{stem}.onnx"));
+        let r = qcc(&[
+            "export",
+            &fixtures.join(format!("{stem}.onnx")).display().to_string(),
+            "-o",
+            &onnx.display().to_string(),
+        ]);
+        assert_eq!(r.code, 0, "{stem}: {}", r.stderr);
+        let prefix = dir.join(stem);
+        let run = Command::new(&python)
+            .arg(workspace_root().join("tests/ort/run_qdq.py"))
+            .arg(&onnx)
+            .arg(fixtures.join(format!("{stem}.input.npy")))
+            .arg(&prefix)
+            .output()
+            .expect("python runs");
+        assert!(
+            run.status.success(),
+            "{stem}: ONNX Runtime failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let want = npy(&fixtures.join(format!("{stem}.output.npy")));
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for tag in ["kernels", "float"] {
+            let got = npy(&prefix.with_extension(format!("{tag}.npy")));
+            assert_eq!(got.len(), want.len(), "{stem}: output size");
+            let diff = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{stem}: the exported model differs from the original by {diff} in ONNX Runtime"
+            );
+        }
+    }
+}
