@@ -170,7 +170,7 @@ for key, m in MODELS.items():
             after, after_ort = f"fails: {error[-1] if error else r.stderr.strip()[-200:]}", "–"
         lines.append(f"| {name} | {cell(before_ort)} | {cell(before)} | {after} | {after_ort} | {kept} |")
         print(lines[-1], flush=True)
-    sections.append("\n".join(lines))
+    sections.append("\n".join(lines) + "\n")
 
 section = "\n".join([
     "<!-- qdq-interop:begin (written by bench/qdq_interop.py) -->",
@@ -183,7 +183,8 @@ section = "\n".join([
     "takes ONNX Runtime's and NNCF's QDQ models (no bias correction of their own), imports them, and",
     "corrects their biases with `qcc --passes=bias-correct --reference model.onnx` (time: the whole",
     "command); the last column counts the ops the import kept in float (NNCF quantizes the inputs of",
-    "depthwise layers per channel, which qcc's integer ops do not take).",
+    "depthwise layers per channel, which qcc's integer ops do not take). The times are single runs on",
+    "a shared machine, some while other jobs ran: bench/bias_speed.py measures speed.",
     "",
 ] + sections + ["<!-- qdq-interop:end -->"])
 update_section("qdq-interop", section)
