@@ -310,7 +310,7 @@ fn bias_correct_takes_a_model_quantized_elsewhere_with_its_float_reference() {
 }
 
 #[test]
-fn a_reference_that_does_not_fit_is_an_error() {
+fn a_missing_or_unfit_reference_is_an_error() {
     let dir = scratch_dir("qdq-bad-reference");
     let naive = path(&dir, "naive.onnx");
     quantize("quantize", &naive);
@@ -332,6 +332,23 @@ fn a_reference_that_does_not_fit_is_an_error() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("--reference"), "{}", r.stderr);
     assert!(!dir.join("out.ir").exists());
+    // A quantized input without its reference: the error says what to give.
+    let r = qcc(&[
+        "--passes=bias-correct",
+        "--calib",
+        &example("photos"),
+        &naive,
+        "-o",
+        &out,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "bias-correct needs the float network the model was quantized from, and the input is quantized already: give that float model with --reference FLOAT_MODEL"
+        ),
+        "{}",
+        r.stderr
+    );
     // A float input has nothing to correct against a reference.
     let r = qcc(&[
         "--passes=bias-correct",

@@ -138,6 +138,19 @@ pub fn run_pipeline_with(
         Some(path) => Some(float_reference(module, path, args)?),
         None => None,
     };
+    if let Some(step) = steps
+        .iter()
+        .find(|s| s.implicit && s.info.name == "quantize")
+        && has_quant_layers(module)
+    {
+        let wanting = steps
+            .iter()
+            .find(|s| s.info.requires.contains(&step.info.name))
+            .map_or("a pass", |s| s.info.name);
+        return Err(Failure::msg(format!(
+            "--passes: {wanting} needs the float network the model was quantized from, and the input is quantized already: give that float model with --reference FLOAT_MODEL"
+        )));
+    }
     let mut manager = PassManager::new(steps);
     manager.verify_each = !args.no_verify;
     if args.verbose {
@@ -188,6 +201,15 @@ pub fn run_pipeline_with(
     Ok(())
 }
 
+/// Whether `module` has integer convolution or dense layers (was quantized).
+fn has_quant_layers(module: &Module) -> bool {
+    module.function("main").is_some_and(|f| {
+        f.op_nodes()
+            .into_iter()
+            .any(|n| f.is_op(n, OpKind::QuantConv2d) || f.is_op(n, OpKind::QuantDense))
+    })
+}
+
 /// The float network of an already-quantized `module`: the model at `path` with its batch norms
 /// folded, its layers linked in order to `module`'s.
 fn float_reference(
@@ -195,12 +217,7 @@ fn float_reference(
     path: &Path,
     args: &CompileArgs,
 ) -> Result<FloatReference, Failure> {
-    let has_quant_layers = module.function("main").is_some_and(|f| {
-        f.op_nodes()
-            .into_iter()
-            .any(|n| f.is_op(n, OpKind::QuantConv2d) || f.is_op(n, OpKind::QuantDense))
-    });
-    if !has_quant_layers {
+    if !has_quant_layers(module) {
         return Err(Failure::msg(
             "--reference: the input has no integer convolution or dense layer to correct; --reference is for a model quantized elsewhere (give --passes=quantize,... for a float one)",
         ));
