@@ -58,6 +58,17 @@ fn default_crop(module: &Module) -> usize {
 /// Loads a `.ir` module or imports an `.onnx` file. An imported module records its preprocessing:
 /// the flags, else the model's `qcc.preprocess` metadata, else none (with a warning).
 pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Module, Failure> {
+    load_or(path, pre, None, err)
+}
+
+/// [`load`], an imported module with neither flags nor metadata getting `fallback` (the
+/// preprocessing of the float model it was quantized from, say) instead of none.
+pub fn load_or(
+    path: &Path,
+    pre: &PreprocessArgs,
+    fallback: Option<Preprocess>,
+    err: &mut dyn Write,
+) -> Result<Module, Failure> {
     if !is_onnx(path) {
         return qcc_dialects::parse_file(path)
             .map_err(|(file, diagnostics)| Failure { file, diagnostics });
@@ -89,7 +100,7 @@ pub fn load(path: &Path, pre: &PreprocessArgs, err: &mut dyn Write) -> Result<Mo
     let crop = pre.crop.unwrap_or_else(|| default_crop(&module));
     let recorded = Preprocess::from_metadata(&imported.metadata, crop)
         .map_err(|e| format!("{}: qcc.preprocess metadata: {e}", path.display()))?;
-    let base = match (recorded, pre.preprocess.is_some()) {
+    let base = match (recorded.or(fallback), pre.preprocess.is_some()) {
         (Some(p), false) => p,
         _ => {
             if !pre.any() {

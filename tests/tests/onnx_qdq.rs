@@ -303,10 +303,30 @@ fn bias_correct_takes_a_model_quantized_elsewhere_with_its_float_reference() {
     // The same as correcting in one pipeline with quantize.
     let direct = path(&dir, "direct.onnx");
     quantize("quantize{granularity=per-tensor},bias-correct", &direct);
-    assert_eq!(
-        outputs(&fixed, &dir, "fixed.npy"),
-        outputs(&direct, &dir, "direct.npy")
+    let want = outputs(&direct, &dir, "direct.npy");
+    assert_eq!(outputs(&fixed, &dir, "fixed.npy"), want);
+    // Other tools' models carry no preprocessing of qcc's: the reference's is used.
+    let mut bare = load(&naive);
+    bare.metadata_props.clear();
+    let bare = save(&bare, &dir, "bare.onnx");
+    let fixed = path(&dir, "fixed_bare.onnx");
+    let r = qcc(&[
+        "--passes=bias-correct",
+        "--reference",
+        &example("model.onnx"),
+        "--calib",
+        &example("photos"),
+        &bare,
+        "-o",
+        &fixed,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("records no preprocessing"),
+        "{}",
+        r.stderr
     );
+    assert_eq!(outputs(&fixed, &dir, "fixed_bare.npy"), want);
 }
 
 #[test]
@@ -602,4 +622,25 @@ mod batch_norm {
                 .all(|v| (v - want).abs() < 1e-6)
         );
     }
+}
+
+#[test]
+fn estimates_that_onnx_cannot_hold_are_named_when_left_out() {
+    let dir = scratch_dir("qdq-estimates");
+    let onnx = path(&dir, "estimated.onnx");
+    let r = qcc(&[
+        "--passes=quantize,estimate-bias-shift",
+        "--calib",
+        &example("photos"),
+        &example("model.onnx"),
+        "-o",
+        &onnx,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: 53 layers carry bias_shift estimates (from estimate-bias-shift)"),
+        "{}",
+        r.stderr
+    );
 }

@@ -9,9 +9,9 @@ use qcc_passes::bias::FloatReference;
 use qcc_passes::{PassContext, PassManager, PassTiming, parse_pipeline, parse_pipeline_given};
 
 use crate::commands::export::{is_onnx_output, write_onnx};
-use crate::model::{Failure, load};
+use crate::model::{Failure, load, load_or};
 use crate::output::{check_module_output, check_output, inline_changed_weights, write_module};
-use crate::preprocess::PreprocessArgs;
+use crate::preprocess::{Preprocess, PreprocessArgs};
 
 /// Above this many weight values not yet in any file, printing asks for `-o` instead.
 const LARGE_INLINE: usize = 1_000_000;
@@ -266,7 +266,14 @@ pub fn compile(
         Some(path) => check_module_output(path, "-o")?,
         None => {}
     }
-    let mut module = load(input, &args.preprocess, err)?;
+    // A model quantized elsewhere often records no preprocessing; its float model may.
+    let fallback = match &args.reference {
+        Some(path) if !args.preprocess.any() => {
+            Preprocess::recorded(&load(path, &args.preprocess, &mut std::io::sink())?)?
+        }
+        _ => None,
+    };
+    let mut module = load_or(input, &args.preprocess, fallback, err)?;
     match &args.passes {
         Some(passes) => run_pipeline(&mut module, passes, args, err)?,
         None if args.calib.is_some() => {

@@ -67,6 +67,16 @@ pub fn export(module: &Module, metadata: &[(String, String)]) -> Result<Exported
         ..ModelProto::default()
     };
     let mut notes = Vec::new();
+    let estimates = func
+        .op_nodes()
+        .into_iter()
+        .filter(|n| func.op(*n).attr("bias_shift").is_some())
+        .count();
+    if estimates > 0 {
+        notes.push(format!(
+            "{estimates} layers carry bias_shift estimates (from estimate-bias-shift), which ONNX has no place for; they are left out (apply-bias-correction applies them to the biases)"
+        ));
+    }
     if w.inexact_scales > 0 {
         notes.push(format!(
             "{} quantization scales are not f32 numbers (the module predates f32 scales); ONNX stores them rounded to f32, so a few values may differ by one unit",
