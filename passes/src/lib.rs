@@ -6,6 +6,7 @@ pub mod bias_correct;
 pub mod bias_search;
 pub mod calibrate;
 pub mod canonicalize;
+pub mod equalize;
 pub mod fold_batchnorm;
 pub mod pass;
 pub mod pipeline;

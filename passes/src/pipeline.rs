@@ -13,6 +13,7 @@ pub fn passes() -> &'static [PassInfo] {
     &[
         crate::canonicalize::INFO,
         crate::fold_batchnorm::INFO,
+        crate::equalize::INFO,
         crate::quantize::INFO,
         crate::bias_correct::ESTIMATE,
         crate::bias_correct::APPLY,

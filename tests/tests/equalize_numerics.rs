@@ -1,0 +1,131 @@
+//! `equalize` must keep the float function: random convolution chains (dense, depthwise and 1x1
+//! layers, through ReLU or nothing, channel ranges spread over four orders of magnitude) compute
+//! the same before and after, within float rounding, while their channel ranges even out. Through
+//! ReLU6 the pass leaves the layers alone by default.
+
+use qcc_dialects::{Module, SourceFile, Tensor, parse_module, print_module};
+use qcc_passes::{PassContext, PassManager, parse_pipeline};
+use qcc_runtime::Interpreter;
+use qcc_tests::random_f32;
+
+/// A dense literal of `shape` holding `values`.
+fn dense(shape: &[usize], values: &[f32]) -> String {
+    let body: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!(
+        "dense<[{}]> : tensor<{}xf32>",
+        body.join(", "),
+        dims.join("x")
+    )
+}
+
+/// Weights whose output channels have ranges spread over 10^-2 .. 10^2.
+fn weights(shape: &[usize], seed: u64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let per = n / shape[0];
+    let spread = random_f32(shape[0], seed + 1000);
+    random_f32(n, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * 10f32.powf(2.0 * spread[i / per]))
+        .collect()
+}
+
+/// conv 3x3 (3 -> c) -> act -> depthwise 3x3 -> act -> conv 1x1 (c -> d) -> conv 1x1 (d -> 4)
+/// -> act, on a 1x3x6x6 input, with `act` `nn.relu` or ReLU6.
+fn chain(c: usize, d: usize, relu6: bool, seed: u64) -> Module {
+    let act = |x: &str, out: &str, ch: usize| {
+        let ty = format!("tensor<1x{ch}x6x6xf32>");
+        if relu6 {
+            format!("    %{out} = nn.clip(%{x}) {{min = 0.0, max = 6.0}} : ({ty}) -> {ty}\n")
+        } else {
+            format!("    %{out} = nn.relu(%{x}) : ({ty}) -> {ty}\n")
+        }
+    };
+    let layer = |name: &str, x: &str, cin: usize, cout: usize, k: usize, groups: usize, s: u64| {
+        let wshape = [cout, cin / groups, k, k];
+        let pad = k / 2;
+        format!(
+            "    %{name}_w = nn.const {{value = {w}}} : tensor<{cout}x{ci}x{k}x{k}xf32>\n    %{name}_b = nn.const {{value = {b}}} : tensor<{cout}xf32>\n    %{name} = nn.conv2d(%{x}, %{name}_w, %{name}_b) {{pads = [{pad}, {pad}, {pad}, {pad}], groups = {groups}}} : (tensor<1x{cin}x6x6xf32>, tensor<{cout}x{ci}x{k}x{k}xf32>, tensor<{cout}xf32>) -> tensor<1x{cout}x6x6xf32>\n",
+            w = dense(&wshape, &weights(&wshape, s)),
+            b = dense(&[cout], &random_f32(cout, s + 7)),
+            ci = cin / groups,
+        )
+    };
+    let mut text = String::from(
+        "module {\n  func.func @main(%x: tensor<1x3x6x6xf32>) -> tensor<1x4x6x6xf32> {\n",
+    );
+    text += &layer("c1", "x", 3, c, 3, 1, seed);
+    text += &act("c1", "a1", c);
+    text += &layer("c2", "a1", c, c, 3, c, seed + 1);
+    text += &act("c2", "a2", c);
+    text += &layer("c3", "a2", c, d, 1, 1, seed + 2);
+    text += &layer("c4", "c3", d, 4, 1, 1, seed + 3);
+    text += &act("c4", "a4", 4);
+    text += "    return %a4 : tensor<1x4x6x6xf32>\n  }\n}\n";
+    parse_module(&SourceFile::new("chain.ir", text), None)
+        .unwrap_or_else(|d| panic!("the chain parses: {}", d[0].message))
+}
+
+fn run(module: &Module, seed: u64) -> Vec<f32> {
+    let x = Tensor::from_f32(vec![1, 3, 6, 6], random_f32(108, seed));
+    Interpreter::new(module, "main")
+        .expect("prepares")
+        .run(&[x])
+        .expect("runs")[0]
+        .as_f32()
+        .expect("f32")
+        .to_vec()
+}
+
+fn equalize(module: &mut Module, pipeline: &str) {
+    PassManager::new(parse_pipeline(pipeline).expect("pipeline"))
+        .run(module, &mut PassContext::default(), &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{pipeline} failed in {}", e.location()));
+}
+
+#[test]
+fn equalization_through_relu_keeps_the_float_function() {
+    for (seed, (c, d)) in [
+        (1u64, (5usize, 3usize)),
+        (2, (8, 8)),
+        (3, (1, 2)),
+        (4, (7, 1)),
+    ] {
+        let mut m = chain(c, d, false, seed * 100);
+        let before: Vec<Vec<f32>> = (0..3).map(|s| run(&m, s)).collect();
+        let text = print_module(&m);
+        equalize(&mut m, "equalize");
+        assert_ne!(print_module(&m), text, "seed {seed}: nothing was equalized");
+        for (s, want) in before.iter().enumerate() {
+            let got = run(&m, s as u64);
+            let scale = want.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(want)
+                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "seed {seed}, input {s}: differs by {worst} (largest output {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn through_relu6_it_changes_nothing_unless_told_to_replace_it() {
+    let m = chain(6, 4, true, 77);
+    let mut kept = m.clone();
+    equalize(&mut kept, "equalize");
+    // Only the linear 1x1 -> 1x1 pair moves; its function stays.
+    let (a, b) = (run(&m, 0), run(&kept, 0));
+    let scale = a.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-5 * scale));
+    assert!(print_module(&kept).contains("nn.clip"));
+    // With relu6=relu, the ReLU6 inside the two equalized pairs become ReLU; the last one,
+    // after the chain, stays.
+    let mut relu = m.clone();
+    equalize(&mut relu, "equalize{relu6=relu}");
+    assert_eq!(print_module(&m).matches("nn.clip(").count(), 3);
+    assert_eq!(print_module(&relu).matches("nn.clip(").count(), 1);
+}
