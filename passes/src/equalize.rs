@@ -29,9 +29,9 @@ pub const INFO: PassInfo = PassInfo {
         },
         OptionSpec {
             name: "sweeps",
-            kind: OptionKind::Int { min: 1, max: 100 },
+            kind: OptionKind::Int { min: 0, max: 100 },
             default: "20",
-            help: "rounds over all pairs at most (stops earlier when no scale moves by 1e-3)",
+            help: "rounds over all pairs at most (stops earlier when no scale moves by 1e-3); 0 only replaces the ReLU6 of relu6=relu, to compare with the network it equalizes",
         },
     ],
     requires: &["fold-batchnorm"],
