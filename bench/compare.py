@@ -24,6 +24,7 @@ subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join
 
 import numpy as np  # noqa: E402
 from results import release_qcc, update_section  # noqa: E402
+from peer_models import nncf_model, ort_logits, ort_model  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -61,20 +62,6 @@ def metrics(f, q, labels=None):
     return dict(top1=t1, top5=t5, sqnr=sqnr, kl=kl, acc=acc)
 
 
-def ort_logits(path, x, kernels=False):
-    """ONNX Runtime's outputs of a QDQ model. By default with graph optimizations off, so the QDQ
-    pairs run as float: exactly the quantization the tool chose. With `kernels`, ONNX Runtime fuses
-    them into its int8 kernels, which on AVX2 CPUs without VNNI saturate u8 x s8 pair sums to 16 bits
-    (vpmaddubsw) and lose accuracy that the quantization itself does not."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
-    if not kernels:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i:i + 32]})[0] for i in range(0, len(x), 32)])
-
-
 def with_kernels(r, f, path, x):
     """Adds the SQNR ONNX Runtime's int8 kernels reach on the same model."""
     k = metrics(f, ort_logits(path, x, kernels=True))
@@ -83,42 +70,15 @@ def with_kernels(r, f, path, x):
 
 
 def peers(m, calib, evalx, f, labels):
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    import nncf
-    import onnx
-
     rows = []
-    pre = os.path.join(tmp, "pre.onnx")
-    quant_pre_process(m["onnx"], pre)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
-
     for pc in (False, True):
         out = os.path.join(tmp, f"ort_{pc}.onnx")
-        t0 = time.perf_counter()
-        quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=pc, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-        dt = time.perf_counter() - t0
+        dt = ort_model(m["onnx"], calib, out, pc, tmp)
         rows.append((f"ORT per-{'channel' if pc else 'tensor'}", with_kernels(metrics(f, ort_logits(out, evalx), labels), f, out, evalx), dt))
-    model = onnx.load(m["onnx"])
-    dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))], lambda x: {"input": x})
     for pc in (False, True):
         for bc in ("none", "fast", "full"):
-            adv = nncf.AdvancedQuantizationParameters(
-                disable_bias_correction=bc == "none",
-                weights_quantization_params=nncf.quantization.advanced_parameters.QuantizationParameters(per_channel=pc),
-            )
-            t0 = time.perf_counter()
-            q = nncf.quantize(model, dataset, subset_size=len(calib), fast_bias_correction=bc != "full", advanced_parameters=adv)
-            dt = time.perf_counter() - t0
             out = os.path.join(tmp, f"nncf_{pc}_{bc}.onnx")
-            onnx.save(q, out)
+            dt = nncf_model(m["onnx"], calib, out, pc, bc)
             rows.append((f"NNCF per-{'channel' if pc else 'tensor'}, {bc} BC", with_kernels(metrics(f, ort_logits(out, evalx), labels), f, out, evalx), dt))
     return rows
 

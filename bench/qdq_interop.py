@@ -30,6 +30,7 @@ subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from peer_models import ort_logits, ort_model, nncf_model  # noqa: E402
 from results import release_qcc, update_section  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -57,16 +58,6 @@ def metrics(f, q):
     return t1, sqnr
 
 
-def ort_logits(path, x, kernels):
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if not kernels:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i:i + 32]})[0] for i in range(0, len(x), 32)])
-
-
 def in_ort(path, x, f):
     return metrics(f, ort_logits(path, x, False)), metrics(f, ort_logits(path, x, True))
 
@@ -90,37 +81,14 @@ def cell(pair):
 
 def peer_models(m, calib, key):
     """ONNX Runtime's and NNCF's QDQ models (no bias correction), per tensor and per channel."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    import nncf
-    import onnx
-
-    pre = os.path.join(tmp, f"{key}_pre.onnx")
-    quant_pre_process(m["onnx"], pre)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
-
     out = []
     for pc in (False, True):
         path = os.path.join(tmp, f"{key}_ort_{pc}.onnx")
-        quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=pc, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        ort_model(m["onnx"], calib, path, pc, tmp)
         out.append((f"ORT per-{'channel' if pc else 'tensor'}", path))
-    model = onnx.load(m["onnx"])
-    dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))], lambda x: {"input": x})
     for pc in (False, True):
-        adv = nncf.AdvancedQuantizationParameters(
-            disable_bias_correction=True,
-            weights_quantization_params=nncf.quantization.advanced_parameters.QuantizationParameters(per_channel=pc),
-        )
-        q = nncf.quantize(model, dataset, subset_size=len(calib), advanced_parameters=adv)
         path = os.path.join(tmp, f"{key}_nncf_{pc}.onnx")
-        onnx.save(q, path)
+        nncf_model(m["onnx"], calib, path, pc, "none")
         out.append((f"NNCF per-{'channel' if pc else 'tensor'}, no BC", path))
     return out
 
