@@ -305,6 +305,24 @@ fn bias_correct_takes_a_model_quantized_elsewhere_with_its_float_reference() {
     quantize("quantize{granularity=per-tensor},bias-correct", &direct);
     let want = outputs(&direct, &dir, "direct.npy");
     assert_eq!(outputs(&fixed, &dir, "fixed.npy"), want);
+    // `qcc run` takes the same pipeline and reference.
+    let ran = path(&dir, "ran.npy");
+    let r = qcc(&[
+        "run",
+        &naive,
+        "--passes=bias-correct",
+        "--calib",
+        &example("photos"),
+        "--reference",
+        &example("model.onnx"),
+        "--input",
+        &example("photos.npy"),
+        "-o",
+        &ran,
+        "--quiet",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read(&ran).expect("written"), want);
     // Other tools' models carry no preprocessing of qcc's: the reference's is used.
     let mut bare = load(&naive);
     bare.metadata_props.clear();

@@ -56,6 +56,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DATA")]
     pub calib: Option<PathBuf>,
 
+    /// With --passes on a model quantized elsewhere: the float model it was quantized from,
+    /// for bias-correct and friends (as on the compile command).
+    #[arg(long, value_name = "FLOAT_MODEL", requires = "passes")]
+    pub reference: Option<PathBuf>,
+
     /// With --passes: print the model's top classes before and after the passes side by side.
     #[arg(long, requires = "passes")]
     pub compare: bool,
@@ -196,6 +201,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             calib: args.calib.clone(),
             verbose: args.verbose,
             preprocess: args.preprocess.clone(),
+            reference: args.reference.clone(),
             ..CompileArgs::default()
         };
         run_pipeline(&mut module, p, &settings, err)?;
