@@ -130,6 +130,15 @@ fn compile_writes_onnx_when_the_output_says_so() {
     let ir = path(&dir, "model.q.ir");
     quantize("quantize", &ir);
     assert_eq!(outputs(&ir, &dir, "a.npy"), outputs(&onnx, &dir, "b.npy"));
+    // The same inputs give the same bytes (README, Guarantees), here through `qcc export`.
+    let (again, twice) = (path(&dir, "again.onnx"), path(&dir, "twice.onnx"));
+    for out in [&again, &twice] {
+        let r = qcc(&["export", &ir, "-o", out]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let bytes = |p: &str| std::fs::read(p).expect("written");
+    assert_eq!(bytes(&again), bytes(&twice));
+    assert_eq!(bytes(&again), bytes(&onnx));
 }
 
 /// A tensor of `model` by name.
@@ -284,17 +293,27 @@ fn bias_correct_takes_a_model_quantized_elsewhere_with_its_float_reference() {
         "-v",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // No quantize was added: the module keeps its own scales (the ONNX files differ only in the
-    // biases, whose initializers keep their size).
+    // No quantize was added: the module keeps its own weights and scales.
     assert!(
         !r.stderr.contains("running 'quantize' first"),
         "{}",
         r.stderr
     );
-    assert_eq!(
-        std::fs::metadata(&naive).expect("naive").len(),
-        std::fs::metadata(&fixed).expect("fixed").len()
-    );
+    let stored = |p: &str, data_type: i32| -> Vec<Vec<u8>> {
+        let m = load(p);
+        let mut v: Vec<Vec<u8>> = m
+            .graph
+            .expect("graph")
+            .initializer
+            .into_iter()
+            .filter(|t| t.data_type == data_type)
+            .map(|t| t.raw_data)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(stored(&naive, 3), stored(&fixed, 3), "int8 weights");
+    assert_ne!(stored(&naive, 6), stored(&fixed, 6), "int32 biases");
     let (before, after) = (score(&naive), score(&fixed));
     assert!(
         after.1 > before.1 + 3.0 && after.0 > before.0,

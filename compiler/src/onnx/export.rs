@@ -297,11 +297,7 @@ impl<'m> Writer<'m> {
             let Some(op) = self.func.try_op(r.node) else {
                 continue;
             };
-            // Numbers are the printer's names for unnamed values.
-            let unnamed = op.result_names[0]
-                .as_deref()
-                .is_none_or(|n| n.chars().all(|c| c.is_ascii_digit()));
-            if !op.is(OpKind::Dequantize) || !unnamed {
+            if !op.is(OpKind::Dequantize) {
                 continue;
             }
             let q = self.func.operands(r.node)[0];
@@ -309,6 +305,14 @@ impl<'m> Writer<'m> {
                 .func
                 .try_op(q.node)
                 .and_then(|o| o.result_names.get(q.result).cloned().flatten());
+            // Numbers are the printer's names for unnamed values; `quantize` gives the output's
+            // dequantize the same name as the value it reads (the printer then numbers it).
+            let unnamed = op.result_names[0].as_deref().is_none_or(|n| {
+                n.chars().all(|c| c.is_ascii_digit()) || Some(n) == named.as_deref()
+            });
+            if !unnamed {
+                continue;
+            }
             if let Some(name) = named
                 && !self.taken.contains(&name)
                 && !self.names.contains_key(&q)
