@@ -32,8 +32,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
-from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
+from peer_models import ort_model  # noqa: E402
 from results import release_qcc, update_section  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -83,21 +82,8 @@ dogs_calib = os.path.join(kit, "dogs", "calib.npy")
 qcc("--passes=fold-batchnorm,quantize", "--calib", dogs_calib, dogs_path, "--preprocess", "tf", "-o", dogs_ir)
 
 # ONNX Runtime's own per-channel QDQ model of the same network.
-pre = os.path.join(tmp, "pre.onnx")
-quant_pre_process(onnx_path, pre)
-
-
-class Reader(CalibrationDataReader):
-    def __init__(self):
-        self.items = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
-
-    def get_next(self):
-        return next(self.items, None)
-
-
 ort_q = os.path.join(tmp, "ort_q.onnx")
-quantize_static(pre, ort_q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+ort_model(onnx_path, calib, ort_q, True, tmp)
 
 
 def ort_session(path, threads):
