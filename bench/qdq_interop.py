@@ -4,7 +4,7 @@
 1. qcc quantizes and bias-corrects (several pipelines), `-o model.onnx` writes QDQ ONNX, and ONNX
    Runtime runs it on the 436 evaluation images with graph optimizations off (the QDQ pairs in
    float: the quantization itself) and on (its int8 kernels). Next to them, ONNX Runtime's and
-   NNCF's own quantized models, run the same way (bench/peers.json, from bench/compare.py).
+   NNCF's own quantized models (no bias correction), made and run the same way in the same run.
 2. ONNX Runtime's `quantize_static` and NNCF's `nncf.quantize` (no bias correction) QDQ models,
    per tensor and per channel, imported by qcc as they are and then bias-corrected by qcc
    (`qcc --passes=bias-correct --reference FLOAT.onnx --calib calib.npy MODEL.onnx`): agreement
@@ -93,7 +93,6 @@ def peer_models(m, calib, key):
     return out
 
 
-peers_cache = json.load(open(os.path.join(HERE, "peers.json")))
 sections = []
 for key, m in MODELS.items():
     calib_path = os.path.join(m["dir"], "calib.npy")
@@ -101,13 +100,14 @@ for key, m in MODELS.items():
     evalx = np.load(os.path.join(m["dir"], "eval.npy")).astype(np.float32) / 127.5 - 1
     f = np.load(os.path.join(m["dir"], "eval_float_logits.npy"))
 
+    peers = peer_models(m, calib, key)
     lines = [f"#### {m['title']}: qcc's models in ONNX Runtime", "",
              "| model | qcc eval: agree % / SQNR dB | ONNX Runtime, QDQ in float | ONNX Runtime int8 kernels |",
              "|---|---|---|---|"]
-    for name, r, _ in peers_cache.get(key, []):
-        if name.startswith("ORT") or name.endswith("full BC"):
-            kern = f"{r['kernel_top1']:.1f} / {r['kernel_sqnr']:.2f}" if "kernel_sqnr" in r else "–"
-            lines.append(f"| {name} (its own model) | – | {r['top1']:.1f} / {r['sqnr']:.2f} | {kern} |")
+    for name, path in peers:
+        flt, kern = in_ort(path, evalx, f)
+        lines.append(f"| {name} (its own model) | – | {cell(flt)} | {cell(kern)} |")
+        print(lines[-1], flush=True)
     for p in PIPELINES:
         out = os.path.join(tmp, f"{key}_qcc.onnx")
         qcc(f"--passes={p}", "--calib", calib_path, m["onnx"], "--preprocess", "tf", "-o", out)
@@ -119,7 +119,7 @@ for key, m in MODELS.items():
     lines += ["", f"#### {m['title']}: other tools' models, bias-corrected by qcc", "",
               "| model | as made: ONNX Runtime, QDQ in float | imported by qcc: qcc eval | + qcc `bias-correct`: qcc eval | + `bias-correct`, exported: ONNX Runtime, QDQ in float | ops left float by the import |",
               "|---|---|---|---|---|---|"]
-    for name, path in peer_models(m, calib, key):
+    for name, path in peers:
         before_ort = metrics(f, ort_logits(path, evalx, False))
         r = subprocess.run([QCC, "import", path, "-o", os.path.join(tmp, "imported.ir"), "--preprocess", "tf"], capture_output=True, text=True)
         found = re.search(r"(\d+) quantized \(QDQ\) ops stay float", r.stderr)
@@ -147,7 +147,8 @@ section = "\n".join([
     "Agreement (top-1, %) and SQNR (dB) against the float model on the kit's 436 evaluation images.",
     "qcc's rows: `qcc --passes=PIPELINE --calib calib.npy model.onnx -o q.onnx`, scored by `qcc eval`",
     "on q.onnx (imported back) and by ONNX Runtime with graph optimizations off (its QDQ pairs in",
-    "float) and on (its int8 kernels). The peers' own rows repeat bench/compare.py's. The second table",
+    "float) and on (its int8 kernels); the peers' own models (ONNX Runtime's and NNCF's, no bias",
+    "correction) are made and run the same way in the same run. The second table",
     "takes ONNX Runtime's and NNCF's QDQ models (no bias correction of their own), imports them, and",
     "corrects their biases with `qcc --passes=bias-correct --reference model.onnx` (time: the whole",
     "command); the last column counts the ops the import kept in float (NNCF quantizes the inputs of",
