@@ -125,6 +125,14 @@ impl Tensor {
         Ok(Tensor { shape, data })
     }
 
+    /// A 1-D tensor holding `data`.
+    pub fn vector(data: TensorData) -> Tensor {
+        Tensor {
+            shape: vec![data.len()],
+            data,
+        }
+    }
+
     /// An f32 tensor; panics when the element count does not match the shape (a programming error).
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
         Tensor::new(shape, TensorData::F32(data)).expect("element count matches shape")

@@ -36,11 +36,10 @@ impl FloatReference {
     /// or not, is the k-th of the other, with weights of the same shape. A float layer's value
     /// after an activation that alone reads it is the post-activation value.
     pub fn link(quantized: &Module, float: Module) -> Result<FloatReference, String> {
-        let main = |m: &Module| -> Result<Function, String> {
+        fn main(m: &Module) -> Result<&Function, String> {
             m.function("main")
-                .cloned()
                 .ok_or_else(|| "the module has no @main".to_string())
-        };
+        }
         let (q, f) = (main(quantized)?, main(&float)?);
         let layers = |func: &Function, kinds: [OpKind; 4]| -> Vec<NodeIndex> {
             func.schedule()
@@ -54,7 +53,7 @@ impl FloatReference {
             OpKind::Dense,
             OpKind::QuantDense,
         ];
-        let (ql, fl) = (layers(&q, all), layers(&f, all));
+        let (ql, fl) = (layers(q, all), layers(f, all));
         if ql.len() != fl.len() {
             return Err(format!(
                 "the float reference has {} convolution and dense layers, the quantized module {}: it is not the model that was quantized",
@@ -69,7 +68,7 @@ impl FloatReference {
                     .get(1)
                     .map(|w| func.value_type(*w).shape.clone())
             };
-            let (qw, fw) = (weights(&q, qn), weights(&f, fn_));
+            let (qw, fw) = (weights(q, qn), weights(f, fn_));
             if qw != fw {
                 return Err(format!(
                     "layer {} of the quantized module ({}) has weights of shape {:?}, its float counterpart ({}) {:?}: the float reference is not the model that was quantized",

@@ -193,7 +193,7 @@ pub fn compare_pipelines(
     for (label, pipeline) in rows {
         let mut module = float.clone();
         let start = Instant::now();
-        run_pipeline_with(&mut module, &pipeline, &settings, calib.clone(), err)?;
+        run_pipeline_with(&mut module, &pipeline, &settings, calib.clone(), None, err)?;
         let seconds = start.elapsed().as_secs_f64();
         let outputs = run_batches(&module, &inputs.tensor, batch, &mut progress)?;
         let q = outputs

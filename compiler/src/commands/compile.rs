@@ -108,34 +108,55 @@ pub fn load_calib(module: &Module, args: &CompileArgs) -> Result<Option<Tensor>,
     ))
 }
 
-/// Runs `pipeline` on `module` with the reporting flags of `args`, calibrating on `args.calib`.
+/// Loads `input` and the float model `args.reference` names (once): an input that records no
+/// preprocessing, as models quantized elsewhere often do, gets the reference's.
+pub fn load_with_reference(
+    input: &Path,
+    args: &CompileArgs,
+    err: &mut dyn Write,
+) -> Result<(Module, Option<Module>), Failure> {
+    let reference = match &args.reference {
+        Some(path) => Some(load(path, &args.preprocess, &mut std::io::sink())?),
+        None => None,
+    };
+    let fallback = match &reference {
+        Some(r) if !args.preprocess.any() => Preprocess::recorded(r)?,
+        _ => None,
+    };
+    Ok((load_or(input, &args.preprocess, fallback, err)?, reference))
+}
+
+/// Runs `pipeline` on `module` with the reporting flags of `args`, calibrating on `args.calib`,
+/// against `reference` (the float model `args.reference` names, from [`load_with_reference`])
+/// when `module` was quantized elsewhere.
 pub fn run_pipeline(
     module: &mut Module,
     pipeline: &str,
     args: &CompileArgs,
+    reference: Option<Module>,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
     let calib = load_calib(module, args)?;
-    run_pipeline_with(module, pipeline, args, calib, err)
+    run_pipeline_with(module, pipeline, args, calib, reference, err)
 }
 
-/// Runs `pipeline` on `module` with the reporting flags of `args` and calibration data already
-/// loaded.
+/// [`run_pipeline`] with calibration data already loaded.
 pub fn run_pipeline_with(
     module: &mut Module,
     pipeline: &str,
     args: &CompileArgs,
     calib: Option<Tensor>,
+    reference: Option<Module>,
     err: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let steps = match &args.reference {
+    let steps = match &reference {
         // The input is quantized already, and the reference is its float network.
         Some(_) => parse_pipeline_given(pipeline, &["fold-batchnorm", "quantize"]),
         None => parse_pipeline(pipeline),
     }
     .map_err(Failure::msg)?;
-    let float_reference = match &args.reference {
-        Some(path) => Some(float_reference(module, path, args)?),
+    let float_reference = match reference {
+        Some(float) => Some(float_reference(module, float, args)?),
         None => None,
     };
     if let Some(step) = steps
@@ -210,19 +231,22 @@ fn has_quant_layers(module: &Module) -> bool {
     })
 }
 
-/// The float network of an already-quantized `module`: the model at `path` with its batch norms
-/// folded, its layers linked in order to `module`'s.
+/// The float network of an already-quantized `module`: `float` (the model `--reference` names)
+/// with its batch norms folded, its layers linked in order to `module`'s.
 fn float_reference(
     module: &Module,
-    path: &Path,
+    mut float: Module,
     args: &CompileArgs,
 ) -> Result<FloatReference, Failure> {
+    let path = args
+        .reference
+        .as_deref()
+        .unwrap_or(Path::new("the float model"));
     if !has_quant_layers(module) {
         return Err(Failure::msg(
             "--reference: the input has no integer convolution or dense layer to correct; --reference is for a model quantized elsewhere (give --passes=quantize,... for a float one)",
         ));
     }
-    let mut float = load(path, &args.preprocess, &mut std::io::sink())?;
     let (want, got) = (
         crate::model::input_type(module)?,
         crate::model::input_type(&float)?,
@@ -266,16 +290,9 @@ pub fn compile(
         Some(path) => check_module_output(path, "-o")?,
         None => {}
     }
-    // A model quantized elsewhere often records no preprocessing; its float model may.
-    let fallback = match &args.reference {
-        Some(path) if !args.preprocess.any() => {
-            Preprocess::recorded(&load(path, &args.preprocess, &mut std::io::sink())?)?
-        }
-        _ => None,
-    };
-    let mut module = load_or(input, &args.preprocess, fallback, err)?;
+    let (mut module, reference) = load_with_reference(input, args, err)?;
     match &args.passes {
-        Some(passes) => run_pipeline(&mut module, passes, args, err)?,
+        Some(passes) => run_pipeline(&mut module, passes, args, reference, err)?,
         None if args.calib.is_some() => {
             let _ = writeln!(err, "warning: --calib is ignored: no --passes need it");
         }

@@ -8,9 +8,9 @@ use clap::Args;
 use qcc_dialects::{Module, OpKind, Tensor};
 use qcc_passes::parse_pipeline;
 
-use crate::commands::compile::{CompileArgs, run_pipeline};
+use crate::commands::compile::{CompileArgs, load_with_reference, run_pipeline};
 use crate::data;
-use crate::model::{Failure, input_type, load, preprocessing};
+use crate::model::{Failure, input_type, preprocessing};
 use crate::output::{check_output, write_atomic};
 use crate::preprocess::PreprocessArgs;
 use crate::profile::Profile;
@@ -194,17 +194,17 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         parse_pipeline(p).map_err(|e| format!("--passes: {e}"))?;
     }
     let names = labels(args.labels.as_deref(), &args.model)?;
-    let original = load(&args.model, &args.preprocess, err)?;
+    let settings = CompileArgs {
+        calib: args.calib.clone(),
+        verbose: args.verbose,
+        preprocess: args.preprocess.clone(),
+        reference: args.reference.clone(),
+        ..CompileArgs::default()
+    };
+    let (original, reference) = load_with_reference(&args.model, &settings, err)?;
     let mut module = original.clone();
     if let Some(p) = &args.passes {
-        let settings = CompileArgs {
-            calib: args.calib.clone(),
-            verbose: args.verbose,
-            preprocess: args.preprocess.clone(),
-            reference: args.reference.clone(),
-            ..CompileArgs::default()
-        };
-        run_pipeline(&mut module, p, &settings, err)?;
+        run_pipeline(&mut module, p, &settings, reference, err)?;
     }
     let pre = preprocessing(&module, &args.preprocess)?;
     let inputs = data::load(&args.input, &input_type(&module)?, &pre, None)?;

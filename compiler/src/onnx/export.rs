@@ -246,14 +246,12 @@ impl<'m> Writer<'m> {
 
     /// A tensor name not used yet, derived from `base`.
     fn fresh(&mut self, base: &str) -> String {
-        let name = if self.taken.contains(base) {
-            (1..)
-                .map(|i| format!("{base}_{i}"))
-                .find(|n| !self.taken.contains(n))
-                .expect("an unused name exists")
-        } else {
-            base.to_string()
-        };
+        let mut name = base.to_string();
+        let mut i = 0;
+        while self.taken.contains(&name) {
+            i += 1;
+            name = format!("{base}_{i}");
+        }
         self.taken.insert(name.clone());
         name
     }
@@ -376,7 +374,8 @@ impl<'m> Writer<'m> {
 
     /// The scale and zero-point initializers of a quantized type (shared between uses), and the
     /// axis of a per-axis type.
-    fn qparams(&mut self, q: &QuantType) -> (String, Option<String>, Option<i64>) {
+    fn qparams(&mut self, q: &QuantType) -> Result<(String, Option<String>, Option<i64>), String> {
+        q.validate()?;
         let (scales, zps, axis): (Vec<f64>, Vec<i64>, Option<i64>) = match &q.params {
             QuantParams::PerTensor { scale, zero_point } => (vec![*scale], vec![*zero_point], None),
             QuantParams::PerAxis {
@@ -387,7 +386,7 @@ impl<'m> Writer<'m> {
         };
         let key = format!("{:?} {scales:?} {zps:?}", q.storage);
         if let Some((s, z)) = self.params.get(&key) {
-            return (s.clone(), z.clone(), axis);
+            return Ok((s.clone(), z.clone(), axis));
         }
         let shape = if axis.is_some() {
             vec![scales.len()]
@@ -402,49 +401,56 @@ impl<'m> Writer<'m> {
             .count();
         let s = self.initializer("scale", &Tensor::from_f32(shape.clone(), f32_scales));
         // ONNX's default zero point is a u8 0; i8 storage needs its own, and i32 allows none.
-        let z = match q.storage {
+        let data = match q.storage {
             Storage::U8 => Some(TensorData::U8(zps.iter().map(|z| *z as u8).collect())),
             Storage::I8 => Some(TensorData::I8(zps.iter().map(|z| *z as i8).collect())),
             Storage::I32 => None,
-        }
-        .map(|data| {
-            let t = Tensor::new(shape, data).expect("one zero point per scale");
-            self.initializer("zero_point", &t)
-        });
+        };
+        let z = match data {
+            Some(data) => Some(self.initializer("zero_point", &Tensor::new(shape, data)?)),
+            None => None,
+        };
         self.params.insert(key, (s.clone(), z.clone()));
-        (s, z, axis)
+        Ok((s, z, axis))
     }
 
     /// `DequantizeLinear` of a quantized value, one per reader (ONNX Runtime's QDQ fusion wants
     /// each DequantizeLinear to feed one node).
     fn dequantize(&mut self, v: Value) -> Result<String, String> {
-        let q = self
-            .ty(v)
-            .elem
-            .quant()
-            .ok_or_else(|| format!("expected a quantized operand, got {}", self.ty(v)))?
-            .clone();
-        let (scale, zp, axis) = self.qparams(&q);
         let out = self.fresh(&format!("{}_dq", self.name(v)));
-        let mut inputs = vec![self.name(v), scale];
-        inputs.extend(zp);
-        let attrs = axis.map(|a| attr_int("axis", a)).into_iter().collect();
-        self.node("DequantizeLinear", inputs, &out, attrs);
+        self.dequantize_into(v, &out)?;
         Ok(out)
+    }
+
+    /// `DequantizeLinear` of the quantized value `v` into the tensor `out`.
+    fn dequantize_into(&mut self, v: Value, out: &str) -> Result<(), String> {
+        let ty = self.ty(v);
+        self.linear("DequantizeLinear", self.name(v), ty, out)
     }
 
     /// `QuantizeLinear` of `x` into the value `out` of quantized type `ty`.
     fn quantize(&mut self, x: String, ty: &TensorType, out: &str) -> Result<(), String> {
+        self.linear("QuantizeLinear", x, ty, out)
+    }
+
+    /// A `QuantizeLinear` or `DequantizeLinear` node with the parameters of `ty`.
+    fn linear(
+        &mut self,
+        op_type: &str,
+        x: String,
+        ty: &TensorType,
+        out: &str,
+    ) -> Result<(), String> {
         let q = ty
             .elem
             .quant()
-            .ok_or_else(|| format!("expected a quantized result, got {ty}"))?
+            .ok_or_else(|| format!("expected a quantized type, got {ty}"))?
             .clone();
-        let (scale, zp, axis) = self.qparams(&q);
+        let (scale, zp, axis) = self.qparams(&q)?;
         let mut inputs = vec![x, scale];
         inputs.extend(zp);
         let attrs = axis.map(|a| attr_int("axis", a)).into_iter().collect();
-        self.node("QuantizeLinear", inputs, out, attrs);
+        self.node(op_type, inputs, out, attrs);
         Ok(())
     }
 
@@ -577,8 +583,7 @@ impl<'m> Writer<'m> {
         {
             *d = 0;
         }
-        let t = Tensor::new(vec![dims.len()], TensorData::I64(dims)).expect("1-D");
-        self.initializer("shape", &t)
+        self.initializer("shape", &Tensor::vector(TensorData::I64(dims)))
     }
 
     fn op(&mut self, node: qcc_dialects::NodeIndex, op: &'m Operation) -> Result<(), String> {
@@ -598,19 +603,7 @@ impl<'m> Writer<'m> {
                 self.graph.initializer.push(tensor_proto(&out, &t));
             }
             OpKind::Quantize => self.quantize(names[0].clone(), &op.results[0], &out)?,
-            OpKind::Dequantize => {
-                let q = self
-                    .ty(ops[0])
-                    .elem
-                    .quant()
-                    .ok_or("the operand must be quantized")?
-                    .clone();
-                let (scale, zp, axis) = self.qparams(&q);
-                let mut inputs = vec![names[0].clone(), scale];
-                inputs.extend(zp);
-                let attrs = axis.map(|a| attr_int("axis", a)).into_iter().collect();
-                self.node("DequantizeLinear", inputs, &out, attrs);
-            }
+            OpKind::Dequantize => self.dequantize_into(ops[0], &out)?,
             OpKind::QuantConv2d | OpKind::QuantDense => {
                 let x = self.dequantize(ops[0])?;
                 let w = self.dequantize(ops[1])?;
@@ -742,8 +735,7 @@ impl<'m> Writer<'m> {
             OpKind::Pad => {
                 let rank = self.ty(ops[0]).rank();
                 let p = PadAttrs::of(op, rank)?;
-                let pads =
-                    Tensor::new(vec![p.pads.len()], TensorData::I64(usizes(&p.pads))).expect("1-D");
+                let pads = Tensor::vector(TensorData::I64(usizes(&p.pads)));
                 let pads = self.initializer("pads", &pads);
                 let (mode, value) = match p.mode {
                     PadMode::Constant(v) => ("constant", Some(v)),

@@ -165,7 +165,11 @@ fn fold_gain(w: &Tensor, scales: &[f64], gain: &[f64]) -> Result<(Tensor, QuantT
             scales: folded,
         },
     };
-    let t = Tensor::new(w.shape.clone(), TensorData::I8(out)).expect("same shape");
+    // Same shape, same element count: the weights rescaled in place.
+    let t = Tensor {
+        shape: w.shape.clone(),
+        data: TensorData::I8(out),
+    };
     Ok((t, ty))
 }
 
@@ -692,7 +696,7 @@ impl Converter<'_> {
                 rows[i * k + j] = data[j * n + i];
             }
         }
-        let tensor = Tensor::new(vec![n, k], TensorData::I8(rows)).expect("n * k values");
+        let tensor = Tensor::new(vec![n, k], TensorData::I8(rows))?;
         Ok((format!("{stored}.transposed"), tensor, wt(params)))
     }
 
@@ -818,7 +822,7 @@ impl Converter<'_> {
             }
         }
         if let Some((name, b)) = &unit.bias {
-            let t = Tensor::new(vec![b.len()], TensorData::I32(b.clone())).expect("1-D");
+            let t = Tensor::vector(TensorData::I32(b.clone()));
             let ty = TensorType::new(vec![b.len()], ElemType::I32);
             let op = self
                 .module
