@@ -38,7 +38,7 @@ const BINS: usize = 2048;
 const HISTOGRAM_CHUNK: usize = 1 << 16;
 
 /// Calls `see(value, data)` for the function input and every op output, over `inputs` in chunks.
-fn observe(
+pub(crate) fn observe(
     engine: &dyn Engine,
     module: &Module,
     inputs: &Tensor,

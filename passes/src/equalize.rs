@@ -11,6 +11,8 @@
 //! the float function (score against the original model). Sweeps repeat over every pair, since a
 //! layer in two pairs is rescaled by both, until no scale moves by more than 1e-3.
 
+use std::collections::HashMap;
+
 use qcc_dialects::{Function, Module, NodeIndex, OpKind, Tensor, TensorData, Value};
 
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
@@ -28,6 +30,13 @@ pub const INFO: PassInfo = PassInfo {
             help: "pairs through ReLU6: leave them (the float function stays exact), or replace the ReLU6 with ReLU and equalize (as Nagel et al.; changes the float function)",
         },
         OptionSpec {
+            name: "objective",
+            kind: OptionKind::Choice(&["weights", "noise"]),
+            default: "weights",
+            help: "how scales are chosen: weights (the plain rule: both layers' channel ranges become sqrt(r1 r2)) or noise (the scales that minimise the modelled per-tensor quantization noise at the second layer's output, counting the activations between the layers, from the calibration data)",
+        },
+        crate::calibrate::SAMPLES_OPTION,
+        OptionSpec {
             name: "sweeps",
             kind: OptionKind::Int { min: 0, max: 100 },
             default: "20",
@@ -38,6 +47,8 @@ pub const INFO: PassInfo = PassInfo {
     create: |o: &Options| {
         Box::new(Equalize {
             relu6_to_relu: o.choice("relu6") == "relu",
+            noise: o.choice("objective") == "noise",
+            samples: o.int("samples") as usize,
             sweeps: o.int("sweeps") as usize,
         })
     },
@@ -45,6 +56,8 @@ pub const INFO: PassInfo = PassInfo {
 
 struct Equalize {
     relu6_to_relu: bool,
+    noise: bool,
+    samples: usize,
     sweeps: usize,
 }
 
@@ -231,95 +244,22 @@ impl Pass for Equalize {
         let Some(index) = module.functions.iter().position(|f| f.name == "main") else {
             return Ok(());
         };
-        let mut func = std::mem::replace(&mut module.functions[index], Function::new("main"));
-        let result = self.equalize(module, &mut func, ctx);
-        module.functions[index] = func;
-        result
-    }
-}
-
-impl Equalize {
-    fn equalize(
-        &self,
-        module: &mut Module,
-        func: &mut Function,
-        ctx: &mut PassContext,
-    ) -> Result<(), String> {
-        let found = pairs(module, func, self.relu6_to_relu);
+        let found = pairs(module, &module.functions[index], self.relu6_to_relu);
         if found.is_empty() {
             ctx.note(INFO.name, "no convolution pairs to equalize");
             return Ok(());
         }
-        let mut layers: std::collections::HashMap<NodeIndex, Layer> = found
-            .iter()
-            .flat_map(|p| [p.a, p.b])
-            .filter_map(|n| Some((n, Layer::read(module, func, n)?)))
-            .collect();
-        let before: Vec<(f64, f64)> = found
-            .iter()
-            .map(|p| {
-                (
-                    spread(&layers[&p.a].out_ranges()),
-                    spread(&layers[&p.b].in_ranges()),
-                )
-            })
-            .collect();
-        let mut sweeps = 0;
-        for _ in 0..self.sweeps {
-            sweeps += 1;
-            let mut moved = 0.0f64;
-            for p in &found {
-                let r1 = layers[&p.a].out_ranges();
-                let r2 = layers[&p.b].in_ranges();
-                let s: Vec<f64> = r1
-                    .iter()
-                    .zip(&r2)
-                    .map(|(a, b)| {
-                        if *a > 0.0 && *b > 0.0 {
-                            (a / b).sqrt()
-                        } else {
-                            1.0
-                        }
-                    })
-                    .collect();
-                moved = s.iter().fold(moved, |m, v| m.max(v.ln().abs()));
-                layers.get_mut(&p.a).expect("read").scale_out(&s);
-                layers.get_mut(&p.b).expect("read").scale_in(&s);
-            }
-            if moved < 1e-3 {
-                break;
-            }
-        }
-        for (k, p) in found.iter().enumerate() {
-            let (a, b) = (&layers[&p.a], &layers[&p.b]);
-            ctx.note(
-                INFO.name,
-                format!(
-                    "{} -> {}: channel range spread {:.1} -> {:.1} (outputs of the first), {:.1} -> {:.1} (inputs of the second)",
-                    name_of(func, p.a),
-                    name_of(func, p.b),
-                    before[k].0,
-                    spread(&a.out_ranges()),
-                    before[k].1,
-                    spread(&b.in_ranges()),
-                ),
-            );
-        }
-        let mut relus = 0;
-        for p in &found {
-            if let Some(act) = p.act
-                && func.is_op(act, OpKind::Clip)
-            {
-                func.op_mut(act).name = OpKind::Relu.name().to_string();
-                func.op_mut(act).attrs = qcc_dialects::Attrs::new();
-                relus += 1;
-            }
-        }
-        let mut nodes: Vec<NodeIndex> = layers.keys().copied().collect();
-        nodes.sort();
-        for n in nodes {
-            write(module, func, n, &layers[&n])?;
-        }
+        // ReLU6 first: the noise objective measures the network it equalizes.
+        let relus = relu6_to_relu(&mut module.functions[index], &found);
+        let stats = if self.noise && self.sweeps > 0 {
+            Some(observe(module, &found, ctx, self.samples)?)
+        } else {
+            None
+        };
+        let mut func = std::mem::replace(&mut module.functions[index], Function::new("main"));
+        let result = self.equalize(module, &mut func, ctx, &found, stats);
+        module.functions[index] = func;
+        let sweeps = result?;
         ctx.note(
             INFO.name,
             format!(
@@ -333,6 +273,376 @@ impl Equalize {
             ),
         );
         Ok(())
+    }
+}
+
+/// Turns the ReLU6 between the pairs' layers into ReLU; returns how many.
+fn relu6_to_relu(func: &mut Function, found: &[Pair]) -> usize {
+    let mut relus = 0;
+    for p in found {
+        if let Some(act) = p.act
+            && func.is_op(act, OpKind::Clip)
+        {
+            func.op_mut(act).name = OpKind::Relu.name().to_string();
+            func.op_mut(act).attrs = qcc_dialects::Attrs::new();
+            relus += 1;
+        }
+    }
+    relus
+}
+
+/// The value between a pair's layers (the second layer's input).
+fn between(p: &Pair) -> Value {
+    Value::of(p.act.unwrap_or(p.a))
+}
+
+impl Equalize {
+    /// Equalizes the pairs in sweeps; returns how many sweeps ran.
+    fn equalize(
+        &self,
+        module: &mut Module,
+        func: &mut Function,
+        ctx: &mut PassContext,
+        found: &[Pair],
+        mut stats: Option<HashMap<Value, ChannelStats>>,
+    ) -> Result<usize, String> {
+        let mut layers: HashMap<NodeIndex, Layer> = found
+            .iter()
+            .flat_map(|p| [p.a, p.b])
+            .filter_map(|n| Some((n, Layer::read(module, func, n)?)))
+            .collect();
+        let spreads = |layers: &HashMap<NodeIndex, Layer>,
+                       stats: &Option<HashMap<Value, ChannelStats>>,
+                       p: &Pair| {
+            (
+                spread(&layers[&p.a].out_ranges()),
+                spread(&layers[&p.b].in_ranges()),
+                stats.as_ref().map(|s| spread(&s[&between(p)].ranges())),
+            )
+        };
+        let before: Vec<_> = found.iter().map(|p| spreads(&layers, &stats, p)).collect();
+        let inputs: Vec<Value> = found.iter().map(|p| func.operands(p.a)[0]).collect();
+        let mut sweeps = 0;
+        for _ in 0..self.sweeps {
+            sweeps += 1;
+            let mut moved = 0.0f64;
+            for (k, p) in found.iter().enumerate() {
+                let (a, b) = (&layers[&p.a], &layers[&p.b]);
+                let s: Vec<f64> = match &stats {
+                    None => plain_scales(&a.out_ranges(), &b.in_ranges()),
+                    Some(stats) => Noise::of(a, b, &stats[&between(p)], &stats[&inputs[k]]).solve(),
+                };
+                moved = s.iter().fold(moved, |m, v| m.max(v.ln().abs()));
+                layers.get_mut(&p.a).expect("read").scale_out(&s);
+                layers.get_mut(&p.b).expect("read").scale_in(&s);
+                if let Some(stats) = &mut stats {
+                    stats.get_mut(&between(p)).expect("observed").divide(&s);
+                }
+            }
+            if moved < 1e-3 {
+                break;
+            }
+        }
+        for (k, p) in found.iter().enumerate() {
+            let now = spreads(&layers, &stats, p);
+            let activations = match (before[k].2, now.2) {
+                (Some(b), Some(a)) => format!(", {b:.1} -> {a:.1} (activations between)"),
+                _ => String::new(),
+            };
+            ctx.note(
+                INFO.name,
+                format!(
+                    "{} -> {}: channel range spread {:.1} -> {:.1} (outputs of the first), {:.1} -> {:.1} (inputs of the second){activations}",
+                    name_of(func, p.a),
+                    name_of(func, p.b),
+                    before[k].0,
+                    now.0,
+                    before[k].1,
+                    now.1,
+                ),
+            );
+        }
+        let mut nodes: Vec<NodeIndex> = layers.keys().copied().collect();
+        nodes.sort();
+        for n in nodes {
+            write(module, func, n, &layers[&n])?;
+        }
+        Ok(sweeps)
+    }
+}
+
+/// The plain rule: `sqrt(r1_c / r2_c)` (1 for a channel where either range is 0).
+fn plain_scales(r1: &[f64], r2: &[f64]) -> Vec<f64> {
+    r1.iter()
+        .zip(r2)
+        .map(|(a, b)| {
+            if *a > 0.0 && *b > 0.0 {
+                (a / b).sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Per-channel statistics of a value (channels on axis 1) over the calibration data.
+#[derive(Clone, Debug)]
+struct ChannelStats {
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    mean_square: Vec<f64>,
+}
+
+impl ChannelStats {
+    fn new(channels: usize) -> ChannelStats {
+        ChannelStats {
+            lo: vec![0.0; channels],
+            hi: vec![0.0; channels],
+            mean_square: vec![0.0; channels],
+        }
+    }
+
+    /// Adds `items` images of the value's data (`[N, C, plane]`); `seen` images came before.
+    fn add(&mut self, data: &[f32], items: usize, seen: usize) {
+        let c = self.lo.len();
+        let plane = data.len() / (items * c).max(1);
+        for (i, image) in data.chunks(c * plane.max(1)).enumerate() {
+            for (ch, xs) in image.chunks(plane.max(1)).enumerate() {
+                let (mut lo, mut hi, mut sq) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+                for &x in xs {
+                    let x = x as f64;
+                    lo = lo.min(x);
+                    hi = hi.max(x);
+                    sq += x * x;
+                }
+                let n = (seen + i) as f64;
+                if seen + i == 0 {
+                    (self.lo[ch], self.hi[ch]) = (lo, hi);
+                } else {
+                    self.lo[ch] = self.lo[ch].min(lo);
+                    self.hi[ch] = self.hi[ch].max(hi);
+                }
+                let ms = sq / xs.len().max(1) as f64;
+                self.mean_square[ch] += (ms - self.mean_square[ch]) / (n + 1.0);
+            }
+        }
+    }
+
+    /// Each channel's largest magnitude.
+    fn ranges(&self) -> Vec<f64> {
+        self.lo
+            .iter()
+            .zip(&self.hi)
+            .map(|(l, h)| l.abs().max(h.abs()))
+            .collect()
+    }
+
+    /// The statistics after channel c is divided by `s[c]`.
+    fn divide(&mut self, s: &[f64]) {
+        for (c, s) in s.iter().enumerate() {
+            self.lo[c] /= s;
+            self.hi[c] /= s;
+            self.mean_square[c] /= s * s;
+        }
+    }
+}
+
+/// Statistics of every pair's input and in-between value on the calibration data.
+fn observe(
+    module: &Module,
+    found: &[Pair],
+    ctx: &PassContext,
+    samples: usize,
+) -> Result<HashMap<Value, ChannelStats>, String> {
+    let calib = ctx.calib.as_ref().ok_or(
+        "equalize{objective=noise} needs calibration inputs (--calib): it measures the activations between the layers",
+    )?;
+    let func = module.function("main").ok_or("the module has no function @main")?;
+    crate::calibrate::check_inputs(func, calib)?;
+    let inputs = crate::calibrate::take(calib, samples);
+    let mut stats: HashMap<Value, ChannelStats> = HashMap::new();
+    for p in found {
+        for v in [between(p), func.operands(p.a)[0]] {
+            let ty = func.value_type(v);
+            if ty.rank() < 2 {
+                return Err(format!("equalize: value {v:?} has no channel axis"));
+            }
+            stats.insert(v, ChannelStats::new(ty.shape[1]));
+        }
+    }
+    let mut seen: HashMap<Value, usize> = HashMap::new();
+    crate::calibrate::observe(ctx.engine.as_ref(), module, &inputs, |v, data, items| {
+        if let Some(s) = stats.get_mut(&v) {
+            let n = seen.entry(v).or_insert(0);
+            s.add(data, items, *n);
+            *n += items;
+        }
+    })?;
+    Ok(stats)
+}
+
+/// The noise a pair's per-tensor quantization adds at the second layer's output, as a function
+/// of the scales `t` (first layer's output channel c divided by `t_c`, second layer's input
+/// channel c multiplied by it): with `w_c` the sum of squares of the second layer's weights
+/// reading channel c, `e_c` the energy of the inputs of the first layer's channel c, `n_c` the
+/// second layer's products per input channel value and `m_c` the mean square of the value
+/// between (all before scaling),
+///
+/// `J(t) = (dx^2 + da^2 e_c) sum_c w_c t_c^2 + db^2 sum_c n_c m_c / t_c^2`
+///
+/// where `dx` is the in-between value's u8 step (its per-tensor range over 255), `da` and `db`
+/// the weights' i8 steps (largest |weight| over 127), all depending on `t` through the ranges.
+struct Noise {
+    r1: Vec<f64>,
+    r2: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    w: Vec<f64>,
+    e: Vec<f64>,
+    nm: Vec<f64>,
+}
+
+impl Noise {
+    fn of(a: &Layer, b: &Layer, x: &ChannelStats, input: &ChannelStats) -> Noise {
+        let taps_a: usize = a.shape[2..].iter().product::<usize>().max(1);
+        let e: Vec<f64> = if a.depthwise {
+            input.mean_square.iter().map(|m| m * taps_a as f64).collect()
+        } else {
+            let all: f64 = input.mean_square.iter().sum();
+            vec![all * taps_a as f64; a.shape[0]]
+        };
+        let taps_b: usize = b.shape[2..].iter().product::<usize>().max(1);
+        let mut w = vec![0.0f64; b.inputs()];
+        for (i, v) in b.w.iter().enumerate() {
+            let c = if b.depthwise {
+                i / taps_b
+            } else {
+                (i / taps_b) % b.shape[1]
+            };
+            w[c] += v * v;
+        }
+        let readers = if b.depthwise { 1 } else { b.shape[0] } * taps_b;
+        Noise {
+            r1: a.out_ranges(),
+            r2: b.in_ranges(),
+            lo: x.lo.iter().map(|v| v.min(0.0)).collect(),
+            hi: x.hi.iter().map(|v| v.max(0.0)).collect(),
+            w,
+            e,
+            nm: x.mean_square.iter().map(|m| m * readers as f64).collect(),
+        }
+    }
+
+    /// Coordinate descent on `log t` over a grid of steps of 2^(1/4), at most 2^10 either way.
+    fn solve(&self) -> Vec<f64> {
+        let c = self.r1.len();
+        let mut t = vec![1.0f64; c];
+        let mut hi = Top2::new((0..c).map(|i| self.hi[i]).collect());
+        let mut lo = Top2::new((0..c).map(|i| -self.lo[i]).collect());
+        let mut r1 = Top2::new(self.r1.clone());
+        let mut r2 = Top2::new(self.r2.clone());
+        let mut sum_w: f64 = self.w.iter().sum();
+        let mut sum_we: f64 = self.w.iter().zip(&self.e).map(|(w, e)| w * e).sum();
+        let mut sum_nm: f64 = self.nm.iter().sum();
+        let cost = |dx: f64, da: f64, db: f64, sw: f64, swe: f64, snm: f64| {
+            let (dx, da, db) = (dx / 255.0, da / 127.0, db / 127.0);
+            dx * dx * sw + da * da * swe + db * db * snm
+        };
+        for _ in 0..30 {
+            let mut changed = false;
+            for i in 0..c {
+                let (ohi, olo, or1, or2) = (hi.without(i), lo.without(i), r1.without(i), r2.without(i));
+                let (t2, w, we, nm) = (t[i] * t[i], self.w[i], self.w[i] * self.e[i], self.nm[i]);
+                let rest = (
+                    sum_w - w * t2,
+                    sum_we - we * t2,
+                    sum_nm - nm / t2,
+                );
+                let at = |u: f64| {
+                    let dx = ohi.max(self.hi[i] / u) + olo.max(-self.lo[i] / u);
+                    let da = or1.max(self.r1[i] / u);
+                    let db = or2.max(self.r2[i] * u);
+                    let u2 = u * u;
+                    cost(dx, da, db, rest.0 + w * u2, rest.1 + we * u2, rest.2 + nm / u2)
+                };
+                let now = at(t[i]);
+                let mut best = (now, t[i]);
+                for k in (-8..=8).filter(|k| *k != 0) {
+                    let u = t[i] * 2f64.powf(k as f64 / 4.0);
+                    if !(2f64.powi(-10)..=2f64.powi(10)).contains(&u) {
+                        continue;
+                    }
+                    let j = at(u);
+                    if j < best.0 * (1.0 - 1e-9) {
+                        best = (j, u);
+                    }
+                }
+                if best.1 != t[i] {
+                    changed = true;
+                    let u = best.1;
+                    t[i] = u;
+                    (sum_w, sum_we, sum_nm) = (rest.0 + w * u * u, rest.1 + we * u * u, rest.2 + nm / (u * u));
+                    hi.set(i, self.hi[i] / u);
+                    lo.set(i, -self.lo[i] / u);
+                    r1.set(i, self.r1[i] / u);
+                    r2.set(i, self.r2[i] * u);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        t
+    }
+}
+
+/// Values with their largest and second largest, for "the largest of the others".
+struct Top2 {
+    values: Vec<f64>,
+    first: (f64, usize),
+    second: (f64, usize),
+}
+
+impl Top2 {
+    fn new(values: Vec<f64>) -> Top2 {
+        let mut t = Top2 {
+            values,
+            first: (f64::NEG_INFINITY, usize::MAX),
+            second: (f64::NEG_INFINITY, usize::MAX),
+        };
+        t.recompute();
+        t
+    }
+
+    fn recompute(&mut self) {
+        self.first = (f64::NEG_INFINITY, usize::MAX);
+        self.second = (f64::NEG_INFINITY, usize::MAX);
+        for (i, &v) in self.values.iter().enumerate() {
+            if v > self.first.0 {
+                self.second = self.first;
+                self.first = (v, i);
+            } else if v > self.second.0 {
+                self.second = (v, i);
+            }
+        }
+    }
+
+    /// The largest value other than entry `i` (0 when there is none).
+    fn without(&self, i: usize) -> f64 {
+        let v = if self.first.1 == i { self.second.0 } else { self.first.0 };
+        v.max(0.0)
+    }
+
+    fn set(&mut self, i: usize, v: f64) {
+        self.values[i] = v;
+        if self.first.1 == i || self.second.1 == i {
+            self.recompute();
+        } else if v > self.first.0 {
+            self.second = self.first;
+            self.first = (v, i);
+        } else if v > self.second.0 {
+            self.second = (v, i);
+        }
     }
 }
 
