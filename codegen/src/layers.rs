@@ -167,7 +167,7 @@ impl Finish<'_> {
             records[RECORD_WORDS * c..RECORD_WORDS * (c + 1)]
                 .copy_from_slice(&record(b as i32, self.requant.scale(c)));
         }
-        let (lo, hi) = self.requant.bounds();
+        let (lo, hi) = self.requant.uniform_bounds()?;
         Some((
             records,
             Levels {

@@ -1,7 +1,7 @@
 //! `canonicalize`: removes dead ops and folds ops that do nothing or compose into one:
 //! identity reshapes/flattens/transposes/pads/concats, reshape-of-reshape, and nested ReLU/clip.
 
-use qcc_dialects::ops::attrs;
+use qcc_dialects::ops::attrs::{self, ClipBounds};
 use qcc_dialects::{Attr, Attrs, Function, Module, NodeIndex, OpKind, Operation, Value};
 
 use crate::pass::{Options, Pass, PassContext, PassInfo};
@@ -37,12 +37,33 @@ fn is_identity(func: &Function, node: NodeIndex) -> bool {
     }
 }
 
-fn clip_range(op: &Operation) -> Option<(f64, f64)> {
+fn clip_range(op: &Operation) -> Option<ClipBounds> {
     match op.kind()? {
-        OpKind::Relu => Some((0.0, f64::INFINITY)),
+        OpKind::Relu => Some(ClipBounds {
+            lo: 0.0,
+            hi: f64::INFINITY,
+            channel_hi: None,
+        }),
         OpKind::Clip => attrs::clip_bounds(op).ok(),
         _ => None,
     }
+}
+
+/// The clip that `inner` then `outer` make together: the intersection of their ranges.
+fn intersect(inner: &ClipBounds, outer: &ClipBounds) -> ClipBounds {
+    let lo = inner.lo.max(outer.lo);
+    let hi = inner.hi.min(outer.hi).max(lo);
+    let channels = inner
+        .channel_hi
+        .as_ref()
+        .or(outer.channel_hi.as_ref())
+        .map(Vec::len);
+    let channel_hi = channels.map(|n| {
+        (0..n)
+            .map(|c| inner.hi_of(c).min(outer.hi_of(c)).max(lo))
+            .collect()
+    });
+    ClipBounds { lo, hi, channel_hi }
 }
 
 /// Tries one rewrite rooted at `node`; returns whether the graph changed.
@@ -76,11 +97,11 @@ fn rewrite(func: &mut Function, node: NodeIndex) -> bool {
         func.remove_op(node);
         return true;
     }
-    if let (Some((lo1, hi1)), Some((lo2, hi2))) = (clip_range(&producer), clip_range(&op)) {
+    if let (Some(inner), Some(outer)) = (clip_range(&producer), clip_range(&op)) {
         // clip(clip(x)) clips once to the intersection of the ranges.
         let source = func.operands(input.node)[0];
-        let (lo, hi) = (lo1.max(lo2), hi1.min(hi2).max(lo1.max(lo2)));
-        let merged = if lo == 0.0 && hi == f64::INFINITY {
+        let ClipBounds { lo, hi, channel_hi } = intersect(&inner, &outer);
+        let merged = if lo == 0.0 && hi == f64::INFINITY && channel_hi.is_none() {
             Operation::of(OpKind::Relu, Attrs::new(), op.results[0].clone())
         } else {
             let mut attrs = Attrs::new();
@@ -89,6 +110,9 @@ fn rewrite(func: &mut Function, node: NodeIndex) -> bool {
             }
             if hi < f64::INFINITY {
                 attrs.set("max", Attr::Float(hi));
+            }
+            if let Some(h) = channel_hi {
+                attrs.set("channel_max", Attr::floats(&h));
             }
             Operation::of(OpKind::Clip, attrs, op.results[0].clone())
         };

@@ -25,9 +25,9 @@ pub const INFO: PassInfo = PassInfo {
     options: &[
         OptionSpec {
             name: "relu6",
-            kind: OptionKind::Choice(&["skip", "relu"]),
-            default: "skip",
-            help: "pairs through ReLU6: leave them (the float function stays exact), or replace the ReLU6 with ReLU and equalize (as Nagel et al.; changes the float function)",
+            kind: OptionKind::Choice(&["scale", "skip", "relu"]),
+            default: "scale",
+            help: "pairs through ReLU6 (a clip from 0): scale its bound per channel with the layer (the float function stays exact; the integer layer gets per-channel output bounds), leave them alone, or replace the ReLU6 with ReLU and equalize (as Nagel et al.; changes the float function)",
         },
         OptionSpec {
             name: "objective",
@@ -46,7 +46,11 @@ pub const INFO: PassInfo = PassInfo {
     requires: &["fold-batchnorm"],
     create: |o: &Options| {
         Box::new(Equalize {
-            relu6_to_relu: o.choice("relu6") == "relu",
+            relu6: match o.choice("relu6") {
+                "skip" => Relu6::Skip,
+                "relu" => Relu6::Relu,
+                _ => Relu6::Scale,
+            },
             noise: o.choice("objective") == "noise",
             samples: o.int("samples") as usize,
             sweeps: o.int("sweeps") as usize,
@@ -54,8 +58,19 @@ pub const INFO: PassInfo = PassInfo {
     },
 };
 
+/// What `equalize` does with a pair through a ReLU6 (any clip from 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Relu6 {
+    /// Divides the clip's upper bound of channel c by the channel's scale.
+    Scale,
+    /// Leaves the pair alone.
+    Skip,
+    /// Turns the clip into a ReLU (changes the float function).
+    Relu,
+}
+
 struct Equalize {
-    relu6_to_relu: bool,
+    relu6: Relu6,
     noise: bool,
     samples: usize,
     sweeps: usize,
@@ -177,7 +192,7 @@ fn passable(func: &Function, n: NodeIndex, relu6: bool) -> bool {
     }
     relu6
         && func.is_op(n, OpKind::Clip)
-        && qcc_dialects::ops::attrs::clip_bounds(func.op(n)).is_ok_and(|(lo, _)| lo == 0.0)
+        && qcc_dialects::ops::attrs::clip_bounds(func.op(n)).is_ok_and(|b| b.lo == 0.0)
 }
 
 /// The only reader of `v`, when it has one and `v` is not returned.
@@ -244,13 +259,17 @@ impl Pass for Equalize {
         let Some(index) = module.functions.iter().position(|f| f.name == "main") else {
             return Ok(());
         };
-        let found = pairs(module, &module.functions[index], self.relu6_to_relu);
+        let found = pairs(module, &module.functions[index], self.relu6 != Relu6::Skip);
         if found.is_empty() {
             ctx.note(INFO.name, "no convolution pairs to equalize");
             return Ok(());
         }
         // ReLU6 first: the noise objective measures the network it equalizes.
-        let relus = relu6_to_relu(&mut module.functions[index], &found);
+        let relus = if self.relu6 == Relu6::Relu {
+            relu6_to_relu(&mut module.functions[index], &found)
+        } else {
+            0
+        };
         let stats = if self.noise && self.sweeps > 0 {
             Some(observe(module, &found, ctx, self.samples)?)
         } else {
@@ -322,6 +341,10 @@ impl Equalize {
         };
         let before: Vec<_> = found.iter().map(|p| spreads(&layers, &stats, p)).collect();
         let inputs: Vec<Value> = found.iter().map(|p| func.operands(p.a)[0]).collect();
+        let mut total: Vec<Vec<f64>> = found
+            .iter()
+            .map(|p| vec![1.0; layers[&p.a].shape[0]])
+            .collect();
         let mut sweeps = 0;
         for _ in 0..self.sweeps {
             sweeps += 1;
@@ -333,6 +356,7 @@ impl Equalize {
                     Some(stats) => Noise::of(a, b, &stats[&between(p)], &stats[&inputs[k]]).solve(),
                 };
                 moved = s.iter().fold(moved, |m, v| m.max(v.ln().abs()));
+                total[k].iter_mut().zip(&s).for_each(|(t, s)| *t *= s);
                 layers.get_mut(&p.a).expect("read").scale_out(&s);
                 layers.get_mut(&p.b).expect("read").scale_in(&s);
                 if let Some(stats) = &mut stats {
@@ -367,8 +391,32 @@ impl Equalize {
         for n in nodes {
             write(module, func, n, &layers[&n])?;
         }
+        for (p, s) in found.iter().zip(&total) {
+            if let Some(act) = p.act
+                && func.is_op(act, OpKind::Clip)
+            {
+                scale_clip(func, act, s)?;
+            }
+        }
         Ok(sweeps)
     }
+}
+
+/// Divides channel c's upper bound of clip `act` by `s[c]` (its input channel was divided by it).
+fn scale_clip(func: &mut Function, act: NodeIndex, s: &[f64]) -> Result<(), String> {
+    let bounds = qcc_dialects::ops::attrs::clip_bounds(func.op(act))?;
+    if s.iter().all(|v| *v == 1.0) || bounds.max_hi() == f64::INFINITY && bounds.channel_hi.is_none() {
+        return Ok(());
+    }
+    let h: Vec<f64> = s
+        .iter()
+        .enumerate()
+        .map(|(c, s)| bounds.hi_of(c) / s)
+        .collect();
+    let attrs = &mut func.op_mut(act).attrs;
+    attrs.remove("max");
+    attrs.set("channel_max", qcc_dialects::Attr::floats(&h));
+    Ok(())
 }
 
 /// The plain rule: `sqrt(r1_c / r2_c)` (1 for a channel where either range is 0).

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use qcc_dialects::ops::attrs;
+use qcc_dialects::ops::attrs::{self, ClipBounds};
 use qcc_dialects::{
     Attr, Attrs, ElemType, Function, Module, NodeIndex, OpKind, Operation, QuantParams, QuantType,
     Storage, Tensor, TensorData, TensorType, Value, f32_scale,
@@ -152,6 +152,16 @@ pub fn quantize_weights(
     (q, scales)
 }
 
+/// Where a rewritten layer's output goes: the value it stands for (after a fused activation),
+/// its type, its clamp and per-channel bounds, and the fused activation.
+struct LayerOutput {
+    value: Value,
+    ty: TensorType,
+    clamp: Option<Attr>,
+    channel_max: Option<Attr>,
+    fused: Option<NodeIndex>,
+}
+
 /// What replaced an old value in the new function.
 #[derive(Default)]
 struct Mapping {
@@ -243,8 +253,8 @@ impl Rewriter<'_> {
         Ok(())
     }
 
-    /// The activation that follows `node` and can be fused as its output clamp.
-    fn fusable_activation(&self, node: NodeIndex) -> Option<(NodeIndex, f64)> {
+    /// The activation that follows `node` and can be fused as its output clamp, with its bounds.
+    fn fusable_activation(&self, node: NodeIndex) -> Option<(NodeIndex, ClipBounds)> {
         let out = Value::of(node);
         let users = self.old.users(out);
         if users.len() != 1 || self.old.is_returned(out) {
@@ -253,40 +263,59 @@ impl Rewriter<'_> {
         let user = users[0].0;
         let op = self.old.op(user);
         match op.kind()? {
-            OpKind::Relu => Some((user, f64::INFINITY)),
+            OpKind::Relu => Some((
+                user,
+                ClipBounds {
+                    lo: 0.0,
+                    hi: f64::INFINITY,
+                    channel_hi: None,
+                },
+            )),
             OpKind::Clip => {
-                let (lo, hi) = attrs::clip_bounds(op).ok()?;
-                (lo == 0.0 && hi > 0.0).then_some((user, hi))
+                let b = attrs::clip_bounds(op).ok()?;
+                (b.lo == 0.0 && b.max_hi() > 0.0).then_some((user, b))
             }
             _ => None,
         }
     }
 
-    /// The result type and clamp of a layer whose output (after a fused activation) is `out`.
-    fn output(
-        &self,
-        node: NodeIndex,
-        shape: Vec<usize>,
-    ) -> (Value, TensorType, Option<Attr>, Option<NodeIndex>) {
+    /// The result type, clamp and per-channel bounds of a layer whose output (after a fused
+    /// activation) is `out`.
+    fn output(&self, node: NodeIndex, shape: Vec<usize>) -> LayerOutput {
         match self.fusable_activation(node) {
-            Some((act, max)) => {
+            Some((act, bounds)) => {
                 let out = Value::of(act);
                 let (scale, zp) = self.params(out);
-                let hi = if max.is_finite() {
-                    (zp as f64 + (max / scale).round()).min(255.0) as i64
-                } else {
-                    255
+                let level = |max: f64| {
+                    let hi = if max.is_finite() {
+                        (zp as f64 + (max / scale).round()).min(255.0) as i64
+                    } else {
+                        255
+                    };
+                    hi.max(zp)
                 };
-                (
-                    out,
-                    u8_type(shape, (scale, zp)),
-                    Some(Attr::ints(&[zp, hi.max(zp)])),
-                    Some(act),
-                )
+                let hi = level(bounds.max_hi());
+                let channel_max = bounds.channel_hi.as_ref().map(|h| {
+                    let levels: Vec<i64> = (0..h.len()).map(|c| level(bounds.hi_of(c)).min(hi)).collect();
+                    Attr::ints(&levels)
+                });
+                LayerOutput {
+                    value: out,
+                    ty: u8_type(shape, (scale, zp)),
+                    clamp: Some(Attr::ints(&[zp, hi])),
+                    channel_max,
+                    fused: Some(act),
+                }
             }
             None => {
                 let out = Value::of(node);
-                (out, u8_type(shape, self.params(out)), None, None)
+                LayerOutput {
+                    value: out,
+                    ty: u8_type(shape, self.params(out)),
+                    clamp: None,
+                    channel_max: None,
+                    fused: None,
+                }
             }
         }
     }
@@ -407,10 +436,19 @@ impl Rewriter<'_> {
             None => hint(self.old, Value::of(node)).map(|h| format!("{h}_bias_q")),
         };
         self.new.op_mut(bv.node).result_names[0] = bias_hint;
-        let (out, ty, clamp, fused) = self.output(node, op.results[0].shape.clone());
+        let LayerOutput {
+            value: out,
+            ty,
+            clamp,
+            channel_max,
+            fused,
+        } = self.output(node, op.results[0].shape.clone());
         let mut attrs = op.attrs.clone();
         if let Some(c) = clamp {
             attrs.set("clamp", c);
+        }
+        if let Some(c) = channel_max {
+            attrs.set("channel_max", c);
         }
         let kind = if op.is(OpKind::Conv2d) {
             OpKind::QuantConv2d
@@ -446,16 +484,20 @@ impl Rewriter<'_> {
             .into_iter()
             .map(|v| self.quantized(v))
             .collect::<Result<Vec<_>, _>>()?;
-        let (out, ty, clamp, fused) = if fuse {
-            self.output(node, op.results[0].shape.clone())
-        } else {
-            let out = Value::of(node);
-            (
-                out,
-                u8_type(op.results[0].shape.clone(), self.params(out)),
-                None,
-                None,
-            )
+        // Only conv/dense layers take per-channel bounds.
+        let fused_output = Some(self.output(node, op.results[0].shape.clone()))
+            .filter(|o| fuse && o.channel_max.is_none());
+        let (out, ty, clamp, fused) = match fused_output {
+            Some(o) => (o.value, o.ty, o.clamp, o.fused),
+            None => {
+                let out = Value::of(node);
+                (
+                    out,
+                    u8_type(op.results[0].shape.clone(), self.params(out)),
+                    None,
+                    None,
+                )
+            }
         };
         let mut attrs = op.attrs.clone();
         if let Some(c) = clamp {

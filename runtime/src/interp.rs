@@ -12,7 +12,8 @@ use qcc_dialects::{
 
 use crate::engine::OpKernel;
 use crate::kernels::elementwise::{
-    Activation, Arith, batch_norm, binary, binary_in_place, f32s, softmax, unary, unary_in_place,
+    Activation, Arith, batch_norm, binary, binary_in_place, channel_clip, f32s, softmax, unary,
+    unary_in_place,
 };
 use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{concat, pad, transpose};
@@ -53,7 +54,8 @@ pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, S
     let out = &op.results[0];
     let channels = out.shape.get(1).copied().unwrap_or(1);
     match (types.first(), types.get(1)) {
-        (Some(x), Some(w)) => Requant::from_types(x, w, out, channels, attrs::clamp(op)?),
+        (Some(x), Some(w)) => Requant::from_types(x, w, out, channels, attrs::clamp(op)?)?
+            .with_channel_max(attrs::channel_clamp(op)?),
         _ => Err("missing operand".into()),
     }
 }
@@ -62,10 +64,10 @@ pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, S
 fn activation(op: &Operation) -> Result<Option<Activation>, String> {
     Ok(Some(match op.kind() {
         Some(OpKind::Relu) => Activation::Relu,
-        Some(OpKind::Clip) => {
-            let (lo, hi) = attrs::clip_bounds(op)?;
-            Activation::Clip(lo as f32, hi as f32)
-        }
+        Some(OpKind::Clip) => match attrs::clip_bounds(op)?.uniform() {
+            Some((lo, hi)) => Activation::Clip(lo as f32, hi as f32),
+            None => return Ok(None), // per channel: `channel_clip`
+        },
         Some(OpKind::Sigmoid) => Activation::Sigmoid,
         Some(OpKind::HardSigmoid) => {
             let (a, b) = attrs::hardsigmoid(op);
@@ -146,6 +148,10 @@ fn eval_prepared(
                 [p[0], p[1], p[2], p[3]],
                 attrs::epsilon(op)? as f32,
             )
+        }
+        OpKind::Clip if attrs::clip_bounds(op)?.channel_hi.is_some() => {
+            let (xv, xs) = input()?;
+            channel_clip(xv, xs, &attrs::clip_bounds(op)?)
         }
         OpKind::Relu | OpKind::Clip | OpKind::Sigmoid | OpKind::HardSigmoid | OpKind::HardSwish => {
             let (xv, xs) = input()?;

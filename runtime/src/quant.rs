@@ -175,6 +175,8 @@ pub struct Requant {
     zp: i64,
     lo: i64,
     hi: i64,
+    /// Each channel's upper bound (`hi` for all, unless the layer has `channel_max`).
+    highs: Vec<i64>,
 }
 
 /// `x` rounded to the nearest integer, ties to even (`f32::round_ties_even`, which is a libm call
@@ -225,7 +227,25 @@ impl Requant {
             zp,
             lo,
             hi,
+            highs: vec![hi; channels],
         })
+    }
+
+    /// The same requantization with each channel's output also bounded above by `channel_max[c]`
+    /// (a layer's `channel_max` attribute); the bounds stay within the clamp.
+    pub fn with_channel_max(mut self, channel_max: Option<Vec<i64>>) -> Result<Requant, String> {
+        let Some(h) = channel_max else {
+            return Ok(self);
+        };
+        if h.len() != self.scales.len() {
+            return Err(format!(
+                "'channel_max' has {} bounds for {} output channels",
+                h.len(),
+                self.scales.len()
+            ));
+        }
+        self.highs = h.iter().map(|v| (*v).clamp(self.lo, self.hi)).collect();
+        Ok(self)
     }
 
     /// Output channels.
@@ -236,7 +256,7 @@ impl Requant {
     /// The output level of `acc` (accumulator plus bias) of channel `c`, clamped.
     #[inline]
     pub fn one(&self, c: usize, acc: i64) -> i64 {
-        self.unclamped(c, acc).clamp(self.lo, self.hi)
+        self.unclamped(c, acc).clamp(self.lo, self.highs[c])
     }
 
     /// The output level of `acc` (accumulator plus bias) of channel `c` before the clamp to
@@ -253,7 +273,7 @@ impl Requant {
     #[inline]
     pub fn offsets(&self, c: usize, acc: i64) -> (f32, f32) {
         let level = round_even(acc as f32 * self.scales[c]);
-        let (lo, hi) = ((self.lo - self.zp) as f32, (self.hi - self.zp) as f32);
+        let (lo, hi) = ((self.lo - self.zp) as f32, (self.highs[c] - self.zp) as f32);
         (level, level.clamp(lo, hi))
     }
 
@@ -267,9 +287,23 @@ impl Requant {
         self.zp
     }
 
-    /// The smallest and largest output level (clamp and storage range).
+    /// The smallest and largest output level (clamp and storage range; the largest of any
+    /// channel).
     pub fn bounds(&self) -> (i64, i64) {
         (self.lo, self.hi)
+    }
+
+    /// The smallest and largest output level of channel `c`.
+    pub fn channel_bounds(&self, c: usize) -> (i64, i64) {
+        (self.lo, self.highs[c])
+    }
+
+    /// [`Requant::bounds`] when every channel has them (no `channel_max` below the clamp).
+    pub fn uniform_bounds(&self) -> Option<(i64, i64)> {
+        self.highs
+            .iter()
+            .all(|h| *h == self.hi)
+            .then_some((self.lo, self.hi))
     }
 
     /// Requantizes accumulators laid out `[N, C, plane]` plus `bias[c]` into a tensor of type `ty`.

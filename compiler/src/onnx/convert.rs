@@ -33,6 +33,7 @@ pub const SUPPORTED: &[&str] = &[
     "Identity",
     "MatMul",
     "MaxPool",
+    "Min",
     "Mul",
     "Pad",
     "QuantizeLinear",
@@ -46,6 +47,19 @@ pub const SUPPORTED: &[&str] = &[
 
 /// Constants at most this large, when they come from `Constant` nodes, are printed inline.
 const INLINE_LIMIT: usize = 64;
+
+/// The values of f32 `bounds` that vary along axis 1 of a tensor of `shape` only (shaped
+/// `[C, 1, ...]` or `[1, C, 1, ...]`), as `Min` carries a per-channel clip.
+pub(crate) fn channel_bounds<'t>(bounds: &'t Tensor, shape: &[usize]) -> Option<&'t [f32]> {
+    let channels = shape.get(1).copied()?;
+    let mut dims = bounds.shape.as_slice();
+    if dims.len() == shape.len() && dims.first() == Some(&1) {
+        dims = &dims[1..];
+    }
+    let per_channel =
+        dims.len() + 1 == shape.len() && dims.first() == Some(&channels) && dims[1..].iter().all(|d| *d == 1);
+    bounds.as_f32().filter(|_| per_channel)
+}
 
 /// Makes an ONNX name usable as an IR value name.
 pub fn sanitize(name: &str) -> String {
@@ -469,6 +483,7 @@ impl<'m> Converter<'m> {
                 self.emit(OpKind::HardSigmoid, attrs, &[x], hint)?
             }
             "Clip" => self.clip(node)?,
+            "Min" => self.channel_min(node)?,
             "Add" | "Sub" | "Mul" | "Div" => {
                 let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
                 let kind = match node.op_type.as_str() {
@@ -689,6 +704,34 @@ impl<'m> Converter<'m> {
         if let Some(hi) = hi {
             attrs.set("max", Attr::Float(hi));
         }
+        self.emit(OpKind::Clip, attrs, &[x], Self::hint(node))
+    }
+
+    /// `Min(x, bounds)` with constant bounds that vary along axis 1 only (shaped `[C, 1, ...]`
+    /// or `[1, C, 1, ...]`), as qcc's export writes a per-channel clip: `nn.clip` with
+    /// `channel_max`.
+    fn channel_min(&mut self, node: &NodeProto) -> Result<Value, String> {
+        if node.input.len() != 2 {
+            return self.err("only Min of two inputs is supported (a tensor and per-channel bounds)");
+        }
+        let x = self.input(node, 0)?;
+        let Some(bounds) = self.const_input(node, 1, "bound")? else {
+            return self.err("its second input must be per-channel bounds");
+        };
+        let shape = self.ty(x).shape.clone();
+        let values = channel_bounds(&bounds, &shape).ok_or_else(|| {
+            format!(
+                "{}: Min is supported only with constant f32 bounds per channel (shape [{}, 1, ...]), got shape {:?}",
+                self.node,
+                shape.get(1).copied().unwrap_or(0),
+                bounds.shape
+            )
+        })?;
+        let h: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
+        if h.iter().any(|v| v.is_nan()) {
+            return self.err("its bounds hold NaN");
+        }
+        let attrs = Attrs::new().with("channel_max", Attr::floats(&h));
         self.emit(OpKind::Clip, attrs, &[x], Self::hint(node))
     }
 

@@ -477,8 +477,10 @@ impl<'m> Writer<'m> {
             Some(n) => n.clone(),
             None => self.fresh(&format!("{out}_float")),
         };
+        let channel_max = attrs::channel_clamp(op)?;
         let clamp = match attrs::clamp(op)? {
-            Some([lo, hi]) if lo > min || hi < max => Some((lo, hi)),
+            Some([lo, hi]) if lo > min || hi < max || channel_max.is_some() => Some((lo, hi)),
+            None if channel_max.is_some() => Some((min, max)),
             _ => None,
         };
         let Some((lo, hi)) = clamp else {
@@ -487,10 +489,14 @@ impl<'m> Writer<'m> {
         };
         let pre = self.fresh(&format!("{post}_preact"));
         self.node(op_type, inputs, &pre, attrs);
+        let real = |v: i64| (v - zero_point) as f32 * scale as f32;
+        let clipped = match &channel_max {
+            Some(_) => self.fresh(&format!("{post}_clip")),
+            None => post.clone(),
+        };
         if lo == zero_point && hi == max {
-            self.node("Relu", vec![pre], &post, vec![]);
+            self.node("Relu", vec![pre], &clipped, vec![]);
         } else {
-            let real = |v: i64| (v - zero_point) as f32 * scale as f32;
             let lo_name = if lo > min {
                 self.initializer("clip_min", &Tensor::from_f32(vec![], vec![real(lo)]))
             } else {
@@ -501,9 +507,23 @@ impl<'m> Writer<'m> {
             } else {
                 String::new()
             };
-            self.node("Clip", vec![pre, lo_name, hi_name], &post, vec![]);
+            self.node("Clip", vec![pre, lo_name, hi_name], &clipped, vec![]);
+        }
+        if let Some(h) = channel_max {
+            let bounds: Vec<f64> = h.iter().map(|v| f64::from(real(*v))).collect();
+            self.channel_min(clipped, &bounds, ty.rank(), &post);
         }
         self.quantize(post, ty, &out)
+    }
+
+    /// `Min(x, bounds)` into `out`, the bounds (one per channel) shaped `[C, 1, ...]` so they
+    /// broadcast along axis 1 of a tensor of `rank`.
+    fn channel_min(&mut self, x: String, bounds: &[f64], rank: usize, out: &str) {
+        let mut shape = vec![bounds.len()];
+        shape.resize(rank.max(2) - 1, 1);
+        let values = bounds.iter().map(|v| *v as f32).collect();
+        let name = self.initializer("channel_max", &Tensor::from_f32(shape, values));
+        self.node("Min", vec![x, name], out, vec![]);
     }
 
     /// The bias of an integer layer as `DequantizeLinear` of its i32 values at scale
@@ -687,9 +707,13 @@ impl<'m> Writer<'m> {
                 self.node("HardSigmoid", names, &out, attrs);
             }
             OpKind::Clip => {
-                let (lo, hi) = clip_bounds(op)?;
+                let bounds = clip_bounds(op)?;
+                let clipped = match bounds.channel_hi {
+                    Some(_) => self.fresh(&format!("{out}_clip")),
+                    None => out.clone(),
+                };
                 let mut inputs = names;
-                for (bound, what) in [(lo, "clip_min"), (hi, "clip_max")] {
+                for (bound, what) in [(bounds.lo, "clip_min"), (bounds.hi, "clip_max")] {
                     inputs.push(if bound.is_finite() {
                         self.initializer(what, &Tensor::from_f32(vec![], vec![bound as f32]))
                     } else {
@@ -699,7 +723,10 @@ impl<'m> Writer<'m> {
                 while inputs.last().is_some_and(String::is_empty) {
                     inputs.pop();
                 }
-                self.node("Clip", inputs, &out, vec![]);
+                self.node("Clip", inputs, &clipped, vec![]);
+                if let Some(h) = &bounds.channel_hi {
+                    self.channel_min(clipped, h, self.ty(ops[0]).rank(), &out);
+                }
             }
             OpKind::AvgPool2d => {
                 let attrs = self.pool_attrs(op, false)?;

@@ -169,8 +169,44 @@ impl Pool2dAttrs {
     }
 }
 
-/// The bounds of `nn.clip` (unbounded where not given).
-pub fn clip_bounds(op: &Operation) -> Result<(f64, f64), String> {
+/// `nn.clip`'s bounds: `min` and `max` (unbounded where not given) and, with `channel_max`, an
+/// upper bound per channel (axis 1) that applies together with `max` (cross-layer equalization
+/// scales a ReLU6's bound per channel).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipBounds {
+    /// The lower bound.
+    pub lo: f64,
+    /// The upper bound shared by every channel.
+    pub hi: f64,
+    /// The upper bound of each channel, if the clip has them.
+    pub channel_hi: Option<Vec<f64>>,
+}
+
+impl ClipBounds {
+    /// The upper bound of channel `c`.
+    pub fn hi_of(&self, c: usize) -> f64 {
+        match &self.channel_hi {
+            Some(h) => h.get(c).map_or(self.hi, |v| v.min(self.hi)),
+            None => self.hi,
+        }
+    }
+
+    /// The largest upper bound of any channel.
+    pub fn max_hi(&self) -> f64 {
+        match &self.channel_hi {
+            Some(h) => h.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v)).min(self.hi),
+            None => self.hi,
+        }
+    }
+
+    /// The bounds as `(lo, hi)` when every channel shares them.
+    pub fn uniform(&self) -> Option<(f64, f64)> {
+        self.channel_hi.is_none().then_some((self.lo, self.hi))
+    }
+}
+
+/// The bounds of `nn.clip`.
+pub fn clip_bounds(op: &Operation) -> Result<ClipBounds, String> {
     let (lo, hi) = (
         float_or(op, "min", f64::NEG_INFINITY),
         float_or(op, "max", f64::INFINITY),
@@ -178,7 +214,21 @@ pub fn clip_bounds(op: &Operation) -> Result<(f64, f64), String> {
     if lo.is_nan() || hi.is_nan() || lo > hi {
         return Err(format!("'min' ({lo:?}) must not exceed 'max' ({hi:?})"));
     }
-    Ok((lo, hi))
+    let channel_hi = match op.attr("channel_max") {
+        None => None,
+        Some(a) => {
+            let h = a
+                .as_floats()
+                .ok_or_else(|| format!("'channel_max' must be a list of numbers, got {a}"))?;
+            if let Some((c, v)) = h.iter().enumerate().find(|(_, v)| v.is_nan() || **v < lo) {
+                return Err(format!(
+                    "'channel_max' of channel {c} ({v:?}) is below 'min' ({lo:?})"
+                ));
+            }
+            Some(h)
+        }
+    };
+    Ok(ClipBounds { lo, hi, channel_hi })
 }
 
 /// The fused output clamp of an integer op, in stored values (`None`: the storage range).
@@ -189,6 +239,18 @@ pub fn clamp(op: &Operation) -> Result<Option<[i64; 2]>, String> {
     match c.as_ints().as_deref() {
         Some(&[lo, hi]) if lo <= hi => Ok(Some([lo, hi])),
         _ => Err(format!("'clamp' must be [lo, hi] with lo <= hi, got {c}")),
+    }
+}
+
+/// The per-output-channel upper bounds of an integer conv/dense layer's output, in stored values
+/// (`channel_max`, applied together with `clamp`), if it has them.
+pub fn channel_clamp(op: &Operation) -> Result<Option<Vec<i64>>, String> {
+    match op.attr("channel_max") {
+        None => Ok(None),
+        Some(a) => a
+            .as_ints()
+            .map(Some)
+            .ok_or_else(|| format!("'channel_max' must be a list of integers, got {a}")),
     }
 }
 

@@ -49,7 +49,18 @@ fn batch_norm_verify(ctx: &OpCtx) -> Result<(), String> {
 
 fn clip_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
-    attrs::clip_bounds(ctx.op).map(|_| ())
+    let bounds = attrs::clip_bounds(ctx.op)?;
+    if let Some(h) = &bounds.channel_hi {
+        let channels = ctx.operand(0).shape.get(1).copied();
+        if channels != Some(h.len()) {
+            return Err(format!(
+                "'channel_max' has {} bounds for an input of {} channels (axis 1)",
+                h.len(),
+                channels.map_or("no".to_string(), |c| c.to_string())
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn axis_verify(ctx: &OpCtx) -> Result<(), String> {
@@ -123,10 +134,14 @@ pub static OPS: &[OpDef] = &[
     },
     OpDef {
         kind: OpKind::Clip,
-        summary: "min(max(x, min), max); ReLU6 is min = 0, max = 6",
+        summary: "min(max(x, min), max, channel_max[c]); ReLU6 is min = 0, max = 6; channel_max (optional) bounds each channel (axis 1)",
         operands: Arity::Exact(1),
         results: 1,
-        attrs: &[optional("min", K::Float), optional("max", K::Float)],
+        attrs: &[
+            optional("min", K::Float),
+            optional("max", K::Float),
+            optional("channel_max", K::Floats),
+        ],
         infer: shape::same,
         verify: clip_verify,
     },

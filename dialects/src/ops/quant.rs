@@ -74,7 +74,32 @@ fn layer_verify(ctx: &OpCtx) -> Result<(), String> {
         bias(b)?;
     }
     activation(ctx.result(0), "the result")?;
-    clamp(ctx)
+    clamp(ctx)?;
+    channel_clamp(ctx)
+}
+
+/// `channel_max` has one bound per output channel (axis 1), each within the clamp.
+fn channel_clamp(ctx: &OpCtx) -> Result<(), String> {
+    let Some(h) = super::attrs::channel_clamp(ctx.op)? else {
+        return Ok(());
+    };
+    let channels = ctx.result(0).shape.get(1).copied().unwrap_or(1);
+    if h.len() != channels {
+        return Err(format!(
+            "'channel_max' has {} bounds for {channels} output channels",
+            h.len()
+        ));
+    }
+    let (lo, hi) = match super::attrs::clamp(ctx.op)? {
+        Some([lo, hi]) => (lo, hi),
+        None => quant_of(ctx.result(0), "the result")?.storage.range(),
+    };
+    match h.iter().enumerate().find(|(_, v)| !(lo..=hi).contains(*v)) {
+        Some((c, v)) => Err(format!(
+            "'channel_max' of channel {c} ({v}) must lie in the clamp [{lo}, {hi}]"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn activations_verify(ctx: &OpCtx) -> Result<(), String> {
@@ -112,12 +137,13 @@ fn dequantize_verify(ctx: &OpCtx) -> Result<(), String> {
     Ok(())
 }
 
-const LAYER_ATTRS: [AttrSpec; 6] = [
+const LAYER_ATTRS: [AttrSpec; 7] = [
     optional("strides", K::Ints),
     optional("pads", K::Ints),
     optional("dilations", K::Ints),
     optional("groups", K::Int),
     optional("clamp", K::Ints),
+    optional("channel_max", K::Ints),
     optional("bias_shift", K::Floats),
 ];
 
@@ -157,6 +183,7 @@ pub static OPS: &[OpDef] = &[
         results: 1,
         attrs: &[
             optional("clamp", K::Ints),
+            optional("channel_max", K::Ints),
             optional("bias_shift", K::Floats),
         ],
         infer: shape::dense,

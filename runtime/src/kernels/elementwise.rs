@@ -1,6 +1,7 @@
 //! Elementwise ops: activations, binary ops with broadcasting, batch normalization, softmax.
 
 use qcc_dialects::Tensor;
+use qcc_dialects::ops::attrs::ClipBounds;
 use rayon::prelude::*;
 
 /// A float activation applied element by element.
@@ -54,6 +55,18 @@ pub fn unary_in_place(x: &mut [f32], f: Activation) {
         Activation::HardSigmoid(a, b) => each(chunk, |v| Activation::HardSigmoid(a, b).apply(v)),
         Activation::HardSwish => each(chunk, |v| Activation::HardSwish.apply(v)),
     });
+}
+
+/// `nn.clip` with an upper bound per channel (axis 1 of `shape`).
+pub fn channel_clip(x: &[f32], shape: &[usize], bounds: &ClipBounds) -> Tensor {
+    let channels = shape.get(1).copied().unwrap_or(1).max(1);
+    let plane: usize = shape.iter().skip(2).product::<usize>().max(1);
+    let mut out = x.to_vec();
+    out.par_chunks_mut(plane).enumerate().for_each(|(j, p)| {
+        let f = Activation::Clip(bounds.lo as f32, bounds.hi_of(j % channels) as f32);
+        p.iter_mut().for_each(|v| *v = f.apply(*v));
+    });
+    Tensor::from_f32(shape.to_vec(), out)
 }
 
 /// A float binary arithmetic op.

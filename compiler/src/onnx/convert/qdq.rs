@@ -112,13 +112,15 @@ pub(super) struct Unit {
     /// i32 biases at scale input x weight, and their name.
     bias: Option<(String, Vec<i32>)>,
     clamp: Option<[i64; 2]>,
+    /// Per-channel upper bounds in stored values (a `Min` after the activation).
+    channel_max: Option<Vec<i64>>,
     result: QuantType,
     /// The QuantizeLinear's output, which the integer op computes.
     output: String,
     /// The float tensor the integer op stands for (after the batch norm and the activation):
     /// its value's name in the module, as the float model names the same value.
     float_name: String,
-    /// The Relu or Clip and the QuantizeLinear the integer op takes in.
+    /// The Relu or Clip (and Min) and the QuantizeLinear the integer op takes in.
     pub(super) absorbed: Vec<usize>,
 }
 
@@ -451,40 +453,52 @@ impl Converter<'_> {
                 .only_reader(out)
                 .ok_or("its batch norm's result has other readers than one QuantizeLinear")?;
         }
-        let (act, q) = match g.nodes[next].op_type.as_str() {
-            "QuantizeLinear" => (None, next),
+        let output_of = |n: usize| g.nodes[n].output.first().map(String::as_str).unwrap_or_default();
+        let (act, min, q) = match g.nodes[next].op_type.as_str() {
+            "QuantizeLinear" => (None, None, next),
             "Relu" | "Clip"
                 if matches!(
                     kind,
                     OpKind::QuantConv2d | OpKind::QuantDense | OpKind::QuantAdd
                 ) =>
             {
-                let after = g.nodes[next]
-                    .output
-                    .first()
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                match g.only_reader(after) {
-                    Some(q) if g.nodes[q].op_type == "QuantizeLinear" => (Some(next), q),
+                match g.only_reader(output_of(next)) {
+                    Some(q) if g.nodes[q].op_type == "QuantizeLinear" => (Some(next), None, q),
+                    Some(m)
+                        if g.nodes[m].op_type == "Min"
+                            && matches!(kind, OpKind::QuantConv2d | OpKind::QuantDense) =>
+                    {
+                        match g.only_reader(output_of(m)) {
+                            Some(q) if g.nodes[q].op_type == "QuantizeLinear" => {
+                                (Some(next), Some(m), q)
+                            }
+                            _ => return Err("its per-channel bound's result is not quantized".into()),
+                        }
+                    }
                     _ => return Err("its activation's result is not quantized".into()),
                 }
             }
             other => return Err(format!("its result goes to {other}, not QuantizeLinear")),
         };
         let qnode = &g.nodes[q];
-        let float_name = match act {
-            Some(a) => g.nodes[a]
-                .output
-                .first()
-                .map(String::as_str)
-                .unwrap_or_default(),
+        let float_name = match min.or(act) {
+            Some(a) => output_of(a),
             None => out,
         }
         .to_string();
         let rp = self.per_tensor_8bit(qnode, "its result")?;
-        let clamp = match act {
+        let mut clamp = match act {
             None => None,
             Some(a) => self.clamp(&g.nodes[a], &rp)?,
+        };
+        let channel_max = match min {
+            None => None,
+            Some(m) => {
+                let range = rp.storage.range();
+                let [lo, hi] = *clamp.get_or_insert([range.0, range.1]);
+                let rank = if kind == OpKind::QuantConv2d { 4 } else { 2 };
+                Some(self.channel_max(&g.nodes[m], rank, &rp, (lo, hi))?)
+            }
         };
         if kind == OpKind::QuantMaxPool2d && rp != inputs[0].1 {
             return Err("its result is quantized with other parameters than its input".into());
@@ -540,7 +554,7 @@ impl Converter<'_> {
             }
             _ => (None, None),
         };
-        let mut absorbed: Vec<usize> = batch_norm.into_iter().chain(act).collect();
+        let mut absorbed: Vec<usize> = batch_norm.into_iter().chain(act).chain(min).collect();
         absorbed.push(q);
         Ok(Some(Unit {
             kind,
@@ -548,6 +562,7 @@ impl Converter<'_> {
             weight,
             bias,
             clamp,
+            channel_max,
             result: rp.quant_type(),
             output: qnode.output.first().cloned().unwrap_or_default(),
             float_name,
@@ -619,6 +634,36 @@ impl Converter<'_> {
         let level = |v: f64| quantize_value(v as f32, s, z, range);
         let c = [level(lo), level(hi)];
         Ok((c != [range.0, range.1]).then_some(c))
+    }
+
+    /// The per-channel bounds of a `Min` after a layer's activation, in stored values of
+    /// parameters `p`, within the clamp `[lo, hi]`.
+    fn channel_max(
+        &self,
+        min: &NodeProto,
+        rank: usize,
+        p: &Params,
+        (lo, hi): (i64, i64),
+    ) -> Result<Vec<i64>, String> {
+        let bounds = min
+            .input
+            .get(1)
+            .filter(|_| min.input.len() == 2)
+            .and_then(|n| self.constant(n))
+            .and_then(|t| {
+                // The channel count is checked against the layer by the verifier.
+                let channels = t.shape.iter().copied().find(|d| *d != 1).unwrap_or(1);
+                let mut shape = vec![1, channels];
+                shape.resize(rank, 1);
+                super::channel_bounds(t, &shape)
+            })
+            .ok_or("its Min is not a constant bound per channel")?;
+        let (s, z) = (p.scales[0], p.zero_points[0]);
+        let range = p.storage.range();
+        Ok(bounds
+            .iter()
+            .map(|v| quantize_value(*v, s, z, range).clamp(lo, hi))
+            .collect())
     }
 
     /// The int8 weights of a Conv, Gemm or MatMul as `[outputs, ...]`, per tensor or per output
@@ -848,6 +893,9 @@ impl Converter<'_> {
         }
         if let Some(c) = unit.clamp {
             attrs.set("clamp", Attr::ints(&c));
+        }
+        if let Some(c) = &unit.channel_max {
+            attrs.set("channel_max", Attr::ints(c));
         }
         let elem = ElemType::Quant(unit.result.clone());
         let v = self.emit_typed(unit.kind, attrs, &operands, elem, Some(&unit.float_name))?;
