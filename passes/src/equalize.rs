@@ -405,7 +405,9 @@ impl Equalize {
 /// Divides channel c's upper bound of clip `act` by `s[c]` (its input channel was divided by it).
 fn scale_clip(func: &mut Function, act: NodeIndex, s: &[f64]) -> Result<(), String> {
     let bounds = qcc_dialects::ops::attrs::clip_bounds(func.op(act))?;
-    if s.iter().all(|v| *v == 1.0) || bounds.max_hi() == f64::INFINITY && bounds.channel_hi.is_none() {
+    if s.iter().all(|v| *v == 1.0)
+        || bounds.max_hi() == f64::INFINITY && bounds.channel_hi.is_none()
+    {
         return Ok(());
     }
     let h: Vec<f64> = s
@@ -505,7 +507,9 @@ fn observe(
     let calib = ctx.calib.as_ref().ok_or(
         "equalize{objective=noise} needs calibration inputs (--calib): it measures the activations between the layers",
     )?;
-    let func = module.function("main").ok_or("the module has no function @main")?;
+    let func = module
+        .function("main")
+        .ok_or("the module has no function @main")?;
     crate::calibrate::check_inputs(func, calib)?;
     let inputs = crate::calibrate::take(calib, samples);
     let mut stats: HashMap<Value, ChannelStats> = HashMap::new();
@@ -554,7 +558,11 @@ impl Noise {
     fn of(a: &Layer, b: &Layer, x: &ChannelStats, input: &ChannelStats) -> Noise {
         let taps_a: usize = a.shape[2..].iter().product::<usize>().max(1);
         let e: Vec<f64> = if a.depthwise {
-            input.mean_square.iter().map(|m| m * taps_a as f64).collect()
+            input
+                .mean_square
+                .iter()
+                .map(|m| m * taps_a as f64)
+                .collect()
         } else {
             let all: f64 = input.mean_square.iter().sum();
             vec![all * taps_a as f64; a.shape[0]]
@@ -583,10 +591,9 @@ impl Noise {
 
     /// Coordinate descent on `log t` over a grid of steps of 2^(1/4), at most 2^10 either way.
     fn solve(&self) -> Vec<f64> {
-        let c = self.r1.len();
-        let mut t = vec![1.0f64; c];
-        let mut hi = Top2::new((0..c).map(|i| self.hi[i]).collect());
-        let mut lo = Top2::new((0..c).map(|i| -self.lo[i]).collect());
+        let mut t = vec![1.0f64; self.r1.len()];
+        let mut hi = Top2::new(self.hi.clone());
+        let mut lo = Top2::new(self.lo.iter().map(|v| -v).collect());
         let mut r1 = Top2::new(self.r1.clone());
         let mut r2 = Top2::new(self.r2.clone());
         let mut sum_w: f64 = self.w.iter().sum();
@@ -598,25 +605,29 @@ impl Noise {
         };
         for _ in 0..30 {
             let mut changed = false;
-            for i in 0..c {
-                let (ohi, olo, or1, or2) = (hi.without(i), lo.without(i), r1.without(i), r2.without(i));
-                let (t2, w, we, nm) = (t[i] * t[i], self.w[i], self.w[i] * self.e[i], self.nm[i]);
-                let rest = (
-                    sum_w - w * t2,
-                    sum_we - we * t2,
-                    sum_nm - nm / t2,
-                );
+            for (i, ti) in t.iter_mut().enumerate() {
+                let (ohi, olo, or1, or2) =
+                    (hi.without(i), lo.without(i), r1.without(i), r2.without(i));
+                let (t2, w, we, nm) = (*ti * *ti, self.w[i], self.w[i] * self.e[i], self.nm[i]);
+                let rest = (sum_w - w * t2, sum_we - we * t2, sum_nm - nm / t2);
                 let at = |u: f64| {
                     let dx = ohi.max(self.hi[i] / u) + olo.max(-self.lo[i] / u);
                     let da = or1.max(self.r1[i] / u);
                     let db = or2.max(self.r2[i] * u);
                     let u2 = u * u;
-                    cost(dx, da, db, rest.0 + w * u2, rest.1 + we * u2, rest.2 + nm / u2)
+                    cost(
+                        dx,
+                        da,
+                        db,
+                        rest.0 + w * u2,
+                        rest.1 + we * u2,
+                        rest.2 + nm / u2,
+                    )
                 };
-                let now = at(t[i]);
-                let mut best = (now, t[i]);
+                let now = at(*ti);
+                let mut best = (now, *ti);
                 for k in (-8..=8).filter(|k| *k != 0) {
-                    let u = t[i] * 2f64.powf(k as f64 / 4.0);
+                    let u = *ti * 2f64.powf(k as f64 / 4.0);
                     if !(2f64.powi(-10)..=2f64.powi(10)).contains(&u) {
                         continue;
                     }
@@ -625,11 +636,15 @@ impl Noise {
                         best = (j, u);
                     }
                 }
-                if best.1 != t[i] {
+                if best.1 != *ti {
                     changed = true;
                     let u = best.1;
-                    t[i] = u;
-                    (sum_w, sum_we, sum_nm) = (rest.0 + w * u * u, rest.1 + we * u * u, rest.2 + nm / (u * u));
+                    *ti = u;
+                    (sum_w, sum_we, sum_nm) = (
+                        rest.0 + w * u * u,
+                        rest.1 + we * u * u,
+                        rest.2 + nm / (u * u),
+                    );
                     hi.set(i, self.hi[i] / u);
                     lo.set(i, -self.lo[i] / u);
                     r1.set(i, self.r1[i] / u);
@@ -677,7 +692,11 @@ impl Top2 {
 
     /// The largest value other than entry `i` (0 when there is none).
     fn without(&self, i: usize) -> f64 {
-        let v = if self.first.1 == i { self.second.0 } else { self.first.0 };
+        let v = if self.first.1 == i {
+            self.second.0
+        } else {
+            self.first.0
+        };
         v.max(0.0)
     }
 

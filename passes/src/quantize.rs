@@ -296,7 +296,9 @@ impl Rewriter<'_> {
                 };
                 let hi = level(bounds.max_hi());
                 let channel_max = bounds.channel_hi.as_ref().map(|h| {
-                    let levels: Vec<i64> = (0..h.len()).map(|c| level(bounds.hi_of(c)).min(hi)).collect();
+                    let levels: Vec<i64> = (0..h.len())
+                        .map(|c| level(bounds.hi_of(c)).min(hi))
+                        .collect();
                     Attr::ints(&levels)
                 });
                 LayerOutput {

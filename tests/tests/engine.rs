@@ -237,22 +237,30 @@ fn bias(rng: &mut Rng, n: usize) -> Vec<i64> {
         .collect()
 }
 
-/// An output type and its optional clamp attribute.
-fn output(rng: &mut Rng, shape: &[usize]) -> (Act, String) {
+/// An output type and its optional clamp attribute; a layer (`channels` given) may also get
+/// per-channel upper bounds within the clamp.
+fn output(rng: &mut Rng, channels: Option<usize>) -> (Act, String) {
     let mut act = Act::random(rng);
     if rng.chance(10) {
         act.scale = rng.scale(1e-6, 1e-4); // multipliers above 1
     }
     let (lo, hi) = act.range();
-    let clamp = match rng.below(3) {
-        0 => format!(", clamp = [{}, {hi}]", act.zp),
-        1 => {
-            let top = rng.range(act.zp, hi);
-            format!(", clamp = [{}, {top}]", rng.range(lo, act.zp))
-        }
-        _ => String::new(),
+    let (bottom, top) = match rng.below(3) {
+        0 => (act.zp, hi),
+        1 => (rng.range(lo, act.zp), rng.range(act.zp, hi)),
+        _ => (lo, hi),
     };
-    let _ = shape;
+    let mut clamp = if (bottom, top) == (lo, hi) {
+        String::new()
+    } else {
+        format!(", clamp = [{bottom}, {top}]")
+    };
+    if let Some(c) = channels
+        && rng.chance(4)
+    {
+        let bounds: Vec<String> = (0..c).map(|_| rng.range(bottom, top).to_string()).collect();
+        clamp += &format!(", channel_max = [{}]", bounds.join(", "));
+    }
     (act, clamp)
 }
 
@@ -314,7 +322,7 @@ fn network(seed: u64) -> (String, Tensor) {
             .unwrap();
         }
         let out_shape = [n, o, oh, ow];
-        let (out, clamp) = output(&mut rng, &out_shape);
+        let (out, clamp) = output(&mut rng, Some(o));
         let operands = if has_bias {
             format!("{cur}, %w{layer}, %b{layer}")
         } else {
@@ -345,7 +353,7 @@ fn network(seed: u64) -> (String, Tensor) {
             } else {
                 act.ty(&out_shape)
             };
-            let (sum, clamp) = output(&mut rng, &out_shape);
+            let (sum, clamp) = output(&mut rng, None);
             writeln!(
                 body,
                 "    %s{layer} = quant.add({cur}, {other}) {{{}}} : ({}, {other_ty}) -> {}",
@@ -361,7 +369,7 @@ fn network(seed: u64) -> (String, Tensor) {
         (act, c, h, w) = (out, o, oh, ow);
     }
     if rng.chance(3) {
-        let (out, _) = output(&mut rng, &[n, c, 1, 1]);
+        let (out, _) = output(&mut rng, None);
         writeln!(
             body,
             "    %g = quant.global_avg_pool({cur}) : ({}) -> {}",
@@ -398,7 +406,7 @@ fn network(seed: u64) -> (String, Tensor) {
             nested(&bias(&mut rng, m), &[m])
         )
         .unwrap();
-        let (out, clamp) = output(&mut rng, &[n, m]);
+        let (out, clamp) = output(&mut rng, Some(m));
         writeln!(
             body,
             "    %d = quant.dense(%f, %wd, %bd) {{{}}} : ({}, {w_ty}, tensor<{m}xi32>) -> {}",
@@ -747,6 +755,7 @@ fn the_generator_covers_what_it_claims() {
         "dilations = [2",
         "i8:f32:0, {",
         "clamp = [",
+        "channel_max = [",
         "!quant.uniform<i8:f32, ",
         "1x1x",
     ] {

@@ -1,7 +1,8 @@
 //! `equalize` must keep the float function: random convolution chains (dense, depthwise and 1x1
-//! layers, through ReLU or nothing, channel ranges spread over four orders of magnitude) compute
-//! the same before and after, within float rounding, while their channel ranges even out. Through
-//! ReLU6 the pass leaves the layers alone by default.
+//! layers, through ReLU, ReLU6 or nothing, channel ranges spread over four orders of magnitude)
+//! compute the same before and after, within float rounding, with either objective, while their
+//! channel ranges even out. Through ReLU6 the bound moves per channel with the scales (relu6=scale,
+//! the default); relu6=skip leaves those pairs alone and relu6=relu replaces the ReLU6.
 
 use qcc_dialects::{Module, SourceFile, Tensor, parse_module, print_module};
 use qcc_passes::{PassContext, PassManager, parse_pipeline};
@@ -79,24 +80,40 @@ fn run(module: &Module, seed: u64) -> Vec<f32> {
 }
 
 fn equalize(module: &mut Module, pipeline: &str) {
+    // Calibration inputs for objective=noise: the same distribution as the test inputs.
+    let calib = Tensor::from_f32(vec![8, 3, 6, 6], random_f32(8 * 108, 4242));
+    let mut ctx = PassContext {
+        calib: Some(calib),
+        ..PassContext::default()
+    };
     PassManager::new(parse_pipeline(pipeline).expect("pipeline"))
-        .run(module, &mut PassContext::default(), &mut |_, _| {})
+        .run(module, &mut ctx, &mut |_, _| {})
         .unwrap_or_else(|e| panic!("{pipeline} failed in {}", e.location()));
 }
 
-#[test]
-fn equalization_through_relu_keeps_the_float_function() {
+/// Equalizes chains and checks that outputs stay within 1e-5 of the largest.
+fn keeps_the_function(relu6: bool, pipeline: &str) {
     for (seed, (c, d)) in [
         (1u64, (5usize, 3usize)),
         (2, (8, 8)),
         (3, (1, 2)),
         (4, (7, 1)),
     ] {
-        let mut m = chain(c, d, false, seed * 100);
+        let mut m = chain(c, d, relu6, seed * 100);
         let before: Vec<Vec<f32>> = (0..3).map(|s| run(&m, s)).collect();
         let text = print_module(&m);
-        equalize(&mut m, "equalize");
-        assert_ne!(print_module(&m), text, "seed {seed}: nothing was equalized");
+        equalize(&mut m, pipeline);
+        assert_ne!(
+            print_module(&m),
+            text,
+            "{pipeline}, seed {seed}: nothing was equalized"
+        );
+        if relu6 && c > 1 {
+            assert!(
+                print_module(&m).contains("channel_max"),
+                "{pipeline}, seed {seed}: no ReLU6 bound was scaled"
+            );
+        }
         for (s, want) in before.iter().enumerate() {
             let got = run(&m, s as u64);
             let scale = want.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
@@ -106,26 +123,55 @@ fn equalization_through_relu_keeps_the_float_function() {
                 .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
             assert!(
                 worst <= 1e-5 * scale,
-                "seed {seed}, input {s}: differs by {worst} (largest output {scale})"
+                "{pipeline}, seed {seed}, input {s}: differs by {worst} (largest output {scale})"
             );
         }
     }
 }
 
 #[test]
-fn through_relu6_it_changes_nothing_unless_told_to_replace_it() {
+fn equalization_through_relu_keeps_the_float_function() {
+    keeps_the_function(false, "equalize");
+    keeps_the_function(false, "equalize{objective=noise}");
+}
+
+#[test]
+fn equalization_through_relu6_keeps_the_float_function() {
+    // The chains' outputs reach far above 6, so the scaled bounds are exercised.
+    let m = chain(6, 4, true, 77);
+    assert!(run(&m, 0).iter().any(|v| *v == 6.0), "the last ReLU6 clips");
+    keeps_the_function(true, "equalize");
+    keeps_the_function(true, "equalize{objective=noise}");
+}
+
+#[test]
+fn relu6_pairs_can_be_left_alone_or_turned_into_relu() {
     let m = chain(6, 4, true, 77);
     let mut kept = m.clone();
-    equalize(&mut kept, "equalize");
+    equalize(&mut kept, "equalize{relu6=skip}");
     // Only the linear 1x1 -> 1x1 pair moves; its function stays.
     let (a, b) = (run(&m, 0), run(&kept, 0));
     let scale = a.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
     assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-5 * scale));
-    assert!(print_module(&kept).contains("nn.clip"));
+    assert!(!print_module(&kept).contains("channel_max"));
+    assert_eq!(print_module(&kept).matches("nn.clip(").count(), 3);
     // With relu6=relu, the ReLU6 inside the two equalized pairs become ReLU; the last one,
     // after the chain, stays.
     let mut relu = m.clone();
     equalize(&mut relu, "equalize{relu6=relu}");
     assert_eq!(print_module(&m).matches("nn.clip(").count(), 3);
     assert_eq!(print_module(&relu).matches("nn.clip(").count(), 1);
+}
+
+#[test]
+fn the_noise_objective_needs_calibration_inputs() {
+    let mut m = chain(4, 4, false, 5);
+    let err = PassManager::new(parse_pipeline("equalize{objective=noise}").expect("pipeline"))
+        .run(&mut m, &mut PassContext::default(), &mut |_, _| {})
+        .expect_err("no calibration data");
+    let message = &err.diagnostics[0].message;
+    assert!(
+        message.contains("needs calibration inputs (--calib)"),
+        "{message}"
+    );
 }

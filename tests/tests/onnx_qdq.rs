@@ -61,6 +61,11 @@ fn export_then_import_keeps_every_integer_output() {
     for (tag, pipeline) in [
         ("pc", "quantize,bias-correct"),
         ("pt", "quantize{granularity=per-tensor},bias-correct"),
+        // Per-channel output bounds (channel_max), exported as Min after the clip.
+        (
+            "eq",
+            "equalize{objective=noise},quantize{granularity=per-tensor},bias-correct",
+        ),
     ] {
         let ir = path(&dir, &format!("{tag}.ir"));
         quantize(pipeline, &ir);
@@ -90,6 +95,13 @@ fn export_then_import_keeps_every_integer_output() {
             .map(|p| (p.key.as_str(), p.value.as_str()))
             .collect();
         assert!(meta.contains(&("qcc.preprocess", "tf")), "{meta:?}");
+        let bounded = ops_of(&ir).matches("channel_max = [").count();
+        assert_eq!(count(&model, "Min"), bounded);
+        assert_eq!(
+            bounded > 0,
+            tag == "eq",
+            "{tag}: {bounded} layers with channel_max"
+        );
 
         let back = path(&dir, &format!("{tag}.back.ir"));
         let r = qcc(&["import", &onnx, "-o", &back]);
@@ -97,6 +109,7 @@ fn export_then_import_keeps_every_integer_output() {
         assert!(!r.stderr.contains("warning"), "{}", r.stderr);
         let text = ops_of(&back);
         assert_eq!(text.matches("quant.conv2d(").count(), 52);
+        assert_eq!(text.matches("channel_max = [").count(), bounded);
         // The layers keep their names (the float model's), so per-layer scores still match them.
         let layer_names = |t: &str| -> Vec<String> {
             t.lines()
@@ -679,5 +692,29 @@ fn estimates_that_onnx_cannot_hold_are_named_when_left_out() {
             .contains("warning: 53 layers carry bias_shift estimates (from estimate-bias-shift)"),
         "{}",
         r.stderr
+    );
+}
+
+/// A float module with per-channel clip bounds (what `equalize` makes of a ReLU6) exports as
+/// Clip then Min with the bounds shaped `[C, 1, 1]`, and imports back to the same module.
+#[test]
+fn per_channel_clip_bounds_survive_export_and_import() {
+    let dir = scratch_dir("qdq-channel-clip");
+    let ir = path(&dir, "eq.ir");
+    quantize("fold-batchnorm,equalize", &ir);
+    let bounded = ops_of(&ir).matches("channel_max = [").count();
+    assert!(bounded > 0, "equalize scaled no ReLU6 bound");
+    let onnx = path(&dir, "eq.onnx");
+    let r = qcc(&["export", &ir, "-o", &onnx]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(count(&load(&onnx), "Min"), bounded);
+    let back = path(&dir, "eq.back.ir");
+    let r = qcc(&["import", &onnx, "-o", &back]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ops_of(&back).matches("channel_max = [").count(), bounded);
+    assert_eq!(
+        outputs(&ir, &dir, "a.npy"),
+        outputs(&back, &dir, "b.npy"),
+        "the imported export computes other outputs"
     );
 }

@@ -56,8 +56,9 @@ pub(crate) fn channel_bounds<'t>(bounds: &'t Tensor, shape: &[usize]) -> Option<
     if dims.len() == shape.len() && dims.first() == Some(&1) {
         dims = &dims[1..];
     }
-    let per_channel =
-        dims.len() + 1 == shape.len() && dims.first() == Some(&channels) && dims[1..].iter().all(|d| *d == 1);
+    let per_channel = dims.len() + 1 == shape.len()
+        && dims.first() == Some(&channels)
+        && dims[1..].iter().all(|d| *d == 1);
     bounds.as_f32().filter(|_| per_channel)
 }
 
@@ -712,7 +713,8 @@ impl<'m> Converter<'m> {
     /// `channel_max`.
     fn channel_min(&mut self, node: &NodeProto) -> Result<Value, String> {
         if node.input.len() != 2 {
-            return self.err("only Min of two inputs is supported (a tensor and per-channel bounds)");
+            return self
+                .err("only Min of two inputs is supported (a tensor and per-channel bounds)");
         }
         let x = self.input(node, 0)?;
         let Some(bounds) = self.const_input(node, 1, "bound")? else {

@@ -194,7 +194,10 @@ impl ClipBounds {
     /// The largest upper bound of any channel.
     pub fn max_hi(&self) -> f64 {
         match &self.channel_hi {
-            Some(h) => h.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v)).min(self.hi),
+            Some(h) => h
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, v| m.max(*v))
+                .min(self.hi),
             None => self.hi,
         }
     }

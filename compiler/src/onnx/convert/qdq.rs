@@ -453,7 +453,13 @@ impl Converter<'_> {
                 .only_reader(out)
                 .ok_or("its batch norm's result has other readers than one QuantizeLinear")?;
         }
-        let output_of = |n: usize| g.nodes[n].output.first().map(String::as_str).unwrap_or_default();
+        let output_of = |n: usize| {
+            g.nodes[n]
+                .output
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default()
+        };
         let (act, min, q) = match g.nodes[next].op_type.as_str() {
             "QuantizeLinear" => (None, None, next),
             "Relu" | "Clip"
@@ -472,7 +478,11 @@ impl Converter<'_> {
                             Some(q) if g.nodes[q].op_type == "QuantizeLinear" => {
                                 (Some(next), Some(m), q)
                             }
-                            _ => return Err("its per-channel bound's result is not quantized".into()),
+                            _ => {
+                                return Err(
+                                    "its per-channel bound's result is not quantized".into()
+                                );
+                            }
                         }
                     }
                     _ => return Err("its activation's result is not quantized".into()),

@@ -184,6 +184,15 @@ fn one_by_one_conv_by_hand() {
     assert_eq!(stored_ints(&y), vec![108, 88, 96, 116]);
     let clamped = conv2d(&ops, &g, &rq(Some([100, 110]))).expect("runs");
     assert_eq!(stored_ints(&clamped), vec![108, 100, 100, 110]);
+    // Per-channel upper bounds (channel_max) within the clamp: channel 0 at 105, channel 1 at 110.
+    let channels = rq(Some([100, 110]))
+        .with_channel_max(Some(vec![105, 110]))
+        .expect("two bounds");
+    let y = conv2d(&ops, &g, &channels).expect("runs");
+    assert_eq!(stored_ints(&y), vec![105, 100, 100, 110]);
+    assert_eq!(channels.uniform_bounds(), None);
+    assert_eq!(channels.channel_bounds(0), (100, 105));
+    assert!(rq(None).with_channel_max(Some(vec![1])).is_err());
 }
 
 /// Accumulators at the extremes of u8 x i8 over a K long enough to need several exact f32 chunks
