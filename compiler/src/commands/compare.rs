@@ -21,8 +21,8 @@ use crate::progress::Progress;
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
-  Naive quantization, bias-correct and bias-fit, per-tensor and per-channel, scored on the
-  calibration photos themselves:
+  Naive quantization, bias-correct and bias-fit, per-tensor and per-channel, and per-tensor
+  after cross-layer equalization, scored on the calibration photos themselves:
     qcc compare model.onnx --calib photos/
   Calibrate on one set and score on another, with pipelines of your own:
     qcc compare model.onnx --calib calib.npy --data eval.npy \\
@@ -41,7 +41,7 @@ pub struct CompareArgs {
     pub data: Option<PathBuf>,
 
     /// A pipeline to score (repeatable); default: naive, bias-correct and bias-fit, each with
-    /// per-tensor and per-channel weights.
+    /// per-tensor and per-channel weights, and per-tensor after equalize{objective=noise}.
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Vec<String>,
 
@@ -70,6 +70,11 @@ const DEFAULT_ROWS: &[(&str, &str, &str)] = &[
         "per-tensor",
         "bias-fit",
         "quantize{granularity=per-tensor},bias-fit",
+    ),
+    (
+        "per-tensor",
+        "equalize+correct",
+        "equalize{objective=noise},quantize{granularity=per-tensor},bias-correct",
     ),
     ("per-channel", "naive", "quantize{granularity=per-channel}"),
     (
