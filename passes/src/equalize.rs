@@ -1,15 +1,19 @@
-//! `equalize`: cross-layer equalization with the plain weight-range rule of Nagel et al. 2019
-//! ("Data-Free Quantization Through Weight Equalization and Bias Correction"). For a float
-//! convolution A whose output channel c is input channel c of the next convolution B (B dense in
-//! its input channels, or depthwise), with a ReLU or nothing between them, A's output channel c is
-//! divided by `s_c = sqrt(r1_c / r2_c)` and B's input channel c multiplied by it, where `r1_c` is
-//! the largest |weight| of A's output channel and `r2_c` that of the weights of B reading channel
-//! c: both become `sqrt(r1_c * r2_c)`, so per-tensor weight quantization loses less on the
-//! channels with small ranges. ReLU commutes with a positive scale, so the float function is
-//! unchanged. ReLU6 does not (its bound would have to move per channel): such pairs are left
-//! alone, or with `relu6=relu` the ReLU6 becomes a ReLU first, as the paper does, which changes
-//! the float function (score against the original model). Sweeps repeat over every pair, since a
-//! layer in two pairs is rescaled by both, until no scale moves by more than 1e-3.
+//! `equalize`: cross-layer equalization. For a float convolution A whose output channel c is
+//! input channel c of the next convolution B (B dense in its input channels, or depthwise), with
+//! a ReLU, a ReLU6 or nothing between them, A's output channel c is divided by a scale `s_c` and
+//! B's input channel c multiplied by it. ReLU commutes with a positive scale; a ReLU6's bound is
+//! divided by `s_c` per channel (`relu6=scale`, giving `nn.clip` a `channel_max`), so the float
+//! function is unchanged (or, with `relu6=relu`, the ReLU6 becomes a ReLU first, as Nagel et al.
+//! do, which changes the float function; `relu6=skip` leaves such pairs alone).
+//!
+//! The scales: `objective=weights` is the plain rule of Nagel et al. 2019 ("Data-Free
+//! Quantization Through Weight Equalization and Bias Correction"), `s_c = sqrt(r1_c / r2_c)` with
+//! `r1_c` the largest |weight| of A's output channel and `r2_c` that of B's weights reading it,
+//! so both become `sqrt(r1_c * r2_c)`. `objective=noise` minimises [`Noise`], a model of the
+//! per-tensor quantization noise at B's output that also counts the activations between the
+//! layers, measured on calibration data (the plain rule moves the imbalance into them). Sweeps
+//! repeat over every pair, since a layer in two pairs is rescaled by both, until no scale moves
+//! by more than 1e-3.
 
 use std::collections::HashMap;
 
@@ -21,7 +25,7 @@ use crate::rewrite::{add_const, const_name, const_tensor, is_inline_const};
 /// Registration of `equalize`.
 pub const INFO: PassInfo = PassInfo {
     name: "equalize",
-    summary: "cross-layer equalization of float convolution pairs (the plain weight-range rule), after fold-batchnorm, before quantize",
+    summary: "cross-layer equalization of float convolution pairs (through ReLU, ReLU6 or nothing; the float function stays), after fold-batchnorm, before quantize",
     options: &[
         OptionSpec {
             name: "relu6",
