@@ -121,32 +121,39 @@ pub struct Levels {
     pub bounds: (i32, i32),
     /// Whether the output is stored as i8 (else u8).
     pub signed: bool,
+    /// Whether each channel's upper level comes from its record (a layer's `channel_max`)
+    /// rather than `bounds.1`.
+    pub channel_hi: bool,
 }
 
 impl Levels {
     /// A name fragment that tells kernels of different constants apart.
     pub fn tag(&self) -> String {
         format!(
-            "z{}_lo{}_hi{}_{}",
+            "z{}_lo{}_hi{}{}_{}",
             self.zero_point,
             self.bounds.0,
             self.bounds.1,
+            if self.channel_hi { "c" } else { "" },
             if self.signed { "i8" } else { "u8" }
         )
     }
 }
 
 /// One output channel's requantization record as the kernels read it, [`RECORD_WORDS`] words
-/// (32 bytes): the bias in four i32 lanes, then the channel's f32 scale in four lanes.
-pub fn record(bias: i32, scale: f32) -> [i32; RECORD_WORDS] {
+/// (48 bytes): the bias in four i32 lanes, the channel's f32 scale in four lanes, then its
+/// largest output level less the zero point as f32 in four lanes (read when
+/// [`Levels::channel_hi`]).
+pub fn record(bias: i32, scale: f32, hi: f32) -> [i32; RECORD_WORDS] {
     let mut r = [0i32; RECORD_WORDS];
     r[..4].fill(bias);
-    r[4..].fill(scale.to_bits() as i32);
+    r[4..8].fill(scale.to_bits() as i32);
+    r[8..].fill(hi.to_bits() as i32);
     r
 }
 
 /// i32 words of one [`record`].
-pub const RECORD_WORDS: usize = 8;
+pub const RECORD_WORDS: usize = 12;
 /// Bytes of one [`record`].
 pub const RECORD: i32 = 4 * RECORD_WORDS as i32;
 
@@ -281,7 +288,11 @@ pub fn requantize8(
     let scale = b.ins().load(types::F32X4, flags, record, 16);
     let zp = levels.zero_point;
     let lo = splat_f32(b, (levels.bounds.0 - zp) as f32);
-    let hi = splat_f32(b, (levels.bounds.1 - zp) as f32);
+    let hi = if levels.channel_hi {
+        b.ins().load(types::F32X4, flags, record, 32)
+    } else {
+        splat_f32(b, (levels.bounds.1 - zp) as f32)
+    };
     let magic = splat_f32(b, MAGIC);
     let unbias = splat32(b, i64::from(MAGIC.to_bits() as i32 - zp));
     let values = accs.map(|acc| {

@@ -157,6 +157,7 @@ pub(crate) fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Level
         zero_point: zp as i32,
         bounds: (lo as i32, hi as i32),
         signed,
+        channel_hi: false,
     })
 }
 

@@ -158,22 +158,28 @@ impl Finish<'_> {
             _ => return None,
         };
         let channels = self.requant.channels();
+        let zp = self.requant.zero_point();
         let mut records = vec![0i32; channels.div_ceil(MR) * MR * RECORD_WORDS];
         for c in 0..channels {
             let b = self.bias.get(c).copied().unwrap_or(0);
             if u128::from(b.unsigned_abs()) + bound >= 1 << 31 {
                 return None;
             }
-            records[RECORD_WORDS * c..RECORD_WORDS * (c + 1)]
-                .copy_from_slice(&record(b as i32, self.requant.scale(c)));
+            let hi = (self.requant.channel_bounds(c).1 - zp) as f32;
+            records[RECORD_WORDS * c..RECORD_WORDS * (c + 1)].copy_from_slice(&record(
+                b as i32,
+                self.requant.scale(c),
+                hi,
+            ));
         }
-        let (lo, hi) = self.requant.uniform_bounds()?;
+        let (lo, hi) = self.requant.bounds();
         Some((
             records,
             Levels {
-                zero_point: self.requant.zero_point() as i32,
+                zero_point: zp as i32,
                 bounds: (lo as i32, hi as i32),
                 signed,
+                channel_hi: self.requant.uniform_bounds().is_none(),
             },
         ))
     }

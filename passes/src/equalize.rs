@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use qcc_dialects::{Function, Module, NodeIndex, OpKind, Tensor, TensorData, Value};
 
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
@@ -459,26 +461,27 @@ impl ChannelStats {
     /// Adds `items` images of the value's data (`[N, C, plane]`); `seen` images came before.
     fn add(&mut self, data: &[f32], items: usize, seen: usize) {
         let c = self.lo.len();
-        let plane = data.len() / (items * c).max(1);
-        for (i, image) in data.chunks(c * plane.max(1)).enumerate() {
-            for (ch, xs) in image.chunks(plane.max(1)).enumerate() {
-                let (mut lo, mut hi, mut sq) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-                for &x in xs {
-                    let x = x as f64;
-                    lo = lo.min(x);
-                    hi = hi.max(x);
-                    sq += x * x;
-                }
-                let n = (seen + i) as f64;
-                if seen + i == 0 {
-                    (self.lo[ch], self.hi[ch]) = (lo, hi);
-                } else {
-                    self.lo[ch] = self.lo[ch].min(lo);
-                    self.hi[ch] = self.hi[ch].max(hi);
-                }
-                let ms = sq / xs.len().max(1) as f64;
-                self.mean_square[ch] += (ms - self.mean_square[ch]) / (n + 1.0);
+        let plane = (data.len() / (items * c).max(1)).max(1);
+        // Each plane's smallest, largest and mean square, planes in parallel.
+        let planes: Vec<(f64, f64, f64)> = data
+            .par_chunks(plane)
+            .map(|xs| {
+                let (lo, hi, sq) = xs.iter().fold(
+                    (f32::INFINITY, f32::NEG_INFINITY, 0.0f64),
+                    |(lo, hi, sq), &x| (lo.min(x), hi.max(x), sq + f64::from(x) * f64::from(x)),
+                );
+                (f64::from(lo), f64::from(hi), sq / xs.len() as f64)
+            })
+            .collect();
+        for (j, (lo, hi, ms)) in planes.into_iter().enumerate() {
+            let (image, ch) = (seen + j / c, j % c);
+            if image == 0 {
+                (self.lo[ch], self.hi[ch]) = (lo, hi);
+            } else {
+                self.lo[ch] = self.lo[ch].min(lo);
+                self.hi[ch] = self.hi[ch].max(hi);
             }
+            self.mean_square[ch] += (ms - self.mean_square[ch]) / (image + 1) as f64;
         }
     }
 
