@@ -41,6 +41,12 @@ pub const INFO: PassInfo = PassInfo {
             default: "weights",
             help: "how scales are chosen: weights (the plain rule: both layers' channel ranges become sqrt(r1 r2)) or noise (the scales that minimise the modelled per-tensor quantization noise at the second layer's output, counting the activations between the layers, from the calibration data)",
         },
+        OptionSpec {
+            name: "absorb",
+            kind: OptionKind::Bool,
+            default: "false",
+            help: "after equalizing, move the part of each channel's bias that the ReLU/ReLU6 after it never clips on the calibration data into the next layer's bias (high-bias absorption; needs --calib; only into layers without padding)",
+        },
         crate::calibrate::SAMPLES_OPTION,
         OptionSpec {
             name: "sweeps",
@@ -58,6 +64,7 @@ pub const INFO: PassInfo = PassInfo {
                 _ => Relu6::Scale,
             },
             noise: o.choice("objective") == "noise",
+            absorb: o.bool("absorb"),
             samples: o.int("samples") as usize,
             sweeps: o.int("sweeps") as usize,
         })
@@ -78,6 +85,7 @@ enum Relu6 {
 struct Equalize {
     relu6: Relu6,
     noise: bool,
+    absorb: bool,
     samples: usize,
     sweeps: usize,
 }
@@ -276,7 +284,7 @@ impl Pass for Equalize {
         } else {
             0
         };
-        let stats = if self.noise && self.sweeps > 0 {
+        let stats = if self.noise && self.sweeps > 0 || self.absorb {
             Some(observe(module, &found, ctx, self.samples)?)
         } else {
             None
@@ -342,7 +350,10 @@ impl Equalize {
             (
                 spread(&layers[&p.a].out_ranges()),
                 spread(&layers[&p.b].in_ranges()),
-                stats.as_ref().map(|s| spread(&s[&between(p)].ranges())),
+                stats
+                    .as_ref()
+                    .filter(|_| self.noise)
+                    .map(|s| spread(&s[&between(p)].ranges())),
             )
         };
         let before: Vec<_> = found.iter().map(|p| spreads(&layers, &stats, p)).collect();
@@ -358,8 +369,10 @@ impl Equalize {
             for (k, p) in found.iter().enumerate() {
                 let (a, b) = (&layers[&p.a], &layers[&p.b]);
                 let s: Vec<f64> = match &stats {
-                    None => plain_scales(&a.out_ranges(), &b.in_ranges()),
-                    Some(stats) => Noise::of(a, b, &stats[&between(p)], &stats[&inputs[k]]).solve(),
+                    Some(stats) if self.noise => {
+                        Noise::of(a, b, &stats[&between(p)], &stats[&inputs[k]]).solve()
+                    }
+                    _ => plain_scales(&a.out_ranges(), &b.in_ranges()),
                 };
                 moved = s.iter().fold(moved, |m, v| m.max(v.ln().abs()));
                 total[k].iter_mut().zip(&s).for_each(|(t, s)| *t *= s);
@@ -367,6 +380,9 @@ impl Equalize {
                 layers.get_mut(&p.b).expect("read").scale_in(&s);
                 if let Some(stats) = &mut stats {
                     stats.get_mut(&between(p)).expect("observed").divide(&s);
+                    if p.act.is_some() {
+                        stats.get_mut(&Value::of(p.a)).expect("observed").divide(&s);
+                    }
                 }
             }
             if moved < 1e-3 {
@@ -392,39 +408,127 @@ impl Equalize {
                 ),
             );
         }
+        let mut absorbed = vec![None; found.len()];
+        if let (true, Some(stats)) = (self.absorb, &stats) {
+            for (k, p) in found.iter().enumerate() {
+                absorbed[k] = absorb(func, p, &total[k], &mut layers, stats, ctx)?;
+            }
+        }
         let mut nodes: Vec<NodeIndex> = layers.keys().copied().collect();
         nodes.sort();
         for n in nodes {
             write(module, func, n, &layers[&n])?;
         }
-        for (p, s) in found.iter().zip(&total) {
+        for ((p, s), h) in found.iter().zip(&total).zip(&absorbed) {
             if let Some(act) = p.act
                 && func.is_op(act, OpKind::Clip)
             {
-                scale_clip(func, act, s)?;
+                set_clip_bounds(func, act, s, h.as_deref())?;
             }
         }
         Ok(sweeps)
     }
 }
 
-/// Divides channel c's upper bound of clip `act` by `s[c]` (its input channel was divided by it).
-fn scale_clip(func: &mut Function, act: NodeIndex, s: &[f64]) -> Result<(), String> {
+/// Divides channel c's upper bound of clip `act` by `s[c]` (its input channel was divided by it)
+/// and lowers it by `h[c]` (the part of the channel high-bias absorption moved on).
+fn set_clip_bounds(
+    func: &mut Function,
+    act: NodeIndex,
+    s: &[f64],
+    h: Option<&[f64]>,
+) -> Result<(), String> {
     let bounds = qcc_dialects::ops::attrs::clip_bounds(func.op(act))?;
-    if s.iter().all(|v| *v == 1.0)
-        || bounds.max_hi() == f64::INFINITY && bounds.channel_hi.is_none()
-    {
+    let unchanged = s.iter().all(|v| *v == 1.0) && h.is_none_or(|h| h.iter().all(|v| *v == 0.0));
+    if unchanged || bounds.max_hi() == f64::INFINITY && bounds.channel_hi.is_none() {
         return Ok(());
     }
-    let h: Vec<f64> = s
+    let hi: Vec<f64> = s
         .iter()
         .enumerate()
-        .map(|(c, s)| bounds.hi_of(c) / s)
+        .map(|(c, s)| bounds.hi_of(c) / s - h.map_or(0.0, |h| h[c]))
         .collect();
     let attrs = &mut func.op_mut(act).attrs;
     attrs.remove("max");
-    attrs.set("channel_max", qcc_dialects::Attr::floats(&h));
+    attrs.set("channel_max", qcc_dialects::Attr::floats(&hi));
     Ok(())
+}
+
+/// High-bias absorption for pair `p` (after its scaling by `s`): `h_c`, the smallest value channel c of
+/// the first layer's output took on the calibration data when positive (capped at the channel's
+/// clip bound), is taken out of that layer's bias, and the second layer's bias gains what
+/// `h` contributes to it, `sum_k w[o, c, k] * h_c`. Through a ReLU or ReLU6 (whose bound drops by
+/// `h_c`, see [`set_clip_bounds`]) that keeps the function wherever the channel stays above
+/// `h_c`, which it does on the calibration data. The second layer must not pad (padding would
+/// read 0 where the function had `h_c`). Returns `h`, or `None` when the pair is left as it is.
+fn absorb(
+    func: &Function,
+    p: &Pair,
+    s: &[f64],
+    layers: &mut HashMap<NodeIndex, Layer>,
+    stats: &HashMap<Value, ChannelStats>,
+    ctx: &mut PassContext,
+) -> Result<Option<Vec<f64>>, String> {
+    let Some(act) = p.act else {
+        return Ok(None); // nothing clips: absorption is for ReLU and ReLU6
+    };
+    let padded = qcc_dialects::ops::attrs::Conv2dAttrs::of(func.op(p.b))?
+        .window
+        .pads
+        .iter()
+        .any(|v| *v != 0);
+    if padded || layers[&p.a].bias.is_none() || layers[&p.b].bias.is_none() {
+        return Ok(None);
+    }
+    let bounds = match func.is_op(act, OpKind::Clip) {
+        true => Some(qcc_dialects::ops::attrs::clip_bounds(func.op(act))?),
+        false => None,
+    };
+    // The statistics and the bound, like the layers, in the scaled units (divided by `s`).
+    let pre = &stats[&Value::of(p.a)];
+    let h: Vec<f64> = pre
+        .lo
+        .iter()
+        .enumerate()
+        .map(|(c, lo)| {
+            let bound = bounds.as_ref().map_or(f64::INFINITY, |b| b.hi_of(c) / s[c]);
+            lo.max(0.0).min(bound)
+        })
+        .collect();
+    if h.iter().all(|v| *v == 0.0) {
+        return Ok(None);
+    }
+    let a = layers.get_mut(&p.a).expect("read");
+    if let Some(bias) = &mut a.bias {
+        bias.iter_mut().zip(&h).for_each(|(b, h)| *b -= h);
+    }
+    let b = layers.get_mut(&p.b).expect("read");
+    let taps: usize = b.shape[2..].iter().product::<usize>().max(1);
+    let mut gain = vec![0.0f64; b.shape[0]];
+    for (i, w) in b.w.iter().enumerate() {
+        let o = i / (b.per_out().max(1));
+        let c = if b.depthwise {
+            o
+        } else {
+            (i / taps) % b.shape[1]
+        };
+        gain[o] += w * h[c];
+    }
+    if let Some(bias) = &mut b.bias {
+        bias.iter_mut().zip(&gain).for_each(|(v, g)| *v += g);
+    }
+    let moved = h.iter().filter(|v| **v > 0.0).count();
+    ctx.note(
+        INFO.name,
+        format!(
+            "{} -> {}: absorbed {moved} of {} channels' biases (largest {:.3})",
+            name_of(func, p.a),
+            name_of(func, p.b),
+            h.len(),
+            h.iter().fold(0.0f64, |m, v| m.max(*v))
+        ),
+    );
+    Ok(Some(h))
 }
 
 /// The plain rule: `sqrt(r1_c / r2_c)` (1 for a channel where either range is 0).
@@ -512,7 +616,7 @@ fn observe(
     samples: usize,
 ) -> Result<HashMap<Value, ChannelStats>, String> {
     let calib = ctx.calib.as_ref().ok_or(
-        "equalize{objective=noise} needs calibration inputs (--calib): it measures the activations between the layers",
+        "equalize{objective=noise} and equalize{absorb=true} need calibration inputs (--calib): they measure the activations between the layers",
     )?;
     let func = module
         .function("main")
@@ -521,7 +625,7 @@ fn observe(
     let inputs = crate::calibrate::take(calib, samples);
     let mut stats: HashMap<Value, ChannelStats> = HashMap::new();
     for p in found {
-        for v in [between(p), func.operands(p.a)[0]] {
+        for v in [between(p), Value::of(p.a), func.operands(p.a)[0]] {
             let ty = func.value_type(v);
             if ty.rank() < 2 {
                 return Err(format!("equalize: value {v:?} has no channel axis"));

@@ -35,6 +35,11 @@ fn weights(shape: &[usize], seed: u64) -> Vec<f32> {
 /// conv 3x3 (3 -> c) -> act -> depthwise 3x3 -> act -> conv 1x1 (c -> d) -> conv 1x1 (d -> 4)
 /// -> act, on a 1x3x6x6 input, with `act` `nn.relu` or ReLU6.
 fn chain(c: usize, d: usize, relu6: bool, seed: u64) -> Module {
+    chain_with_bias(c, d, relu6, seed, 0.0)
+}
+
+/// [`chain`] with `shift` added to every bias.
+fn chain_with_bias(c: usize, d: usize, relu6: bool, seed: u64, shift: f32) -> Module {
     let act = |x: &str, out: &str, ch: usize| {
         let ty = format!("tensor<1x{ch}x6x6xf32>");
         if relu6 {
@@ -49,7 +54,13 @@ fn chain(c: usize, d: usize, relu6: bool, seed: u64) -> Module {
         format!(
             "    %{name}_w = nn.const {{value = {w}}} : tensor<{cout}x{ci}x{k}x{k}xf32>\n    %{name}_b = nn.const {{value = {b}}} : tensor<{cout}xf32>\n    %{name} = nn.conv2d(%{x}, %{name}_w, %{name}_b) {{pads = [{pad}, {pad}, {pad}, {pad}], groups = {groups}}} : (tensor<1x{cin}x6x6xf32>, tensor<{cout}x{ci}x{k}x{k}xf32>, tensor<{cout}xf32>) -> tensor<1x{cout}x6x6xf32>\n",
             w = dense(&wshape, &weights(&wshape, s)),
-            b = dense(&[cout], &random_f32(cout, s + 7)),
+            b = dense(
+                &[cout],
+                &random_f32(cout, s + 7)
+                    .iter()
+                    .map(|v| v + shift)
+                    .collect::<Vec<_>>()
+            ),
             ci = cin / groups,
         )
     };
@@ -79,9 +90,13 @@ fn run(module: &Module, seed: u64) -> Vec<f32> {
         .to_vec()
 }
 
+/// Calibration inputs for objective=noise and absorb: the same distribution as the test inputs.
+fn calibration() -> Tensor {
+    Tensor::from_f32(vec![8, 3, 6, 6], random_f32(8 * 108, 4242))
+}
+
 fn equalize(module: &mut Module, pipeline: &str) {
-    // Calibration inputs for objective=noise: the same distribution as the test inputs.
-    let calib = Tensor::from_f32(vec![8, 3, 6, 6], random_f32(8 * 108, 4242));
+    let calib = calibration();
     let mut ctx = PassContext {
         calib: Some(calib),
         ..PassContext::default()
@@ -171,7 +186,48 @@ fn the_noise_objective_needs_calibration_inputs() {
         .expect_err("no calibration data");
     let message = &err.diagnostics[0].message;
     assert!(
-        message.contains("needs calibration inputs (--calib)"),
+        message.contains("need calibration inputs (--calib)"),
         "{message}"
     );
+}
+
+/// High-bias absorption keeps the float function on the calibration data (where every absorbed
+/// channel stays above what it gave away), through ReLU and ReLU6, and moves bias out of the
+/// depthwise layer into the 1x1 layer after it (the only pair whose second layer has no padding).
+#[test]
+fn absorption_keeps_the_function_on_the_calibration_data() {
+    let calib = calibration();
+    for relu6 in [false, true] {
+        for seed in 1..4u64 {
+            let mut m = chain_with_bias(6, 4, relu6, seed * 31, 3.0);
+            let run_all = |m: &Module| -> Vec<f32> {
+                Interpreter::new(m, "main")
+                    .expect("prepares")
+                    .run(std::slice::from_ref(&calib))
+                    .expect("runs")[0]
+                    .as_f32()
+                    .expect("f32")
+                    .to_vec()
+            };
+            let want = run_all(&m);
+            let mut plain = m.clone();
+            equalize(&mut plain, "equalize{objective=noise}");
+            equalize(&mut m, "equalize{objective=noise,absorb=true}");
+            assert_ne!(
+                print_module(&m),
+                print_module(&plain),
+                "relu6 {relu6}, seed {seed}: nothing was absorbed"
+            );
+            let got = run_all(&m);
+            let scale = want.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "relu6 {relu6}, seed {seed}: differs by {worst} (largest output {scale})"
+            );
+        }
+    }
 }
