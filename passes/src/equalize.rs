@@ -420,6 +420,7 @@ impl Equalize {
             write(module, func, n, &layers[&n])?;
         }
         for ((p, s), h) in found.iter().zip(&total).zip(&absorbed) {
+            scale_channel_stats(func, p.a, s, h.as_deref());
             if let Some(act) = p.act
                 && func.is_op(act, OpKind::Clip)
             {
@@ -452,6 +453,30 @@ fn set_clip_bounds(
     attrs.remove("max");
     attrs.set("channel_max", qcc_dialects::Attr::floats(&hi));
     Ok(())
+}
+
+/// Keeps a layer's recorded output statistics (`channel_mean`, `channel_std`, from a folded batch
+/// norm) true after its output channel c was divided by `s[c]` and lowered by `h[c]`.
+fn scale_channel_stats(func: &mut Function, a: NodeIndex, s: &[f64], h: Option<&[f64]>) {
+    let attrs = &mut func.op_mut(a).attrs;
+    for name in ["channel_mean", "channel_std"] {
+        let Some(v) = attrs.get(name).and_then(qcc_dialects::Attr::as_floats) else {
+            continue;
+        };
+        let scaled: Vec<f64> = v
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                let shift = if name == "channel_mean" {
+                    h.map_or(0.0, |h| h[c])
+                } else {
+                    0.0
+                };
+                v / s.get(c).copied().unwrap_or(1.0) - shift
+            })
+            .collect();
+        attrs.set(name, qcc_dialects::Attr::floats(&scaled));
+    }
 }
 
 /// High-bias absorption for pair `p` (after its scaling by `s`): `h_c`, the smallest value channel c of

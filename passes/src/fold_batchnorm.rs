@@ -22,8 +22,12 @@ fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], String> {
     t.as_f32().ok_or_else(|| format!("{what} is not f32"))
 }
 
-/// The per-channel factor and offset: `bn(y) = y * scale + shift`.
-fn affine(module: &Module, func: &Function, bn: NodeIndex) -> Result<(Vec<f64>, Vec<f64>), String> {
+/// The per-channel factor and offset, `bn(y) = y * scale + shift`, and the output distribution
+/// the batch norm was trained to give, `(beta, |gamma|)` per channel.
+type Affine = (Vec<f64>, Vec<f64>, (Vec<f64>, Vec<f64>));
+
+/// The batch norm's [`Affine`].
+fn affine(module: &Module, func: &Function, bn: NodeIndex) -> Result<Affine, String> {
     let ops = func.operands(bn);
     let param = |i: usize, what: &str| -> Result<Vec<f64>, String> {
         let t = const_tensor(module, func, ops[i])
@@ -54,7 +58,12 @@ fn affine(module: &Module, func: &Function, bn: NodeIndex) -> Result<(Vec<f64>, 
         scale.push(s);
         shift.push(beta[c] - mean[c] * s);
     }
-    Ok((scale, shift))
+    // The parameters are f32: recorded as the f64 of their shortest f32 text, so they print
+    // as written (0.1, not 0.10000000149011612).
+    let short = |v: f64| (v as f32).to_string().parse::<f64>().unwrap_or(v);
+    let mean = beta.iter().map(|b| short(*b)).collect();
+    let std = gamma.iter().map(|g| short(g.abs())).collect();
+    Ok((scale, shift, (mean, std)))
 }
 
 /// Folds `bn` into its producer, or says why it cannot.
@@ -85,7 +94,7 @@ fn fold(module: &mut Module, func: &mut Function, bn: NodeIndex) -> Result<(), S
         }
         None => vec![0.0; channels],
     };
-    let (scale, shift) = affine(module, func, bn)?;
+    let (scale, shift, (channel_mean, channel_std)) = affine(module, func, bn)?;
     if scale.len() != channels {
         return Err(format!(
             "it has {} channels, the {kind} has {channels}",
@@ -142,6 +151,9 @@ fn fold(module: &mut Module, func: &mut Function, bn: NodeIndex) -> Result<(), S
     func.op_mut(new_w.node).result_names[0] = w_hint;
     func.op_mut(new_b.node).result_names[0] = b_hint;
     func.set_operands(input.node, &[layer_ops[0], new_w, new_b]);
+    let attrs = &mut func.op_mut(input.node).attrs;
+    attrs.set("channel_mean", Attr::floats(&channel_mean));
+    attrs.set("channel_std", Attr::floats(&channel_std));
     func.replace_all_uses(Value::of(bn), input);
     func.remove_op(bn);
     Ok(())

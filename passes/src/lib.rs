@@ -2,12 +2,14 @@
 //! every pass.
 
 pub mod bias;
+pub mod bias_analytic;
 pub mod bias_correct;
 pub mod bias_search;
 pub mod calibrate;
 pub mod canonicalize;
 pub mod equalize;
 pub mod fold_batchnorm;
+pub mod moments;
 pub mod pass;
 pub mod pipeline;
 pub mod quantize;

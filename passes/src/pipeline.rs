@@ -19,6 +19,7 @@ pub fn passes() -> &'static [PassInfo] {
         crate::bias_correct::APPLY,
         crate::bias_correct::CORRECT,
         crate::bias_correct::FIT,
+        crate::bias_analytic::INFO,
     ]
 }
 

@@ -446,6 +446,9 @@ impl Rewriter<'_> {
             fused,
         } = self.output(node, op.results[0].shape.clone());
         let mut attrs = op.attrs.clone();
+        // The float layer's channel statistics stay with the float reference.
+        attrs.remove("channel_mean");
+        attrs.remove("channel_std");
         if let Some(c) = clamp {
             attrs.set("clamp", c);
         }

@@ -47,6 +47,31 @@ fn batch_norm_verify(ctx: &OpCtx) -> Result<(), String> {
     attrs::epsilon(ctx.op).map(|_| ())
 }
 
+/// What a batch norm folded into a conv/dense layer was trained to make of each output channel:
+/// `channel_mean` (its bias, beta) and `channel_std` (|its scale|, gamma), recorded by
+/// `fold-batchnorm` for data-free bias correction.
+const CHANNEL_STATS: [crate::registry::AttrSpec; 2] = [
+    optional("channel_mean", K::Floats),
+    optional("channel_std", K::Floats),
+];
+
+/// A conv/dense layer: f32 operands, and channel statistics (if any) one per output channel.
+fn layer_verify(ctx: &OpCtx) -> Result<(), String> {
+    all_f32(ctx)?;
+    let channels = ctx.result(0).shape.get(1).copied().unwrap_or(1);
+    for name in ["channel_mean", "channel_std"] {
+        if let Some(v) = ctx.op.attr(name).and_then(crate::Attr::as_floats)
+            && v.len() != channels
+        {
+            return Err(format!(
+                "'{name}' has {} values for {channels} output channels",
+                v.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn clip_verify(ctx: &OpCtx) -> Result<(), String> {
     all_f32(ctx)?;
     let bounds = attrs::clip_bounds(ctx.op)?;
@@ -110,9 +135,16 @@ pub static OPS: &[OpDef] = &[
         summary: "2-D convolution (NCHW input, OIHW weights, optional bias); groups cover depthwise",
         operands: Arity::Range(2, 3),
         results: 1,
-        attrs: &[WINDOW[0], WINDOW[1], WINDOW[2], optional("groups", K::Int)],
+        attrs: &[
+            WINDOW[0],
+            WINDOW[1],
+            WINDOW[2],
+            optional("groups", K::Int),
+            CHANNEL_STATS[0],
+            CHANNEL_STATS[1],
+        ],
         infer: shape::conv2d,
-        verify: all_f32,
+        verify: layer_verify,
     },
     OpDef {
         kind: OpKind::BatchNorm,
@@ -213,9 +245,9 @@ pub static OPS: &[OpDef] = &[
         summary: "fully connected layer: x [N, K] times weight [M, K] transposed, plus optional bias [M]",
         operands: Arity::Range(2, 3),
         results: 1,
-        attrs: &[],
+        attrs: &CHANNEL_STATS,
         infer: shape::dense,
-        verify: all_f32,
+        verify: layer_verify,
     },
     OpDef {
         kind: OpKind::MatMul,
