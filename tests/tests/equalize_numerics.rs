@@ -146,8 +146,8 @@ fn keeps_the_function(relu6: bool, pipeline: &str) {
 
 #[test]
 fn equalization_through_relu_keeps_the_float_function() {
+    keeps_the_function(false, "equalize{objective=weights}");
     keeps_the_function(false, "equalize");
-    keeps_the_function(false, "equalize{objective=noise}");
 }
 
 #[test]
@@ -155,15 +155,15 @@ fn equalization_through_relu6_keeps_the_float_function() {
     // The chains' outputs reach far above 6, so the scaled bounds are exercised.
     let m = chain(6, 4, true, 77);
     assert!(run(&m, 0).contains(&6.0), "the last ReLU6 clips");
+    keeps_the_function(true, "equalize{objective=weights}");
     keeps_the_function(true, "equalize");
-    keeps_the_function(true, "equalize{objective=noise}");
 }
 
 #[test]
 fn relu6_pairs_can_be_left_alone_or_turned_into_relu() {
     let m = chain(6, 4, true, 77);
     let mut kept = m.clone();
-    equalize(&mut kept, "equalize{relu6=skip}");
+    equalize(&mut kept, "equalize{objective=weights,relu6=skip}");
     // Only the linear 1x1 -> 1x1 pair moves; its function stays.
     let (a, b) = (run(&m, 0), run(&kept, 0));
     let scale = a.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
@@ -173,7 +173,7 @@ fn relu6_pairs_can_be_left_alone_or_turned_into_relu() {
     // With relu6=relu, the ReLU6 inside the two equalized pairs become ReLU; the last one,
     // after the chain, stays.
     let mut relu = m.clone();
-    equalize(&mut relu, "equalize{relu6=relu}");
+    equalize(&mut relu, "equalize{objective=weights,relu6=relu}");
     assert_eq!(print_module(&m).matches("nn.clip(").count(), 3);
     assert_eq!(print_module(&relu).matches("nn.clip(").count(), 1);
 }
@@ -181,7 +181,7 @@ fn relu6_pairs_can_be_left_alone_or_turned_into_relu() {
 #[test]
 fn the_noise_objective_needs_calibration_inputs() {
     let mut m = chain(4, 4, false, 5);
-    let err = PassManager::new(parse_pipeline("equalize{objective=noise}").expect("pipeline"))
+    let err = PassManager::new(parse_pipeline("equalize").expect("pipeline"))
         .run(&mut m, &mut PassContext::default(), &mut |_, _| {})
         .expect_err("no calibration data");
     let message = &err.diagnostics[0].message;
