@@ -4,7 +4,8 @@
 //! without statistics (independent inputs), ReLU and clips (a clipped normal), adds, average
 //! pooling, flattening of 1x1 planes and channel concatenation. Values whose moments cannot be
 //! derived (the network input, max pooling, ...) have none, and neither does what follows from
-//! them alone. Data-free bias correction (`bias-correct-analytic`) builds on it.
+//! them alone. Data-free bias correction (`bias-correct-analytic`) and data-free activation
+//! ranges (`quantize{calibration=batchnorm}`, [`ranges`]) build on it.
 
 use std::collections::HashMap;
 
@@ -211,6 +212,132 @@ fn erfc(x: f64) -> f64 {
                                 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let r = t * poly.exp();
     if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// Every value's range for quantization without calibration inputs: the input's from the
+/// preprocessing the module records (pixels in [0, 1], less the mean, over the std), a layer's
+/// output (or a batch norm's) from its channels' moments, `mean +- sigmas * std`, clips and ReLU
+/// cutting their input's range, adds within the sum of their inputs' ranges (and their moments'),
+/// pooling and reshaping keeping it, concatenation joining them. An op none of these covers is
+/// an error naming it.
+pub fn ranges(
+    module: &Module,
+    func: &Function,
+    sigmas: f64,
+) -> Result<HashMap<Value, (f32, f32)>, String> {
+    let moments = propagate(module, func);
+    let spread = |m: &Moments| -> (f64, f64) {
+        m.mean
+            .iter()
+            .zip(&m.var)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (m, v)| {
+                let s = sigmas * v.max(0.0).sqrt();
+                (lo.min(m - s), hi.max(m + s))
+            })
+    };
+    let mut out: HashMap<Value, (f64, f64)> = HashMap::new();
+    for &arg in &func.args {
+        out.insert(Value::of(arg), input_range(module)?);
+    }
+    for node in func.schedule() {
+        let op = func.op(node);
+        let Some(kind) = op.kind() else { continue };
+        let operands = func.operands(node);
+        let input = |i: usize| -> Result<(f64, f64), String> {
+            operands
+                .get(i)
+                .and_then(|v| out.get(v).copied())
+                .ok_or_else(|| format!("{}: its operand #{i} has no range", op.name))
+        };
+        let own = moments.get(&Value::of(node));
+        let range = match kind {
+            OpKind::Const => continue,
+            OpKind::Conv2d | OpKind::Dense | OpKind::BatchNorm => match own {
+                Some(m) => spread(m),
+                None => {
+                    return Err(format!(
+                        "{} '{}': no batch-norm statistics reach it, so its range is unknown; give --calib",
+                        op.name,
+                        op.result_names[0].as_deref().unwrap_or("")
+                    ));
+                }
+            },
+            OpKind::Relu => {
+                let (lo, hi) = input(0)?;
+                (lo.max(0.0), hi.max(0.0))
+            }
+            OpKind::Clip => {
+                let b = attrs::clip_bounds(op)?;
+                let (lo, hi) = input(0)?;
+                let top = b.max_hi();
+                (lo.clamp(b.lo, top), hi.clamp(b.lo, top))
+            }
+            OpKind::Add => {
+                let ((a0, a1), (b0, b1)) = (input(0)?, input(1)?);
+                let (lo, hi) = (a0 + b0, a1 + b1);
+                match own {
+                    Some(m) => {
+                        let (l, h) = spread(m);
+                        (lo.max(l), hi.min(h).max(lo.max(l)))
+                    }
+                    None => (lo, hi),
+                }
+            }
+            OpKind::GlobalAvgPool
+            | OpKind::AvgPool2d
+            | OpKind::MaxPool2d
+            | OpKind::Flatten
+            | OpKind::Reshape
+            | OpKind::Transpose => input(0)?,
+            OpKind::Pad => {
+                let (lo, hi) = input(0)?;
+                (lo.min(0.0), hi.max(0.0))
+            }
+            OpKind::Concat => {
+                let mut r = (f64::INFINITY, f64::NEG_INFINITY);
+                for i in 0..operands.len() {
+                    let (lo, hi) = input(i)?;
+                    r = (r.0.min(lo), r.1.max(hi));
+                }
+                r
+            }
+            OpKind::Softmax | OpKind::Sigmoid | OpKind::HardSigmoid => (0.0, 1.0),
+            OpKind::HardSwish => {
+                let (_, hi) = input(0)?;
+                (-0.375, hi.max(0.0))
+            }
+            _ => {
+                return Err(format!(
+                    "{}: its range cannot be derived without calibration inputs; give --calib",
+                    op.name
+                ));
+            }
+        };
+        out.insert(Value::of(node), range);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(v, (lo, hi))| (v, (lo as f32, hi as f32)))
+        .collect())
+}
+
+/// The network input's range from the module's recorded preprocessing: pixels in [0, 1], less
+/// `preprocess.mean`, over `preprocess.std`, per channel.
+fn input_range(module: &Module) -> Result<(f64, f64), String> {
+    let floats = |name: &str| module.attrs.get(name).and_then(Attr::as_floats);
+    let (Some(mean), Some(std)) = (floats("preprocess.mean"), floats("preprocess.std")) else {
+        return Err(
+            "the module records no preprocessing, so the input's range is unknown without calibration inputs: give --preprocess (or --calib)"
+                .into(),
+        );
+    };
+    Ok(mean
+        .iter()
+        .zip(&std)
+        .filter(|(_, s)| **s > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (m, s)| {
+            (lo.min(-m / s), hi.max((1.0 - m) / s))
+        }))
 }
 
 #[cfg(test)]

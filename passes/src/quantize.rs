@@ -29,9 +29,18 @@ pub const INFO: PassInfo = PassInfo {
         },
         OptionSpec {
             name: "calibration",
-            kind: OptionKind::Choice(&["minmax", "percentile", "mse"]),
+            kind: OptionKind::Choice(&["minmax", "percentile", "mse", "batchnorm"]),
             default: "minmax",
-            help: "how activation ranges are chosen",
+            help: "how activation ranges are chosen: from the calibration inputs (minmax, percentile, mse), or with no inputs at all from the batch-norm statistics fold-batchnorm recorded (batchnorm: each channel's mean +- sigmas standard deviations, clipped by the activations; the input's from the recorded preprocessing)",
+        },
+        OptionSpec {
+            name: "sigmas",
+            kind: OptionKind::Float {
+                min: 0.5,
+                max: 100.0,
+            },
+            default: "6.0",
+            help: "standard deviations each side of a channel's mean that calibration=batchnorm keeps",
         },
         OptionSpec {
             name: "percentile",
@@ -57,6 +66,7 @@ pub const INFO: PassInfo = PassInfo {
             method: match o.choice("calibration") {
                 "percentile" => Method::Percentile(o.float("percentile")),
                 "mse" => Method::Mse,
+                "batchnorm" => Method::BatchNorm(o.float("sigmas")),
                 _ => Method::MinMax,
             },
             samples: o.int("samples") as usize,
@@ -618,18 +628,26 @@ impl Pass for Quantize {
     }
 
     fn run(&self, module: &mut Module, ctx: &mut PassContext) -> Result<(), String> {
-        let Some(calib) = ctx.calib.as_ref() else {
-            return Err(
-                "quantize needs calibration data: give --calib DATA (a folder of images, a .npy of u8 pixels [N, 3, H, W] or a .npy of f32 inputs); it uses the first 64 samples unless quantize{samples=N} says otherwise"
-                    .into(),
-            );
-        };
         let main = module
             .function("main")
             .ok_or("quantize: the module has no function @main")?;
-        check_inputs(main, calib)?;
-        let inputs = take(calib, self.samples);
-        let ranges = calibrate(ctx.engine.as_ref(), module, &inputs, self.method)?;
+        let mut calibrated_on = "batch-norm statistics, no inputs".to_string();
+        let ranges = match (self.method, ctx.calib.as_ref()) {
+            (Method::BatchNorm(sigmas), _) => crate::moments::ranges(module, main, sigmas)
+                .map_err(|e| format!("quantize{{calibration=batchnorm}}: {e}"))?,
+            (_, None) => {
+                return Err(
+                    "quantize needs calibration data: give --calib DATA (a folder of images, a .npy of u8 pixels [N, 3, H, W] or a .npy of f32 inputs); it uses the first 64 samples unless quantize{samples=N} says otherwise; quantize{calibration=batchnorm} needs none when the model has batch norms"
+                        .into(),
+                );
+            }
+            (method, Some(calib)) => {
+                check_inputs(main, calib)?;
+                let inputs = take(calib, self.samples);
+                calibrated_on = format!("{} samples", inputs.shape[0]);
+                calibrate(ctx.engine.as_ref(), module, &inputs, method)?
+            }
+        };
         let float_module = module.clone();
         let index = module
             .functions
@@ -665,13 +683,12 @@ impl Pass for Quantize {
         ctx.note(
             INFO.name,
             format!(
-                "{layers} ops quantized ({} weights), calibrated on {} samples",
+                "{layers} ops quantized ({} weights), calibrated on {calibrated_on}",
                 if self.per_channel {
                     "per-channel"
                 } else {
                     "per-tensor"
                 },
-                inputs.shape[0]
             ),
         );
         for (what, count) in skipped {

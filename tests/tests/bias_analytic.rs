@@ -141,3 +141,38 @@ fn a_network_without_batch_norm_statistics_is_an_error() {
         err.diagnostics[0].message
     );
 }
+
+/// `quantize{calibration=batchnorm}` needs no inputs: the first layer's output range is its
+/// batch norm's `beta_c +- 6 gamma_c` over both channels, [0.5 - 6, 0.5 + 6] and
+/// [-1 - 12, -1 + 12], so [-13, 11], which the ReLU cuts to [0, 11]: scale 11 / 255, zero point
+/// 0. Without recorded preprocessing the input's range is unknown, which is an error.
+#[test]
+fn batch_norm_statistics_give_the_ranges_without_inputs() {
+    let pipeline = "fold-batchnorm,quantize{granularity=per-tensor,calibration=batchnorm},bias-correct-analytic";
+    let run = |text: &str| -> Result<Module, String> {
+        let mut m = parse_module(&SourceFile::new("two_layers.ir", text.to_string()), None)
+            .unwrap_or_else(|d| panic!("parses: {}", d[0].message));
+        PassManager::new(parse_pipeline(pipeline).expect("pipeline"))
+            .run(&mut m, &mut PassContext::default(), &mut |_, _| {})
+            .map_err(|e| e.diagnostics[0].message.clone())?;
+        Ok(m)
+    };
+    let err = run(NETWORK).expect_err("no preprocessing recorded");
+    assert!(err.contains("records no preprocessing"), "{err}");
+    let with_preprocessing = format!(
+        "module attributes {{preprocess.crop = 4, preprocess.mean = [0.5, 0.5, 0.5], preprocess.std = [0.5, 0.5, 0.5]}} {{{NETWORK}}}"
+    );
+    let m = run(&with_preprocessing).unwrap_or_else(|e| panic!("{e}"));
+    let f = m.function("main").expect("main");
+    let first = layers(&m)[0];
+    let (scale, zp, _) = per_tensor(&f.op(first).results[0]).expect("per-tensor output");
+    assert_eq!((scale, zp), (f64::from(11.0f32 / 255.0), 0));
+    // The input: tf preprocessing, [-1, 1]; 1 / S is just under 127.5 with S = f32(2 / 255).
+    let quantize = f
+        .schedule()
+        .into_iter()
+        .find(|n| f.is_op(*n, OpKind::Quantize))
+        .expect("the input is quantized");
+    let (scale, zp, _) = per_tensor(&f.op(quantize).results[0]).expect("per-tensor input");
+    assert_eq!((scale, zp), (f64::from(2.0f32 / 255.0), 127));
+}
