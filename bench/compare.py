@@ -87,8 +87,14 @@ def qcc_row(m, label, pipeline, evaluation, labels_path):
     out = os.path.join(tmp, "q.ir")
     cmd = [QCC, f"--passes={pipeline}", "--calib", os.path.join(m["dir"], "calib.npy"), m["onnx"], "--preprocess", "tf", "-o", out]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    if done.returncode != 0:
+        # A pipeline that does not apply to this model (bias-correct-analytic on a model without
+        # batch norms, say) is a row that says why, not the end of the run.
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        print(f"{label}: {why}", file=sys.stderr)
+        return (label, dict(error=why), dt)
     ev = [QCC, "eval", out, "--reference", m["onnx"], "--preprocess", "tf", "--data", evaluation, "--json", "--quiet"]
     if labels_path:
         ev += ["--labels", labels_path]
@@ -123,6 +129,10 @@ for key, m in MODELS.items():
     qcc_rows = [qcc_row(m, label, p, evaluation, labels_path) for label, p in configs]
     lines = [f"#### {m['title']}", "", "| method | top-1 agree % | top-5 agree % | SQNR dB | KL | top-1 acc % | quantize s | on ORT int8 kernels: agree % / SQNR dB |", "|---|---|---|---|---|---|---|---|"]
     for name, r, dt in peer_rows + qcc_rows:
+        if "error" in r:
+            lines.append(f"| {name} | does not apply: {r['error'].replace('|', '/')} | | | | | | |")
+            print(lines[-1])
+            continue
         acc = f"{r['acc']:.1f}" if r.get("acc") is not None else "–"
         kern = f"{r['kernel_top1']:.1f} / {r['kernel_sqnr']:.2f}" if "kernel_sqnr" in r else "–"
         lines.append(f"| {name} | {r['top1']:.1f} | {r['top5']:.1f} | {r['sqnr']:.2f} | {r['kl']:.4f} | {acc} | {dt:.1f} | {kern} |")
