@@ -130,7 +130,8 @@ for key, m in MODELS.items():
     lines = [f"#### {m['title']}", "", "| method | top-1 agree % | top-5 agree % | SQNR dB | KL | top-1 acc % | quantize s | on ORT int8 kernels: agree % / SQNR dB |", "|---|---|---|---|---|---|---|---|"]
     for name, r, dt in peer_rows + qcc_rows:
         if "error" in r:
-            lines.append(f"| {name} | does not apply: {r['error'].replace('|', '/')} | | | | | | |")
+            why = r["error"].split(": ")[-1].replace("|", "/")
+            lines.append(f"| {name} | does not apply: {why} | | | | | | |")
             print(lines[-1])
             continue
         acc = f"{r['acc']:.1f}" if r.get("acc") is not None else "–"
