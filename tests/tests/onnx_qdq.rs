@@ -717,4 +717,29 @@ fn per_channel_clip_bounds_survive_export_and_import() {
         outputs(&back, &dir, "b.npy"),
         "the imported export computes other outputs"
     );
+    // A Min whose bound is not one per channel is an error naming the node.
+    let mut model = load(&onnx);
+    let min = model
+        .graph
+        .as_ref()
+        .expect("graph")
+        .node
+        .iter()
+        .find(|n| n.op_type == "Min")
+        .expect("a Min")
+        .clone();
+    let bound = initializer(&mut model, &min.input[1]);
+    let first = bound.float_data.first().copied().unwrap_or(6.0);
+    (bound.dims, bound.float_data, bound.raw_data) = (vec![], vec![first], vec![]);
+    let broken = save(&model, &dir, "scalar_min.onnx");
+    let r = qcc(&["import", &broken, "-o", &path(&dir, "never.ir")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("node '{}' (Min)", min.name))
+            && r.stderr
+                .contains("Min is supported only with constant f32 bounds per channel"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.join("never.ir").exists());
 }
