@@ -19,7 +19,7 @@ use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
 /// Registration of `quantize`.
 pub const INFO: PassInfo = PassInfo {
     name: "quantize",
-    summary: "calibrate on --calib data and rewrite conv/dense/add/pool/concat into int8 quant ops",
+    summary: "calibrate (on --calib data, or from batch-norm statistics) and rewrite conv/dense/add/pool/concat into int8 quant ops",
     options: &[
         OptionSpec {
             name: "granularity",
@@ -39,7 +39,7 @@ pub const INFO: PassInfo = PassInfo {
                 min: 0.5,
                 max: 100.0,
             },
-            default: "6.0",
+            default: "6",
             help: "standard deviations each side of a channel's mean that calibration=batchnorm keeps",
         },
         OptionSpec {
