@@ -479,12 +479,12 @@ fn scale_channel_stats(func: &mut Function, a: NodeIndex, s: &[f64], h: Option<&
     }
 }
 
-/// High-bias absorption for pair `p` (after its scaling by `s`): `h_c`, the smallest value channel c of
-/// the first layer's output took on the calibration data when positive (capped at the channel's
-/// clip bound), is taken out of that layer's bias, and the second layer's bias gains what
-/// `h` contributes to it, `sum_k w[o, c, k] * h_c`. Through a ReLU or ReLU6 (whose bound drops by
-/// `h_c`, see [`set_clip_bounds`]) that keeps the function wherever the channel stays above
-/// `h_c`, which it does on the calibration data. The second layer must not pad (padding would
+/// High-bias absorption for pair `p` (after its scaling by `s`): `h_c`, the smallest value
+/// channel c of the first layer's output took on the calibration data when positive (capped at
+/// the channel's clip bound), is taken out of that layer's bias, and the second layer's bias
+/// gains what `h` contributes to it, `sum_k w[o, c, k] * h_c`. Through a ReLU or ReLU6 (whose
+/// bound drops by `h_c`, see [`set_clip_bounds`]) that keeps the function wherever the channel
+/// stays above `h_c`, which it does on the calibration data. The second layer must not pad (padding would
 /// read 0 where the function had `h_c`). Returns `h`, or `None` when the pair is left as it is.
 fn absorb(
     func: &Function,
@@ -505,9 +505,10 @@ fn absorb(
     if padded || layers[&p.a].bias.is_none() || layers[&p.b].bias.is_none() {
         return Ok(None);
     }
-    let bounds = match func.is_op(act, OpKind::Clip) {
-        true => Some(qcc_dialects::ops::attrs::clip_bounds(func.op(act))?),
-        false => None,
+    let bounds = if func.is_op(act, OpKind::Clip) {
+        Some(qcc_dialects::ops::attrs::clip_bounds(func.op(act))?)
+    } else {
+        None
     };
     // The statistics and the bound, like the layers, in the scaled units (divided by `s`).
     let pre = &stats[&Value::of(p.a)];
