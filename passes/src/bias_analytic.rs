@@ -12,7 +12,7 @@ use qcc_runtime::quant::{channel_scales, per_tensor, stored_ints};
 use crate::bias::{FloatReference, layer_name, set_bias};
 use crate::moments::{Moments, propagate};
 use crate::pass::{Options, Pass, PassContext, PassInfo};
-use crate::rewrite::const_tensor;
+use crate::rewrite::{WeightLayout, const_tensor};
 
 /// Registration of `bias-correct-analytic`.
 pub const INFO: PassInfo = PassInfo {
@@ -119,16 +119,12 @@ fn corrected_bias(
         .ok_or("the layer input must be per-tensor quantized")?;
     let sw =
         channel_scales(q.value_type(operands[1]), outputs).ok_or("the weight must be quantized")?;
-    let wq = stored_ints(&wq);
-    let per_out = wq.len() / outputs.max(1);
-    let taps: usize = wq_taps(q.value_type(operands[1]).shape.as_slice());
-    let per_group = per_out / taps.max(1);
-    let groups = x.mean.len() / per_group.max(1);
-    let out_per_group = outputs / groups.max(1);
+    let Some(layout) = WeightLayout::of(f, pre.node) else {
+        return Ok(None);
+    };
     let mut shift = vec![0.0f64; outputs];
-    for (i, (q, w)) in wq.iter().zip(w).enumerate() {
-        let o = i / per_out.max(1);
-        let c = (o / out_per_group.max(1)) * per_group + (i / taps.max(1)) % per_group.max(1);
+    for (i, (q, w)) in stored_ints(&wq).iter().zip(w).enumerate() {
+        let (o, c) = layout.channels(i);
         let error = f64::from(*q) * sw[o] - f64::from(*w);
         shift[o] += error * x.mean.get(c).copied().unwrap_or(0.0);
     }
@@ -143,9 +139,4 @@ fn corrected_bias(
         })
         .collect();
     Ok(Some(bias))
-}
-
-/// Products per input channel of a weight of `shape` (`[O, I, kh, kw]` or `[O, K]`).
-fn wq_taps(shape: &[usize]) -> usize {
-    shape.iter().skip(2).product::<usize>().max(1)
 }

@@ -16,9 +16,6 @@ pub enum Method {
     Percentile(f64),
     /// The range, shrunk from min/max, that minimizes clipping plus rounding error (u8).
     Mse,
-    /// No inputs: each channel's batch-norm mean +- this many standard deviations
-    /// (`crate::moments::ranges`).
-    BatchNorm(f64),
 }
 
 /// The `samples` option of every pass that runs on calibration data.
@@ -265,12 +262,6 @@ pub fn calibrate(
         Method::MinMax => min_max(engine, module, inputs),
         Method::Percentile(p) => percentile(engine, module, inputs, p),
         Method::Mse => mse(engine, module, inputs),
-        Method::BatchNorm(sigmas) => {
-            let func = module
-                .function("main")
-                .ok_or("the module has no function @main")?;
-            crate::moments::ranges(module, func, sigmas)
-        }
     }
 }
 

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use qcc_dialects::{Function, Module, NodeIndex, OpKind, Tensor, TensorData, Value};
 
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
-use crate::rewrite::{add_const, const_name, const_tensor, is_inline_const};
+use crate::rewrite::{WeightLayout, add_const, const_name, const_tensor, is_inline_const};
 
 /// Registration of `equalize`.
 pub const INFO: PassInfo = PassInfo {
@@ -104,6 +104,7 @@ struct Layer {
     shape: Vec<usize>,
     bias: Option<Vec<f64>>,
     depthwise: bool,
+    layout: WeightLayout,
 }
 
 impl Layer {
@@ -130,6 +131,7 @@ impl Layer {
         }
         Some(Layer {
             w: w.as_f32()?.iter().map(|v| *v as f64).collect(),
+            layout: WeightLayout::new(&shape, groups),
             shape,
             bias,
             depthwise,
@@ -143,11 +145,12 @@ impl Layer {
 
     /// Input channels (of the whole layer).
     fn inputs(&self) -> usize {
-        if self.depthwise {
-            self.shape[0]
-        } else {
-            self.shape[1]
-        }
+        self.layout.inputs()
+    }
+
+    /// The input channel weight element `i` reads.
+    fn input_of(&self, i: usize) -> usize {
+        self.layout.channels(i).1
     }
 
     /// The largest |weight| of each output channel.
@@ -161,13 +164,8 @@ impl Layer {
     /// The largest |weight| reading each input channel.
     fn in_ranges(&self) -> Vec<f64> {
         let mut r = vec![0.0f64; self.inputs()];
-        let taps: usize = self.shape[2..].iter().product();
         for (i, v) in self.w.iter().enumerate() {
-            let c = if self.depthwise {
-                i / taps.max(1)
-            } else {
-                (i / taps.max(1)) % self.shape[1]
-            };
+            let c = self.input_of(i);
             r[c] = r[c].max(v.abs());
         }
         r
@@ -186,14 +184,9 @@ impl Layer {
     }
 
     fn scale_in(&mut self, s: &[f64]) {
-        let taps: usize = self.shape[2..].iter().product::<usize>().max(1);
+        let layout = self.layout;
         for (i, v) in self.w.iter_mut().enumerate() {
-            let c = if self.depthwise {
-                i / taps
-            } else {
-                (i / taps) % self.shape[1]
-            };
-            *v *= s[c];
+            *v *= s[layout.channels(i).1];
         }
     }
 }
@@ -529,15 +522,9 @@ fn absorb(
         bias.iter_mut().zip(&h).for_each(|(b, h)| *b -= h);
     }
     let b = layers.get_mut(&p.b).expect("read");
-    let taps: usize = b.shape[2..].iter().product::<usize>().max(1);
     let mut gain = vec![0.0f64; b.shape[0]];
     for (i, w) in b.w.iter().enumerate() {
-        let o = i / (b.per_out().max(1));
-        let c = if b.depthwise {
-            o
-        } else {
-            (i / taps) % b.shape[1]
-        };
+        let (o, c) = b.layout.channels(i);
         gain[o] += w * h[c];
     }
     if let Some(bias) = &mut b.bias {
@@ -693,7 +680,7 @@ struct Noise {
 
 impl Noise {
     fn of(a: &Layer, b: &Layer, x: &ChannelStats, input: &ChannelStats) -> Noise {
-        let taps_a: usize = a.shape[2..].iter().product::<usize>().max(1);
+        let taps_a = a.layout.taps();
         let e: Vec<f64> = if a.depthwise {
             input
                 .mean_square
@@ -704,17 +691,11 @@ impl Noise {
             let all: f64 = input.mean_square.iter().sum();
             vec![all * taps_a as f64; a.shape[0]]
         };
-        let taps_b: usize = b.shape[2..].iter().product::<usize>().max(1);
         let mut w = vec![0.0f64; b.inputs()];
         for (i, v) in b.w.iter().enumerate() {
-            let c = if b.depthwise {
-                i / taps_b
-            } else {
-                (i / taps_b) % b.shape[1]
-            };
-            w[c] += v * v;
+            w[b.input_of(i)] += v * v;
         }
-        let readers = if b.depthwise { 1 } else { b.shape[0] } * taps_b;
+        let readers = if b.depthwise { 1 } else { b.shape[0] } * b.layout.taps();
         Noise {
             r1: a.out_ranges(),
             r2: b.in_ranges(),

@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 
-use qcc_dialects::ops::attrs::{self, ClipBounds, Conv2dAttrs};
+use qcc_dialects::ops::attrs::{self, ClipBounds};
 use qcc_dialects::{Attr, Function, Module, NodeIndex, OpKind, Value};
 
-use crate::rewrite::const_tensor;
+use crate::rewrite::{WeightLayout, const_tensor};
 
 /// A value's per-channel (axis 1) mean and variance.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,19 +123,11 @@ fn layer(module: &Module, func: &Function, node: NodeIndex, x: &Moments) -> Opti
             .collect(),
         None => vec![0.0; outputs],
     };
-    let groups = if func.is_op(node, OpKind::Conv2d) {
-        Conv2dAttrs::of(func.op(node)).ok()?.groups
-    } else {
-        1
-    };
-    let per_group = shape.get(1).copied()?;
-    let taps: usize = shape[2..].iter().product::<usize>().max(1);
-    let out_per_group = outputs / groups.max(1);
+    let layout = WeightLayout::of(func, node)?;
     let mut mean = bias;
     let mut var = vec![0.0; outputs];
     for (i, w) in w.iter().enumerate() {
-        let o = i / (per_group * taps);
-        let c = (o / out_per_group.max(1)) * per_group + (i / taps) % per_group;
+        let (o, c) = layout.channels(i);
         let w = f64::from(*w);
         mean[o] += w * x.mean.get(c)?;
         var[o] += w * w * x.var.get(c)?;

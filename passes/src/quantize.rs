@@ -63,11 +63,11 @@ pub const INFO: PassInfo = PassInfo {
     create: |o: &Options| {
         Box::new(Quantize {
             per_channel: o.choice("granularity") == "per-channel",
-            method: match o.choice("calibration") {
-                "percentile" => Method::Percentile(o.float("percentile")),
-                "mse" => Method::Mse,
-                "batchnorm" => Method::BatchNorm(o.float("sigmas")),
-                _ => Method::MinMax,
+            ranges: match o.choice("calibration") {
+                "percentile" => Ranges::Calibrated(Method::Percentile(o.float("percentile"))),
+                "mse" => Ranges::Calibrated(Method::Mse),
+                "batchnorm" => Ranges::BatchNorm(o.float("sigmas")),
+                _ => Ranges::Calibrated(Method::MinMax),
             },
             samples: o.int("samples") as usize,
             weight_mse: o.choice("weights") == "mse",
@@ -75,10 +75,20 @@ pub const INFO: PassInfo = PassInfo {
     },
 };
 
+/// Where activation ranges come from.
+#[derive(Clone, Copy, Debug)]
+enum Ranges {
+    /// Running the float network on the calibration inputs.
+    Calibrated(Method),
+    /// The recorded batch-norm statistics, each channel's mean +- this many standard
+    /// deviations (`crate::moments::ranges`), no inputs.
+    BatchNorm(f64),
+}
+
 struct Quantize {
     per_channel: bool,
     weight_mse: bool,
-    method: Method,
+    ranges: Ranges,
     samples: usize,
 }
 
@@ -500,8 +510,9 @@ impl Rewriter<'_> {
             .map(|v| self.quantized(v))
             .collect::<Result<Vec<_>, _>>()?;
         // Only conv/dense layers take per-channel bounds.
-        let fused_output = Some(self.output(node, op.results[0].shape.clone()))
-            .filter(|o| fuse && o.channel_max.is_none());
+        let fused_output = fuse
+            .then(|| self.output(node, op.results[0].shape.clone()))
+            .filter(|o| o.channel_max.is_none());
         let (out, ty, clamp, fused) = match fused_output {
             Some(o) => (o.value, o.ty, o.clamp, o.fused),
             None => {
@@ -632,8 +643,8 @@ impl Pass for Quantize {
             .function("main")
             .ok_or("quantize: the module has no function @main")?;
         let mut calibrated_on = "batch-norm statistics, no inputs".to_string();
-        let ranges = match (self.method, ctx.calib.as_ref()) {
-            (Method::BatchNorm(sigmas), _) => crate::moments::ranges(module, main, sigmas)
+        let ranges = match (self.ranges, ctx.calib.as_ref()) {
+            (Ranges::BatchNorm(sigmas), _) => crate::moments::ranges(module, main, sigmas)
                 .map_err(|e| format!("quantize{{calibration=batchnorm}}: {e}"))?,
             (_, None) => {
                 return Err(
@@ -641,7 +652,7 @@ impl Pass for Quantize {
                         .into(),
                 );
             }
-            (method, Some(calib)) => {
+            (Ranges::Calibrated(method), Some(calib)) => {
                 check_inputs(main, calib)?;
                 let inputs = take(calib, self.samples);
                 calibrated_on = format!("{} samples", inputs.shape[0]);

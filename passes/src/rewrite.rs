@@ -11,6 +11,57 @@ pub fn const_tensor(module: &Module, func: &Function, v: Value) -> Option<Tensor
     module.const_value(op).map(|t| t.into_owned())
 }
 
+/// Where each element of a conv/dense weight (`[O, I / groups, kh, kw]` or `[O, K]`, row-major)
+/// sits: the output channel it makes and the input channel it reads.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightLayout {
+    outputs: usize,
+    per_group: usize,
+    taps: usize,
+    groups: usize,
+}
+
+impl WeightLayout {
+    /// The layout of a weight of `shape` in a layer of `groups` groups.
+    pub fn new(shape: &[usize], groups: usize) -> WeightLayout {
+        WeightLayout {
+            outputs: shape.first().copied().unwrap_or(0).max(1),
+            per_group: shape.get(1).copied().unwrap_or(1).max(1),
+            taps: shape.iter().skip(2).product::<usize>().max(1),
+            groups: groups.max(1),
+        }
+    }
+
+    /// The layout of conv/dense `node`'s weight (operand 1), `None` when it has no readable one.
+    pub fn of(func: &Function, node: NodeIndex) -> Option<WeightLayout> {
+        let shape = &func.value_type(*func.operands(node).get(1)?).shape;
+        let op = func.op(node);
+        let groups = if op.is(OpKind::Conv2d) || op.is(OpKind::QuantConv2d) {
+            qcc_dialects::ops::attrs::Conv2dAttrs::of(op).ok()?.groups
+        } else {
+            1
+        };
+        Some(WeightLayout::new(shape, groups))
+    }
+
+    /// The output channel and the input channel of weight element `i`.
+    pub fn channels(&self, i: usize) -> (usize, usize) {
+        let o = i / (self.per_group * self.taps);
+        let group = o / (self.outputs / self.groups).max(1);
+        (o, group * self.per_group + (i / self.taps) % self.per_group)
+    }
+
+    /// Input channels of the layer.
+    pub fn inputs(&self) -> usize {
+        self.per_group * self.groups
+    }
+
+    /// Products per input channel value: kernel taps.
+    pub fn taps(&self) -> usize {
+        self.taps
+    }
+}
+
 /// Whether `v` is produced by an `nn.const` holding its tensor inline.
 pub fn is_inline_const(func: &Function, v: Value) -> bool {
     func.try_op(v.node)
