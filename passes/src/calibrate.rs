@@ -31,7 +31,7 @@ pub const SAMPLES_OPTION: crate::pass::OptionSpec = crate::pass::OptionSpec {
 
 /// Images per interpreter run during calibration.
 const CHUNK: usize = 8;
-/// Bins of the histogram the MSE search works on.
+/// Bins on each side of zero of the histograms the MSE search works on.
 const BINS: usize = 2048;
 
 /// Values one task of the histogram count takes.
@@ -178,22 +178,184 @@ fn percentile(
         .collect())
 }
 
-/// The expected squared error of u8 quantization over `[lo, hi]` of a histogram over `[a, b]`.
-fn quantization_error(hist: &[u64], a: f32, b: f32, lo: f32, hi: f32) -> f64 {
-    let scale = ((hi - lo) / 255.0).max(f32::MIN_POSITIVE) as f64;
-    let width = (b - a) as f64 / hist.len() as f64;
-    hist.iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let center = a as f64 + (i as f64 + 0.5) * width;
-            let clipped = if center < lo as f64 {
-                lo as f64 - center
-            } else if center > hi as f64 {
-                center - hi as f64
+/// Counts of a value's magnitudes on one side of zero: `BINS` equal bins from 0 up to a power
+/// of two above every magnitude seen. A larger magnitude doubles the top and merges the bins in
+/// pairs, which moves no count across a bin edge, so the counts depend only on the values and
+/// not on the order they arrive in: one pass over the calibration data is enough.
+#[derive(Clone, Debug, Default)]
+struct Side {
+    /// The top of the last bin (0 while nothing above zero has been seen).
+    top: f32,
+    /// The largest magnitude seen.
+    largest: f32,
+    counts: Vec<u64>,
+}
+
+impl Side {
+    /// Makes room for magnitudes up to `m`.
+    fn reach(&mut self, m: f32) {
+        self.largest = self.largest.max(m);
+        if m < self.top || m <= 0.0 {
+            return;
+        }
+        let top = power_of_two_above(m);
+        if self.top == 0.0 {
+            self.counts = vec![0; BINS];
+        } else {
+            let merge = (top / self.top) as usize;
+            let mut merged = vec![0; BINS];
+            for (i, n) in self.counts.iter().enumerate() {
+                merged[i / merge] += n;
+            }
+            self.counts = merged;
+        }
+        self.top = top;
+    }
+
+    /// Bins per unit of magnitude.
+    fn density(&self) -> f32 {
+        if self.top > 0.0 {
+            BINS as f32 / self.top
+        } else {
+            0.0
+        }
+    }
+
+    /// The centres of the bins, in value units (`sign` 1 above zero, -1 below), with their counts.
+    fn centres(&self, sign: f64) -> impl Iterator<Item = (f64, f64)> + '_ {
+        let width = f64::from(self.top) / BINS as f64;
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(move |(i, n)| (sign * (i as f64 + 0.5) * width, *n as f64))
+    }
+}
+
+/// The smallest power of two above `m` (itself finite and positive), at most 2^127.
+fn power_of_two_above(m: f32) -> f32 {
+    let m = m.max(f32::MIN_POSITIVE);
+    // Clearing the mantissa gives the power of two at or below m.
+    let below = f32::from_bits(m.to_bits() & 0x7f80_0000);
+    if below >= 2f32.powi(127) {
+        below
+    } else {
+        below * 2.0
+    }
+}
+
+/// A value's distribution on both sides of zero.
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    above: Side,
+    below: Side,
+}
+
+impl Histogram {
+    /// Counts the finite values of `data`.
+    fn add(&mut self, data: &[f32]) {
+        let (lo, hi) = finite_range(data);
+        if lo > hi {
+            return;
+        }
+        self.above.reach(hi);
+        self.below.reach(-lo);
+        if self.above.top == 0.0 && self.below.top == 0.0 {
+            // Every value is zero: a range of [0, 0].
+            return;
+        }
+        let (up, down) = (self.above.density(), self.below.density());
+        // Bins below zero first, then above (`BINS` each), and one more that counts what is not
+        // finite and is dropped.
+        let bin = |x: f32| -> usize {
+            let below = x < 0.0;
+            let scaled = (x.abs() * if below { down } else { up }).min((BINS - 1) as f32);
+            let side = if below { 0 } else { BINS };
+            if x.is_finite() {
+                side + scaled as usize
             } else {
-                return *n as f64 * scale * scale / 12.0;
+                2 * BINS
+            }
+        };
+        // Counts are sums, so chunks are counted apart and added. Within a chunk, neighbours go to
+        // `COPIES` copies of the counts, so that a run of one value (the zeros after a ReLU) does
+        // not wait on one counter.
+        const COPIES: usize = 4;
+        const STRIDE: usize = 2 * BINS + 1;
+        let fill = |mut h: Vec<u64>, chunk: &[f32]| {
+            let mut copies = vec![0u32; COPIES * STRIDE];
+            let mut groups = chunk.chunks_exact(COPIES);
+            for group in &mut groups {
+                for (k, x) in group.iter().enumerate() {
+                    copies[k * STRIDE + bin(*x)] += 1;
+                }
+            }
+            for x in groups.remainder() {
+                copies[bin(*x)] += 1;
+            }
+            for copy in copies.chunks(STRIDE) {
+                h.iter_mut()
+                    .zip(copy)
+                    .for_each(|(h, c)| *h += u64::from(*c));
+            }
+            h
+        };
+        let counted = data
+            .par_chunks(HISTOGRAM_CHUNK)
+            .fold(|| vec![0u64; STRIDE], fill)
+            .reduce(
+                || vec![0u64; STRIDE],
+                |mut x, y| {
+                    x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+                    x
+                },
+            );
+        for (side, counted) in [&mut self.below, &mut self.above]
+            .into_iter()
+            .zip(counted.chunks(BINS))
+        {
+            if side.top > 0.0 {
+                side.counts
+                    .iter_mut()
+                    .zip(counted)
+                    .for_each(|(h, c)| *h += c);
+            }
+        }
+    }
+
+    /// The range, `[-below.largest, above.largest]` shrunk by a factor in [0.2, 1], with the
+    /// least expected squared error of u8 quantization.
+    fn best_range(&self) -> (f32, f32) {
+        let (a, b) = (0.0 - self.below.largest, self.above.largest);
+        let bins: Vec<(f64, f64)> = self
+            .below
+            .centres(-1.0)
+            .chain(self.above.centres(1.0))
+            .collect();
+        let best = (20..=100)
+            .map(|k| k as f32 / 100.0)
+            .map(|f| (quantization_error(&bins, a * f, b * f), f))
+            .min_by(|x, y| x.0.total_cmp(&y.0))
+            .map_or(1.0, |(_, f)| f);
+        (a * best, b * best)
+    }
+}
+
+/// The expected squared error of u8 quantization over `[lo, hi]` of values counted in bins
+/// (centre, count).
+fn quantization_error(bins: &[(f64, f64)], lo: f32, hi: f32) -> f64 {
+    let scale = ((hi - lo) / 255.0).max(f32::MIN_POSITIVE) as f64;
+    let (lo, hi) = (f64::from(lo), f64::from(hi));
+    bins.iter()
+        .map(|&(centre, n)| {
+            let clipped = if centre < lo {
+                lo - centre
+            } else if centre > hi {
+                centre - hi
+            } else {
+                return n * scale * scale / 12.0;
             };
-            *n as f64 * clipped * clipped
+            n * clipped * clipped
         })
         .sum()
 }
@@ -203,51 +365,13 @@ fn mse(
     module: &Module,
     inputs: &Tensor,
 ) -> Result<HashMap<Value, (f32, f32)>, String> {
-    let ranges = min_max(engine, module, inputs)?;
-    let mut hists: HashMap<Value, Vec<u64>> = HashMap::new();
+    let mut hists: HashMap<Value, Histogram> = HashMap::new();
     observe(engine, module, inputs, |v, data, _| {
-        let Some(&(lo, hi)) = ranges.get(&v) else {
-            return;
-        };
-        let (a, b) = (lo.min(0.0), hi.max(0.0));
-        if b <= a {
-            return;
-        }
-        let h = hists.entry(v).or_insert_with(|| vec![0; BINS]);
-        let w = (b - a) / BINS as f32;
-        // Counts are sums, so chunks can be counted apart and added.
-        let fill = |mut h: Vec<u64>, chunk: &[f32]| {
-            for x in chunk.iter().filter(|x| x.is_finite()) {
-                h[(((x - a) / w) as usize).min(BINS - 1)] += 1;
-            }
-            h
-        };
-        let counted = data
-            .par_chunks(HISTOGRAM_CHUNK)
-            .fold(|| vec![0u64; BINS], fill)
-            .reduce(
-                || vec![0u64; BINS],
-                |mut x, y| {
-                    x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
-                    x
-                },
-            );
-        h.iter_mut().zip(&counted).for_each(|(h, c)| *h += c);
+        hists.entry(v).or_default().add(data);
     })?;
-    Ok(ranges
-        .into_iter()
-        .map(|(v, (lo, hi))| {
-            let Some(h) = hists.get(&v) else {
-                return (v, (lo, hi));
-            };
-            let (a, b) = (lo.min(0.0), hi.max(0.0));
-            let best = (20..=100)
-                .map(|k| k as f32 / 100.0)
-                .map(|f| (quantization_error(h, a, b, a * f, b * f), f))
-                .min_by(|x, y| x.0.total_cmp(&y.0))
-                .map_or(1.0, |(_, f)| f);
-            (v, (a * best, b * best))
-        })
+    Ok(hists
+        .into_par_iter()
+        .map(|(v, h)| (v, h.best_range()))
         .collect())
 }
 
@@ -296,7 +420,7 @@ pub fn check_inputs(func: &Function, inputs: &Tensor) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::finite_range;
+    use super::{BINS, Histogram, finite_range, power_of_two_above};
 
     #[test]
     fn the_range_skips_nan_and_infinities() {
@@ -310,5 +434,61 @@ mod tests {
         let none = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
         assert_eq!(finite_range(&none), (f32::INFINITY, f32::NEG_INFINITY));
         assert_eq!(finite_range(&[]), (f32::INFINITY, f32::NEG_INFINITY));
+    }
+
+    #[test]
+    fn the_top_is_the_power_of_two_above() {
+        assert_eq!(power_of_two_above(1.0), 2.0);
+        assert_eq!(power_of_two_above(0.75), 1.0);
+        assert_eq!(power_of_two_above(5.9), 8.0);
+        assert_eq!(power_of_two_above(f32::MAX), 2f32.powi(127));
+        assert!(power_of_two_above(1e-40) > 0.0);
+    }
+
+    #[test]
+    fn the_counts_do_not_depend_on_the_order_values_arrive_in() {
+        // Small values first make the histogram grow (and merge) four times on each side.
+        let values: Vec<f32> = (0..40_000)
+            .map(|i| ((i * 7919) % 10_007) as f32 / 997.0 - 3.0)
+            .map(|x| x * x * x)
+            .chain([f32::NAN, f32::INFINITY])
+            .collect();
+        let mut growing = Histogram::default();
+        let mut sorted = values.clone();
+        sorted.sort_by(|a, b| a.abs().total_cmp(&b.abs()));
+        for chunk in sorted.chunks(1000) {
+            growing.add(chunk);
+        }
+        let mut at_once = Histogram::default();
+        at_once.add(&values);
+        assert_eq!(growing.above.top, at_once.above.top);
+        assert_eq!(growing.above.counts, at_once.above.counts);
+        assert_eq!(growing.below.counts, at_once.below.counts);
+        assert_eq!(growing.below.largest, 27.0);
+        let counted: u64 = [&at_once.above, &at_once.below]
+            .iter()
+            .flat_map(|s| &s.counts)
+            .sum();
+        assert_eq!(counted, 40_000, "NaN and infinity are not counted");
+        assert_eq!(at_once.best_range(), growing.best_range());
+    }
+
+    #[test]
+    fn the_mse_range_clips_a_rare_outlier_and_keeps_a_dense_edge() {
+        // A million values spread over [0, 1) and one at 100. Over [0, hi] the expected error
+        // is 1e6 * (hi / 255)^2 / 12 + (100 - hi)^2, least at hi = 43.8.
+        let mut values: Vec<f32> = (0..1_000_000).map(|i| i as f32 / 1e6).collect();
+        values.push(100.0);
+        let mut h = Histogram::default();
+        h.add(&values);
+        let (lo, hi) = h.best_range();
+        assert_eq!(lo, 0.0);
+        assert!((43.0..=45.0).contains(&hi), "{hi}");
+        let values: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0).collect();
+        // Uniform values keep their whole range.
+        let mut h = Histogram::default();
+        h.add(&values);
+        assert_eq!(h.best_range(), (0.0, 0.9999));
+        assert_eq!(h.above.counts.len(), BINS);
     }
 }

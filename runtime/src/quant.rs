@@ -179,18 +179,49 @@ pub struct Requant {
     highs: Vec<i64>,
 }
 
+/// One channel of a [`Requant`]: its scale and its output bounds less the zero point.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelLevels {
+    scale: f32,
+    lo: f32,
+    hi: f32,
+}
+
+impl ChannelLevels {
+    /// The output level of `acc` (accumulator plus bias, an integer below 2^53 in magnitude) less
+    /// the zero point, before and after the clamp, as f32: the levels of [`Requant::unclamped`]
+    /// and [`Requant::one`], except that the unclamped level saturates at +-2^22 (far beyond any
+    /// clamp).
+    #[inline]
+    pub fn offsets(&self, acc: f64) -> (f32, f32) {
+        // f64 holds the integer exactly, so this rounds as `acc as i64 as f32` does. Bounding the
+        // level first leaves the rounding without a branch, so that loops of it vectorize.
+        let level = round_even_bounded((acc as f32 * self.scale).clamp(-BOUNDED, BOUNDED));
+        (level, level.clamp(self.lo, self.hi))
+    }
+}
+
 /// `x` rounded to the nearest integer, ties to even (`f32::round_ties_even`, which is a libm call
 /// on baseline x86-64): below 2^22 in magnitude by adding and subtracting 1.5 * 2^23, whose sum
 /// has a unit in the last place of 1, so the addition itself rounds (to even, as every f32
 /// addition does) and the subtraction is exact; larger values have no fraction to round.
 #[inline]
 pub(crate) fn round_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    if x.abs() < 4_194_304.0 {
-        (x + MAGIC) - MAGIC
+    if x.abs() <= BOUNDED {
+        round_even_bounded(x)
     } else {
         x.round_ties_even()
     }
+}
+
+/// The largest magnitude [`round_even_bounded`] takes (2^22).
+const BOUNDED: f32 = 4_194_304.0;
+
+/// [`round_even`] of `x` no larger than [`BOUNDED`] in magnitude.
+#[inline]
+fn round_even_bounded(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
 }
 
 /// A layer's real multiplier as the f32 its requantization uses (finite: a product with it is
@@ -267,14 +298,13 @@ impl Requant {
         (round_even(scaled) as i64).saturating_add(self.zp)
     }
 
-    /// The output level of `acc` (accumulator plus bias) of channel `c` less the zero point,
-    /// before and after the clamp, as f32 (integers; the same levels as [`Requant::unclamped`]
-    /// and [`Requant::one`], without leaving f32).
-    #[inline]
-    pub fn offsets(&self, c: usize, acc: i64) -> (f32, f32) {
-        let level = round_even(acc as f32 * self.scales[c]);
-        let (lo, hi) = ((self.lo - self.zp) as f32, (self.highs[c] - self.zp) as f32);
-        (level, level.clamp(lo, hi))
+    /// Channel `c`'s requantization as f32 constants, for loops over many of its accumulators.
+    pub fn channel(&self, c: usize) -> ChannelLevels {
+        ChannelLevels {
+            scale: self.scales[c],
+            lo: (self.lo - self.zp) as f32,
+            hi: (self.highs[c] - self.zp) as f32,
+        }
     }
 
     /// The f32 scale of channel `c`.

@@ -395,3 +395,28 @@ proptest! {
         within_one(&stored_ints(&c), &want)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn channel_levels_agree_with_the_requantization(
+        acc in -(1i64 << 40)..(1i64 << 40), small in -100_000i64..100_000, use_small in any::<bool>(),
+        scale in 1e-6f64..2.0, zy in 0i64..256, top in 0i64..256,
+    ) {
+        let acc = if use_small { small } else { acc };
+        let xt = qtype(&[1, 1, 1, 1], Storage::U8, 1.0, 0);
+        let wt = per_axis(&[1, 1, 1, 1], vec![scale]);
+        let out = qtype(&[1, 1, 1, 1], Storage::U8, 1.0, zy);
+        let rq = Requant::from_types(&xt, &wt, &out, 1, Some([0, 255])).unwrap()
+            .with_channel_max(Some(vec![top])).unwrap();
+        let (level, clamped) = rq.channel(0).offsets(acc as f64);
+        prop_assert_eq!(clamped as i64 + zy, rq.one(0, acc));
+        let unclamped = rq.unclamped(0, acc) - zy;
+        if unclamped.abs() < 1 << 22 {
+            prop_assert_eq!(level as i64, unclamped);
+        } else {
+            prop_assert!(level.abs() == (1 << 22) as f32);
+        }
+    }
+}
