@@ -12,7 +12,7 @@ use qcc_runtime::quant::{stored_ints, to_bias};
 const AT: OptionSpec = OptionSpec {
     name: "at",
     kind: OptionKind::Choice(&["pre-activation", "post-activation"]),
-    default: "pre-activation",
+    default: "post-activation",
     help: "measure the shift before the layer's activation, or after it",
 };
 

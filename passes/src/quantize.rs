@@ -30,7 +30,7 @@ pub const INFO: PassInfo = PassInfo {
         OptionSpec {
             name: "calibration",
             kind: OptionKind::Choice(&["minmax", "percentile", "mse", "batchnorm"]),
-            default: "minmax",
+            default: "mse",
             help: "how activation ranges are chosen: from the calibration inputs (minmax, percentile, mse), or with no inputs at all from the batch-norm statistics fold-batchnorm recorded (batchnorm: each channel's mean +- sigmas standard deviations, clipped by the activations; the input's from the recorded preprocessing)",
         },
         OptionSpec {

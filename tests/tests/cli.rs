@@ -191,13 +191,13 @@ fn one_shot_and_iterative_correction_agree_on_a_single_layer() {
     let file = fixture("tests/filetests/bias/estimate_depthwise.ir");
     let calib = fixture("tests/filetests/bias/ones.npy");
     let one_shot = qcc(&[
-        "--passes=quantize{granularity=per-tensor},estimate-bias-shift,apply-bias-correction",
+        "--passes=quantize{granularity=per-tensor},estimate-bias-shift{at=pre-activation},apply-bias-correction",
         "--calib",
         &calib,
         &file,
     ]);
     let iterative = qcc(&[
-        "--passes=quantize{granularity=per-tensor},bias-correct{iterations=1}",
+        "--passes=quantize{granularity=per-tensor},bias-correct{iterations=1,at=pre-activation}",
         "--calib",
         &calib,
         &file,

@@ -26,7 +26,7 @@ Examples:
     qcc compare model.onnx --calib photos/
   Calibrate on one set and score on another, with pipelines of your own:
     qcc compare model.onnx --calib calib.npy --data eval.npy \\
-        --passes 'quantize' --passes 'quantize{calibration=mse},bias-correct{at=post-activation}'")]
+        --passes 'quantize,bias-correct' --passes 'quantize{calibration=minmax},bias-correct{at=pre-activation}'")]
 pub struct CompareArgs {
     /// The float model: .ir or .onnx.
     #[arg(value_name = "MODEL")]
