@@ -11,7 +11,7 @@ use qcc_runtime::interp::layer_requant;
 use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
 
 use crate::elementwise::{Dequantize, QuantAdd, Quantize};
-use crate::float::FloatDepthwise;
+use crate::float::{FloatDense, FloatDepthwise};
 use crate::layers::{QuantConv, QuantDense};
 use crate::reduce::QuantGlobalAvgPool;
 
@@ -69,6 +69,9 @@ fn kernel_for(
         }
         OpKind::Conv2d if is_f32(types[0]) && types.get(1).is_some_and(|t| is_f32(t)) => {
             return Ok(FloatDepthwise::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Dense if types.len() >= 2 && types.iter().all(|t| is_f32(t)) => {
+            return Ok(FloatDense::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
 
         _ => return Ok(None),

@@ -15,6 +15,8 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
+use qcc_runtime::float::{canonical_nan, dot};
+use rayon::prelude::*;
 
 use crate::depthwise::{Geometry, Rows};
 use crate::elementwise::Fallback;
@@ -136,5 +138,144 @@ impl OpKernel for FloatDepthwise {
             unsafe { f(staged.as_ptr(), wv[ch * taps..].as_ptr(), &b, target) };
         });
         Ok(Tensor::from_f32(vec![n, c, oh, ow], out))
+    }
+}
+
+/// Outputs one call of the generated dense kernel computes per iteration.
+const DENSE_ROWS: usize = 4;
+
+/// Outputs one task of a float dense takes.
+const DENSE_TASK: usize = 64;
+
+type DenseFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64);
+
+/// The generated float dot products of one input row of `k` values: `(row, weights of the first
+/// output, outputs, groups of DENSE_ROWS outputs)`, each output [`dot`]'s
+/// order exactly (eight running sums in two f32x4, products rounded before they are added), four
+/// outputs at a time so that their eight sums run side by side.
+fn dense_kernel(k: usize) -> Result<DenseFn, String> {
+    let ptr = jit::pointer();
+    let code = jit::kernel(&format!("fdense_k{k}"), &[ptr; 4], |b, args| {
+        let (x, w, out, groups) = (args[0], args[1], args[2], args[3]);
+        let flags = MemFlagsData::new().with_notrap();
+        let row_bytes = (k * 4) as i64;
+        let zero = b.ins().iconst(ptr, 0);
+        let outer = crate::clif::Loop::new(b, zero, groups);
+        let first = b
+            .ins()
+            .imul_imm_s(outer.index, DENSE_ROWS as i64 * row_bytes);
+        let first = b.ins().iadd(w, first);
+        let sums: Vec<_> = (0..2 * DENSE_ROWS)
+            .map(|_| b.declare_var(types::F32X4))
+            .collect();
+        let none = b.ins().f32const(0.0);
+        let none = b.ins().splat(types::F32X4, none);
+        for v in &sums {
+            b.def_var(*v, none);
+        }
+        let whole = (k / 8 * 32) as i64;
+        let end = b.ins().iconst(ptr, whole);
+        let inner = crate::clif::Loop::stepped(b, zero, end, 32);
+        let xp = b.ins().iadd(x, inner.index);
+        let wp = b.ins().iadd(first, inner.index);
+        let xs = [0, 16].map(|off| b.ins().load(types::F32X4, flags, xp, off));
+        for r in 0..DENSE_ROWS {
+            for (half, xv) in xs.iter().enumerate() {
+                let offset = (r as i64 * row_bytes) as i32 + 16 * half as i32;
+                let wv = b.ins().load(types::F32X4, flags, wp, offset);
+                let product = b.ins().fmul(*xv, wv);
+                let v = sums[2 * r + half];
+                let acc = b.use_var(v);
+                let acc = b.ins().fadd(acc, product);
+                b.def_var(v, acc);
+            }
+        }
+        inner.close(b);
+        let dst = b.ins().imul_imm_s(outer.index, (DENSE_ROWS * 4) as i64);
+        let dst = b.ins().iadd(out, dst);
+        for r in 0..DENSE_ROWS {
+            let (low, high) = (b.use_var(sums[2 * r]), b.use_var(sums[2 * r + 1]));
+            let c = b.ins().fadd(low, high);
+            let lane = |b: &mut FunctionBuilder, l: u8| b.ins().extractlane(c, l);
+            let (c0, c1, c2, c3) = (lane(b, 0), lane(b, 1), lane(b, 2), lane(b, 3));
+            let even = b.ins().fadd(c0, c2);
+            let odd = b.ins().fadd(c1, c3);
+            let mut total = b.ins().fadd(even, odd);
+            for i in k / 8 * 8..k {
+                let xi = b.ins().load(types::F32, flags, x, (i * 4) as i32);
+                let offset = (r as i64 * row_bytes) as i32 + (i * 4) as i32;
+                let wi = b.ins().load(types::F32, flags, first, offset);
+                let product = b.ins().fmul(xi, wi);
+                total = b.ins().fadd(total, product);
+            }
+            b.ins().store(flags, total, dst, (r * 4) as i32);
+        }
+        outer.close(b);
+        b.ins().return_(&[]);
+    })?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, DenseFn>(code) })
+}
+
+/// A generated float `nn.dense`.
+pub struct FloatDense {
+    kernel: DenseFn,
+    k: usize,
+}
+
+impl FloatDense {
+    /// Prepares a dense with operand types `types`, or `None` when its input is not a matrix.
+    pub fn new(types: &[&TensorType]) -> Result<Option<FloatDense>, String> {
+        let (x, w) = (&types[0].shape, &types[1].shape);
+        if x.len() != 2 || w.len() != 2 || x[1] != w[1] || x[1] == 0 {
+            return Ok(None);
+        }
+        Ok(Some(FloatDense {
+            kernel: dense_kernel(x[1])?,
+            k: x[1],
+        }))
+    }
+}
+
+impl OpKernel for FloatDense {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let (x, w) = (inputs[0], inputs[1]);
+        let (xv, wv) = (f32s(x, "input")?, f32s(w, "weight")?);
+        let bias = inputs.get(2).map(|b| f32s(b, "bias")).transpose()?;
+        let (n, k, m) = (x.shape[0], self.k, w.shape[0]);
+        if x.shape[1] != k || w.shape[1] != k || bias.is_some_and(|b| b.len() != m) {
+            return Err(format!(
+                "dense of shapes {:?} and {:?} does not fit its kernel (K = {k})",
+                x.shape, w.shape
+            ));
+        }
+        let mut out = vec![0f32; n * m];
+        for (row, dst) in out.chunks_mut(m.max(1)).enumerate() {
+            let xr = &xv[row * k..(row + 1) * k];
+            dst.par_chunks_mut(DENSE_TASK)
+                .enumerate()
+                .for_each(|(task, part)| {
+                    let first = task * DENSE_TASK;
+                    let groups = part.len() / DENSE_ROWS;
+                    // SAFETY: the row holds k values, and the weights `groups * DENSE_ROWS`
+                    // rows of k from output `first` on; `part` holds that many outputs.
+                    unsafe {
+                        (self.kernel)(
+                            xr.as_ptr(),
+                            wv[first * k..].as_ptr(),
+                            part.as_mut_ptr(),
+                            groups as i64,
+                        )
+                    };
+                    for (i, o) in part.iter_mut().enumerate().skip(groups * DENSE_ROWS) {
+                        let j = first + i;
+                        *o = dot(xr, &wv[j * k..(j + 1) * k]);
+                    }
+                    for (i, o) in part.iter_mut().enumerate() {
+                        *o = canonical_nan(bias.map_or(*o, |b| *o + b[first + i]));
+                    }
+                });
+        }
+        Ok(Tensor::from_f32(vec![n, m], out))
     }
 }

@@ -2,6 +2,7 @@
 //! hook that sees every op's output.
 
 pub mod engine;
+pub mod float;
 pub mod interp;
 pub mod io;
 mod kernels;

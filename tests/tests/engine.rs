@@ -574,6 +574,67 @@ fn float_network(seed: u64) -> (String, Tensor) {
     (text, Tensor::from_f32(input.to_vec(), data))
 }
 
+/// A random float `nn.dense` (K from 1 to 40, so with and without whole groups of eight and a
+/// tail; outputs not a multiple of four; with and without bias), on inputs with NaN, infinities
+/// and signed zeros now and then.
+fn dense_network(seed: u64) -> (String, Tensor) {
+    let mut rng = Rng::new(seed);
+    let (n, k, m) = (
+        rng.range(1, 3) as usize,
+        rng.range(1, 40) as usize,
+        rng.range(1, 13) as usize,
+    );
+    let hostile = rng.chance(4);
+    let value = |rng: &mut Rng| {
+        if hostile && rng.chance(8) {
+            [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1e-45][rng.below(6) as usize]
+        } else {
+            (rng.below(4001) as f32 - 2000.0) / 999.0
+        }
+    };
+    let literal = |v: f32| {
+        if v.is_nan() {
+            "nan".to_string()
+        } else if v.is_infinite() {
+            (if v > 0.0 { "inf" } else { "-inf" }).to_string()
+        } else {
+            format!("{v:?}")
+        }
+    };
+    let weights: Vec<String> = (0..m * k).map(|_| literal(value(&mut rng))).collect();
+    let rows: Vec<String> = weights
+        .chunks(k)
+        .map(|r| format!("[{}]", r.join(", ")))
+        .collect();
+    let bias = rng.chance(2);
+    let mut body = format!(
+        "    %w = nn.const {{value = dense<[{}]> : tensor<{m}x{k}xf32>}} : tensor<{m}x{k}xf32>\n",
+        rows.join(", ")
+    );
+    let (operands, types) = if bias {
+        let b: Vec<String> = (0..m).map(|_| literal(value(&mut rng))).collect();
+        body += &format!(
+            "    %b = nn.const {{value = dense<[{}]> : tensor<{m}xf32>}} : tensor<{m}xf32>\n",
+            b.join(", ")
+        );
+        (
+            "%x, %w, %b",
+            format!("tensor<{n}x{k}xf32>, tensor<{m}x{k}xf32>, tensor<{m}xf32>"),
+        )
+    } else {
+        (
+            "%x, %w",
+            format!("tensor<{n}x{k}xf32>, tensor<{m}x{k}xf32>"),
+        )
+    };
+    body += &format!("    %y = nn.dense({operands}) : ({types}) -> tensor<{n}x{m}xf32>\n");
+    let text = format!(
+        "module @random {{\n  func.func @main(%x: tensor<{n}x{k}xf32>) -> tensor<{n}x{m}xf32> {{\n{body}    return %y : tensor<{n}x{m}xf32>\n  }}\n}}\n"
+    );
+    let data: Vec<f32> = (0..n * k).map(|_| value(&mut rng)).collect();
+    (text, Tensor::from_f32(vec![n, k], data))
+}
+
 /// Whether two outputs are the same bits (NaN included).
 fn same_bits(a: &[Tensor], b: &[Tensor]) -> bool {
     a.len() == b.len()
@@ -718,6 +779,12 @@ proptest! {
     #[test]
     fn float_kernels_match_the_reference_bit_for_bit(seed in any::<u64>()) {
         check_float(seed)?;
+    }
+
+    #[test]
+    fn float_dense_matches_the_reference_bit_for_bit(seed in any::<u64>()) {
+        let (text, x) = dense_network(seed);
+        check_float_module(text, &x)?;
     }
 }
 

@@ -6,6 +6,7 @@ use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
 use super::gemm::sgemm;
+use crate::float::{canonical_nan, dot};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
 /// (the verifier has checked that the window fits).
@@ -187,15 +188,24 @@ pub fn conv2d(
     Tensor::from_f32(vec![n, o, oh, ow], out)
 }
 
-/// `x [N, K]` times `w [M, K]` transposed, plus an optional bias `[M]`.
+/// `x [N, K]` times `w [M, K]` transposed plus `bias`: every output is [`crate::float::dot`] of its input row
+/// and weight row, plus its bias, any NaN made [`f32::NAN`].
 pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Tensor {
+    /// Outputs one task computes.
+    const OUTPUTS: usize = 64;
     let mut out = vec![0f32; n * m];
-    if let Some(b) = bias {
-        for row in out.chunks_mut(m) {
-            row.copy_from_slice(&b[..m]);
-        }
+    for (row, dst) in out.chunks_mut(m.max(1)).enumerate() {
+        let xr = &x[row * k..(row + 1) * k];
+        dst.par_chunks_mut(OUTPUTS)
+            .enumerate()
+            .for_each(|(block, part)| {
+                for (i, o) in part.iter_mut().enumerate() {
+                    let j = block * OUTPUTS + i;
+                    let d = dot(xr, &w[j * k..(j + 1) * k]);
+                    *o = canonical_nan(bias.map_or(d, |b| d + b[j]));
+                }
+            });
     }
-    sgemm([n, k, m], x, w, true, &mut out, true);
     Tensor::from_f32(vec![n, m], out)
 }
 
