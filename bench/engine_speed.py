@@ -118,7 +118,7 @@ def ort_throughput(path):
 lat = {
     "qcc int8, Cranelift": qcc_latency(q_ir, "cranelift"),
     "qcc int8, reference": qcc_latency(q_ir, "reference"),
-    "qcc float, Cranelift (depthwise generated, other float ops on reference kernels)": qcc_latency(f_ir, "cranelift"),
+    "qcc float, Cranelift (depthwise and dense generated, other float ops on reference kernels)": qcc_latency(f_ir, "cranelift"),
     "ONNX Runtime int8 (QDQ, per channel)": ort_latency(ort_q) + (None,),
     "ONNX Runtime float": ort_latency(onnx_path) + (None,),
 }
@@ -200,7 +200,8 @@ section = "\n".join([
 ] + thr + [
     "",
     "The whole `qcc --passes=quantize{granularity=...},bias-correct` command (ONNX import,",
-    "calibration, quantization, correction, writing the module), both engines:",
+    "calibration, quantization, correction, writing the module; default options, since 2026-12-05",
+    "MSE ranges and the correction after the activation), both engines:",
     "",
     "| pipeline, engine | seconds | peak MiB |",
     "|---|---|---|",
