@@ -13,7 +13,7 @@ use qcc_dialects::{
     Attr, Function, Module, NodeIndex, OpKind, Tensor, TensorData, TensorType, Value,
 };
 use qcc_runtime::quant::{channel_scales, per_tensor, stored_ints};
-use qcc_runtime::{Engine, Steps};
+use qcc_runtime::{Engine, Prepared, Steps};
 
 use crate::bias_search::{LayerOutput, Sums};
 
@@ -179,6 +179,96 @@ fn float_value(stepper: &mut dyn Steps, v: Value) -> Result<&Tensor, String> {
         .ok_or_else(|| "internal error: a computed float value is gone".into())
 }
 
+/// Runs `stepper` up to the first of `rc`'s ops and copies the values they read.
+fn recompute_inputs(
+    footprint: &Footprint,
+    stepper: &mut dyn Steps,
+    rc: &Recompute,
+) -> Result<HashMap<Value, Tensor>, String> {
+    let first = rc.ops[0];
+    let position = |n: Option<NodeIndex>| n.and_then(|n| footprint.position.get(&n).copied());
+    let target = position(Some(first));
+    while stepper.next_node() != Some(first) {
+        if position(stepper.next_node()) >= target || stepper.next_node().is_none() {
+            return Err("internal error: a float chunk ran past a layer it must recompute".into());
+        }
+        stepper.step().map_err(|e| e.to_string())?;
+    }
+    rc.inputs
+        .iter()
+        .map(|v| {
+            stepper
+                .value(*v)
+                .cloned()
+                .map(|t| (*v, t))
+                .ok_or_else(|| "internal error: a layer's float input is not live".to_string())
+        })
+        .collect()
+}
+
+/// `measured` recomputed from the values `rc` kept.
+fn recompute_output(
+    prepared: &dyn Prepared,
+    rc: &Recompute,
+    mut values: HashMap<Value, Tensor>,
+    measured: Value,
+) -> Result<Tensor, String> {
+    for op in &rc.ops {
+        let t = prepared.evaluate(*op, &values)?;
+        values.insert(Value::of(*op), t);
+    }
+    values
+        .remove(&measured)
+        .ok_or_else(|| "internal error: the recomputed ops do not give the measured value".into())
+}
+
+/// How far a streamed float chunk may run ahead: up to and including `node`, or up to just
+/// before it.
+#[derive(Clone, Copy, Debug)]
+struct Until {
+    node: NodeIndex,
+    inclusive: bool,
+}
+
+/// What a streamed float chunk keeps of a layer for the second pass that measures the corrected
+/// bias after the activation: the float ops from the layer to its activation and the values they
+/// read (recomputed from those when they take less room than the layer's output).
+#[derive(Clone, Debug)]
+struct Recompute {
+    /// The float ops, in schedule order.
+    ops: Vec<NodeIndex>,
+    /// The values they read that are computed before them (constants excepted).
+    inputs: Vec<Value>,
+}
+
+impl Recompute {
+    /// The ops computing `link.post` from `link.pre`'s operands, when that is the layer op alone
+    /// or the layer op and one activation reading it, and their inputs take less room per image
+    /// than `link.post`.
+    fn of(func: &Function, link: &LayerLink) -> Option<Recompute> {
+        let mut ops = vec![link.pre.node];
+        if link.post != link.pre {
+            let reads: Vec<Value> = func.operands(link.post.node);
+            let non_const: Vec<&Value> = reads
+                .iter()
+                .filter(|v| !func.is_op(v.node, OpKind::Const))
+                .collect();
+            if non_const != [&link.pre] {
+                return None;
+            }
+            ops.push(link.post.node);
+        }
+        let inputs: Vec<Value> = func
+            .operands(link.pre.node)
+            .into_iter()
+            .filter(|v| !func.is_op(v.node, OpKind::Const))
+            .collect();
+        let per_image = |v: &Value| -> usize { func.value_type(*v).shape.iter().skip(1).product() };
+        (inputs.iter().map(per_image).sum::<usize>() < per_image(&link.post))
+            .then_some(Recompute { ops, inputs })
+    }
+}
+
 /// The float network's schedule, with the f32 values (elements per image) held once each op
 /// has run: where a float run waits between layers costs that much per image.
 struct Footprint {
@@ -232,13 +322,23 @@ impl Footprint {
     }
 
     /// Runs `stepper` on, at most until it has computed `next`, to where it holds the least.
-    fn wait_for(&self, stepper: &mut dyn Steps, next: Value) -> Result<(), String> {
+    fn wait_for(&self, stepper: &mut dyn Steps, until: Until) -> Result<(), String> {
         let (Some(from), Some(&to)) = (
             stepper.next_node().and_then(|n| self.position.get(&n)),
-            self.position.get(&next.node),
+            self.position.get(&until.node),
         ) else {
             return Ok(());
         };
+        let Some(to) = (if until.inclusive {
+            Some(to)
+        } else {
+            to.checked_sub(1)
+        }) else {
+            return Ok(());
+        };
+        if to < *from {
+            return Ok(());
+        }
         // Stop after position `best` (or stay, when nothing ahead is smaller).
         let mut best: Option<usize> = None;
         let mut least = if *from > 0 {
@@ -267,10 +367,13 @@ impl Footprint {
 /// The integer network steps over the whole batch (its values are bytes); the float network
 /// steps in chunks of `chunk` images (the passes use [`FLOAT_CHUNK`]), and the accumulators are
 /// computed a chunk at a time; the chunk size changes the memory this takes, not what it measures.
-/// Measuring before the activation needs only per-channel sums, so there each float chunk moves
-/// on as soon as it has been summed, at most until it has computed the next layer's value, to
-/// where it holds the least ([`Footprint`]): of the whole batch, only the narrowest float values
-/// between two layers are ever held.
+/// In correction each float chunk moves on as soon as it has been summed, at most until it has
+/// computed the next layer's value, to where it holds the least ([`Footprint`]): of the whole
+/// batch, only the narrowest float values between two layers are held. After the activation the
+/// corrected bias takes a second pass over the layer's float output, so each chunk also keeps,
+/// until then, that output or, when they are smaller, the values the layer's float ops read
+/// ([`Recompute`]; the ops run again on them through [`Prepared::evaluate`], which gives the same
+/// bits); a chunk then waits before such a layer rather than after it.
 #[allow(clippy::too_many_arguments)]
 pub fn lockstep(
     engine: &dyn Engine,
@@ -300,9 +403,35 @@ pub fn lockstep(
         .into_iter()
         .filter(|n| links.contains_key(n))
         .collect();
-    let streaming = mode == Mode::Correct && at == At::PreActivation;
+    // Correction streams the float chunks (fitting revisits every chunk's values at every step).
+    // After the activation, where the corrected bias takes a second pass over the layer's float
+    // output, each chunk keeps that output, or the values that recompute it when they are smaller.
+    let streaming = mode == Mode::Correct;
+    let second_pass = streaming && at == At::PostActivation;
     let qi = engine.prepare(module, "main")?;
     let fi = engine.prepare(&reference.module, "main")?;
+    let recomputes: HashMap<NodeIndex, Recompute> = if second_pass {
+        links
+            .iter()
+            .filter_map(|(n, link)| Recompute::of(fi.function(), link).map(|r| (*n, r)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    // How far a chunk may run ahead of layer `node`: up to its measured value, or to just before
+    // the float ops it will recompute.
+    let until_of = |node: &NodeIndex| -> Option<Until> {
+        match (recomputes.get(node), links.get(node)) {
+            (Some(_), Some(link)) => Some(Until {
+                node: link.pre.node,
+                inclusive: false,
+            }),
+            _ => measured_of(node).map(|v| Until {
+                node: v.node,
+                inclusive: true,
+            }),
+        }
+    };
     let footprint = Footprint::of(fi.function());
     let mut qs = qi
         .steps(std::slice::from_ref(inputs))
@@ -327,7 +456,8 @@ pub fn lockstep(
             .iter()
             .skip_while(|n| **n != node)
             .nth(1)
-            .and_then(measured_of);
+            .and_then(until_of);
+        let recompute = recomputes.get(&node);
         let op = qf.op(node);
         if !op.is(OpKind::QuantConv2d) && !op.is(OpKind::QuantDense) {
             return Err(format!(
@@ -393,7 +523,13 @@ pub fn lockstep(
         let keep = matches!(mode, Mode::Fit { .. }) || chunks.len() == 1;
         let mut sums = vec![Sums::default(); channels];
         let mut kept_acc = Vec::new();
+        // For the second pass: per chunk, the float output or the values that recompute it.
+        let mut kept_floats: Vec<Vec<f32>> = Vec::new();
+        let mut kept_inputs: Vec<HashMap<Value, Tensor>> = Vec::new();
         for (r, float) in chunks.iter().zip(floats.iter_mut()) {
+            if let Some(rc) = recompute {
+                kept_inputs.push(recompute_inputs(&footprint, float.as_mut(), rc)?);
+            }
             let f = float_value(float.as_mut(), measured)?
                 .as_f32()
                 .ok_or("the float counterpart is not f32")?;
@@ -414,6 +550,9 @@ pub fn lockstep(
                     total.add(&s);
                 }
             }
+            if second_pass && recompute.is_none() {
+                kept_floats.push(f.to_vec());
+            }
             if streaming && let Some(next) = following {
                 footprint.wait_for(float.as_mut(), next)?;
             }
@@ -429,10 +568,13 @@ pub fn lockstep(
         };
         // Unless streaming, each chunk's float values are still live.
         let reference_of = |k: usize| -> &[f32] {
-            floats[k]
-                .value(measured)
-                .and_then(Tensor::as_f32)
-                .unwrap_or(&[])
+            match kept_floats.get(k) {
+                Some(f) => f,
+                None => floats[k]
+                    .value(measured)
+                    .and_then(Tensor::as_f32)
+                    .unwrap_or(&[]),
+            }
         };
         let (shift, before, kept, after, final_bias);
         match mode {
@@ -452,8 +594,21 @@ pub fn lockstep(
                     let mut a = 0.0;
                     for k in 0..chunks.len() {
                         let acc = acc_of(k)?;
-                        let corrected_sums =
-                            template.on(vec![(&acc, reference_of(k))]).sums(&corrected);
+                        // Each chunk's kept values go as soon as they have served.
+                        let recomputed = match (recompute, kept_inputs.get_mut(k)) {
+                            (Some(rc), Some(values)) => Some(recompute_output(
+                                fi.as_ref(),
+                                rc,
+                                std::mem::take(values),
+                                measured,
+                            )?),
+                            _ => None,
+                        };
+                        let f = match &recomputed {
+                            Some(t) => t.as_f32().ok_or("the float counterpart is not f32")?,
+                            None => reference_of(k),
+                        };
+                        let corrected_sums = template.on(vec![(&acc, f)]).sums(&corrected);
                         a += corrected_sums.iter().map(|s| s.d2).sum::<f64>();
                     }
                     a

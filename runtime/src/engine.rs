@@ -5,6 +5,8 @@
 //! values, and exposes an integer layer's exact accumulators and requantization. The reference
 //! interpreter is one engine ([`Reference`]); every other engine is checked against it.
 
+use std::collections::HashMap;
+
 use qcc_dialects::{Function, Module, NodeIndex, Operation, Tensor, Value};
 
 use crate::interp::{Interpreter, RunError, Stepper};
@@ -55,6 +57,10 @@ pub trait Prepared {
 
     /// The requantization prepared for integer conv/dense `node`.
     fn requant(&self, node: NodeIndex) -> Option<&Requant>;
+
+    /// Op `node` run once more, outside any run, on the operand values in `values` (constant
+    /// operands default to the function's own): exactly the output a run computes from them.
+    fn evaluate(&self, node: NodeIndex, values: &HashMap<Value, Tensor>) -> Result<Tensor, String>;
 }
 
 /// A run in progress, one op at a time in schedule order; a value stays readable until its last
@@ -149,6 +155,10 @@ impl Prepared for Interpreter<'_> {
 
     fn requant(&self, node: NodeIndex) -> Option<&Requant> {
         Interpreter::requant(self, node)
+    }
+
+    fn evaluate(&self, node: NodeIndex, values: &HashMap<Value, Tensor>) -> Result<Tensor, String> {
+        Interpreter::evaluate(self, node, values)
     }
 }
 

@@ -428,6 +428,34 @@ impl<'m> Interpreter<'m> {
         self.requants.get(&node)
     }
 
+    /// Op `node` once more on operand values from `values` (a constant operand comes from the
+    /// prepared function when `values` has none), with the kernel a step runs: the same output.
+    pub fn evaluate(
+        &self,
+        node: NodeIndex,
+        values: &HashMap<Value, Tensor>,
+    ) -> Result<Tensor, String> {
+        let func = self.func;
+        let operands = func.operands(node);
+        let args = operands
+            .iter()
+            .map(|v| {
+                values
+                    .get(v)
+                    .or_else(|| self.consts.get(&v.node).map(|c| c.as_ref()))
+                    .ok_or_else(|| format!("{}: an operand is not given", describe(func, node)))
+            })
+            .collect::<Result<Vec<&Tensor>, String>>()?;
+        let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
+        let op = func.op(node);
+        check_shapes(op, &args, &types).map_err(|e| format!("{}: {e}", describe(func, node)))?;
+        match self.kernels.get(&node) {
+            Some(kernel) => kernel.run(&args),
+            None => eval_prepared(op, &args, &types, self.requants.get(&node)),
+        }
+        .map_err(|e| format!("{}: {e}", describe(func, node)))
+    }
+
     /// The exact i32 accumulators `sum (x - Z_x) * w` (no bias) of integer conv/dense `node` on
     /// its input `x` and weight `w`, laid out `[N, C, plane]`, with their shape: what the layer
     /// requantizes (bias correction tries many biases on one set of accumulators).

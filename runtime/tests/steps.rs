@@ -54,3 +54,30 @@ fn provided_and_replaced_values_reach_later_ops() {
     // c = 0.25 + 1, d = clip(c)
     assert_eq!(steps.results()[0].as_f32().expect("f32"), &[1.25; 4]);
 }
+
+/// An op evaluated once more, on values a caller kept, gives what the run computed; an operand
+/// nobody gives is an error naming the op.
+#[test]
+fn an_op_evaluated_again_gives_what_the_run_computed() {
+    let m = module(CHAIN);
+    let prepared = Reference.prepare(&m, "main").expect("prepares");
+    let mut steps = prepared.steps(&[input()]).expect("starts");
+    let a = steps.step().expect("relu runs").expect("an op ran");
+    let b = steps.step().expect("clip runs").expect("an op ran");
+    let kept: std::collections::HashMap<Value, Tensor> = [a, b]
+        .iter()
+        .map(|n| {
+            (
+                Value::of(*n),
+                steps.value(Value::of(*n)).expect("live").clone(),
+            )
+        })
+        .collect();
+    let c = steps.step().expect("add runs").expect("an op ran");
+    let again = prepared.evaluate(c, &kept).expect("evaluates");
+    assert_eq!(Some(&again), steps.value(Value::of(c)));
+    let err = prepared
+        .evaluate(c, &std::collections::HashMap::new())
+        .expect_err("no operands");
+    assert!(err.contains("nn.add") && err.contains("not given"), "{err}");
+}
