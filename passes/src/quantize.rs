@@ -189,6 +189,43 @@ struct Mapping {
     quant: HashMap<Value, Value>,
 }
 
+/// The activation that follows `node` in `func` and can be fused as its output clamp, with its
+/// bounds.
+fn fusable_activation(func: &Function, node: NodeIndex) -> Option<(NodeIndex, ClipBounds)> {
+    let out = Value::of(node);
+    let users = func.users(out);
+    if users.len() != 1 || func.is_returned(out) {
+        return None;
+    }
+    let user = users[0].0;
+    let op = func.op(user);
+    match op.kind()? {
+        OpKind::Relu => Some((
+            user,
+            ClipBounds {
+                lo: 0.0,
+                hi: f64::INFINITY,
+                channel_hi: None,
+            },
+        )),
+        OpKind::Clip => {
+            let b = attrs::clip_bounds(op).ok()?;
+            (b.lo == 0.0 && b.max_hi() > 0.0).then_some((user, b))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `quantize` never reads the calibrated range of `v`: the output of a conv/dense layer
+/// whose activation is fused into it (the layer's output takes the activation's range).
+fn range_unread(func: &Function, v: Value) -> bool {
+    v.result == 0
+        && func.try_op(v.node).is_some_and(|op| {
+            (op.is(OpKind::Conv2d) || op.is(OpKind::Dense))
+                && fusable_activation(func, v.node).is_some()
+        })
+}
+
 struct Rewriter<'a> {
     old: &'a Function,
     new: Function,
@@ -273,36 +310,10 @@ impl Rewriter<'_> {
         Ok(())
     }
 
-    /// The activation that follows `node` and can be fused as its output clamp, with its bounds.
-    fn fusable_activation(&self, node: NodeIndex) -> Option<(NodeIndex, ClipBounds)> {
-        let out = Value::of(node);
-        let users = self.old.users(out);
-        if users.len() != 1 || self.old.is_returned(out) {
-            return None;
-        }
-        let user = users[0].0;
-        let op = self.old.op(user);
-        match op.kind()? {
-            OpKind::Relu => Some((
-                user,
-                ClipBounds {
-                    lo: 0.0,
-                    hi: f64::INFINITY,
-                    channel_hi: None,
-                },
-            )),
-            OpKind::Clip => {
-                let b = attrs::clip_bounds(op).ok()?;
-                (b.lo == 0.0 && b.max_hi() > 0.0).then_some((user, b))
-            }
-            _ => None,
-        }
-    }
-
     /// The result type, clamp and per-channel bounds of a layer whose output (after a fused
     /// activation) is `out`.
     fn output(&self, node: NodeIndex, shape: Vec<usize>) -> LayerOutput {
-        match self.fusable_activation(node) {
+        match fusable_activation(self.old, node) {
             Some((act, bounds)) => {
                 let out = Value::of(act);
                 let (scale, zp) = self.params(out);
@@ -656,7 +667,9 @@ impl Pass for Quantize {
                 check_inputs(main, calib)?;
                 let inputs = take(calib, self.samples);
                 calibrated_on = format!("{} samples", inputs.shape[0]);
-                calibrate(ctx.engine.as_ref(), module, &inputs, method)?
+                calibrate(ctx.engine.as_ref(), module, &inputs, method, &|v| {
+                    range_unread(main, v)
+                })?
             }
         };
         let float_module = module.clone();
