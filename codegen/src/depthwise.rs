@@ -67,15 +67,17 @@ impl Geometry {
     }
 
     /// Runs a kernel of this geometry over every output plane of `out`, planes over threads
-    /// (`per_task` at a time): `run(i, staged, line, target)` stages plane `i`'s input into
-    /// `staged` (`staged_len` values; `line` is scratch space) and runs the kernel into `target`,
-    /// which is the plane itself when its rows are a multiple of eight, else a padded plane
-    /// copied into it afterwards. Staged and padded buffers come from the thread's pool.
+    /// (`per_task` at a time): `run(i, staged, line, target, fresh)` stages plane `i`'s input
+    /// into `staged` (`staged_len` values; `line` is scratch space) and runs the kernel into
+    /// `target`, which is the plane itself when its rows are a multiple of eight, else a padded
+    /// plane copied into it afterwards. Staged and padded buffers come from the thread's pool;
+    /// `fresh` says `staged` has not been staged into before in this call (later planes find
+    /// there what the previous plane's staging left).
     pub(crate) fn each_plane<S: Poolable + Send, O: Poolable + Send + Sync>(
         &self,
         out: &mut [O],
         (staged_len, per_task): (usize, usize),
-        run: impl Fn(usize, &mut [S], &mut Vec<S>, *mut O) + Sync,
+        run: impl Fn(usize, &mut [S], &mut Vec<S>, *mut O, bool) + Sync,
     ) {
         let in_place = self.writes_in_place();
         out.par_chunks_mut((self.output[0] * self.output[1]).max(1))
@@ -87,15 +89,16 @@ impl Geometry {
                     // kernel whole padded output rows.
                     let staged = Pooled::<S>::dirty(staged_len);
                     let padded = Pooled::<O>::dirty(if in_place { 0 } else { self.out_len() });
-                    (staged, padded, Vec::new())
+                    (staged, padded, Vec::new(), true)
                 },
-                |(staged, padded, line), (i, dst)| {
+                |(staged, padded, line, fresh), (i, dst)| {
                     let target = if in_place {
                         dst.as_mut_ptr()
                     } else {
                         padded.as_mut_ptr()
                     };
-                    run(i, staged, line, target);
+                    run(i, staged, line, target, *fresh);
+                    *fresh = false;
                     if !in_place {
                         self.compact(padded, dst);
                     }
@@ -173,19 +176,25 @@ impl Geometry {
 
     /// Stages one channel for the quads form: `plane` (`H x W` stored values) shifted to u8
     /// into rows of `dst` (`staged_len` bytes), `pad` (the shifted zero point) where the window
-    /// reads padding.
-    pub fn stage_quads<T: Byte>(&self, plane: &[T], pad: u8, dst: &mut [u8]) {
+    /// reads padding. The padding is written only when `fill_padding` says so: a buffer staged
+    /// into before with the same geometry and `pad` still holds it, since the input never lands
+    /// there.
+    pub fn stage_quads<T: Byte>(&self, plane: &[T], pad: u8, dst: &mut [u8], fill_padding: bool) {
         let (rows, width) = (self.rows(), self.quad_width());
         let [h, w] = self.input;
         let [pt, pl] = self.pads;
         let (first, last) = (pl.min(width), (pl + w).min(width));
         for (row, d) in dst.chunks_exact_mut(width).take(rows).enumerate() {
             let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
-                d.fill(pad);
+                if fill_padding {
+                    d.fill(pad);
+                }
                 continue;
             };
-            d[..first].fill(pad);
-            d[last..].fill(pad);
+            if fill_padding {
+                d[..first].fill(pad);
+                d[last..].fill(pad);
+            }
             T::shift_into(&plane[iy * w..iy * w + last - first], &mut d[first..last]);
         }
     }

@@ -127,7 +127,7 @@ impl OpKernel for FloatDepthwise {
         let (plane_in, plane_out, taps) = (h * wd, oh * ow, w.shape[2] * w.shape[3]);
         let mut out = vec![0f32; n * c * plane_out];
         let sizes = (g.staged_len(Form::Pairs), PLANES_PER_TASK);
-        g.each_plane(&mut out, sizes, |i, staged, line, target| {
+        g.each_plane(&mut out, sizes, |i, staged, line, target, _| {
             let ch = i % c;
             let plane = &xv[i * plane_in..(i + 1) * plane_in];
             let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);

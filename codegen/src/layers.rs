@@ -511,12 +511,16 @@ impl Channels<'_> {
         record: impl Fn(usize) -> *const i32 + Sync,
     ) {
         match self.form {
-            Form::Pairs => self.each::<T, i16, O>(image, out, f, record, |plane, staged, line| {
-                self.g.stage(plane, self.zx as i16, staged, line)
-            }),
-            Form::Quads => self.each::<T, u8, O>(image, out, f, record, |plane, staged, _| {
-                self.g.stage_quads(plane, self.zu as u8, staged)
-            }),
+            Form::Pairs => {
+                self.each::<T, i16, O>(image, out, f, record, |plane, staged, line, _| {
+                    self.g.stage(plane, self.zx as i16, staged, line)
+                })
+            }
+            Form::Quads => {
+                self.each::<T, u8, O>(image, out, f, record, |plane, staged, _, fresh| {
+                    self.g.stage_quads(plane, self.zu as u8, staged, fresh)
+                })
+            }
         }
     }
 
@@ -527,14 +531,19 @@ impl Channels<'_> {
         out: &mut [O],
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
-        stage: impl Fn(&[T], &mut [S], &mut Vec<S>) + Sync,
+        stage: impl Fn(&[T], &mut [S], &mut Vec<S>, bool) + Sync,
     ) {
         let g = self.g;
         let plane_in = g.input[0] * g.input[1];
         let per = depthwise::words_per_channel(g, self.form);
         let sizes = (g.staged_len(self.form), CHANNELS_PER_TASK);
-        g.each_plane(out, sizes, |ch, staged, line, target| {
-            stage(&image[ch * plane_in..(ch + 1) * plane_in], staged, line);
+        g.each_plane(out, sizes, |ch, staged, line, target, fresh| {
+            stage(
+                &image[ch * plane_in..(ch + 1) * plane_in],
+                staged,
+                line,
+                fresh,
+            );
             // SAFETY: `staged` and the target have the sizes the kernel was generated for, the
             // taps are the channel's packed words, the record (when the kernel requantizes) the
             // channel's.
