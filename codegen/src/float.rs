@@ -249,14 +249,17 @@ impl OpKernel for FloatDense {
                 x.shape, w.shape
             ));
         }
-        let mut out = vec![0f32; n * m];
-        for (row, dst) in out.chunks_mut(m.max(1)).enumerate() {
-            let xr = &xv[row * k..(row + 1) * k];
-            dst.par_chunks_mut(DENSE_TASK)
-                .enumerate()
-                .for_each(|(task, part)| {
-                    let first = task * DENSE_TASK;
-                    let groups = part.len() / DENSE_ROWS;
+        // A task takes a block of outputs for every image, so that the block's weights are read
+        // from memory once and from cache for the other images.
+        let blocks: Vec<Vec<f32>> = (0..m.div_ceil(DENSE_TASK))
+            .into_par_iter()
+            .map(|task| {
+                let first = task * DENSE_TASK;
+                let len = DENSE_TASK.min(m - first);
+                let groups = len / DENSE_ROWS;
+                let mut part = vec![0f32; n * len];
+                for (row, part) in part.chunks_mut(len).enumerate() {
+                    let xr = &xv[row * k..(row + 1) * k];
                     // SAFETY: the row holds k values, and the weights `groups * DENSE_ROWS`
                     // rows of k from output `first` on; `part` holds that many outputs.
                     unsafe {
@@ -274,7 +277,17 @@ impl OpKernel for FloatDense {
                     for (i, o) in part.iter_mut().enumerate() {
                         *o = canonical_nan(bias.map_or(*o, |b| *o + b[first + i]));
                     }
-                });
+                }
+                part
+            })
+            .collect();
+        let mut out = vec![0f32; n * m];
+        for (task, part) in blocks.iter().enumerate() {
+            let first = task * DENSE_TASK;
+            let len = DENSE_TASK.min(m - first);
+            for (row, values) in part.chunks(len).enumerate() {
+                out[row * m + first..row * m + first + len].copy_from_slice(values);
+            }
         }
         Ok(Tensor::from_f32(vec![n, m], out))
     }

@@ -575,14 +575,17 @@ fn float_network(seed: u64) -> (String, Tensor) {
 }
 
 /// A random float `nn.dense` (K from 1 to 40, so with and without whole groups of eight and a
-/// tail; outputs not a multiple of four; with and without bias), on inputs with NaN, infinities
+/// tail; outputs not a multiple of four, up to more than two of the kernel's tasks; with and
+/// without bias), on inputs with NaN, infinities
 /// and signed zeros now and then.
 fn dense_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
+    // Now and then more outputs than one task of the kernel takes (64).
+    let outputs = if rng.chance(4) { (60, 150) } else { (1, 13) };
     let (n, k, m) = (
         rng.range(1, 3) as usize,
         rng.range(1, 40) as usize,
-        rng.range(1, 13) as usize,
+        rng.range(outputs.0, outputs.1) as usize,
     );
     let hostile = rng.chance(4);
     let value = |rng: &mut Rng| {

@@ -193,18 +193,32 @@ pub fn conv2d(
 pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Tensor {
     /// Outputs one task computes.
     const OUTPUTS: usize = 64;
-    let mut out = vec![0f32; n * m];
-    for (row, dst) in out.chunks_mut(m.max(1)).enumerate() {
-        let xr = &x[row * k..(row + 1) * k];
-        dst.par_chunks_mut(OUTPUTS)
-            .enumerate()
-            .for_each(|(block, part)| {
-                for (i, o) in part.iter_mut().enumerate() {
-                    let j = block * OUTPUTS + i;
+    // A task takes a block of outputs for every image, so that the block's weights are read from
+    // memory once and from cache for the other images.
+    let blocks: Vec<Vec<f32>> = (0..m.div_ceil(OUTPUTS))
+        .into_par_iter()
+        .map(|block| {
+            let first = block * OUTPUTS;
+            let len = OUTPUTS.min(m - first);
+            let mut part = vec![0f32; n * len];
+            for (row, values) in part.chunks_mut(len).enumerate() {
+                let xr = &x[row * k..(row + 1) * k];
+                for (i, o) in values.iter_mut().enumerate() {
+                    let j = first + i;
                     let d = dot(xr, &w[j * k..(j + 1) * k]);
                     *o = canonical_nan(bias.map_or(d, |b| d + b[j]));
                 }
-            });
+            }
+            part
+        })
+        .collect();
+    let mut out = vec![0f32; n * m];
+    for (block, part) in blocks.iter().enumerate() {
+        let first = block * OUTPUTS;
+        let len = OUTPUTS.min(m - first);
+        for (row, values) in part.chunks(len).enumerate() {
+            out[row * m + first..row * m + first + len].copy_from_slice(values);
+        }
     }
     Tensor::from_f32(vec![n, m], out)
 }
