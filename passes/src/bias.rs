@@ -179,20 +179,23 @@ fn float_value(stepper: &mut dyn Steps, v: Value) -> Result<&Tensor, String> {
         .ok_or_else(|| "internal error: a computed float value is gone".into())
 }
 
-/// Runs `stepper` up to the first of `rc`'s ops and copies the values they read.
+/// Runs `stepper` up to the first of `rc`'s ops and copies the values they read; `None` when
+/// the run is already past that op (an earlier layer's value came after it in the float
+/// schedule), and the layer's output must be kept instead.
 fn recompute_inputs(
     footprint: &Footprint,
     stepper: &mut dyn Steps,
     rc: &Recompute,
-) -> Result<HashMap<Value, Tensor>, String> {
+) -> Result<Option<HashMap<Value, Tensor>>, String> {
     let first = rc.ops[0];
-    let position = |n: Option<NodeIndex>| n.and_then(|n| footprint.position.get(&n).copied());
-    let target = position(Some(first));
+    let position = |n: NodeIndex| footprint.position.get(&n).copied();
     while stepper.next_node() != Some(first) {
-        if position(stepper.next_node()) >= target || stepper.next_node().is_none() {
-            return Err("internal error: a float chunk ran past a layer it must recompute".into());
+        match stepper.next_node() {
+            Some(n) if position(n) < position(first) => {
+                stepper.step().map_err(|e| e.to_string())?;
+            }
+            _ => return Ok(None),
         }
-        stepper.step().map_err(|e| e.to_string())?;
     }
     rc.inputs
         .iter()
@@ -203,7 +206,16 @@ fn recompute_inputs(
                 .map(|t| (*v, t))
                 .ok_or_else(|| "internal error: a layer's float input is not live".to_string())
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// What a chunk keeps of a layer for the second pass after the activation.
+enum Kept {
+    /// The layer's float output.
+    Output(Vec<f32>),
+    /// The values its float ops read, to run them again.
+    Inputs(HashMap<Value, Tensor>),
 }
 
 /// `measured` recomputed from the values `rc` kept.
@@ -524,12 +536,12 @@ pub fn lockstep(
         let mut sums = vec![Sums::default(); channels];
         let mut kept_acc = Vec::new();
         // For the second pass: per chunk, the float output or the values that recompute it.
-        let mut kept_floats: Vec<Vec<f32>> = Vec::new();
-        let mut kept_inputs: Vec<HashMap<Value, Tensor>> = Vec::new();
+        let mut second: Vec<Kept> = Vec::new();
         for (r, float) in chunks.iter().zip(floats.iter_mut()) {
-            if let Some(rc) = recompute {
-                kept_inputs.push(recompute_inputs(&footprint, float.as_mut(), rc)?);
-            }
+            let inputs = match recompute {
+                Some(rc) => recompute_inputs(&footprint, float.as_mut(), rc)?,
+                None => None,
+            };
             let f = float_value(float.as_mut(), measured)?
                 .as_f32()
                 .ok_or("the float counterpart is not f32")?;
@@ -550,8 +562,11 @@ pub fn lockstep(
                     total.add(&s);
                 }
             }
-            if second_pass && recompute.is_none() {
-                kept_floats.push(f.to_vec());
+            if second_pass {
+                second.push(match inputs {
+                    Some(values) => Kept::Inputs(values),
+                    None => Kept::Output(f.to_vec()),
+                });
             }
             if streaming && let Some(next) = following {
                 footprint.wait_for(float.as_mut(), next)?;
@@ -568,13 +583,10 @@ pub fn lockstep(
         };
         // Unless streaming, each chunk's float values are still live.
         let reference_of = |k: usize| -> &[f32] {
-            match kept_floats.get(k) {
-                Some(f) => f,
-                None => floats[k]
-                    .value(measured)
-                    .and_then(Tensor::as_f32)
-                    .unwrap_or(&[]),
-            }
+            floats[k]
+                .value(measured)
+                .and_then(Tensor::as_f32)
+                .unwrap_or(&[])
         };
         let (shift, before, kept, after, final_bias);
         match mode {
@@ -595,19 +607,21 @@ pub fn lockstep(
                     for k in 0..chunks.len() {
                         let acc = acc_of(k)?;
                         // Each chunk's kept values go as soon as they have served.
-                        let recomputed = match (recompute, kept_inputs.get_mut(k)) {
-                            (Some(rc), Some(values)) => Some(recompute_output(
-                                fi.as_ref(),
-                                rc,
-                                std::mem::take(values),
-                                measured,
-                            )?),
-                            _ => None,
+                        let held = second
+                            .get_mut(k)
+                            .map(|h| std::mem::replace(h, Kept::Output(Vec::new())));
+                        let recomputed = match (held, recompute) {
+                            (Some(Kept::Inputs(values)), Some(rc)) => {
+                                recompute_output(fi.as_ref(), rc, values, measured)?
+                            }
+                            (Some(Kept::Output(v)), _) => Tensor::from_f32(vec![v.len()], v),
+                            _ => {
+                                return Err("internal error: a chunk kept nothing of a layer for its second pass".into());
+                            }
                         };
-                        let f = match &recomputed {
-                            Some(t) => t.as_f32().ok_or("the float counterpart is not f32")?,
-                            None => reference_of(k),
-                        };
+                        let f = recomputed
+                            .as_f32()
+                            .ok_or("the float counterpart is not f32")?;
                         let corrected_sums = template.on(vec![(&acc, f)]).sums(&corrected);
                         a += corrected_sums.iter().map(|s| s.d2).sum::<f64>();
                     }
