@@ -11,9 +11,9 @@ use qcc_runtime::quant::{stored_ints, to_bias};
 
 const AT: OptionSpec = OptionSpec {
     name: "at",
-    kind: OptionKind::Choice(&["pre-activation", "post-activation"]),
+    kind: OptionKind::Choice(&["post-activation", "pre-activation"]),
     default: "post-activation",
-    help: "measure the shift before the layer's activation, or after it",
+    help: "measure the shift after the layer's fused activation, or before it",
 };
 
 const SAMPLES: OptionSpec = crate::calibrate::SAMPLES_OPTION;

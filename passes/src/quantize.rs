@@ -29,9 +29,9 @@ pub const INFO: PassInfo = PassInfo {
         },
         OptionSpec {
             name: "calibration",
-            kind: OptionKind::Choice(&["minmax", "percentile", "mse", "batchnorm"]),
+            kind: OptionKind::Choice(&["mse", "minmax", "percentile", "batchnorm"]),
             default: "mse",
-            help: "how activation ranges are chosen: from the calibration inputs (minmax, percentile, mse), or with no inputs at all from the batch-norm statistics fold-batchnorm recorded (batchnorm: each channel's mean +- sigmas standard deviations, clipped by the activations; the input's from the recorded preprocessing)",
+            help: "how activation ranges are chosen: from the calibration inputs (mse: the range with the least expected clipping plus rounding error; minmax; percentile), or with no inputs at all from the batch-norm statistics fold-batchnorm recorded (batchnorm: each channel's mean +- sigmas standard deviations, clipped by the activations; the input's from the recorded preprocessing)",
         },
         OptionSpec {
             name: "sigmas",

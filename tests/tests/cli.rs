@@ -385,7 +385,7 @@ fn list_passes_keeps_options_apart_from_their_descriptions() {
     assert!(
         quantize
             .lines()
-            .any(|l| l.trim() == "calibration=minmax|percentile|mse|batchnorm"),
+            .any(|l| l.trim() == "calibration=mse|minmax|percentile|batchnorm"),
         "{quantize}"
     );
     assert!(
