@@ -15,8 +15,7 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
-use qcc_runtime::float::{canonical_nan, dot};
-use rayon::prelude::*;
+use qcc_runtime::float::{DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
 use crate::depthwise::{Geometry, Rows};
 use crate::elementwise::Fallback;
@@ -144,9 +143,6 @@ impl OpKernel for FloatDepthwise {
 /// Outputs one call of the generated dense kernel computes per iteration.
 const DENSE_ROWS: usize = 4;
 
-/// Outputs one task of a float dense takes.
-const DENSE_TASK: usize = 64;
-
 type DenseFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64);
 
 /// The generated float dot products of one input row of `k` values: `(row, weights of the first
@@ -249,46 +245,29 @@ impl OpKernel for FloatDense {
                 x.shape, w.shape
             ));
         }
-        // A task takes a block of outputs for every image, so that the block's weights are read
-        // from memory once and from cache for the other images.
-        let blocks: Vec<Vec<f32>> = (0..m.div_ceil(DENSE_TASK))
-            .into_par_iter()
-            .map(|task| {
-                let first = task * DENSE_TASK;
-                let len = DENSE_TASK.min(m - first);
-                let groups = len / DENSE_ROWS;
-                let mut part = vec![0f32; n * len];
-                for (row, part) in part.chunks_mut(len).enumerate() {
-                    let xr = &xv[row * k..(row + 1) * k];
-                    // SAFETY: the row holds k values, and the weights `groups * DENSE_ROWS`
-                    // rows of k from output `first` on; `part` holds that many outputs.
-                    unsafe {
-                        (self.kernel)(
-                            xr.as_ptr(),
-                            wv[first * k..].as_ptr(),
-                            part.as_mut_ptr(),
-                            groups as i64,
-                        )
-                    };
-                    for (i, o) in part.iter_mut().enumerate().skip(groups * DENSE_ROWS) {
-                        let j = first + i;
-                        *o = dot(xr, &wv[j * k..(j + 1) * k]);
-                    }
-                    for (i, o) in part.iter_mut().enumerate() {
-                        *o = canonical_nan(bias.map_or(*o, |b| *o + b[first + i]));
-                    }
+        let out = dense_by_blocks(n, m, DENSE_BLOCK, |first, len, part| {
+            let groups = len / DENSE_ROWS;
+            for (row, values) in part.chunks_mut(len).enumerate() {
+                let xr = &xv[row * k..(row + 1) * k];
+                // SAFETY: the row holds k values, and the weights `groups * DENSE_ROWS` rows of
+                // k from output `first` on; `values` holds that many outputs.
+                unsafe {
+                    (self.kernel)(
+                        xr.as_ptr(),
+                        wv[first * k..].as_ptr(),
+                        values.as_mut_ptr(),
+                        groups as i64,
+                    )
+                };
+                for (i, o) in values.iter_mut().enumerate().skip(groups * DENSE_ROWS) {
+                    let j = first + i;
+                    *o = dot(xr, &wv[j * k..(j + 1) * k]);
                 }
-                part
-            })
-            .collect();
-        let mut out = vec![0f32; n * m];
-        for (task, part) in blocks.iter().enumerate() {
-            let first = task * DENSE_TASK;
-            let len = DENSE_TASK.min(m - first);
-            for (row, values) in part.chunks(len).enumerate() {
-                out[row * m + first..row * m + first + len].copy_from_slice(values);
+                for (i, o) in values.iter_mut().enumerate() {
+                    *o = canonical_nan(bias.map_or(*o, |b| *o + b[first + i]));
+                }
             }
-        }
+        });
         Ok(Tensor::from_f32(vec![n, m], out))
     }
 }

@@ -6,7 +6,7 @@ use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
 use super::gemm::sgemm;
-use crate::float::{canonical_nan, dot};
+use crate::float::{DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
 /// (the verifier has checked that the window fits).
@@ -188,38 +188,19 @@ pub fn conv2d(
     Tensor::from_f32(vec![n, o, oh, ow], out)
 }
 
-/// `x [N, K]` times `w [M, K]` transposed plus `bias`: every output is [`crate::float::dot`] of its input row
+/// `x [N, K]` times `w [M, K]` transposed plus `bias`: every output is [`dot`] of its input row
 /// and weight row, plus its bias, any NaN made [`f32::NAN`].
 pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Tensor {
-    /// Outputs one task computes.
-    const OUTPUTS: usize = 64;
-    // A task takes a block of outputs for every image, so that the block's weights are read from
-    // memory once and from cache for the other images.
-    let blocks: Vec<Vec<f32>> = (0..m.div_ceil(OUTPUTS))
-        .into_par_iter()
-        .map(|block| {
-            let first = block * OUTPUTS;
-            let len = OUTPUTS.min(m - first);
-            let mut part = vec![0f32; n * len];
-            for (row, values) in part.chunks_mut(len).enumerate() {
-                let xr = &x[row * k..(row + 1) * k];
-                for (i, o) in values.iter_mut().enumerate() {
-                    let j = first + i;
-                    let d = dot(xr, &w[j * k..(j + 1) * k]);
-                    *o = canonical_nan(bias.map_or(d, |b| d + b[j]));
-                }
+    let out = dense_by_blocks(n, m, DENSE_BLOCK, |first, len, part| {
+        for (row, values) in part.chunks_mut(len).enumerate() {
+            let xr = &x[row * k..(row + 1) * k];
+            for (i, o) in values.iter_mut().enumerate() {
+                let j = first + i;
+                let d = dot(xr, &w[j * k..(j + 1) * k]);
+                *o = canonical_nan(bias.map_or(d, |b| d + b[j]));
             }
-            part
-        })
-        .collect();
-    let mut out = vec![0f32; n * m];
-    for (block, part) in blocks.iter().enumerate() {
-        let first = block * OUTPUTS;
-        let len = OUTPUTS.min(m - first);
-        for (row, values) in part.chunks(len).enumerate() {
-            out[row * m + first..row * m + first + len].copy_from_slice(values);
         }
-    }
+    });
     Tensor::from_f32(vec![n, m], out)
 }
 
