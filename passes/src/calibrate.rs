@@ -76,13 +76,18 @@ fn min_max(
 ) -> Result<HashMap<Value, (f32, f32)>, String> {
     let mut ranges: HashMap<Value, (f32, f32)> = HashMap::new();
     observe(engine, module, inputs, |v, data, _| {
-        let r = ranges
-            .entry(v)
-            .or_insert((f32::INFINITY, f32::NEG_INFINITY));
-        let (lo, hi) = finite_range(data);
-        *r = (r.0.min(lo), r.1.max(hi));
+        widen(&mut ranges, v, data)
     })?;
     Ok(ranges)
+}
+
+/// Widens `v`'s range in `ranges` to the finite values of `data`.
+fn widen(ranges: &mut HashMap<Value, (f32, f32)>, v: Value, data: &[f32]) {
+    let r = ranges
+        .entry(v)
+        .or_insert((f32::INFINITY, f32::NEG_INFINITY));
+    let (lo, hi) = finite_range(data);
+    *r = (r.0.min(lo), r.1.max(hi));
 }
 
 /// The smallest and largest finite value of `data` (infinities when there is none).
@@ -370,11 +375,7 @@ fn mse(
     let mut extremes: HashMap<Value, (f32, f32)> = HashMap::new();
     observe(engine, module, inputs, |v, data, _| {
         if unread(v) {
-            let r = extremes
-                .entry(v)
-                .or_insert((f32::INFINITY, f32::NEG_INFINITY));
-            let (lo, hi) = finite_range(data);
-            *r = (r.0.min(lo), r.1.max(hi));
+            widen(&mut extremes, v, data);
         } else {
             hists.entry(v).or_default().add(data);
         }

@@ -446,14 +446,32 @@ impl<'m> Interpreter<'m> {
                     .ok_or_else(|| format!("{}: an operand is not given", describe(func, node)))
             })
             .collect::<Result<Vec<&Tensor>, String>>()?;
-        let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
-        let op = func.op(node);
-        check_shapes(op, &args, &types).map_err(|e| format!("{}: {e}", describe(func, node)))?;
+        self.run_op(node, &args)
+            .map_err(|e| format!("{}: {e}", describe(func, node)))
+    }
+
+    /// The types of op `node`'s operands.
+    fn operand_types(&self, node: NodeIndex) -> Vec<&TensorType> {
+        let func = self.func;
+        func.operands(node)
+            .iter()
+            .map(|v| func.value_type(*v))
+            .collect()
+    }
+
+    /// Checks `args` against op `node`'s operand types.
+    fn check_args(&self, node: NodeIndex, args: &[&Tensor]) -> Result<(), String> {
+        check_shapes(self.func.op(node), args, &self.operand_types(node))
+    }
+
+    /// Op `node` on `args`, checked, with its generated kernel or else its reference one.
+    fn run_op(&self, node: NodeIndex, args: &[&Tensor]) -> Result<Tensor, String> {
+        let (op, types) = (self.func.op(node), self.operand_types(node));
+        check_shapes(op, args, &types)?;
         match self.kernels.get(&node) {
-            Some(kernel) => kernel.run(&args),
-            None => eval_prepared(op, &args, &types, self.requants.get(&node)),
+            Some(kernel) => kernel.run(args),
+            None => eval_prepared(op, args, &types, self.requants.get(&node)),
         }
-        .map_err(|e| format!("{}: {e}", describe(func, node)))
     }
 
     /// The exact i32 accumulators `sum (x - Z_x) * w` (no bias) of integer conv/dense `node` on
@@ -513,19 +531,20 @@ impl Stepper<'_, '_> {
         let out = if let Some(c) = self.interp.consts.get(&node) {
             Cow::Borrowed(c.as_ref())
         } else {
-            let operands = func.operands(node);
-            let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
-            let op = func.op(node);
             let fail = |message| RunError {
                 op: describe(func, node),
                 message,
             };
-            let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
-            check_shapes(op, &args, &types).map_err(fail)?;
-            let t = match self.interp.kernels.get(&node) {
-                Some(kernel) => kernel.run(&args),
-                None if self.reusable(node, step) => self.in_place(node),
-                None => eval_prepared(op, &args, &types, self.interp.requants.get(&node)),
+            let args: Vec<&Tensor> = func
+                .operands(node)
+                .iter()
+                .map(|v| self.live[v].as_ref())
+                .collect();
+            let t = if !self.interp.kernels.contains_key(&node) && self.reusable(node, step) {
+                self.interp.check_args(node, &args).map_err(fail)?;
+                self.in_place(node)
+            } else {
+                self.interp.run_op(node, &args)
             }
             .map_err(fail)?;
             Cow::Owned(t)
