@@ -211,11 +211,11 @@ fn recompute_inputs(
 }
 
 /// What a chunk keeps of a layer for the second pass after the activation.
-enum Kept {
+enum Kept<'a> {
     /// The layer's float output.
     Output(Vec<f32>),
     /// The values its float ops read, to run them again.
-    Inputs(HashMap<Value, Tensor>),
+    Inputs(&'a Recompute, HashMap<Value, Tensor>),
 }
 
 /// `measured` recomputed from the values `rc` kept.
@@ -563,9 +563,9 @@ pub fn lockstep(
                 }
             }
             if second_pass {
-                second.push(match inputs {
-                    Some(values) => Kept::Inputs(values),
-                    None => Kept::Output(f.to_vec()),
+                second.push(match (recompute, inputs) {
+                    (Some(rc), Some(values)) => Kept::Inputs(rc, values),
+                    _ => Kept::Output(f.to_vec()),
                 });
             }
             if streaming && let Some(next) = following {
@@ -604,20 +604,14 @@ pub fn lockstep(
                         .sum::<f64>()
                 } else {
                     let mut a = 0.0;
-                    for k in 0..chunks.len() {
+                    // Each chunk's kept values go as soon as they have served.
+                    for (k, held) in std::mem::take(&mut second).into_iter().enumerate() {
                         let acc = acc_of(k)?;
-                        // Each chunk's kept values go as soon as they have served.
-                        let held = second
-                            .get_mut(k)
-                            .map(|h| std::mem::replace(h, Kept::Output(Vec::new())));
-                        let recomputed = match (held, recompute) {
-                            (Some(Kept::Inputs(values)), Some(rc)) => {
+                        let recomputed = match held {
+                            Kept::Inputs(rc, values) => {
                                 recompute_output(fi.as_ref(), rc, values, measured)?
                             }
-                            (Some(Kept::Output(v)), _) => Tensor::from_f32(vec![v.len()], v),
-                            _ => {
-                                return Err("internal error: a chunk kept nothing of a layer for its second pass".into());
-                            }
+                            Kept::Output(v) => Tensor::from_f32(vec![v.len()], v),
                         };
                         let f = recomputed
                             .as_f32()
