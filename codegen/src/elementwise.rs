@@ -413,3 +413,135 @@ impl OpKernel for Dequantize {
         Ok(Tensor::from_f32(x.shape.clone(), values))
     }
 }
+
+/// How one operand of a `quant.concat` reaches the output's levels.
+enum Part {
+    /// Same scale, zero point and storage: its bytes are copied.
+    Copy,
+    /// Rescaled by a generated kernel: `Z_y + M * (x - Z_x)`, saturated.
+    Rescale(StreamFn),
+}
+
+/// A generated `quant.concat` of 8-bit tensors with per-tensor types.
+pub struct QuantConcat {
+    parts: Vec<(Part, bool)>,
+    axis: usize,
+    out_signed: bool,
+    fallback: Fallback,
+}
+
+impl QuantConcat {
+    /// Prepares the op (operand types `types`), or `None` when an operand or the result is not
+    /// 8-bit per-tensor or a multiplier is too large for the vector arithmetic to be exact.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<QuantConcat>, String> {
+        let out = &op.results[0];
+        let (Some((sy, zy, out_signed)), Some(levels)) = (params8(out), levels_of(out, None))
+        else {
+            return Ok(None);
+        };
+        let axis = qcc_dialects::ops::attrs::axis(op, 1, out.shape.len())?;
+        let mut parts = Vec::with_capacity(types.len());
+        for ty in types {
+            let Some((s, z, signed)) = params8(ty) else {
+                return Ok(None);
+            };
+            // The reference's rule (runtime/src/kernels/quant.rs, `concat`): same scale and
+            // zero point pass the levels through.
+            if s == sy && z == zy {
+                if signed != out_signed {
+                    return Ok(None);
+                }
+                parts.push((Part::Copy, signed));
+                continue;
+            }
+            let m = Fixed::new(s / sy);
+            // `|x - Z_x| < 2^9`: shifted left by up to 21 it stays below 2^31, and the shift of
+            // `M` with it reaches 31 (the form `clif::Multiplier` computes exactly).
+            let pre = 31u32.saturating_sub(m.shift);
+            if m.m0 == 0 || pre > 21 {
+                return Ok(None);
+            }
+            let name = format!(
+                "qrescale_{}{z}_{}x{}_{}",
+                if signed { "i" } else { "u" },
+                m.m0,
+                m.shift,
+                levels.tag()
+            );
+            let kernel = streaming(&name, [1, 1, 1], |b, px, _, po| {
+                let f = Multiplier::constant(b, m.m0, m.shift + pre);
+                let zv = splat32(b, z);
+                let x = load8(b, px, signed);
+                let levels_of_x = [0, 1].map(|j| {
+                    let d = b.ins().isub(x[j], zv);
+                    let d = if pre > 0 {
+                        b.ins().ishl_imm_u(d, i64::from(pre))
+                    } else {
+                        d
+                    };
+                    f.apply(b, d)
+                });
+                store_levels8(b, levels_of_x, &levels, po);
+            })?;
+            parts.push((Part::Rescale(kernel), signed));
+        }
+        Ok(Some(QuantConcat {
+            parts,
+            axis,
+            out_signed,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for QuantConcat {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let stored: Option<Vec<&[u8]>> = inputs
+            .iter()
+            .zip(&self.parts)
+            .map(|(t, (_, signed))| bytes8(t).filter(|(_, s)| s == signed).map(|(b, _)| b))
+            .collect();
+        let first = &inputs[0].shape;
+        let fits = inputs.len() == self.parts.len()
+            && inputs.iter().all(|t| {
+                t.shape.len() == first.len()
+                    && t.shape
+                        .iter()
+                        .enumerate()
+                        .all(|(d, n)| d == self.axis || *n == first[d])
+            });
+        let (Some(stored), true) = (stored, fits) else {
+            return self.fallback.run(inputs);
+        };
+        let mut shape = first.clone();
+        shape[self.axis] = inputs.iter().map(|t| t.shape[self.axis]).sum();
+        let outer: usize = shape[..self.axis].iter().product();
+        let blocks: Vec<usize> = inputs
+            .iter()
+            .map(|t| t.shape[self.axis..].iter().product())
+            .collect();
+        let row: usize = blocks.iter().sum();
+        let mut out = vec![0u8; outer * row];
+        for (o, dst) in out.chunks_exact_mut(row.max(1)).enumerate().take(outer) {
+            let mut at = 0;
+            for ((part, _), (src, block)) in self.parts.iter().zip(stored.iter().zip(&blocks)) {
+                let (src, dst) = (&src[o * block..(o + 1) * block], &mut dst[at..at + block]);
+                match part {
+                    Part::Copy => dst.copy_from_slice(src),
+                    Part::Rescale(kernel) => stream(
+                        *kernel,
+                        Lane {
+                            bytes: src,
+                            width: 1,
+                        },
+                        None,
+                        dst,
+                        1,
+                    ),
+                }
+                at += block;
+            }
+        }
+        Ok(tensor8(out, self.out_signed, shape))
+    }
+}

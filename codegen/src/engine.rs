@@ -10,10 +10,11 @@ use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Storage, TensorTyp
 use qcc_runtime::interp::layer_requant;
 use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
 
-use crate::elementwise::{Dequantize, QuantAdd, Quantize};
+use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
 use crate::layers::{QuantConv, QuantDense};
 use crate::reduce::QuantGlobalAvgPool;
+use crate::windows::QuantPool;
 
 /// The engine of generated code (`--engine cranelift`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -60,6 +61,12 @@ fn kernel_for(
             return Ok(
                 QuantGlobalAvgPool::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>)
             );
+        }
+        OpKind::QuantMaxPool2d | OpKind::QuantAvgPool2d => {
+            return Ok(QuantPool::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::QuantConcat => {
+            return Ok(QuantConcat::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Quantize => {
             return Ok(Quantize::new(op)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

@@ -12,6 +12,7 @@ pub mod jit;
 mod layers;
 mod pool;
 mod reduce;
+mod windows;
 
 pub use engine::Native;
 pub use jit::{Dumps, Features, NO_VNNI_VAR, set_dumps};

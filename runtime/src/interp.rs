@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use qcc_dialects::ops::attrs::{self, Conv2dAttrs, Pool2dAttrs};
+use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
 use qcc_dialects::{
     Function, Module, Node, NodeIndex, OpKind, Operation, Tensor, TensorType, Value,
 };
@@ -17,8 +17,9 @@ use crate::kernels::elementwise::{
 };
 use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{concat, pad, transpose};
-use crate::kernels::pool::{PoolGeometry, PoolKind, global_avg, pool2d};
+use crate::kernels::pool::{PoolKind, global_avg, pool2d};
 use crate::kernels::quant as q;
+use crate::pooling::PoolGeometry;
 use crate::quant::Requant;
 
 /// A failure while running: which op, and why.
@@ -37,17 +38,6 @@ impl fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
-
-fn pool_geometry(op: &Operation) -> Result<PoolGeometry, String> {
-    let rs = &op.results[0].shape;
-    Ok(PoolGeometry {
-        attrs: Pool2dAttrs::of(op)?,
-        out: [
-            rs.get(2).copied().unwrap_or(1),
-            rs.get(3).copied().unwrap_or(1),
-        ],
-    })
-}
 
 /// The requantization of an integer conv/dense layer whose operand types are `types`.
 pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, String> {
@@ -167,13 +157,11 @@ fn eval_prepared(
         }
         OpKind::AvgPool2d | OpKind::MaxPool2d => {
             let (xv, xs) = input()?;
-            let g = pool_geometry(op)?;
+            let g = PoolGeometry::of(op)?;
             let kind = if kind == OpKind::MaxPool2d {
                 PoolKind::Max
             } else {
-                PoolKind::Avg {
-                    count_include_pad: g.attrs.count_include_pad,
-                }
+                PoolKind::Avg
             };
             pool2d(xv, xs, &g, kind)
         }
@@ -241,8 +229,8 @@ fn eval_prepared(
                 crate::kernels::elementwise::broadcast_shape(&inputs[0].shape, &inputs[1].shape)?;
             q::add(typed(0), typed(1), out, &shape, attrs::clamp(op)?)?
         }
-        OpKind::QuantAvgPool2d => q::avg_pool2d(typed(0), out, &pool_geometry(op)?)?,
-        OpKind::QuantMaxPool2d => q::max_pool2d(inputs[0], out, &pool_geometry(op)?),
+        OpKind::QuantAvgPool2d => q::avg_pool2d(typed(0), out, &PoolGeometry::of(op)?)?,
+        OpKind::QuantMaxPool2d => q::max_pool2d(inputs[0], out, &PoolGeometry::of(op)?),
         OpKind::QuantGlobalAvgPool => q::global_avg_pool(typed(0), out)?,
         OpKind::QuantConcat => {
             let parts: Vec<(&Tensor, &TensorType)> =

@@ -7,6 +7,7 @@ pub mod interp;
 pub mod io;
 mod kernels;
 pub mod plan;
+pub mod pooling;
 pub mod quant;
 
 pub use engine::{Engine, OpKernel, Prepared, Reference, Steps};

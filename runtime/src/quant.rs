@@ -78,6 +78,12 @@ impl Multiplier {
     }
 }
 
+/// The multiplier of integer average pooling from input scale `sx` to output scale `sy` over
+/// `d` values (`d` of 0 divides by 1).
+pub fn avg_multiplier(sx: f64, sy: f64, d: usize) -> Multiplier {
+    Multiplier::new(sx / (d.max(1) as f64 * sy))
+}
+
 /// Scale and zero point of a per-tensor quantized type.
 pub fn per_tensor(t: &TensorType) -> Option<(f64, i64, (i64, i64))> {
     match &t.elem {

@@ -272,6 +272,7 @@ fn network(seed: u64) -> (String, Tensor) {
     let (mut h, mut w) = (rng.range(1, 9) as usize, rng.range(1, 9) as usize);
     let input = [n, c, h, w];
     let mut act = Act::random(&mut rng);
+    let quantized = (act, c, h, w);
     let mut body = String::new();
     let x_ty = format!("tensor<{}xf32>", dims(&input));
     let mut cur = "%q".to_string();
@@ -369,6 +370,14 @@ fn network(seed: u64) -> (String, Tensor) {
         (act, c, h, w) = (out, o, oh, ow);
     }
     if rng.chance(3) {
+        let (out, shape) = pool(&mut rng, &mut body, &cur, act, [n, c, h, w]);
+        (cur, act, h, w) = ("%p".into(), out, shape[0], shape[1]);
+    }
+    if rng.chance(3) {
+        let (out, shape) = concat(&mut rng, &mut body, &cur, act, [n, c, h, w], quantized);
+        (cur, act, c, h, w) = ("%k".into(), out, shape[1], shape[2], shape[3]);
+    }
+    if rng.chance(3) {
         let (out, _) = output(&mut rng, None);
         writeln!(
             body,
@@ -449,6 +458,101 @@ fn network(seed: u64) -> (String, Tensor) {
         })
         .collect();
     (text, Tensor::from_f32(input.to_vec(), data))
+}
+
+/// Appends `%p`, a `quant.max_pool2d` or `quant.avg_pool2d` of `cur` (type `act`, shape `x`):
+/// kernels 1 to 3 (now and then 5), strides 1 to 3, dilations 1 and 2 (max), pads up to the
+/// kernel's size less one (now and then more), ceil mode and `count_include_pad` both ways.
+/// Returns the result's type and spatial size.
+fn pool(rng: &mut Rng, body: &mut String, cur: &str, act: Act, x: [usize; 4]) -> (Act, [usize; 2]) {
+    let max = rng.chance(2);
+    let k = |rng: &mut Rng| {
+        if rng.chance(8) {
+            5
+        } else {
+            rng.range(1, 3) as usize
+        }
+    };
+    let kernel = [k(rng), k(rng)];
+    let strides = [(); 2].map(|_| rng.range(1, 3) as usize);
+    let dilations = [(); 2].map(|_| if max && rng.chance(4) { 2 } else { 1 });
+    let mut pads = [0usize; 4];
+    for (i, p) in pads.iter_mut().enumerate() {
+        let most = if rng.chance(10) { 2 } else { kernel[i % 2] - 1 };
+        *p = rng.range(0, most as i64) as usize;
+    }
+    let span = |axis: usize| dilations[axis] * (kernel[axis] - 1) + 1;
+    while x[2] + pads[0] + pads[2] < span(0) {
+        pads[2] += 1;
+    }
+    while x[3] + pads[1] + pads[3] < span(1) {
+        pads[3] += 1;
+    }
+    let ceil = rng.chance(3);
+    let window = qcc_dialects::ops::attrs::Window {
+        strides,
+        pads,
+        dilations,
+    };
+    let (oh, ow) = window
+        .output(x[2], x[3], kernel[0], kernel[1], ceil)
+        .expect("the pads make the window fit");
+    let out = if max { act } else { Act::random(rng) };
+    let common = format!(
+        "kernel = [{}, {}], strides = [{}, {}], pads = [{}, {}, {}, {}], ceil_mode = {ceil}",
+        kernel[0], kernel[1], strides[0], strides[1], pads[0], pads[1], pads[2], pads[3]
+    );
+    let (op, extra) = if max {
+        (
+            "max_pool2d",
+            format!(", dilations = [{}, {}]", dilations[0], dilations[1]),
+        )
+    } else {
+        (
+            "avg_pool2d",
+            format!(", count_include_pad = {}", rng.chance(2)),
+        )
+    };
+    writeln!(
+        body,
+        "    %p = quant.{op}({cur}) {{{common}{extra}}} : ({}) -> {}",
+        act.ty(&x),
+        out.ty(&[x[0], x[1], oh, ow])
+    )
+    .unwrap();
+    (out, [oh, ow])
+}
+
+/// Appends `%k`, a `quant.concat` of `cur` (type `act`, shape `x`) with the network's quantized
+/// input where the spatial sizes match (else with itself, along any axis but the batch's), into
+/// a random type (now and then `act`'s own, whose levels are copied). Returns the result's type
+/// and shape.
+fn concat(
+    rng: &mut Rng,
+    body: &mut String,
+    cur: &str,
+    act: Act,
+    x: [usize; 4],
+    input: (Act, usize, usize, usize),
+) -> (Act, [usize; 4]) {
+    let (q, qc, qh, qw) = input;
+    let with_input = [qh, qw] == [x[2], x[3]] && cur != "%q";
+    let (other, other_ty, axis) = if with_input {
+        ("%q", q.ty(&[x[0], qc, qh, qw]), 1)
+    } else {
+        (cur, act.ty(&x), rng.range(1, 3) as usize)
+    };
+    let mut shape = x;
+    shape[axis] += if with_input { qc } else { x[axis] };
+    let out = if rng.chance(4) { act } else { Act::random(rng) };
+    writeln!(
+        body,
+        "    %k = quant.concat({cur}, {other}) {{axis = {axis}}} : ({}, {other_ty}) -> {}",
+        act.ty(&x),
+        out.ty(&shape)
+    )
+    .unwrap();
+    (out, shape)
 }
 
 /// A random float network: one to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
@@ -821,6 +925,12 @@ fn the_generator_covers_what_it_claims() {
         "quant.dense",
         "quant.add",
         "quant.global_avg_pool",
+        "quant.max_pool2d",
+        "quant.avg_pool2d",
+        "count_include_pad = true",
+        "ceil_mode = true",
+        ", %q) {axis = 1}",
+        "{axis = 3}",
         "groups = 2",
         "dilations = [2",
         "i8:f32:0, {",

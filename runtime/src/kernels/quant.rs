@@ -7,10 +7,10 @@ use rayon::prelude::*;
 
 use super::gemm::exact_int_gemm;
 use super::layers::{conv_output, depthwise_plane, im2col};
-use super::pool::PoolGeometry;
+use crate::pooling::PoolGeometry;
 use crate::quant::{
-    Multiplier, Requant, check_accumulator, clamp_bounds as bounds, magnitude, per_tensor_params,
-    store, stored_ints,
+    Multiplier, Requant, avg_multiplier, check_accumulator, clamp_bounds as bounds, magnitude,
+    per_tensor_params, store, stored_ints,
 };
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 
@@ -208,23 +208,9 @@ pub fn avg_pool2d(
     for plane in xs.chunks_exact(h * w).take(n * c) {
         for y in 0..oh {
             for xo in 0..ow {
-                let (rows, cols) = (g.taps(0, y, h), g.taps(1, xo, w));
-                let mut sum = 0i64;
-                for iy in rows.positions() {
-                    for ix in cols.positions() {
-                        sum += plane[iy * w + ix] as i64 - zx;
-                    }
-                }
-                let (count, window) = (rows.count * cols.count, rows.padded * cols.padded);
-                let d = if g.attrs.count_include_pad {
-                    window
-                } else {
-                    count
-                }
-                .max(1);
-                let m = *mults
-                    .entry(d)
-                    .or_insert_with(|| Multiplier::new(sx / (d as f64 * sy)));
+                let sum = g.sum(y, xo, h, w, |i| plane[i] as i64 - zx);
+                let d = g.divisor(y, xo, h, w);
+                let m = *mults.entry(d).or_insert_with(|| avg_multiplier(sx, sy, d));
                 values.push((zy + m.apply(sum)).clamp(range.0, range.1));
             }
         }

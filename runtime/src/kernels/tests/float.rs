@@ -93,23 +93,11 @@ fn conv2d_matches_its_definition() {
 fn average_pooling_counts_padding_only_when_asked() {
     let x = vec![1.0, 2.0, 3.0, 4.0];
     let g = pool([2, 2], [1, 1], [1, 1, 0, 0], [1, 1], [2, 2]);
-    let excl = pool2d(
-        &x,
-        &[1, 1, 2, 2],
-        &g,
-        PoolKind::Avg {
-            count_include_pad: false,
-        },
-    );
+    let excl = pool2d(&x, &[1, 1, 2, 2], &g, PoolKind::Avg);
     assert_eq!(excl.as_f32().expect("f32"), &[1.0, 1.5, 2.0, 2.5]);
-    let incl = pool2d(
-        &x,
-        &[1, 1, 2, 2],
-        &g,
-        PoolKind::Avg {
-            count_include_pad: true,
-        },
-    );
+    let mut g = g;
+    g.attrs.count_include_pad = true;
+    let incl = pool2d(&x, &[1, 1, 2, 2], &g, PoolKind::Avg);
     assert_eq!(incl.as_f32().expect("f32"), &[0.25, 0.75, 1.0, 2.5]);
     let max = pool2d(&x, &[1, 1, 2, 2], &g, PoolKind::Max);
     assert_eq!(max.as_f32().expect("f32"), &[1.0, 2.0, 3.0, 4.0]);
@@ -227,14 +215,7 @@ fn a_window_far_larger_than_its_input_costs_no_more_than_the_input() {
     let max = pool2d(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], &g, PoolKind::Max);
     // The first two outputs of each axis see the input's first one and two positions.
     assert_eq!(max.as_f32().expect("f32"), &[1.0, 2.0, 3.0, 4.0]);
-    let avg = pool2d(
-        &[1.0, 2.0, 3.0, 4.0],
-        &[1, 1, 2, 2],
-        &g,
-        PoolKind::Avg {
-            count_include_pad: false,
-        },
-    );
+    let avg = pool2d(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], &g, PoolKind::Avg);
     assert_eq!(avg.as_f32().expect("f32"), &[1.0, 1.5, 2.0, 2.5]);
 }
 

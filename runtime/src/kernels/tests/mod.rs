@@ -5,7 +5,7 @@ mod quant;
 
 use qcc_dialects::ops::attrs::{Pool2dAttrs, Window};
 
-use super::pool::PoolGeometry;
+use crate::pooling::PoolGeometry;
 
 /// A pooling window (no padding counted in averages) producing `out`.
 fn pool(
