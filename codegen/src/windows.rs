@@ -102,9 +102,14 @@ impl Staging {
                 dst[at..at + read].copy_from_slice(&src[..read]);
                 continue;
             }
-            for (c, v) in src[..read].iter().enumerate() {
-                let j = c + self.left;
-                dst[(j % self.phases * self.rows + row) * self.width + j / self.phases] = *v;
+            for phase in 0..self.phases {
+                // The first input column of this phase, and where it lands.
+                let first = (phase + self.phases - self.left % self.phases) % self.phases;
+                let at = (phase * self.rows + row) * self.width + (first + self.left) / self.phases;
+                let lane = src[..read].iter().skip(first).step_by(self.phases);
+                for (d, v) in dst[at..].iter_mut().zip(lane) {
+                    *d = *v;
+                }
             }
         }
     }
