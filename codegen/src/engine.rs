@@ -14,7 +14,7 @@ use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
 use crate::layers::{QuantConv, QuantDense};
 use crate::reduce::QuantGlobalAvgPool;
-use crate::windows::QuantPool;
+use crate::windows::{FloatPool, QuantPool};
 
 /// The engine of generated code (`--engine cranelift`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,6 +76,9 @@ fn kernel_for(
         }
         OpKind::Conv2d if is_f32(types[0]) && types.get(1).is_some_and(|t| is_f32(t)) => {
             return Ok(FloatDepthwise::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::MaxPool2d | OpKind::AvgPool2d => {
+            return Ok(FloatPool::new(op, types[0])?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Dense if types.len() >= 2 && types.iter().all(|t| is_f32(t)) => {
             return Ok(FloatDense::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

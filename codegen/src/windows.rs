@@ -21,7 +21,7 @@ use qcc_runtime::pooling::PoolGeometry;
 use qcc_runtime::quant::{Multiplier as Fixed, avg_multiplier, per_tensor};
 use rayon::prelude::*;
 
-use crate::clif::{Levels, Loop, Multiplier, splat32, store_levels8};
+use crate::clif::{Levels, Loop, Multiplier, max_ps, splat32, store_levels8};
 use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
 use crate::jit;
 use crate::pool::Pooled;
@@ -48,14 +48,12 @@ struct Staging {
     /// Column phases (the horizontal stride) and the positions of a phase's row.
     phases: usize,
     width: usize,
-    /// The padding's byte.
-    fill: u8,
 }
 
 impl Staging {
     /// The layout for windows of `g` over an `h` by `w` input whose output rows are computed
     /// `out_w` wide (a multiple of [`LANES`]).
-    fn new(g: &PoolGeometry, h: usize, w: usize, out_w: usize, fill: u8) -> Staging {
+    fn new(g: &PoolGeometry, h: usize, w: usize, out_w: usize) -> Staging {
         let a = &g.attrs;
         let (s, d) = (a.window.strides, a.window.dilations);
         let reach = |axis: usize, outputs: usize| {
@@ -72,24 +70,23 @@ impl Staging {
             cols,
             phases,
             width: cols.div_ceil(phases),
-            fill,
         }
     }
 
-    fn bytes(&self) -> usize {
+    fn len(&self) -> usize {
         self.phases * self.rows * self.width
     }
 
-    /// The byte offset, from the start of output row 0's first window, of tap `(ky, kx)`.
-    fn tap(&self, g: &PoolGeometry, ky: usize, kx: usize) -> i32 {
+    /// The offset in elements, from the start of output row 0's first window, of tap `(ky, kx)`.
+    fn tap(&self, g: &PoolGeometry, ky: usize, kx: usize) -> usize {
         let d = g.attrs.window.dilations;
         let (row, col) = (ky * d[0].max(1), kx * d[1].max(1));
-        ((col % self.phases * self.rows + row) * self.width + col / self.phases) as i32
+        (col % self.phases * self.rows + row) * self.width + col / self.phases
     }
 
-    /// Writes `plane` (stored bytes) and the padding into `dst`.
-    fn stage(&self, plane: &[u8], dst: &mut [u8]) {
-        dst.fill(self.fill);
+    /// Writes `plane` and the padding (`fill`) into `dst`.
+    fn stage<T: Copy>(&self, plane: &[T], dst: &mut [T], fill: T) {
+        dst.fill(fill);
         // Input columns whose staged column some tap reads.
         let read = self.cols.saturating_sub(self.left).min(self.w);
         for (r, src) in plane.chunks_exact(self.w).enumerate().take(self.h) {
@@ -118,6 +115,10 @@ impl Staging {
 /// What a generated window kernel reduces with.
 #[derive(Clone, Copy, Debug)]
 enum Reduce {
+    /// The largest f32 (`maxps` with the tap first: a NaN tap is skipped).
+    FloatMax,
+    /// The sum from +0.0 of the taps in order, divided by `d`.
+    FloatAvg { d: f32 },
     /// The largest stored level.
     Max,
     /// `Z_y + M * sum (x - Z_x)` over the whole window (`taps * Z_x` taken out), `t` shifted
@@ -136,6 +137,8 @@ pub struct QuantPool {
     kernel: PlaneFn,
     geometry: PoolGeometry,
     staging: Staging,
+    /// The padding's byte.
+    fill: u8,
     /// Output rows as the kernel writes them (a multiple of [`LANES`]).
     out_w: usize,
     signed: bool,
@@ -177,7 +180,7 @@ impl QuantPool {
             if empty {
                 return Ok(None);
             }
-            (Reduce::Max, if signed { 0x80 } else { 0 }, Vec::new())
+            (Reduce::Max, if signed { 0x80u8 } else { 0 }, Vec::new())
         } else {
             let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
             let m = avg_multiplier(sx, sy, taps);
@@ -199,12 +202,13 @@ impl QuantPool {
             };
             (Reduce::Avg { zx, m, pre, levels }, zx as u8, patches)
         };
-        let staging = Staging::new(&g, h, w, out_w, fill);
+        let staging = Staging::new(&g, h, w, out_w);
         let kernel = plane_kernel(&g, &staging, out_w, signed, reduce)?;
         Ok(Some(QuantPool {
             kernel,
             geometry: g,
             staging,
+            fill,
             out_w,
             signed,
             zx,
@@ -225,7 +229,7 @@ impl QuantPool {
                 plane[i] as i64
             }
         };
-        let sum = self.geometry.sum(y, x, h, w, |i| level(i) - self.zx);
+        let sum = self.geometry.sum((y, x), (h, w), |i| level(i) - self.zx);
         (self.zero_point + m.apply(sum)).clamp(self.bounds.0, self.bounds.1) as u8
     }
 }
@@ -242,6 +246,8 @@ fn plane_kernel(
     let [kh, kw] = a.kernel;
     let (s, d) = (a.window.strides, a.window.dilations);
     let what = match reduce {
+        Reduce::FloatMax => "fmax".to_string(),
+        Reduce::FloatAvg { d } => format!("favg{:08x}", d.to_bits()),
         Reduce::Max => "max".to_string(),
         Reduce::Avg { zx, m, levels, .. } => {
             format!("avg{zx}_{}x{}_{}", m.m0, m.shift, levels.tag())
@@ -259,11 +265,15 @@ fn plane_kernel(
         staging.rows,
         staging.width,
     );
+    let elem = match reduce {
+        Reduce::FloatMax | Reduce::FloatAvg { .. } => 4,
+        Reduce::Max | Reduce::Avg { .. } => 1,
+    };
     let taps: Vec<i32> = (0..kh)
         .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
-        .map(|(ky, kx)| staging.tap(g, ky, kx))
+        .map(|(ky, kx)| (staging.tap(g, ky, kx) * elem) as i32)
         .collect();
-    let row_step = (s[0] * staging.width) as i64;
+    let row_step = (s[0] * staging.width * elem) as i64;
     let ptr = jit::pointer();
     let code = jit::kernel(&name, &[ptr; 2], |b, args| {
         let (src, dst) = (args[0], args[1]);
@@ -273,14 +283,44 @@ fn plane_kernel(
         let y = Loop::new(b, zero, rows);
         let src_row = b.ins().imul_imm_s(y.index, row_step);
         let src_row = b.ins().iadd(src, src_row);
-        let dst_row = b.ins().imul_imm_s(y.index, out_w as i64);
+        let dst_row = b.ins().imul_imm_s(y.index, (out_w * elem) as i64);
         let dst_row = b.ins().iadd(dst, dst_row);
-        let groups = b.ins().iconst(ptr, out_w as i64);
-        let x = Loop::stepped(b, zero, groups, LANES as i64);
+        let groups = b.ins().iconst(ptr, (out_w * elem) as i64);
+        let x = Loop::stepped(b, zero, groups, (LANES * elem) as i64);
         let at = b.ins().iadd(src_row, x.index);
         let to = b.ins().iadd(dst_row, x.index);
         let load = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I8X16, flags, at, off);
+        let load_f = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::F32X4, flags, at, off);
         match reduce {
+            Reduce::FloatMax | Reduce::FloatAvg { .. } => {
+                let start = match reduce {
+                    Reduce::FloatMax => f32::NEG_INFINITY,
+                    _ => 0.0,
+                };
+                let start = b.ins().f32const(start);
+                let start = b.ins().splat(types::F32X4, start);
+                let mut acc = [start; LANES / 4];
+                for off in &taps {
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let v = load_f(b, off + 16 * j as i32);
+                        *a = match reduce {
+                            Reduce::FloatMax => max_ps(b, v, *a),
+                            _ => b.ins().fadd(*a, v),
+                        };
+                    }
+                }
+                for (j, a) in acc.into_iter().enumerate() {
+                    let r = match reduce {
+                        Reduce::FloatAvg { d } => {
+                            let d = b.ins().f32const(d);
+                            let d = b.ins().splat(types::F32X4, d);
+                            b.ins().fdiv(a, d)
+                        }
+                        _ => a,
+                    };
+                    b.ins().store(flags, r, to, 16 * j as i32);
+                }
+            }
             Reduce::Max => {
                 let mut best = load(b, taps[0]);
                 for off in &taps[1..] {
@@ -358,9 +398,9 @@ impl OpKernel for QuantPool {
                 .zip(bytes.par_chunks(st.h * st.w))
                 .with_min_len((1 << 14) / (st.h * st.w).max(1) + 1)
                 .for_each(|(dst, plane)| {
-                    let mut staged = Pooled::<u8>::dirty(st.bytes());
+                    let mut staged = Pooled::<u8>::dirty(st.len());
                     let mut rows = Pooled::<u8>::dirty(oh * self.out_w);
-                    st.stage(plane, &mut staged);
+                    st.stage(plane, &mut staged, self.fill);
                     // SAFETY: the staging buffer holds every position a tap reads (`Staging`
                     // reaches the last tap of the last lane of every row); `rows` holds `oh`
                     // rows `out_w` wide.
@@ -378,5 +418,105 @@ impl OpKernel for QuantPool {
             self.signed,
             vec![x.shape[0], x.shape[1], oh, ow],
         ))
+    }
+}
+
+/// A generated float `nn.max_pool2d` or `nn.avg_pool2d` for one geometry, bit for bit the
+/// reference's (`PoolGeometry::float_max`, `PoolGeometry::float_average`).
+pub struct FloatPool {
+    kernel: PlaneFn,
+    geometry: PoolGeometry,
+    staging: Staging,
+    max: bool,
+    out_w: usize,
+    /// Average pooling: the outputs whose divisor is not the whole window's.
+    patches: Vec<(usize, usize)>,
+    fallback: Fallback,
+}
+
+impl FloatPool {
+    /// Prepares the op (its input type `x`), or `None` for an input that is not f32
+    /// `[N, C, H, W]` or windows of more than 128 taps.
+    pub fn new(op: &Operation, x: &TensorType) -> Result<Option<FloatPool>, String> {
+        let out = &op.results[0];
+        if !matches!(x.elem, qcc_dialects::ElemType::F32)
+            || x.shape.len() != 4
+            || out.shape.len() != 4
+        {
+            return Ok(None);
+        }
+        let g = PoolGeometry::of(op)?;
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let [oh, ow] = g.out;
+        let taps = g.attrs.kernel[0] * g.attrs.kernel[1];
+        if taps == 0 || taps > MAX_TAPS || oh == 0 || ow == 0 {
+            return Ok(None);
+        }
+        let max = op.is(OpKind::MaxPool2d);
+        let patches = if max {
+            Vec::new()
+        } else {
+            (0..oh)
+                .flat_map(|y| (0..ow).map(move |o| (y, o)))
+                .filter(|&(y, o)| g.divisor(y, o, h, w) != taps)
+                .collect()
+        };
+        let out_w = ow.div_ceil(LANES) * LANES;
+        let staging = Staging::new(&g, h, w, out_w);
+        let reduce = if max {
+            Reduce::FloatMax
+        } else {
+            Reduce::FloatAvg { d: taps as f32 }
+        };
+        let kernel = plane_kernel(&g, &staging, out_w, false, reduce)?;
+        Ok(Some(FloatPool {
+            kernel,
+            geometry: g,
+            staging,
+            max,
+            out_w,
+            patches,
+            fallback: Fallback::new(op, &[x]),
+        }))
+    }
+}
+
+impl OpKernel for FloatPool {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let st = &self.staging;
+        let Some(values) = x.as_f32() else {
+            return self.fallback.run(inputs);
+        };
+        if x.shape.len() != 4 || x.shape[2..] != [st.h, st.w] {
+            return self.fallback.run(inputs);
+        }
+        let [oh, ow] = self.geometry.out;
+        let planes = x.shape[0] * x.shape[1];
+        let mut out = vec![0f32; planes * oh * ow];
+        let fill = if self.max { f32::NEG_INFINITY } else { 0.0 };
+        if planes > 0 {
+            out.par_chunks_mut(oh * ow)
+                .zip(values.par_chunks(st.h * st.w))
+                .with_min_len((1 << 12) / (st.h * st.w).max(1) + 1)
+                .for_each(|(dst, plane)| {
+                    let mut staged = Pooled::<f32>::dirty(st.len());
+                    let mut rows = Pooled::<f32>::dirty(oh * self.out_w);
+                    st.stage(plane, &mut staged, fill);
+                    // SAFETY: as for `QuantPool`, in f32 elements.
+                    unsafe {
+                        (self.kernel)(staged.as_ptr() as *const u8, rows.as_mut_ptr() as *mut u8)
+                    };
+                    for (d, r) in dst.chunks_exact_mut(ow).zip(rows.chunks_exact(self.out_w)) {
+                        for (o, v) in d.iter_mut().zip(r) {
+                            *o = qcc_runtime::float::canonical_nan(*v);
+                        }
+                    }
+                    for &(y, o) in &self.patches {
+                        dst[y * ow + o] = self.geometry.float_average(plane, (y, o), (st.h, st.w));
+                    }
+                });
+        }
+        Ok(Tensor::from_f32(vec![x.shape[0], x.shape[1], oh, ow], out))
     }
 }

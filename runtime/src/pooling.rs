@@ -47,17 +47,48 @@ impl PoolGeometry {
         })
     }
 
-    /// The sum of `value(i)` over the input positions `i` (`row * w + column`) that the window
-    /// of output `(y, x)` reads, for an input `h` by `w`.
-    pub fn sum(&self, y: usize, x: usize, h: usize, w: usize, value: impl Fn(usize) -> i64) -> i64 {
+    /// `f` folded over the input positions `i` (`row * w + column`) that the window of output
+    /// `(y, x)` reads, in order (row by row), for an input `h` by `w`.
+    pub fn fold<T>(
+        &self,
+        (y, x): (usize, usize),
+        (h, w): (usize, usize),
+        init: T,
+        f: impl Fn(T, usize) -> T,
+    ) -> T {
         let (rows, cols) = (self.taps(0, y, h), self.taps(1, x, w));
-        let mut sum = 0;
+        let mut acc = init;
         for iy in rows.positions() {
             for ix in cols.positions() {
-                sum += value(iy * w + ix);
+                acc = f(acc, iy * w + ix);
             }
         }
-        sum
+        acc
+    }
+
+    /// The sum of `value(i)` over the positions the window of output `(y, x)` reads.
+    pub fn sum(
+        &self,
+        at: (usize, usize),
+        size: (usize, usize),
+        value: impl Fn(usize) -> i64,
+    ) -> i64 {
+        self.fold(at, size, 0, |s, i| s + value(i))
+    }
+
+    /// Float max pooling's output `(y, x)` of `plane` (`h` by `w`): the largest value its window
+    /// reads, NaN ignored, -inf for a window that reads none.
+    pub fn float_max(&self, plane: &[f32], at: (usize, usize), size: (usize, usize)) -> f32 {
+        self.fold(at, size, f32::NEG_INFINITY, |m, i| m.max(plane[i]))
+    }
+
+    /// Float average pooling's output `(y, x)` of `plane` (`h` by `w`): the sum from +0.0 of the
+    /// values its window reads, in order, divided by [`PoolGeometry::divisor`] (0 when that is
+    /// 0); a NaN is [`crate::float::canonical_nan`]'s.
+    pub fn float_average(&self, plane: &[f32], at: (usize, usize), size: (usize, usize)) -> f32 {
+        let acc = self.fold(at, size, 0f32, |a, i| a + plane[i]);
+        let d = self.divisor(at.0, at.1, size.0, size.1);
+        crate::float::canonical_nan(if d == 0 { 0.0 } else { acc / d as f32 })
     }
 
     /// What an average over the window of output `(y, x)` divides by (0 for a window with no

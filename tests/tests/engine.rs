@@ -460,11 +460,11 @@ fn network(seed: u64) -> (String, Tensor) {
     (text, Tensor::from_f32(input.to_vec(), data))
 }
 
-/// Appends `%p`, a `quant.max_pool2d` or `quant.avg_pool2d` of `cur` (type `act`, shape `x`):
-/// kernels 1 to 3 (now and then 5), strides 1 to 3, dilations 1 and 2 (max), pads up to the
-/// kernel's size less one (now and then more), ceil mode and `count_include_pad` both ways.
-/// Returns the result's type and spatial size.
-fn pool(rng: &mut Rng, body: &mut String, cur: &str, act: Act, x: [usize; 4]) -> (Act, [usize; 2]) {
+/// A random pooling window over `x` (`[N, C, H, W]`): kernels 1 to 3 (now and then 5), strides 1
+/// to 3, dilations 1 and 2 (max), pads up to the kernel's size less one (now and then more), ceil
+/// mode and `count_include_pad` both ways. Returns the op's name (`max_pool2d` or `avg_pool2d`),
+/// its attributes and its output's height and width.
+fn pool_window(rng: &mut Rng, x: [usize; 4]) -> (&'static str, String, [usize; 2]) {
     let max = rng.chance(2);
     let k = |rng: &mut Rng| {
         if rng.chance(8) {
@@ -497,25 +497,31 @@ fn pool(rng: &mut Rng, body: &mut String, cur: &str, act: Act, x: [usize; 4]) ->
     let (oh, ow) = window
         .output(x[2], x[3], kernel[0], kernel[1], ceil)
         .expect("the pads make the window fit");
-    let out = if max { act } else { Act::random(rng) };
-    let common = format!(
+    let mut attrs = format!(
         "kernel = [{}, {}], strides = [{}, {}], pads = [{}, {}, {}, {}], ceil_mode = {ceil}",
         kernel[0], kernel[1], strides[0], strides[1], pads[0], pads[1], pads[2], pads[3]
     );
-    let (op, extra) = if max {
-        (
-            "max_pool2d",
-            format!(", dilations = [{}, {}]", dilations[0], dilations[1]),
-        )
+    if max {
+        write!(attrs, ", dilations = [{}, {}]", dilations[0], dilations[1]).unwrap();
     } else {
-        (
-            "avg_pool2d",
-            format!(", count_include_pad = {}", rng.chance(2)),
-        )
+        write!(attrs, ", count_include_pad = {}", rng.chance(2)).unwrap();
+    }
+    let op = if max { "max_pool2d" } else { "avg_pool2d" };
+    (op, attrs, [oh, ow])
+}
+
+/// Appends `%p`, a `quant.max_pool2d` or `quant.avg_pool2d` (`pool_window`) of `cur` (type `act`,
+/// shape `x`). Returns the result's type and spatial size.
+fn pool(rng: &mut Rng, body: &mut String, cur: &str, act: Act, x: [usize; 4]) -> (Act, [usize; 2]) {
+    let (op, attrs, [oh, ow]) = pool_window(rng, x);
+    let out = if op == "max_pool2d" {
+        act
+    } else {
+        Act::random(rng)
     };
     writeln!(
         body,
-        "    %p = quant.{op}({cur}) {{{common}{extra}}} : ({}) -> {}",
+        "    %p = quant.{op}({cur}) {{{attrs}}} : ({}) -> {}",
         act.ty(&x),
         out.ty(&[x[0], x[1], oh, ow])
     )
@@ -555,9 +561,10 @@ fn concat(
     (out, shape)
 }
 
-/// A random float network: one to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
+/// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
-/// `nn.relu`; inputs with NaN, infinities and signed zeros now and then.
+/// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
+/// inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
     let n = rng.range(1, 2) as usize;
@@ -577,7 +584,7 @@ fn float_network(seed: u64) -> (String, Tensor) {
     };
     let mut body = String::new();
     let mut cur = "%x".to_string();
-    for layer in 0..rng.range(1, 3) {
+    for layer in 0..rng.range(0, 3) {
         let Window {
             kernel: [kh, kw],
             strides,
@@ -656,6 +663,18 @@ fn float_network(seed: u64) -> (String, Tensor) {
         )
         .unwrap();
         cur = format!("%a{layer}");
+        (h, w) = (oh, ow);
+    }
+    if rng.chance(2) {
+        let (op, attrs, [oh, ow]) = pool_window(&mut rng, [n, c, h, w]);
+        writeln!(
+            body,
+            "    %p = nn.{op}({cur}) {{{attrs}}} : ({}) -> {}",
+            ty(&[n, c, h, w]),
+            ty(&[n, c, oh, ow])
+        )
+        .unwrap();
+        cur = "%p".into();
         (h, w) = (oh, ow);
     }
     let out = ty(&[n, c, h, w]);

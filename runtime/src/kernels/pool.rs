@@ -20,23 +20,10 @@ pub fn pool2d(x: &[f32], xs: &[usize], g: &PoolGeometry, kind: PoolKind) -> Tens
     let mut out = Vec::with_capacity(n * c * oh * ow);
     for plane in x.chunks_exact(h * w).take(n * c) {
         for y in 0..oh {
-            let rows = g.taps(0, y, h);
             for xo in 0..ow {
-                let cols = g.taps(1, xo, w);
-                let (mut acc, mut max) = (0f32, f32::NEG_INFINITY);
-                for iy in rows.positions() {
-                    for ix in cols.positions() {
-                        let v = plane[iy * w + ix];
-                        acc += v;
-                        max = max.max(v);
-                    }
-                }
                 out.push(match kind {
-                    PoolKind::Max => max,
-                    PoolKind::Avg => {
-                        let d = g.divisor(y, xo, h, w);
-                        if d == 0 { 0.0 } else { acc / d as f32 }
-                    }
+                    PoolKind::Max => g.float_max(plane, (y, xo), (h, w)),
+                    PoolKind::Avg => g.float_average(plane, (y, xo), (h, w)),
                 });
             }
         }

@@ -208,7 +208,7 @@ pub fn avg_pool2d(
     for plane in xs.chunks_exact(h * w).take(n * c) {
         for y in 0..oh {
             for xo in 0..ow {
-                let sum = g.sum(y, xo, h, w, |i| plane[i] as i64 - zx);
+                let sum = g.sum((y, xo), (h, w), |i| plane[i] as i64 - zx);
                 let d = g.divisor(y, xo, h, w);
                 let m = *mults.entry(d).or_insert_with(|| avg_multiplier(sx, sy, d));
                 values.push((zy + m.apply(sum)).clamp(range.0, range.1));
