@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::clif::{Levels, Loop, Multiplier, max_ps, splat32, store_levels8};
 use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
 use crate::jit;
-use crate::pool::Pooled;
+use crate::pool::{Poolable, Pooled};
 
 /// Outputs of a row per iteration.
 const LANES: usize = 16;
@@ -134,13 +134,9 @@ enum Reduce {
 /// A generated `quant.max_pool2d` or `quant.avg_pool2d` for one geometry and one set of
 /// quantization constants.
 pub struct QuantPool {
-    kernel: PlaneFn,
-    geometry: PoolGeometry,
-    staging: Staging,
+    planes: Planes,
     /// The padding's byte.
     fill: u8,
-    /// Output rows as the kernel writes them (a multiple of [`LANES`]).
-    out_w: usize,
     signed: bool,
     /// The input's zero point.
     zx: i64,
@@ -205,11 +201,13 @@ impl QuantPool {
         let staging = Staging::new(&g, h, w, out_w);
         let kernel = plane_kernel(&g, &staging, out_w, signed, reduce)?;
         Ok(Some(QuantPool {
-            kernel,
-            geometry: g,
-            staging,
+            planes: Planes {
+                kernel,
+                geometry: g,
+                staging,
+                out_w,
+            },
             fill,
-            out_w,
             signed,
             zx,
             patches,
@@ -221,7 +219,7 @@ impl QuantPool {
 
     /// The level of output `(y, x)` computed from `plane` as the reference computes it.
     fn patch(&self, plane: &[u8], y: usize, x: usize, m: &Fixed) -> u8 {
-        let (h, w) = (self.staging.h, self.staging.w);
+        let (h, w) = (self.planes.staging.h, self.planes.staging.w);
         let level = |i: usize| {
             if self.signed {
                 plane[i] as i8 as i64
@@ -229,7 +227,10 @@ impl QuantPool {
                 plane[i] as i64
             }
         };
-        let sum = self.geometry.sum((y, x), (h, w), |i| level(i) - self.zx);
+        let sum = self
+            .planes
+            .geometry
+            .sum((y, x), (h, w), |i| level(i) - self.zx);
         (self.zero_point + m.apply(sum)).clamp(self.bounds.0, self.bounds.1) as u8
     }
 }
@@ -380,55 +381,94 @@ fn plane_kernel(
     Ok(unsafe { std::mem::transmute::<*const u8, PlaneFn>(code) })
 }
 
+/// A generated plane kernel with the layout it reads and writes.
+struct Planes {
+    kernel: PlaneFn,
+    geometry: PoolGeometry,
+    staging: Staging,
+    /// Output rows as the kernel writes them (a multiple of [`LANES`]).
+    out_w: usize,
+}
+
+impl Planes {
+    /// Whether `x` is an `[N, C, H, W]` tensor of the planes the kernel was generated for.
+    fn fits(&self, x: &Tensor) -> bool {
+        x.shape.len() == 4 && x.shape[2..] == [self.staging.h, self.staging.w]
+    }
+
+    /// Runs the kernel over every plane of `x` (elements `input`) into a new `[N, C, oh, ow]`
+    /// buffer, planes in parallel: each staged with `fill`, pooled into rows `out_w` wide,
+    /// copied out through `finish`, then handed to `patch` (output plane, input plane).
+    fn run<T: Poolable + Send + Sync>(
+        &self,
+        x: &Tensor,
+        input: &[T],
+        fill: T,
+        finish: impl Fn(T) -> T + Sync,
+        patch: impl Fn(&mut [T], &[T]) + Sync,
+    ) -> (Vec<T>, Vec<usize>) {
+        let (st, out_w) = (&self.staging, self.out_w);
+        let [oh, ow] = self.geometry.out;
+        let shape = vec![x.shape[0], x.shape[1], oh, ow];
+        let mut out = vec![T::default(); shape.iter().product()];
+        let plane = st.h * st.w;
+        if plane == 0 || oh * ow == 0 {
+            return (out, shape);
+        }
+        let bytes = std::mem::size_of::<T>();
+        out.par_chunks_mut(oh * ow)
+            .zip(input.par_chunks(plane))
+            .with_min_len((1 << 14) / (plane * bytes) + 1)
+            .for_each(|(dst, plane)| {
+                let mut staged = Pooled::<T>::dirty(st.len());
+                let mut rows = Pooled::<T>::dirty(oh * out_w);
+                st.stage(plane, &mut staged, fill);
+                // SAFETY: the staging buffer holds every position a tap reads (`Staging`
+                // reaches the last tap of the last lane of every row); `rows` holds `oh` rows
+                // `out_w` wide. The kernel was generated for this element type.
+                unsafe {
+                    (self.kernel)(staged.as_ptr() as *const u8, rows.as_mut_ptr() as *mut u8)
+                };
+                for (d, r) in dst.chunks_exact_mut(ow).zip(rows.chunks_exact(out_w)) {
+                    for (o, v) in d.iter_mut().zip(r) {
+                        *o = finish(*v);
+                    }
+                }
+                patch(dst, plane);
+            });
+        (out, shape)
+    }
+}
+
 impl OpKernel for QuantPool {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let x = inputs[0];
-        let st = &self.staging;
-        let Some((bytes, signed)) = bytes8(x) else {
-            return self.fallback.run(inputs);
-        };
-        if signed != self.signed || x.shape.len() != 4 || x.shape[2..] != [st.h, st.w] {
-            return self.fallback.run(inputs);
+        match bytes8(x) {
+            Some((bytes, signed)) if signed == self.signed && self.planes.fits(x) => {
+                let ow = self.planes.geometry.out[1];
+                let (out, shape) = self.planes.run(
+                    x,
+                    bytes,
+                    self.fill,
+                    |v| v,
+                    |dst, plane| {
+                        for (y, o, m) in &self.patches {
+                            dst[y * ow + o] = self.patch(plane, *y, *o, m);
+                        }
+                    },
+                );
+                Ok(tensor8(out, self.signed, shape))
+            }
+            _ => self.fallback.run(inputs),
         }
-        let [oh, ow] = self.geometry.out;
-        let planes = x.shape[0] * x.shape[1];
-        let mut out = vec![0u8; planes * oh * ow];
-        if planes > 0 && oh * ow > 0 {
-            out.par_chunks_mut(oh * ow)
-                .zip(bytes.par_chunks(st.h * st.w))
-                .with_min_len((1 << 14) / (st.h * st.w).max(1) + 1)
-                .for_each(|(dst, plane)| {
-                    let mut staged = Pooled::<u8>::dirty(st.len());
-                    let mut rows = Pooled::<u8>::dirty(oh * self.out_w);
-                    st.stage(plane, &mut staged, self.fill);
-                    // SAFETY: the staging buffer holds every position a tap reads (`Staging`
-                    // reaches the last tap of the last lane of every row); `rows` holds `oh`
-                    // rows `out_w` wide.
-                    unsafe { (self.kernel)(staged.as_ptr(), rows.as_mut_ptr()) };
-                    for (d, r) in dst.chunks_exact_mut(ow).zip(rows.chunks_exact(self.out_w)) {
-                        d.copy_from_slice(&r[..ow]);
-                    }
-                    for (y, o, m) in &self.patches {
-                        dst[y * ow + o] = self.patch(plane, *y, *o, m);
-                    }
-                });
-        }
-        Ok(tensor8(
-            out,
-            self.signed,
-            vec![x.shape[0], x.shape[1], oh, ow],
-        ))
     }
 }
 
 /// A generated float `nn.max_pool2d` or `nn.avg_pool2d` for one geometry, bit for bit the
 /// reference's (`PoolGeometry::float_max`, `PoolGeometry::float_average`).
 pub struct FloatPool {
-    kernel: PlaneFn,
-    geometry: PoolGeometry,
-    staging: Staging,
+    planes: Planes,
     max: bool,
-    out_w: usize,
     /// Average pooling: the outputs whose divisor is not the whole window's.
     patches: Vec<(usize, usize)>,
     fallback: Fallback,
@@ -470,11 +510,13 @@ impl FloatPool {
         };
         let kernel = plane_kernel(&g, &staging, out_w, false, reduce)?;
         Ok(Some(FloatPool {
-            kernel,
-            geometry: g,
-            staging,
+            planes: Planes {
+                kernel,
+                geometry: g,
+                staging,
+                out_w,
+            },
             max,
-            out_w,
             patches,
             fallback: Fallback::new(op, &[x]),
         }))
@@ -484,39 +526,20 @@ impl FloatPool {
 impl OpKernel for FloatPool {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let x = inputs[0];
-        let st = &self.staging;
-        let Some(values) = x.as_f32() else {
-            return self.fallback.run(inputs);
-        };
-        if x.shape.len() != 4 || x.shape[2..] != [st.h, st.w] {
-            return self.fallback.run(inputs);
-        }
-        let [oh, ow] = self.geometry.out;
-        let planes = x.shape[0] * x.shape[1];
-        let mut out = vec![0f32; planes * oh * ow];
-        let fill = if self.max { f32::NEG_INFINITY } else { 0.0 };
-        if planes > 0 {
-            out.par_chunks_mut(oh * ow)
-                .zip(values.par_chunks(st.h * st.w))
-                .with_min_len((1 << 12) / (st.h * st.w).max(1) + 1)
-                .for_each(|(dst, plane)| {
-                    let mut staged = Pooled::<f32>::dirty(st.len());
-                    let mut rows = Pooled::<f32>::dirty(oh * self.out_w);
-                    st.stage(plane, &mut staged, fill);
-                    // SAFETY: as for `QuantPool`, in f32 elements.
-                    unsafe {
-                        (self.kernel)(staged.as_ptr() as *const u8, rows.as_mut_ptr() as *mut u8)
-                    };
-                    for (d, r) in dst.chunks_exact_mut(ow).zip(rows.chunks_exact(self.out_w)) {
-                        for (o, v) in d.iter_mut().zip(r) {
-                            *o = qcc_runtime::float::canonical_nan(*v);
-                        }
-                    }
+        match x.as_f32() {
+            Some(values) if self.planes.fits(x) => {
+                let (g, st) = (&self.planes.geometry, &self.planes.staging);
+                let ow = g.out[1];
+                let fill = if self.max { f32::NEG_INFINITY } else { 0.0 };
+                let finish = qcc_runtime::float::canonical_nan;
+                let (out, shape) = self.planes.run(x, values, fill, finish, |dst, plane| {
                     for &(y, o) in &self.patches {
-                        dst[y * ow + o] = self.geometry.float_average(plane, (y, o), (st.h, st.w));
+                        dst[y * ow + o] = g.float_average(plane, (y, o), (st.h, st.w));
                     }
                 });
+                Ok(Tensor::from_f32(shape, out))
+            }
+            _ => self.fallback.run(inputs),
         }
-        Ok(Tensor::from_f32(vec![x.shape[0], x.shape[1], oh, ow], out))
     }
 }
