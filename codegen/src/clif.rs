@@ -90,11 +90,6 @@ pub fn splat_quad(b: &mut FunctionBuilder, ptr: Value, offset: i32) -> Value {
     splat_word(b, ptr, offset, types::I8X16)
 }
 
-/// The 32-bit word at `ptr + offset` in every lane, seen as i16x8 (one pair of i16 repeated).
-pub fn splat_pair(b: &mut FunctionBuilder, ptr: Value, offset: i32) -> Value {
-    splat_word(b, ptr, offset, types::I16X8)
-}
-
 fn splat_word(b: &mut FunctionBuilder, ptr: Value, offset: i32, ty: types::Type) -> Value {
     let word = b
         .ins()

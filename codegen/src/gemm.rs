@@ -7,9 +7,12 @@
 //! - [`Form::Quads`] (AVX-VNNI or AVX512-VNNI): `vpdpbusd`, four u8 x i8 products per lane. B holds
 //!   the stored activations shifted to u8 (`x` for u8 storage, `x + 128` for i8), so the kernel
 //!   sums `u * w`; the caller removes `Z_u * sum_k w` per row (folded into the bias).
-//!   A is `[M/MR][K/4][MR]` words of four weights; B is `[P/NR][K/4][NR][4]` bytes.
+//!   A is `[M/MR][K/4][MR][4]` words of four weights, each word four times (a whole vector, so
+//!   that the kernel loads it as it is instead of broadcasting it); B is `[P/NR][K/4][NR][4]`
+//!   bytes.
 //! - [`Form::Pairs`] (every x86-64): `pmaddwd`, two i16 products per lane. B holds `x - Z_x`
-//!   (which fits i16). A is `[M/MR][K/2][MR]` words of two i16 weights; B is `[P/NR][K/2][NR][2]`.
+//!   (which fits i16). A is `[M/MR][K/2][MR][4]` words of two i16 weights, each four times; B is
+//!   `[P/NR][K/2][NR][2]`.
 //!
 //! Both are zero-padded to whole panels; zero weights add nothing to the sums.
 
@@ -18,8 +21,7 @@ use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
 
 use crate::clif::{
-    Levels, Loop, RECORD, RECORD_WORDS, args_of, dot_u8_i8, pmaddwd, requantize8, splat_pair,
-    splat_quad,
+    Levels, Loop, RECORD, RECORD_WORDS, args_of, dot_u8_i8, pmaddwd, requantize8, splat_quad,
 };
 use crate::jit;
 use crate::pool::{Poolable, Pooled};
@@ -28,6 +30,10 @@ use crate::pool::{Poolable, Pooled};
 pub const MR: usize = 4;
 /// Columns of C per micro-kernel tile (two vectors of four i32).
 pub const NR: usize = 8;
+/// Copies of each weight word in the GEMM's A: one vector. A word broadcast from memory inside
+/// the kernel costs three instructions (Cranelift does not fold a load used by two products into
+/// `vpbroadcastd`); a ready vector costs one load.
+const COPIES: usize = 4;
 
 /// How the kernel multiplies: see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,7 +67,10 @@ impl Form {
 
 /// Weights packed for the kernel.
 pub struct PackedA {
+    /// `[M/MR][K/per][MR][COPIES]` words, for the GEMM.
     words: Vec<u32>,
+    /// `[M/MR][K/per][MR]` words, one copy each, for [`multiply_vector`] (empty unless asked).
+    compact: Vec<u32>,
     /// The form it is packed for.
     pub form: Form,
     /// Rows before padding.
@@ -73,11 +82,12 @@ pub struct PackedA {
 }
 
 impl PackedA {
-    /// Packs row-major `rows` (`m` rows of `k` weights) for `form`.
-    pub fn new(rows: &[i8], m: usize, k: usize, form: Form) -> PackedA {
+    /// Packs row-major `rows` (`m` rows of `k` weights) for `form`, for the GEMM and, with
+    /// `vector`, for [`multiply_vector`] too.
+    pub fn new(rows: &[i8], m: usize, k: usize, form: Form, vector: bool) -> PackedA {
         let per = form.per_word();
         let (mp, kw) = (m.div_ceil(MR), k.div_ceil(per));
-        let mut words = vec![0u32; mp * kw * MR];
+        let mut compact = vec![0u32; mp * kw * MR];
         let at = |r: usize, c: usize| -> i8 { if r < m && c < k { rows[r * k + c] } else { 0 } };
         for panel in 0..mp {
             for q in 0..kw {
@@ -93,15 +103,17 @@ impl PackedA {
                             u32::from_le_bytes([0, 1, 2, 3].map(|e| at(r, 4 * q + e) as u8))
                         }
                     };
-                    words[(panel * kw + q) * MR + i] = word;
+                    compact[(panel * kw + q) * MR + i] = word;
                 }
             }
         }
+        let words = compact.iter().flat_map(|w| [*w; COPIES]).collect();
         let row_sums = (0..m)
             .map(|r| rows[r * k..(r + 1) * k].iter().map(|w| i64::from(*w)).sum())
             .collect();
         PackedA {
             words,
+            compact: if vector { compact } else { Vec::new() },
             form,
             m,
             k,
@@ -261,7 +273,7 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
     let rows = Loop::new(b, mb, me);
     let mp = rows.index;
     let a_panel = {
-        let off = b.ins().imul_imm_s(mp, kp * mr * 4);
+        let off = b.ins().imul_imm_s(mp, kp * mr * (4 * COPIES) as i64);
         b.ins().iadd(a, off)
     };
     // The K loop: eight accumulators (from zero, or when requantizing from each row's bias), A
@@ -306,7 +318,7 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
     );
     let mut next = step(b, form, accs, ap, bp);
     let finished = args_of(&next);
-    let ap2 = b.ins().iadd_imm_s(ap, mr * 4);
+    let ap2 = b.ins().iadd_imm_s(ap, mr * (4 * COPIES) as i64);
     let bp2 = b.ins().iadd_imm_s(bp, nr * 4);
     let left2 = b.ins().iadd_imm_s(left, -1);
     next.extend([ap2, bp2, left2]);
@@ -361,17 +373,15 @@ fn step(b: &mut FunctionBuilder, form: Form, accs: &[Value], a: Value, bm: Value
     let b1 = b.ins().load(lanes, flags, bm, 16);
     let mut next = Vec::with_capacity(2 * MR + 3);
     for r in 0..MR {
-        let at = 4 * r as i32;
+        let w = b.ins().load(lanes, flags, a, (4 * COPIES * r) as i32);
         match form {
             Form::Pairs => {
-                let w = splat_pair(b, a, at);
                 let d0 = pmaddwd(b, w, b0);
                 let d1 = pmaddwd(b, w, b1);
                 next.push(b.ins().iadd(accs[2 * r], d0));
                 next.push(b.ins().iadd(accs[2 * r + 1], d1));
             }
             Form::Quads => {
-                let w = splat_quad(b, a, at);
                 next.push(dot_u8_i8(b, w, b0, accs[2 * r]));
                 next.push(dot_u8_i8(b, w, b1, accs[2 * r + 1]));
             }
@@ -558,8 +568,11 @@ pub fn vector_kernels(k: usize) -> Result<(), String> {
 /// `A * x` for weights `a` packed as [`Form::Quads`] and one vector `x` of `a.k` u8 values:
 /// `a.m` sums of `u * w` (before the zero-point correction).
 pub fn multiply_vector(a: &PackedA, x: &[u8]) -> Result<Vec<i32>, String> {
-    if a.form != Form::Quads || x.len() != a.k {
-        return Err("internal error: a vector product needs quads weights and k values".into());
+    if a.form != Form::Quads || x.len() != a.k || a.compact.is_empty() {
+        return Err(
+            "internal error: a vector product needs quads weights packed for it and k values"
+                .into(),
+        );
     }
     if a.k == 0 {
         return Ok(vec![0; a.m]);
@@ -576,14 +589,14 @@ pub fn multiply_vector(a: &PackedA, x: &[u8]) -> Result<Vec<i32>, String> {
     // `MR` values per panel; each kernel reads and writes only the panels it is given.
     unsafe {
         grouped(
-            a.words.as_ptr(),
+            a.compact.as_ptr(),
             padded.as_ptr(),
             out.as_mut_ptr(),
             whole as i64,
         );
         let tail = whole * kw * MR;
         single(
-            a.words[tail..].as_ptr(),
+            a.compact[tail..].as_ptr(),
             padded.as_ptr(),
             out[whole * MR..].as_mut_ptr(),
             (panels - whole) as i64,
