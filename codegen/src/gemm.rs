@@ -7,16 +7,14 @@
 //! - [`Form::Quads`] (AVX-VNNI or AVX512-VNNI): `vpdpbusd`, four u8 x i8 products per lane. B holds
 //!   the stored activations shifted to u8 (`x` for u8 storage, `x + 128` for i8), so the kernel
 //!   sums `u * w`; the caller removes `Z_u * sum_k w` per row (folded into the bias).
-//!   A is `[M/MR][K/4][MR][4]` words of four weights, each word four times (a whole vector, so
-//!   that the kernel loads it as it is instead of broadcasting it); B is `[P/NR][K/4][NR][4]`
-//!   bytes.
+//!   A is `[M/MR][K/4][MR]` words of four weights (one vector per step, each row's word spread
+//!   over the lanes by one `pshufd`); B is `[P/NR][K/4][NR][4]` bytes.
 //! - [`Form::Pairs`] (every x86-64): `pmaddwd`, two i16 products per lane. B holds `x - Z_x`
-//!   (which fits i16). A is `[M/MR][K/2][MR][4]` words of two i16 weights, each four times; B is
-//!   `[P/NR][K/2][NR][2]`.
+//!   (which fits i16). A is `[M/MR][K/2][MR]` words of two i16 weights; B is `[P/NR][K/2][NR][2]`.
 //!
 //! Both are zero-padded to whole panels; zero weights add nothing to the sums.
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
 
@@ -28,12 +26,10 @@ use crate::pool::{Poolable, Pooled};
 
 /// Rows of C per micro-kernel tile.
 pub const MR: usize = 4;
+// One step's words of a row panel are one vector (see `step`).
+const _: () = assert!(MR * 4 == 16);
 /// Columns of C per micro-kernel tile (two vectors of four i32).
 pub const NR: usize = 8;
-/// Copies of each weight word in the GEMM's A: one vector. A word broadcast from memory inside
-/// the kernel costs three instructions (Cranelift does not fold a load used by two products into
-/// `vpbroadcastd`); a ready vector costs one load.
-const COPIES: usize = 4;
 
 /// How the kernel multiplies: see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,10 +63,7 @@ impl Form {
 
 /// Weights packed for the kernel.
 pub struct PackedA {
-    /// `[M/MR][K/per][MR][COPIES]` words, for the GEMM.
     words: Vec<u32>,
-    /// `[M/MR][K/per][MR]` words, one copy each, for [`multiply_vector`] (empty unless asked).
-    compact: Vec<u32>,
     /// The form it is packed for.
     pub form: Form,
     /// Rows before padding.
@@ -82,12 +75,11 @@ pub struct PackedA {
 }
 
 impl PackedA {
-    /// Packs row-major `rows` (`m` rows of `k` weights) for `form`, for the GEMM and, with
-    /// `vector`, for [`multiply_vector`] too.
-    pub fn new(rows: &[i8], m: usize, k: usize, form: Form, vector: bool) -> PackedA {
+    /// Packs row-major `rows` (`m` rows of `k` weights) for `form`.
+    pub fn new(rows: &[i8], m: usize, k: usize, form: Form) -> PackedA {
         let per = form.per_word();
         let (mp, kw) = (m.div_ceil(MR), k.div_ceil(per));
-        let mut compact = vec![0u32; mp * kw * MR];
+        let mut words = vec![0u32; mp * kw * MR];
         let at = |r: usize, c: usize| -> i8 { if r < m && c < k { rows[r * k + c] } else { 0 } };
         for panel in 0..mp {
             for q in 0..kw {
@@ -103,17 +95,15 @@ impl PackedA {
                             u32::from_le_bytes([0, 1, 2, 3].map(|e| at(r, 4 * q + e) as u8))
                         }
                     };
-                    compact[(panel * kw + q) * MR + i] = word;
+                    words[(panel * kw + q) * MR + i] = word;
                 }
             }
         }
-        let words = compact.iter().flat_map(|w| [*w; COPIES]).collect();
         let row_sums = (0..m)
             .map(|r| rows[r * k..(r + 1) * k].iter().map(|w| i64::from(*w)).sum())
             .collect();
         PackedA {
             words,
-            compact: if vector { compact } else { Vec::new() },
             form,
             m,
             k,
@@ -273,7 +263,7 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
     let rows = Loop::new(b, mb, me);
     let mp = rows.index;
     let a_panel = {
-        let off = b.ins().imul_imm_s(mp, kp * mr * (4 * COPIES) as i64);
+        let off = b.ins().imul_imm_s(mp, kp * mr * 4);
         b.ins().iadd(a, off)
     };
     // The K loop: eight accumulators (from zero, or when requantizing from each row's bias), A
@@ -318,7 +308,7 @@ fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue:
     );
     let mut next = step(b, form, accs, ap, bp);
     let finished = args_of(&next);
-    let ap2 = b.ins().iadd_imm_s(ap, mr * (4 * COPIES) as i64);
+    let ap2 = b.ins().iadd_imm_s(ap, mr * 4);
     let bp2 = b.ins().iadd_imm_s(bp, nr * 4);
     let left2 = b.ins().iadd_imm_s(left, -1);
     next.extend([ap2, bp2, left2]);
@@ -372,8 +362,16 @@ fn step(b: &mut FunctionBuilder, form: Form, accs: &[Value], a: Value, bm: Value
     let b0 = b.ins().load(lanes, flags, bm, 0);
     let b1 = b.ins().load(lanes, flags, bm, 16);
     let mut next = Vec::with_capacity(2 * MR + 3);
+    // The step's word of every row in one load, each spread over the lanes by a `pshufd`: a
+    // word loaded alone and splatted became a scalar load, a move and a `vpbroadcastd`, because
+    // it feeds two products and Cranelift folds a load into the broadcast only for one.
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let words = b.ins().load(types::I8X16, flags, a, 0);
     for r in 0..MR {
-        let w = b.ins().load(lanes, flags, a, (4 * COPIES * r) as i32);
+        let lane: Vec<u8> = (0..16).map(|i| (4 * r + i % 4) as u8).collect();
+        let mask = b.func.dfg.immediates.push(lane.into());
+        let w = b.ins().shuffle(words, words, mask);
+        let w = b.ins().bitcast(lanes, little, w);
         match form {
             Form::Pairs => {
                 let d0 = pmaddwd(b, w, b0);
@@ -568,11 +566,8 @@ pub fn vector_kernels(k: usize) -> Result<(), String> {
 /// `A * x` for weights `a` packed as [`Form::Quads`] and one vector `x` of `a.k` u8 values:
 /// `a.m` sums of `u * w` (before the zero-point correction).
 pub fn multiply_vector(a: &PackedA, x: &[u8]) -> Result<Vec<i32>, String> {
-    if a.form != Form::Quads || x.len() != a.k || a.compact.is_empty() {
-        return Err(
-            "internal error: a vector product needs quads weights packed for it and k values"
-                .into(),
-        );
+    if a.form != Form::Quads || x.len() != a.k {
+        return Err("internal error: a vector product needs quads weights and k values".into());
     }
     if a.k == 0 {
         return Ok(vec![0; a.m]);
@@ -589,14 +584,14 @@ pub fn multiply_vector(a: &PackedA, x: &[u8]) -> Result<Vec<i32>, String> {
     // `MR` values per panel; each kernel reads and writes only the panels it is given.
     unsafe {
         grouped(
-            a.compact.as_ptr(),
+            a.words.as_ptr(),
             padded.as_ptr(),
             out.as_mut_ptr(),
             whole as i64,
         );
         let tail = whole * kw * MR;
         single(
-            a.compact[tail..].as_ptr(),
+            a.words[tail..].as_ptr(),
             padded.as_ptr(),
             out[whole * MR..].as_mut_ptr(),
             (panels - whole) as i64,

@@ -281,13 +281,7 @@ fn pack_conv(w: &Tensor, attrs: &Conv2dAttrs, x_ty: &TensorType) -> Result<Weigh
             Packed::Gemm(
                 (0..groups)
                     .map(|g| {
-                        PackedA::new(
-                            &v[g * og * k..(g + 1) * og * k],
-                            og,
-                            k,
-                            Form::for_depth(k),
-                            false,
-                        )
+                        PackedA::new(&v[g * og * k..(g + 1) * og * k], og, k, Form::for_depth(k))
                     })
                     .collect(),
             )
@@ -746,7 +740,6 @@ fn pack_dense(w: &Tensor) -> Result<Weights, String> {
             w.shape[0],
             w.shape[1],
             Form::for_depth(w.shape[1]),
-            true,
         )]),
         max: magnitude(&ints),
         home: None,
