@@ -272,14 +272,21 @@ impl Histogram {
         let (up, down) = (self.above.density(), self.below.density());
         // Bins below zero first, then above (`BINS` each), and one more that counts what is not
         // finite and is dropped.
-        let bin = |x: f32| -> usize {
+        // Written as selects of values, so that a block's bins are computed in vector lanes.
+        let bin = move |x: f32| -> u16 {
+            const LAST: f32 = (BINS - 1) as f32;
             let below = x < 0.0;
-            let scaled = (x.abs() * if below { down } else { up }).min((BINS - 1) as f32);
-            let side = if below { 0 } else { BINS };
+            let product = x.abs() * if below { down } else { up };
+            // `product.min(LAST)`, a NaN product giving way to the bound as there.
+            let scaled = if product < LAST { product } else { LAST };
+            // SAFETY: `scaled` is in [0, LAST] (a product of non-negative factors, or the bound),
+            // so it converts to i32 exactly.
+            let level = unsafe { scaled.to_int_unchecked::<i32>() };
+            let side = if below { 0 } else { BINS as i32 };
             if x.is_finite() {
-                side + scaled as usize
+                (side + level) as u16
             } else {
-                2 * BINS
+                2 * BINS as u16
             }
         };
         // Counts are sums, so chunks are counted apart and added. Within a chunk, neighbours go to
@@ -287,16 +294,24 @@ impl Histogram {
         // not wait on one counter.
         const COPIES: usize = 4;
         const STRIDE: usize = 2 * BINS + 1;
+        const BLOCK: usize = 512;
         let fill = |mut h: Vec<u64>, chunk: &[f32]| {
             let mut copies = vec![0u32; COPIES * STRIDE];
-            let mut groups = chunk.chunks_exact(COPIES);
-            for group in &mut groups {
-                for (k, x) in group.iter().enumerate() {
-                    copies[k * STRIDE + bin(*x)] += 1;
+            let mut bins = [0u16; BLOCK];
+            for block in chunk.chunks(BLOCK) {
+                // The bins of a block first (a loop that vectorizes), then the counts.
+                for (b, x) in bins.iter_mut().zip(block) {
+                    *b = bin(*x);
                 }
-            }
-            for x in groups.remainder() {
-                copies[bin(*x)] += 1;
+                let mut groups = bins[..block.len()].chunks_exact(COPIES);
+                for group in &mut groups {
+                    for (k, b) in group.iter().enumerate() {
+                        copies[k * STRIDE + usize::from(*b)] += 1;
+                    }
+                }
+                for b in groups.remainder() {
+                    copies[usize::from(*b)] += 1;
+                }
             }
             for copy in copies.chunks(STRIDE) {
                 h.iter_mut()
