@@ -41,6 +41,10 @@ fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
 fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
     let (x, weights, bias, out) = (args[0], args[1], args[2], args[3]);
     let flags = MemFlagsData::new().with_notrap();
+    // The staged input, the weights and the bias are not written while the kernel runs, and are
+    // valid wherever it reads them: loads Cranelift may place next to their use (else every load
+    // of an iteration is issued first and the values spill).
+    let fixed = flags.with_readonly().with_can_move();
     let [kh, kw] = g.kernel;
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
@@ -53,19 +57,19 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
             (((phase * rows + ky * dy as i64) * width + col) * 4) as i32
         })
         .collect();
-    let bias = b.ins().load(types::F32, flags, bias, 0);
+    let bias = b.ins().load(types::F32, fixed, bias, 0);
     let bias = b.ins().splat(types::F32X4, bias);
     let rows = Rows::open(b, g, (x, sy as i64 * width * 4), (out, row * 4));
     let at = b.ins().ishl_imm_u(rows.ox, 2);
     let src = b.ins().iadd(rows.input, at);
     let mut accs = [bias, bias];
     for (t, offset) in offsets.iter().enumerate() {
-        let w = b.ins().load(types::F32, flags, weights, (4 * t) as i32);
+        let w = b.ins().load(types::F32, fixed, weights, (4 * t) as i32);
         let w = b.ins().splat(types::F32X4, w);
         for (half, acc) in accs.iter_mut().enumerate() {
             let v = b
                 .ins()
-                .load(types::F32X4, flags, src, offset + 16 * half as i32);
+                .load(types::F32X4, fixed, src, offset + 16 * half as i32);
             let product = b.ins().fmul(w, v);
             *acc = b.ins().fadd(*acc, product);
         }

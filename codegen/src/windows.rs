@@ -279,6 +279,9 @@ fn plane_kernel(
     let code = jit::kernel(&name, &[ptr; 2], |b, args| {
         let (src, dst) = (args[0], args[1]);
         let flags = MemFlagsData::new().with_notrap();
+        // The staged plane is not written while the kernel runs: loads Cranelift may place next
+        // to their use (else a window's loads are all issued first and, past sixteen, spill).
+        let fixed = flags.with_readonly().with_can_move();
         let zero = b.ins().iconst(ptr, 0);
         let rows = b.ins().iconst(ptr, g.out[0] as i64);
         let y = Loop::new(b, zero, rows);
@@ -290,8 +293,8 @@ fn plane_kernel(
         let x = Loop::stepped(b, zero, groups, (LANES * elem) as i64);
         let at = b.ins().iadd(src_row, x.index);
         let to = b.ins().iadd(dst_row, x.index);
-        let load = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I8X16, flags, at, off);
-        let load_f = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::F32X4, flags, at, off);
+        let load = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I8X16, fixed, at, off);
+        let load_f = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::F32X4, fixed, at, off);
         match reduce {
             Reduce::FloatMax | Reduce::FloatAvg { .. } => {
                 let start = match reduce {
