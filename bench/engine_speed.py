@@ -8,6 +8,8 @@ MobileNetV2 (and the dogs model for exactness), all in one run on this machine:
   and in float;
 - two-thread throughput on the 64 calibration images (qcc: the whole `qcc run` command; ONNX
   Runtime: the `run` calls);
+- peak memory at batch 1: the whole `qcc run --batch-size 1` command against a Python process
+  running ONNX Runtime's session on the same images;
 - the whole `qcc --passes=quantize,bias-correct` command on both engines (seconds and peak memory);
 - exactness: every eval image through the int8 modules of both kit models on both engines, outputs
   compared byte for byte.
@@ -115,6 +117,31 @@ def ort_throughput(path):
     return time.perf_counter() - t0
 
 
+# ONNX Runtime in a process of its own, as a deployed program would run it: the 64 calibration
+# images one at a time on one thread.
+ORT_CHILD = """
+import sys
+import numpy as np
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+so.inter_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+x = np.load(sys.argv[2]).astype(np.float32) / 127.5 - 1
+for i in range(len(x)):
+    s.run(None, {"input": x[i:i + 1]})
+"""
+
+
+def ort_peak(path):
+    """Peak KiB of a Python process running `path` on the calibration images at batch 1."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", ORT_CHILD, path, calib_path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"ONNX Runtime on {path} failed:\n{r.stderr}")
+    return int(r.stderr.strip().splitlines()[-1])
+
+
 lat = {
     "qcc int8, Cranelift": qcc_latency(q_ir, "cranelift"),
     "qcc int8, reference": qcc_latency(q_ir, "reference"),
@@ -148,6 +175,15 @@ for name, model in (("int8", q_ir), ("float", f_ir)):
 thr.append(f"| ONNX Runtime int8, 64 `run` calls | {ort_throughput(ort_q):.2f} | – |")
 thr.append(f"| ONNX Runtime float, 64 `run` calls | {ort_throughput(onnx_path):.2f} | – |")
 for r in thr:
+    print(r)
+
+mem = []
+for name, model, peer in (("int8", q_ir, ort_q), ("float", f_ir, onnx_path)):
+    _, peak, _ = qcc("run", model, "--input", calib_path, "--top", "0", "--quiet", "--batch-size", "1",
+                     "--threads", "1", "-o", os.path.join(tmp, "out.npy"))
+    ort_kib = ort_peak(peer)
+    mem.append(f"| {name} | {peak / 1024:.0f} | {ort_kib / 1024:.0f} | {peak / ort_kib:.2f} |")
+for r in mem:
     print(r)
 
 bc = []
@@ -199,6 +235,15 @@ section = "\n".join([
     "| what | seconds | peak MiB |",
     "|---|---|---|",
 ] + thr + [
+    "",
+    "Peak memory at batch 1 (the whole process's peak resident set, one thread, the 64 calibration",
+    "images one at a time; qcc: `qcc run --batch-size 1` on the Cranelift engine; ONNX Runtime: a",
+    "Python process that loads the same images and runs its session on each, Python and NumPy",
+    "included):",
+    "",
+    "| network | qcc peak MiB | ONNX Runtime peak MiB | qcc / ONNX Runtime |",
+    "|---|---|---|---|",
+] + mem + [
     "",
     "The whole `qcc --passes=quantize{granularity=...},bias-correct` command (ONNX import,",
     "calibration, quantization, correction, writing the module; default options, since 2026-12-05",
