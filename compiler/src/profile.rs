@@ -7,11 +7,8 @@ use std::time::{Duration, Instant};
 
 use qcc_dialects::ops::cost::{self, OpClass};
 use qcc_dialects::{Function, NodeIndex, Tensor, TensorType, Value};
-use qcc_runtime::plan::plan;
+use qcc_runtime::plan::{ALIGN, plan};
 use qcc_runtime::{Prepared, RunError};
-
-/// Alignment of every value in the planned arena (a cache line).
-const ARENA_ALIGN: usize = 64;
 
 /// One op's share of a profiled run.
 struct Row {
@@ -43,7 +40,7 @@ impl Profile {
         let items = inputs.shape.first().copied().unwrap_or(1);
         self.items += items;
         if self.arena.is_none() {
-            let p = plan(func, items, ARENA_ALIGN);
+            let p = plan(func, items, ALIGN);
             self.arena = Some((items, p.size, p.unshared));
         }
         let mut steps = prepared.steps(std::slice::from_ref(inputs))?;

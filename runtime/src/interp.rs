@@ -19,6 +19,7 @@ use crate::kernels::layers::{conv2d, dense, matmul};
 use crate::kernels::layout::{concat, pad, transpose};
 use crate::kernels::pool::{PoolKind, global_avg, pool2d};
 use crate::kernels::quant as q;
+use crate::plan;
 use crate::pooling::PoolGeometry;
 use crate::quant::Requant;
 
@@ -282,6 +283,8 @@ pub struct Interpreter<'m> {
     last_use: HashMap<Value, usize>,
     /// Compiled kernels that replace the reference kernel of their op.
     kernels: HashMap<NodeIndex, Box<dyn OpKernel>>,
+    /// The planned activation arena's bytes by batch size, as runs ask for them.
+    arena_sizes: std::sync::Mutex<HashMap<usize, usize>>,
 }
 
 fn describe(func: &Function, node: NodeIndex) -> String {
@@ -333,6 +336,7 @@ impl<'m> Interpreter<'m> {
             requants,
             last_use,
             kernels: HashMap::new(),
+            arena_sizes: Default::default(),
         })
     }
 
@@ -372,6 +376,48 @@ impl<'m> Interpreter<'m> {
         Ok(stepper.results())
     }
 
+    /// An error when the values of a run on `inputs` need more memory than this machine has
+    /// available (instead of an allocation failing part-way, which aborts the process): their
+    /// arena planned by value liveness at the inputs' batch, against `MemAvailable`.
+    fn check_memory(&self, inputs: &[Tensor]) -> Result<(), RunError> {
+        // Below this, no machine worth running on lacks the memory: not worth asking.
+        const SURELY_AVAILABLE: usize = 256 << 20;
+        let batch = inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(1);
+        let need = *self
+            .arena_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(batch)
+            .or_insert_with(|| plan::plan(self.func, batch, plan::ALIGN).size);
+        if need <= SURELY_AVAILABLE {
+            return Ok(());
+        }
+        let Some(available) = plan::available_memory() else {
+            return Ok(());
+        };
+        if need <= available {
+            return Ok(());
+        }
+        Err(RunError {
+            op: format!("@{}", self.func.name),
+            message: format!(
+                "its values need {} at batch {batch} (the activation arena planned by value \
+                 liveness), more than the {} of memory available{}",
+                plan::bytes_text(need),
+                plan::bytes_text(available),
+                if batch > 1 {
+                    "; a smaller --batch-size needs less"
+                } else {
+                    ""
+                }
+            ),
+        })
+    }
+
     /// Starts a run that the caller advances op by op, reading and replacing live values.
     pub fn stepper(&self, inputs: &[Tensor]) -> Result<Stepper<'_, 'm>, RunError> {
         let func = self.func;
@@ -381,6 +427,7 @@ impl<'m> Interpreter<'m> {
                 message: format!("takes {} input(s), got {}", func.args.len(), inputs.len()),
             });
         }
+        self.check_memory(inputs)?;
         let mut live: HashMap<Value, Cow<'_, Tensor>> = HashMap::new();
         for (&arg, t) in func.args.iter().zip(inputs) {
             let ty = func.value_type(Value::of(arg));

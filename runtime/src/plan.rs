@@ -7,6 +7,34 @@ use std::collections::HashMap;
 
 use qcc_dialects::{Function, Node, OpKind, Value};
 
+/// Alignment of every value in a planned arena (a cache line).
+pub const ALIGN: usize = 64;
+
+/// The memory this machine has available for a new allocation now (Linux's `MemAvailable`),
+/// `None` where that is not known.
+pub fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// `bytes` in the largest binary unit that keeps it at 1 or more (`1.5 GiB`).
+pub fn bytes_text(bytes: usize) -> String {
+    const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// Where each value lives in the arena, and how large the arena is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArenaPlan {
@@ -39,7 +67,7 @@ impl Lifetime {
 }
 
 fn align_up(v: usize, align: usize) -> usize {
-    v.div_ceil(align.max(1)) * align.max(1)
+    v.div_ceil(align.max(1)).saturating_mul(align.max(1))
 }
 
 /// Places `values` in one buffer: largest first, each at the lowest `align`-aligned offset where
@@ -65,15 +93,15 @@ pub fn place(values: &[Lifetime], align: usize) -> (Vec<usize>, usize) {
             .map(|&j| (offsets[j], offsets[j] + values[j].bytes))
             .collect();
         taken.sort_unstable();
-        let mut offset = 0;
+        let mut offset = 0usize;
         for (start, end) in taken {
-            if offset + v.bytes <= start {
+            if offset.saturating_add(v.bytes) <= start {
                 break;
             }
             offset = offset.max(align_up(end, align));
         }
         offsets[i] = offset;
-        size = size.max(offset + v.bytes);
+        size = size.max(offset.saturating_add(v.bytes));
         placed.push(i);
     }
     (offsets, size)
@@ -110,7 +138,10 @@ pub fn plan(func: &Function, batch: usize, align: usize) -> ArenaPlan {
             lifetimes.insert(
                 Value { node, result: i },
                 Lifetime {
-                    bytes: per_lead * items.max(1) * ty.elem.size_bytes(),
+                    // Saturating: a size past the address space is still too large to run.
+                    bytes: per_lead
+                        .saturating_mul(items.max(1))
+                        .saturating_mul(ty.elem.size_bytes()),
                     first: step,
                     last: step,
                 },
@@ -134,7 +165,7 @@ pub fn plan(func: &Function, batch: usize, align: usize) -> ArenaPlan {
             .collect(),
         sizes: values.iter().map(|(v, l)| (*v, l.bytes)).collect(),
         size,
-        unshared: lives.iter().map(|l| l.bytes).sum(),
+        unshared: lives.iter().fold(0usize, |s, l| s.saturating_add(l.bytes)),
     }
 }
 

@@ -47,3 +47,39 @@ func.func @main(%x: tensor<f32>) -> tensor<f32> {
     let y = interp.run(&[x]).expect("runs");
     assert_eq!(y[0].as_f32().expect("f32"), &[0.0]);
 }
+
+/// A run whose values cannot fit in any machine's memory (a pad to 32768 x 32768 floats, 4 GiB
+/// per item, at a batch of 1024): refused up front with the size its arena needs and a hint
+/// about the batch, before any allocation; every engine runs through this interpreter.
+#[test]
+fn a_run_that_cannot_fit_in_memory_says_how_much_it_needs() {
+    let m = module(
+        r#"
+func.func @main(%x: tensor<1x1x1x1xf32>) -> tensor<1x1x32768x32768xf32> {
+  %p = nn.pad(%x) {pads = [0, 0, 0, 0, 0, 0, 32767, 32767], value = 0.0} : (tensor<1x1x1x1xf32>) -> tensor<1x1x32768x32768xf32>
+  return %p : tensor<1x1x32768x32768xf32>
+}"#,
+    );
+    if qcc_runtime::plan::available_memory().is_none() {
+        return; // no MemAvailable to compare with (not Linux)
+    }
+    let interp = Interpreter::new(&m, "main").expect("prepares");
+    let x = Tensor::from_f32(vec![1024, 1, 1, 1], vec![1.0; 1024]);
+    let e = interp.run(&[x]).expect_err("4 TiB do not fit");
+    assert_eq!(e.op, "@main", "{e}");
+    assert!(e.message.contains("need 4.0 TiB at batch 1024"), "{e}");
+    assert!(
+        e.message.contains("a smaller --batch-size needs less"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sizes_read_in_binary_units() {
+    use qcc_runtime::plan::bytes_text;
+    assert_eq!(bytes_text(0), "0 bytes");
+    assert_eq!(bytes_text(1023), "1023 bytes");
+    assert_eq!(bytes_text(1536), "1.5 KiB");
+    assert_eq!(bytes_text(3 << 30), "3.0 GiB");
+    assert_eq!(bytes_text(usize::MAX), "16.0 EiB");
+}

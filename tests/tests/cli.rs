@@ -441,3 +441,50 @@ fn threads_choose_the_pool_and_change_no_result() {
     assert_eq!(zero.code, 1);
     assert!(zero.stderr.contains("--threads"), "{}", zero.stderr);
 }
+
+/// A run whose values would need more memory than the machine has (a pad to 32768 x 32768
+/// floats, 4 GiB per image, at qcc's default batch of 16) stops before allocating, on either
+/// engine, with the size its activation arena needs and the batch hint; exit code 1, no output.
+#[test]
+fn a_run_too_large_for_memory_says_how_large_and_writes_nothing() {
+    if qcc_runtime::plan::available_memory().is_none_or(|m| m >= 64 << 30) {
+        return; // no MemAvailable to compare with, or enough memory for 64 GiB
+    }
+    let dir = scratch("too-large");
+    let model = dir.join("pad.ir");
+    std::fs::write(
+        &model,
+        "func.func @main(%x: tensor<1x1x1x1xf32>) -> tensor<1x1x32768x32768xf32> {\n  \
+         %p = nn.pad(%x) {pads = [0, 0, 0, 0, 0, 0, 32767, 32767], value = 0.0} : \
+         (tensor<1x1x1x1xf32>) -> tensor<1x1x32768x32768xf32>\n  \
+         return %p : tensor<1x1x32768x32768xf32>\n}\n",
+    )
+    .expect("module");
+    let input = dir.join("x.npy");
+    let x = qcc_dialects::Tensor::from_f32(vec![16, 1, 1, 1], vec![1.0; 16]);
+    std::fs::write(&input, qcc_runtime::io::npy_bytes(&x).expect("npy")).expect("input");
+    let out = dir.join("y.npy");
+    for engine in ["cranelift", "reference"] {
+        let run = qcc(&[
+            "run",
+            &model.display().to_string(),
+            "--input",
+            &input.display().to_string(),
+            "--engine",
+            engine,
+            "-o",
+            &out.display().to_string(),
+        ]);
+        assert_eq!(run.code, 1, "{engine}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "error: @main: its values need 64.0 GiB at batch 16 (the activation arena planned \
+                 by value liveness), more than the"
+            ),
+            "{engine}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("a smaller --batch-size needs less"));
+        assert!(!out.exists(), "{engine}: no output is written");
+    }
+}
