@@ -119,18 +119,39 @@ pub struct Levels {
     /// Whether each channel's upper level comes from its record (a layer's `channel_max`)
     /// rather than `bounds.1`.
     pub channel_hi: bool,
+    /// Whether the layers' f32 epilogue ([`requantize8`]) clamps to `bounds` before rounding.
+    /// Not needed at an end where the bound is the storage's own and every scaled sum is known
+    /// to stay below 2^22 in magnitude (where the rounding is exact): the narrowing packs
+    /// saturate there.
+    pub clamp: Clamp,
+}
+
+/// Which ends of [`Levels::bounds`] the layers' f32 epilogue clamps to in f32 (see there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Clamp {
+    /// Clamp from below.
+    pub lo: bool,
+    /// Clamp from above.
+    pub hi: bool,
+}
+
+impl Clamp {
+    /// Both ends: always exact.
+    pub const BOTH: Clamp = Clamp { lo: true, hi: true };
 }
 
 impl Levels {
     /// A name fragment that tells kernels of different constants apart.
     pub fn tag(&self) -> String {
         format!(
-            "z{}_lo{}_hi{}{}_{}",
+            "z{}_lo{}_hi{}{}_{}{}{}",
             self.zero_point,
             self.bounds.0,
             self.bounds.1,
             if self.channel_hi { "c" } else { "" },
-            if self.signed { "i8" } else { "u8" }
+            if self.signed { "i8" } else { "u8" },
+            if self.clamp.lo { "" } else { "_packlo" },
+            if self.clamp.hi { "" } else { "_packhi" },
         )
     }
 }
@@ -297,8 +318,8 @@ pub fn requantize8(
         };
         let f = b.ins().fcvt_from_sint(types::F32X4, t);
         let f = b.ins().fmul(f, scale);
-        let f = max_ps(b, f, lo);
-        let f = min_ps(b, f, hi);
+        let f = if levels.clamp.lo { max_ps(b, f, lo) } else { f };
+        let f = if levels.clamp.hi { min_ps(b, f, hi) } else { f };
         let f = b.ins().fadd(f, magic);
         let bits = b.ins().bitcast(types::I32X4, little, f);
         b.ins().isub(bits, unbias)

@@ -13,7 +13,7 @@ use qcc_runtime::interp::eval_op;
 use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
 use rayon::prelude::*;
 
-use crate::clif::{Levels, Loop, Multiplier, max_ps, min_ps, splat32, store_levels8};
+use crate::clif::{Clamp, Levels, Loop, Multiplier, max_ps, min_ps, splat32, store_levels8};
 use crate::jit;
 
 /// Elements per iteration of a generated loop.
@@ -158,6 +158,7 @@ pub(crate) fn levels_of(t: &TensorType, clamp: Option<[i64; 2]>) -> Option<Level
         bounds: (lo as i32, hi as i32),
         signed,
         channel_hi: false,
+        clamp: Clamp::BOTH,
     })
 }
 

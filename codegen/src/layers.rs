@@ -13,7 +13,7 @@ use qcc_runtime::engine::Accumulators;
 use qcc_runtime::quant::{Requant, check_accumulator, magnitude, per_tensor_params, stored_ints};
 use rayon::prelude::*;
 
-use crate::clif::{Levels, RECORD_WORDS, record};
+use crate::clif::{Clamp, Levels, RECORD_WORDS, record};
 use crate::depthwise::{self, Geometry};
 use crate::gemm::{self, Epilogue, Form, MR, PackedA};
 use crate::pool::{Poolable, Pooled};
@@ -150,21 +150,28 @@ struct Finish<'a> {
 impl Finish<'_> {
     /// One record per channel (padded to whole row panels) for the fused epilogue, or `None`
     /// when it would not be exact: an `|acc + bias|` that could reach 2^31 (the kernels add in
-    /// i32), or an output that is not 8-bit.
+    /// i32), or an output that is not 8-bit. `bound` bounds `|acc|`; where it keeps every
+    /// `|(acc + bias) * scale|` below 2^22, the epilogue leaves the storage's own bounds to the
+    /// narrowing packs ([`Levels::clamp`]).
     fn records(&self, bound: u128) -> Option<(Vec<i32>, Levels)> {
-        let signed = match TensorData::zeros(&self.out_ty.elem, 0) {
-            TensorData::U8(_) => false,
-            TensorData::I8(_) => true,
+        let (signed, storage) = match TensorData::zeros(&self.out_ty.elem, 0) {
+            TensorData::U8(_) => (false, (0, 255)),
+            TensorData::I8(_) => (true, (-128, 127)),
             _ => return None,
         };
         let channels = self.requant.channels();
         let zp = self.requant.zero_point();
         let mut records = vec![0i32; channels.div_ceil(MR) * MR * RECORD_WORDS];
+        let mut rounds_exactly = true;
         for c in 0..channels {
             let b = self.bias.get(c).copied().unwrap_or(0);
-            if u128::from(b.unsigned_abs()) + bound >= 1 << 31 {
+            let sum = u128::from(b.unsigned_abs()) + bound;
+            if sum >= 1 << 31 {
                 return None;
             }
+            // In f64, which holds the sum exactly and the product within far less than the
+            // margin between the f32 product and 2^22.
+            rounds_exactly &= sum as f64 * f64::from(self.requant.scale(c).abs()) < 4_000_000.0;
             let hi = (self.requant.channel_bounds(c).1 - zp) as f32;
             records[RECORD_WORDS * c..RECORD_WORDS * (c + 1)].copy_from_slice(&record(
                 b as i32,
@@ -173,13 +180,18 @@ impl Finish<'_> {
             ));
         }
         let (lo, hi) = self.requant.bounds();
+        let channel_hi = self.requant.uniform_bounds().is_none();
         Some((
             records,
             Levels {
                 zero_point: zp as i32,
                 bounds: (lo as i32, hi as i32),
                 signed,
-                channel_hi: self.requant.uniform_bounds().is_none(),
+                channel_hi,
+                clamp: Clamp {
+                    lo: !(rounds_exactly && lo == storage.0),
+                    hi: !(rounds_exactly && hi == storage.1 && !channel_hi),
+                },
             },
         ))
     }
