@@ -10,8 +10,10 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::{Operation, Storage, Tensor, TensorData, TensorType};
 use qcc_runtime::OpKernel;
 use qcc_runtime::interp::eval_op;
-use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
+use qcc_runtime::quant::{AddLevels, Multiplier as Fixed, per_tensor};
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::clif::{Clamp, Levels, Loop, Multiplier, max_ps, min_ps, splat32, store_levels8};
 use crate::jit;
@@ -184,81 +186,106 @@ impl Fallback {
     }
 }
 
-/// A generated `quant.add` of two same-shaped 8-bit tensors.
+/// Elements of a table-driven add per kernel iteration.
+const LOOKUPS: usize = 4;
+
+type LookupFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, i64, *const u8);
+
+/// The generated loop of a table-driven binary op: `(a, b, out, groups, table)`, `out[i] =
+/// table[a[i] * 256 + b[i]]` for `groups` groups of [`LOOKUPS`] bytes.
+fn lookup_kernel() -> Result<LookupFn, String> {
+    let ptr = jit::pointer();
+    let code = jit::kernel(&format!("lookup2_u8x{LOOKUPS}"), &[ptr; 5], |b, args| {
+        let (pa, pb, po, groups, table) = (args[0], args[1], args[2], args[3], args[4]);
+        let flags = MemFlagsData::new().with_notrap();
+        let zero = b.ins().iconst(ptr, 0);
+        let end = b.ins().imul_imm_s(groups, LOOKUPS as i64);
+        let l = Loop::stepped(b, zero, end, LOOKUPS as i64);
+        let (a, bb, o) = (
+            b.ins().iadd(pa, l.index),
+            b.ins().iadd(pb, l.index),
+            b.ins().iadd(po, l.index),
+        );
+        for j in 0..LOOKUPS as i32 {
+            let x = b.ins().uload8(ptr, flags, a, j);
+            let y = b.ins().uload8(ptr, flags, bb, j);
+            let row = b.ins().ishl_imm_u(x, 8);
+            let at = b.ins().bor(row, y);
+            let at = b.ins().iadd(table, at);
+            let v = b.ins().uload8(types::I32, flags, at, 0);
+            b.ins().istore8(flags, v, o, j);
+        }
+        l.close(b);
+        b.ins().return_(&[]);
+    })?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, LookupFn>(code) })
+}
+
+/// Result levels of every pair of stored operand bytes, per add's constants and storages: built
+/// once per process.
+static ADD_TABLES: Mutex<Option<HashMap<String, Arc<[u8]>>>> = Mutex::new(None);
+
+/// The table of `levels` for operands stored signed or not (`signed`) into a result stored
+/// signed or not (`out_signed`): entry `a * 256 + b` for stored bytes `a` and `b`.
+fn add_table(levels: &AddLevels, signed: [bool; 2], out_signed: bool) -> Arc<[u8]> {
+    let key = format!("{levels:?}{signed:?}{out_signed}");
+    let mut guard = ADD_TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let tables = guard.get_or_insert_with(HashMap::new);
+    tables
+        .entry(key)
+        .or_insert_with(|| {
+            let level = |byte: usize, signed: bool| {
+                if signed {
+                    i64::from(byte as u8 as i8)
+                } else {
+                    byte as i64
+                }
+            };
+            (0..256 * 256)
+                .map(|i| {
+                    let y = levels.level(level(i >> 8, signed[0]), level(i & 255, signed[1]));
+                    // In the result's storage range: the bounds are within it.
+                    if out_signed { y as i8 as u8 } else { y as u8 }
+                })
+                .collect()
+        })
+        .clone()
+}
+
+/// A `quant.add` of two same-shaped 8-bit tensors through a table of its result for every pair
+/// of stored operand bytes (64 KiB, computed by the reference's arithmetic, so exact by
+/// construction), read by a generated loop.
 pub struct QuantAdd {
-    kernel: StreamFn,
+    kernel: LookupFn,
+    table: Arc<[u8]>,
     signed: [bool; 2],
     out_signed: bool,
     fallback: Fallback,
 }
 
 impl QuantAdd {
-    /// Prepares the op (operand types `types`), or `None` when its constants fall outside what
-    /// the vector arithmetic computes exactly.
+    /// Prepares the op (operand types `types`), or `None` for operands or a result that are not
+    /// 8-bit per-tensor.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<QuantAdd>, String> {
-        let (Some((sa, za, ua)), Some((sb, zb, ub))) = (params8(types[0]), params8(types[1]))
-        else {
+        let (Some((_, _, ua)), Some((_, _, ub))) = (params8(types[0]), params8(types[1])) else {
             return Ok(None);
         };
         let out = &op.results[0];
-        let Some(levels) = levels_of(out, qcc_dialects::ops::attrs::clamp(op)?) else {
+        let Some((_, _, out_signed)) = params8(out) else {
             return Ok(None);
         };
-        let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
-        // The reference's constants (runtime/src/kernels/quant.rs, `add`).
-        let twice = 2.0 * sa.max(sb);
-        let (ma, mb) = (Fixed::new(sa / twice), Fixed::new(sb / twice));
-        let my = Fixed::new(twice / ((1u64 << 20) as f64 * sy));
-        if [ma, mb, my].iter().any(|m| m.shift < 31) {
-            return Ok(None);
-        }
-        let name = format!(
-            "qadd_{}{}_{}{}_{}x{}_{}x{}_{}x{}_{}",
-            if ua { "i" } else { "u" },
-            za,
-            if ub { "i" } else { "u" },
-            zb,
-            ma.m0,
-            ma.shift,
-            mb.m0,
-            mb.shift,
-            my.m0,
-            my.shift,
-            levels.tag()
-        );
-        let kernel = streaming(&name, [1, 1, 1], |b, pa, pb, po| {
-            let (fa, fb, fy) = (
-                Multiplier::constant(b, ma.m0, ma.shift),
-                Multiplier::constant(b, mb.m0, mb.shift),
-                Multiplier::constant(b, my.m0, my.shift),
-            );
-            let (zav, zbv) = (splat32(b, za), splat32(b, zb));
-            let xa = load8(b, pa, ua);
-            let xb = load8(b, pb, ub);
-            // `apply(M, d << 20)`; the input of the larger scale has M = 1/2 exactly, whose
-            // product is `d << 19` with nothing to round.
-            let scaled = |b: &mut FunctionBuilder, d: Value, m: &Fixed, f: &Multiplier| {
-                if (m.m0, m.shift) == (1 << 30, 31) {
-                    b.ins().ishl_imm_u(d, 19)
-                } else {
-                    let d = b.ins().ishl_imm_u(d, 20);
-                    f.apply(b, d)
-                }
-            };
-            let sums = [0, 1].map(|j| {
-                let da = b.ins().isub(xa[j], zav);
-                let ta = scaled(b, da, &ma, &fa);
-                let db = b.ins().isub(xb[j], zbv);
-                let tb = scaled(b, db, &mb, &fb);
-                let t = b.ins().iadd(ta, tb);
-                fy.apply(b, t)
-            });
-            store_levels8(b, sums, &levels, po);
-        })?;
+        let levels = AddLevels::new(
+            types[0],
+            types[1],
+            out,
+            qcc_dialects::ops::attrs::clamp(op)?,
+        )?;
         Ok(Some(QuantAdd {
-            kernel,
+            kernel: lookup_kernel()?,
+            table: add_table(&levels, [ua, ub], out_signed),
             signed: [ua, ub],
-            out_signed: levels.signed,
+            out_signed,
             fallback: Fallback::new(op, types),
         }))
     }
@@ -267,27 +294,34 @@ impl QuantAdd {
 impl OpKernel for QuantAdd {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let (a, b) = (inputs[0], inputs[1]);
-        match (bytes8(a), bytes8(b)) {
-            (Some((xa, sa)), Some((xb, sb))) if a.shape == b.shape && [sa, sb] == self.signed => {
-                let n = a.numel();
-                let mut out = vec![0u8; n];
-                stream(
-                    self.kernel,
-                    Lane {
-                        bytes: xa,
-                        width: 1,
-                    },
-                    Some(Lane {
-                        bytes: xb,
-                        width: 1,
-                    }),
-                    &mut out,
-                    1,
-                );
-                Ok(tensor8(out, self.out_signed, a.shape.clone()))
-            }
-            _ => self.fallback.run(inputs),
+        let (Some((xa, sa)), Some((xb, sb))) = (bytes8(a), bytes8(b)) else {
+            return self.fallback.run(inputs);
+        };
+        if a.shape != b.shape || [sa, sb] != self.signed {
+            return self.fallback.run(inputs);
         }
+        let mut out = vec![0u8; a.numel()];
+        let table = &self.table;
+        out.par_chunks_mut(CHUNK)
+            .zip(xa.par_chunks(CHUNK).zip(xb.par_chunks(CHUNK)))
+            .for_each(|(dst, (xa, xb))| {
+                let whole = dst.len() / LOOKUPS;
+                // SAFETY: the three slices hold `whole * LOOKUPS` bytes or more; every index
+                // `a * 256 + b` of two bytes is inside the 65536-byte table.
+                unsafe {
+                    (self.kernel)(
+                        xa.as_ptr(),
+                        xb.as_ptr(),
+                        dst.as_mut_ptr(),
+                        whole as i64,
+                        table.as_ptr(),
+                    )
+                };
+                for i in whole * LOOKUPS..dst.len() {
+                    dst[i] = table[usize::from(xa[i]) << 8 | usize::from(xb[i])];
+                }
+            });
+        Ok(tensor8(out, self.out_signed, a.shape.clone()))
     }
 }
 

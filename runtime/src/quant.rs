@@ -84,6 +84,58 @@ pub fn avg_multiplier(sx: f64, sy: f64, d: usize) -> Multiplier {
     Multiplier::new(sx / (d.max(1) as f64 * sy))
 }
 
+/// Bits the operands of an integer add are shifted left by before rescaling, so that their
+/// rescaled sum keeps that many bits of fraction.
+pub const ADD_SHIFT: u32 = 20;
+
+/// Integer `quant.add` of two per-tensor operands into a per-tensor result: each operand rescaled
+/// to twice the larger input scale with [`ADD_SHIFT`] bits of fraction, the sum rescaled to the
+/// result, its zero point added, clamped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AddLevels {
+    /// The operands' multipliers (`S_a / 2 max(S_a, S_b)`, `S_b / 2 max(S_a, S_b)`).
+    pub operands: [Multiplier; 2],
+    /// The sum's multiplier, `2 max(S_a, S_b) / (2^ADD_SHIFT S_y)`.
+    pub sum: Multiplier,
+    /// The operands' zero points.
+    pub zero_points: [i64; 2],
+    /// The result's zero point.
+    pub zero_point: i64,
+    /// The result's smallest and largest level.
+    pub bounds: (i64, i64),
+}
+
+impl AddLevels {
+    /// The add of operands of types `a` and `b` into `out`, clamped by `clamp` (within the
+    /// storage range).
+    pub fn new(
+        a: &TensorType,
+        b: &TensorType,
+        out: &TensorType,
+        clamp: Option<[i64; 2]>,
+    ) -> Result<AddLevels, String> {
+        let (sa, za, _) = per_tensor_params(a, "the first operand")?;
+        let (sb, zb, _) = per_tensor_params(b, "the second operand")?;
+        let (sy, zy, range) = per_tensor_params(out, "the result")?;
+        let twice = 2.0 * sa.max(sb);
+        Ok(AddLevels {
+            operands: [Multiplier::new(sa / twice), Multiplier::new(sb / twice)],
+            sum: Multiplier::new(twice / ((1u64 << ADD_SHIFT) as f64 * sy)),
+            zero_points: [za, zb],
+            zero_point: zy,
+            bounds: clamp_bounds(clamp, range),
+        })
+    }
+
+    /// The result level of stored operand levels `x` and `y`.
+    pub fn level(&self, x: i64, y: i64) -> i64 {
+        let [ma, mb] = self.operands;
+        let ta = ma.apply((x - self.zero_points[0]) << ADD_SHIFT);
+        let tb = mb.apply((y - self.zero_points[1]) << ADD_SHIFT);
+        (self.zero_point + self.sum.apply(ta + tb)).clamp(self.bounds.0, self.bounds.1)
+    }
+}
+
 /// Scale and zero point of a per-tensor quantized type.
 pub fn per_tensor(t: &TensorType) -> Option<(f64, i64, (i64, i64))> {
     match &t.elem {

@@ -9,7 +9,7 @@ use super::gemm::exact_int_gemm;
 use super::layers::{conv_output, depthwise_plane, im2col};
 use crate::pooling::PoolGeometry;
 use crate::quant::{
-    Multiplier, Requant, avg_multiplier, check_accumulator, clamp_bounds as bounds, magnitude,
+    AddLevels, Multiplier, Requant, avg_multiplier, check_accumulator, magnitude,
     per_tensor_params, store, stored_ints,
 };
 use qcc_dialects::ops::attrs::Conv2dAttrs;
@@ -140,9 +140,6 @@ pub fn dense_accumulators(
     Ok((out, vec![n, m]))
 }
 
-/// Bits of headroom the inputs of an integer add get before rescaling.
-const ADD_SHIFT: u32 = 20;
-
 /// `quant.add` with broadcasting of equal-rank shapes: each input is rescaled to twice the larger
 /// input scale, summed, then rescaled to the output.
 pub fn add(
@@ -152,13 +149,7 @@ pub fn add(
     out_shape: &[usize],
     clamp: Option<[i64; 2]>,
 ) -> Result<Tensor, String> {
-    let (sa, za, _) = per_tensor_params(a.1, "the first operand")?;
-    let (sb, zb, _) = per_tensor_params(b.1, "the second operand")?;
-    let (sy, zy, range) = per_tensor_params(out, "the result")?;
-    let (lo, hi) = bounds(clamp, range);
-    let twice = 2.0 * sa.max(sb);
-    let (ma, mb) = (Multiplier::new(sa / twice), Multiplier::new(sb / twice));
-    let my = Multiplier::new(twice / ((1u64 << ADD_SHIFT) as f64 * sy));
+    let levels = AddLevels::new(a.1, b.1, out, clamp)?;
     let (av, bv) = (stored_ints(a.0), stored_ints(b.0));
     let n: usize = out_shape.iter().product();
     let index = |shape: &[usize], i: usize| -> usize {
@@ -184,9 +175,7 @@ pub fn add(
             } else {
                 (av[index(&a.0.shape, i)], bv[index(&b.0.shape, i)])
             };
-            let ta = ma.apply(((x as i64) - za) << ADD_SHIFT);
-            let tb = mb.apply(((y as i64) - zb) << ADD_SHIFT);
-            (zy + my.apply(ta + tb)).clamp(lo, hi)
+            levels.level(x as i64, y as i64)
         })
         .collect();
     Ok(store(values, out, out_shape.to_vec()))
