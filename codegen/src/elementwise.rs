@@ -1,8 +1,9 @@
-//! Generated elementwise kernels: `quant.add` (same shapes), `quant.quantize` and
-//! `quant.dequantize` (per tensor). Each streams eight elements per iteration; the driver splits
+//! Generated elementwise kernels: `quant.quantize` and `quant.dequantize` (per tensor) and the
+//! rescaling of `quant.concat`'s operands stream eight elements per iteration (the driver splits
 //! a tensor over threads and runs the last partial group through a padded copy, so the kernels
-//! never read or write past a buffer. Anything else (broadcasting adds, per-axis types) runs on
-//! the reference kernel, from the same op kernel.
+//! never read or write past a buffer); `quant.add` (same shapes) reads a table of its results.
+//! Anything else (broadcasting adds, per-axis types) runs on the reference kernel, from the same
+//! op kernel.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
@@ -13,7 +14,7 @@ use qcc_runtime::interp::eval_op;
 use qcc_runtime::quant::{AddLevels, Multiplier as Fixed, per_tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::clif::{Clamp, Levels, Loop, Multiplier, max_ps, min_ps, splat32, store_levels8};
 use crate::jit;
@@ -222,9 +223,10 @@ fn lookup_kernel() -> Result<LookupFn, String> {
     Ok(unsafe { std::mem::transmute::<*const u8, LookupFn>(code) })
 }
 
-/// Result levels of every pair of stored operand bytes, per add's constants and storages: built
-/// once per process.
-static ADD_TABLES: Mutex<Option<HashMap<String, Arc<[u8]>>>> = Mutex::new(None);
+/// Result levels of every pair of stored operand bytes, per add's constants and storages: shared
+/// by the prepared functions that use them (bias correction prepares a module many times), freed
+/// with the last.
+static ADD_TABLES: Mutex<Option<HashMap<String, Weak<[u8]>>>> = Mutex::new(None);
 
 /// The table of `levels` for operands stored signed or not (`signed`) into a result stored
 /// signed or not (`out_signed`): entry `a * 256 + b` for stored bytes `a` and `b`.
@@ -232,25 +234,26 @@ fn add_table(levels: &AddLevels, signed: [bool; 2], out_signed: bool) -> Arc<[u8
     let key = format!("{levels:?}{signed:?}{out_signed}");
     let mut guard = ADD_TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let tables = guard.get_or_insert_with(HashMap::new);
-    tables
-        .entry(key)
-        .or_insert_with(|| {
-            let level = |byte: usize, signed: bool| {
-                if signed {
-                    i64::from(byte as u8 as i8)
-                } else {
-                    byte as i64
-                }
-            };
-            (0..256 * 256)
-                .map(|i| {
-                    let y = levels.level(level(i >> 8, signed[0]), level(i & 255, signed[1]));
-                    // In the result's storage range: the bounds are within it.
-                    if out_signed { y as i8 as u8 } else { y as u8 }
-                })
-                .collect()
+    if let Some(table) = tables.get(&key).and_then(Weak::upgrade) {
+        return table;
+    }
+    let level = |byte: usize, signed: bool| {
+        if signed {
+            i64::from(byte as u8 as i8)
+        } else {
+            byte as i64
+        }
+    };
+    let table: Arc<[u8]> = (0..256 * 256)
+        .map(|i| {
+            let y = levels.level(level(i >> 8, signed[0]), level(i & 255, signed[1]));
+            // In the result's storage range: the bounds are within it.
+            if out_signed { y as i8 as u8 } else { y as u8 }
         })
-        .clone()
+        .collect();
+    tables.retain(|_, t| t.strong_count() > 0);
+    tables.insert(key, Arc::downgrade(&table));
+    table
 }
 
 /// A `quant.add` of two same-shaped 8-bit tensors through a table of its result for every pair

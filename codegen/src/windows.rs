@@ -1,17 +1,20 @@
-//! Generated integer window pooling: `quant.max_pool2d` and `quant.avg_pool2d` of 8-bit tensors,
-//! sixteen outputs of a row per iteration, every tap of the window unrolled.
+//! Generated window pooling: `quant.max_pool2d` and `quant.avg_pool2d` of 8-bit tensors and
+//! `nn.max_pool2d` and `nn.avg_pool2d` of f32 ones, sixteen outputs of a row per iteration, every
+//! tap of the window unrolled.
 //!
 //! The driver stages each input plane with its padding into one buffer per column phase of the
 //! stride (staged column `j` goes to phase `j % stride`, position `j / stride`), so the sixteen
 //! inputs a tap reads for sixteen neighbouring outputs are contiguous at any stride, and every
-//! tap is one load at a constant offset. The padding holds the smallest level (max pooling: a
-//! window always has an input position, or the op stays on the reference kernel) or the input's
-//! zero point (average pooling: padding adds nothing to `sum (x - Z_x)`).
+//! tap is one load at a constant offset. The padding holds the smallest level (integer max
+//! pooling: a window always has an input position, or the op stays on the reference kernel), the
+//! input's zero point (integer average pooling: padding adds nothing to `sum (x - Z_x)`), -inf
+//! (float max) or +0.0 (float average: adding +0.0 changes no sum that starts from +0.0).
 //!
-//! Average pooling sums sixteen lanes of i16 (at most 128 taps of 255), requantizes with the
-//! window's fixed-point multiplier, and the driver recomputes the outputs whose window divides
-//! by something else (the border when padding does not count, ceil mode's overhang) with the
-//! reference's own arithmetic.
+//! Integer average pooling sums sixteen lanes of i16 (at most 128 taps of 255) and requantizes
+//! with the window's fixed-point multiplier; float average pooling adds the taps in the
+//! reference's order and divides. For both, the driver recomputes the outputs whose window
+//! divides by something else (the border when padding does not count, ceil mode's overhang) with
+//! the reference's own arithmetic (`qcc_runtime::pooling`).
 
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
