@@ -10,7 +10,7 @@
 //! between, u8 and i8 outputs, fused clamps, biases small and near the i32 limits, output scales
 //! that give multipliers above 1, all scales powers of two (exact ties) in one network of four,
 //! optionally followed by a `quant.global_avg_pool` and by `nn.flatten` and a `quant.dense`, at
-//! batch 1 or 2. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
+//! batch 1, 2 or 5. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -267,7 +267,13 @@ fn output(rng: &mut Rng, channels: Option<usize>) -> (Act, String) {
 /// A random network as IR text and its input.
 fn network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
-    let n = rng.range(1, 2) as usize;
+    // Now and then a batch of five, where a dense layer runs as the GEMM instead of
+    // matrix-vector products.
+    let n = if rng.chance(8) {
+        5
+    } else {
+        rng.range(1, 2) as usize
+    };
     let mut c = rng.range(1, 7) as usize;
     let (mut h, mut w) = (rng.range(1, 9) as usize, rng.range(1, 9) as usize);
     let input = [n, c, h, w];
