@@ -9,8 +9,9 @@
 //! grouped and depthwise, per-tensor and per-channel weights, input zero points 0, 255 and in
 //! between, u8 and i8 outputs, fused clamps, biases small and near the i32 limits, output scales
 //! that give multipliers above 1, all scales powers of two (exact ties) in one network of four,
-//! optionally followed by a `quant.global_avg_pool` and by `nn.flatten` and a `quant.dense`, at
-//! batch 1, 2 or 5. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
+//! optionally followed by a max or average pooling of any geometry (`pool_window`), a
+//! `quant.concat` with the quantized input or with itself, a `quant.global_avg_pool`, and
+//! `nn.flatten` and a `quant.dense`, at batch 1, 2 or 5. Cases are generated from a proptest seed; `PROPTEST_CASES` sets how many.
 
 use std::collections::HashMap;
 use std::fmt::Write;
