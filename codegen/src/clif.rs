@@ -189,18 +189,40 @@ pub struct Multiplier {
     half: Value,
     /// `s' - 32` (i32).
     shift: Value,
+    /// How far [`Multiplier::apply`] shifts its operand left first (see [`pre_shift`]).
+    pre: u32,
+}
+
+/// How far values below 2^`bits` in magnitude must be shifted left so that the multiplier
+/// `m0 / 2^shift` applies to them in the form [`Multiplier::apply`] computes exactly (a shift of
+/// 31 or more; shifting the product's dividend and divisor alike rounds the same): `None` for a
+/// zero multiplier, or one too large for the shifted values to stay below 2^31.
+pub fn pre_shift(m0: i64, shift: u32, bits: u32) -> Option<u32> {
+    let pre = 31u32.saturating_sub(shift);
+    (m0 != 0 && bits + pre <= 31).then_some(pre)
 }
 
 impl Multiplier {
     /// From constants (`shift` at least 31).
     pub fn constant(b: &mut FunctionBuilder, m0: i64, shift: u32) -> Multiplier {
-        let (m0, wide) = widened(m0, shift);
+        Multiplier::shifted(b, m0, shift, 0)
+    }
+
+    /// From constants, applied to operands shifted left by `pre` first (from [`pre_shift`], so
+    /// that `shift + pre` is at least 31).
+    pub fn shifted(b: &mut FunctionBuilder, m0: i64, shift: u32, pre: u32) -> Multiplier {
+        let (m0, wide) = widened(m0, shift + pre);
         let m0 = b.ins().iconst(types::I32, m0 as u32 as i64);
         let m0 = b.ins().splat(types::I32X4, m0);
         let half = b.ins().iconst(types::I64, 1i64 << (wide - 1));
         let half = b.ins().splat(types::I64X2, half);
         let shift = b.ins().iconst(types::I32, i64::from(wide - 32));
-        Multiplier { m0, half, shift }
+        Multiplier {
+            m0,
+            half,
+            shift,
+            pre,
+        }
     }
 
     /// `round_shift(t * m0, shift)` in every lane of `t` (i32x4), rounding ties away from zero as
@@ -210,6 +232,11 @@ impl Multiplier {
     /// `|t| * m0' + 2^(s' - 1)` in u64 (`pmuludq` on the widened lanes: below 2^63 + 2^62), its
     /// high halves gathered (a shift by 32), shifted right by `s' - 32`, the sign restored.
     pub fn apply(&self, b: &mut FunctionBuilder, t: Value) -> Value {
+        let t = if self.pre > 0 {
+            b.ins().ishl_imm_u(t, i64::from(self.pre))
+        } else {
+            t
+        };
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
         // The high dwords of two u64x2, in lane order.
         let high = b

@@ -16,7 +16,9 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::clif::{Clamp, Levels, Loop, Multiplier, max_ps, min_ps, splat32, store_levels8};
+use crate::clif::{
+    Clamp, Levels, Loop, Multiplier, max_ps, min_ps, pre_shift, splat32, store_levels8,
+};
 use crate::jit;
 
 /// Elements per iteration of a generated loop.
@@ -493,12 +495,10 @@ impl QuantConcat {
                 continue;
             }
             let m = Fixed::new(s / sy);
-            // `|x - Z_x| < 2^9`: shifted left by up to 21 it stays below 2^31, and the shift of
-            // `M` with it reaches 31 (the form `clif::Multiplier` computes exactly).
-            let pre = 31u32.saturating_sub(m.shift);
-            if m.m0 == 0 || pre > 21 {
+            // `|x - Z_x| <= 510 < 2^10`.
+            let Some(pre) = pre_shift(m.m0, m.shift, 10) else {
                 return Ok(None);
-            }
+            };
             let name = format!(
                 "qrescale_{}{z}_{}x{}_{}",
                 if signed { "i" } else { "u" },
@@ -507,16 +507,11 @@ impl QuantConcat {
                 levels.tag()
             );
             let kernel = streaming(&name, [1, 1, 1], |b, px, _, po| {
-                let f = Multiplier::constant(b, m.m0, m.shift + pre);
+                let f = Multiplier::shifted(b, m.m0, m.shift, pre);
                 let zv = splat32(b, z);
                 let x = load8(b, px, signed);
                 let levels_of_x = [0, 1].map(|j| {
                     let d = b.ins().isub(x[j], zv);
-                    let d = if pre > 0 {
-                        b.ins().ishl_imm_u(d, i64::from(pre))
-                    } else {
-                        d
-                    };
                     f.apply(b, d)
                 });
                 store_levels8(b, levels_of_x, &levels, po);

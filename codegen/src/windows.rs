@@ -24,7 +24,7 @@ use qcc_runtime::pooling::PoolGeometry;
 use qcc_runtime::quant::{Multiplier as Fixed, avg_multiplier, per_tensor};
 use rayon::prelude::*;
 
-use crate::clif::{Levels, Loop, Multiplier, max_ps, splat32, store_levels8};
+use crate::clif::{Levels, Loop, Multiplier, max_ps, pre_shift, splat32, store_levels8};
 use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
 use crate::jit;
 use crate::pool::{Poolable, Pooled};
@@ -124,8 +124,8 @@ enum Reduce {
     FloatAvg { d: f32 },
     /// The largest stored level.
     Max,
-    /// `Z_y + M * sum (x - Z_x)` over the whole window (`taps * Z_x` taken out), `t` shifted
-    /// left by `pre` first so that `M`'s shift is 31 or more.
+    /// `Z_y + M * sum (x - Z_x)` over the whole window (`taps * Z_x` taken out), the sum
+    /// shifted left by `pre` first ([`pre_shift`]).
     Avg {
         zx: i64,
         m: Fixed,
@@ -183,11 +183,10 @@ impl QuantPool {
         } else {
             let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
             let m = avg_multiplier(sx, sy, taps);
-            // `|t| <= taps * 255 < 2^15`, so a left shift by up to 15 stays below 2^31.
-            let pre = 31u32.saturating_sub(m.shift);
-            if m.m0 == 0 || pre > 15 {
+            // `|t| <= taps * 255 < 2^15`.
+            let Some(pre) = pre_shift(m.m0, m.shift, 16) else {
                 return Ok(None);
-            }
+            };
             let patches = (0..oh)
                 .flat_map(|y| (0..ow).map(move |o| (y, o)))
                 .filter_map(|(y, o)| {
@@ -195,10 +194,6 @@ impl QuantPool {
                     (d != taps).then(|| (y, o, avg_multiplier(sx, sy, d)))
                 })
                 .collect();
-            let m = Fixed {
-                m0: m.m0,
-                shift: m.shift + pre,
-            };
             (Reduce::Avg { zx, m, pre, levels }, zx as u8, patches)
         };
         let staging = Staging::new(&g, h, w, out_w);
@@ -357,7 +352,7 @@ fn plane_kernel(
                     });
                 }
                 let sums = sums.expect("a window has taps");
-                let multiplier = Multiplier::constant(b, m.m0, m.shift);
+                let multiplier = Multiplier::shifted(b, m.m0, m.shift, pre);
                 let share = splat32(b, taps.len() as i64 * zx);
                 let quads = [
                     b.ins().swiden_low(sums[0]),
@@ -367,11 +362,6 @@ fn plane_kernel(
                 ]
                 .map(|q| {
                     let t = b.ins().isub(q, share);
-                    let t = if pre > 0 {
-                        b.ins().ishl_imm_u(t, i64::from(pre))
-                    } else {
-                        t
-                    };
                     multiplier.apply(b, t)
                 });
                 store_levels8(b, [quads[0], quads[1]], &levels, to);
