@@ -187,12 +187,8 @@ impl QuantPool {
             let Some(pre) = pre_shift(m.m0, m.shift, 16) else {
                 return Ok(None);
             };
-            let patches = (0..oh)
-                .flat_map(|y| (0..ow).map(move |o| (y, o)))
-                .filter_map(|(y, o)| {
-                    let d = g.divisor(y, o, h, w);
-                    (d != taps).then(|| (y, o, avg_multiplier(sx, sy, d)))
-                })
+            let patches = partial_windows(&g, h, w)
+                .map(|(y, o, d)| (y, o, avg_multiplier(sx, sy, d)))
                 .collect();
             (Reduce::Avg { zx, m, pre, levels }, zx as u8, patches)
         };
@@ -231,6 +227,20 @@ impl QuantPool {
             .sum((y, x), (h, w), |i| level(i) - self.zx);
         (self.zero_point + m.apply(sum)).clamp(self.bounds.0, self.bounds.1) as u8
     }
+}
+
+/// The outputs `(y, x, divisor)` of an average over an `h` by `w` input whose divisor is not the
+/// whole window's (the kernels divide by that; these are patched).
+fn partial_windows(
+    g: &PoolGeometry,
+    h: usize,
+    w: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let taps = g.attrs.kernel[0] * g.attrs.kernel[1];
+    let [oh, ow] = g.out;
+    (0..oh)
+        .flat_map(move |y| (0..ow).map(move |x| (y, x, g.divisor(y, x, h, w))))
+        .filter(move |&(_, _, d)| d != taps)
 }
 
 /// Generates the kernel that pools one staged plane into rows `out_w` wide.
@@ -492,10 +502,7 @@ impl FloatPool {
         let patches = if max {
             Vec::new()
         } else {
-            (0..oh)
-                .flat_map(|y| (0..ow).map(move |o| (y, o)))
-                .filter(|&(y, o)| g.divisor(y, o, h, w) != taps)
-                .collect()
+            partial_windows(&g, h, w).map(|(y, o, _)| (y, o)).collect()
         };
         let out_w = ow.div_ceil(LANES) * LANES;
         let staging = Staging::new(&g, h, w, out_w);
