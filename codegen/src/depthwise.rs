@@ -22,9 +22,11 @@ use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
 use crate::clif::{Loop, dot_u8_i8, pmaddwd, requantize8};
+use crate::emit::{Shape, Sink};
 use crate::gemm::{Epilogue, Form};
 use crate::jit;
 use crate::pool::{Poolable, Pooled};
+use cranelift_module::FuncId;
 
 /// Output columns per iteration of the generated row loop.
 pub(crate) const VECTOR: usize = 8;
@@ -369,7 +371,19 @@ pub type DepthwiseFn = unsafe extern "C" fn(*const u8, *const u32, *mut u8, *con
 /// record)`; the output is i32 accumulators or, requantized by the channel's record, output
 /// levels.
 pub fn kernel(g: &Geometry, form: Form, epilogue: Epilogue) -> Result<DepthwiseFn, String> {
-    let ptr = jit::pointer();
+    let code = jit::compile(|s| define(s, g, form, epilogue))?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
+}
+
+/// Defines [`kernel`]'s function in `sink`.
+pub fn define(
+    sink: &mut dyn Sink,
+    g: &Geometry,
+    form: Form,
+    epilogue: Epilogue,
+) -> Result<FuncId, String> {
+    let ptr = sink.pointer();
     let name = format!(
         "qdwconv_{}_{}",
         match form {
@@ -383,12 +397,13 @@ pub fn kernel(g: &Geometry, form: Form, epilogue: Epilogue) -> Result<DepthwiseF
         Epilogue::Requantize(l) => format!("{name}_{}", l.tag()),
     };
     let g = *g;
-    let code = jit::kernel(&name, &[ptr; 4], |b, args| match form {
-        Form::Pairs => build_pairs(b, args, &g, epilogue),
-        Form::Quads => build_quads(b, args, &g, epilogue),
-    })?;
-    // SAFETY: generated with exactly this signature, in the platform's C ABI.
-    Ok(unsafe { std::mem::transmute::<*const u8, DepthwiseFn>(code) })
+    sink.function(&name, &Shape::kernel(&[ptr; 4]), &mut |b, args, _| {
+        match form {
+            Form::Pairs => build_pairs(b, args, &g, epilogue),
+            Form::Quads => build_quads(b, args, &g, epilogue),
+        }
+        Ok(())
+    })
 }
 
 /// The loops every depthwise kernel runs: over output rows, and in each over groups of

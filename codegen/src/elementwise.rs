@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::clif::{
     Clamp, Levels, Loop, Multiplier, max_ps, min_ps, pre_shift, splat32, store_levels8,
 };
+use crate::emit::{Shape, Sink};
 use crate::jit;
+use cranelift_module::FuncId;
 
 /// Elements per iteration of a generated loop.
 const GROUP: usize = 8;
@@ -85,8 +87,20 @@ fn streaming(
     widths: [i64; 3],
     body: impl Fn(&mut FunctionBuilder, Value, Value, Value),
 ) -> Result<StreamFn, String> {
-    let ptr = jit::pointer();
-    let code = jit::kernel(name, &[ptr; 4], |b, args| {
+    let code = jit::compile(|s| define_streaming(s, name, widths, body))?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, StreamFn>(code) })
+}
+
+/// Defines a streaming kernel `(a, b, out, groups)` in `sink` (see [`streaming`]).
+fn define_streaming(
+    sink: &mut dyn Sink,
+    name: &str,
+    widths: [i64; 3],
+    body: impl Fn(&mut FunctionBuilder, Value, Value, Value),
+) -> Result<FuncId, String> {
+    let ptr = sink.pointer();
+    sink.function(name, &Shape::kernel(&[ptr; 4]), &mut |b, args, _| {
         let (a, bp, out, groups) = (args[0], args[1], args[2], args[3]);
         let zero = b.ins().iconst(ptr, 0);
         let l = Loop::new(b, zero, groups);
@@ -103,9 +117,8 @@ fn streaming(
         body(b, pa, pb, po);
         l.close(b);
         b.ins().return_(&[]);
-    })?;
-    // SAFETY: generated with exactly this signature, in the platform's C ABI.
-    Ok(unsafe { std::mem::transmute::<*const u8, StreamFn>(code) })
+        Ok(())
+    })
 }
 
 /// Eight 8-bit values at `p` as two i32x4.
@@ -197,8 +210,16 @@ type LookupFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, i64, *const 
 /// The generated loop of a table-driven binary op: `(a, b, out, groups, table)`, `out[i] =
 /// table[a[i] * 256 + b[i]]` for `groups` groups of [`LOOKUPS`] bytes.
 fn lookup_kernel() -> Result<LookupFn, String> {
-    let ptr = jit::pointer();
-    let code = jit::kernel(&format!("lookup2_u8x{LOOKUPS}"), &[ptr; 5], |b, args| {
+    let code = jit::compile(define_lookup)?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, LookupFn>(code) })
+}
+
+/// Defines [`lookup_kernel`]'s function in `sink`.
+pub(crate) fn define_lookup(sink: &mut dyn Sink) -> Result<FuncId, String> {
+    let ptr = sink.pointer();
+    let name = format!("lookup2_u8x{LOOKUPS}");
+    sink.function(&name, &Shape::kernel(&[ptr; 5]), &mut |b, args, _| {
         let (pa, pb, po, groups, table) = (args[0], args[1], args[2], args[3], args[4]);
         let flags = MemFlagsData::new().with_notrap();
         let zero = b.ins().iconst(ptr, 0);
@@ -220,9 +241,8 @@ fn lookup_kernel() -> Result<LookupFn, String> {
         }
         l.close(b);
         b.ins().return_(&[]);
-    })?;
-    // SAFETY: generated with exactly this signature, in the platform's C ABI.
-    Ok(unsafe { std::mem::transmute::<*const u8, LookupFn>(code) })
+        Ok(())
+    })
 }
 
 /// Result levels of every pair of stored operand bytes, per add's constants and storages: shared
@@ -330,6 +350,91 @@ impl OpKernel for QuantAdd {
     }
 }
 
+/// The streaming kernel `define` defines, compiled in the JIT.
+fn streaming_fn(
+    define: impl FnOnce(&mut dyn Sink) -> Result<FuncId, String>,
+) -> Result<StreamFn, String> {
+    let code = jit::compile(define)?;
+    // SAFETY: every streaming kernel has this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, StreamFn>(code) })
+}
+
+/// Defines the streaming kernel of a per-tensor `quant.quantize` of f32 values to `levels` at
+/// `scale` (rounding half away from zero, as the reference) in `sink`.
+pub(crate) fn define_quantize(
+    sink: &mut dyn Sink,
+    s: f32,
+    levels: &Levels,
+) -> Result<FuncId, String> {
+    let name = format!("quantize_f32_s{:08x}_{}", s.to_bits(), levels.tag());
+    let levels = *levels;
+    define_streaming(sink, &name, [4, 4, 1], |b, px, _, po| {
+        let flags = MemFlagsData::new().with_notrap();
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let splat = |b: &mut FunctionBuilder, v: f32| {
+            let c = b.ins().f32const(v);
+            b.ins().splat(types::F32X4, c)
+        };
+        let (sv, half, zero) = (splat(b, s), splat(b, 0.5), splat(b, 0.0));
+        let one = splat32(b, i64::from(1f32.to_bits()));
+        let sign_bit = splat32(b, i64::from(0x8000_0000u32 as i32));
+        let (lo, hi) = (splat(b, -2e9), splat(b, 2e9));
+        let values = [0, 16].map(|off| {
+            let x = b.ins().load(types::F32X4, flags, px, off);
+            let v = b.ins().fdiv(x, sv);
+            // Round half away from zero, as f32::round.
+            let t = b.ins().trunc(v);
+            let frac = b.ins().fsub(v, t);
+            let frac = b.ins().fabs(frac);
+            let up = b.ins().fcmp(FloatCC::GreaterThanOrEqual, frac, half);
+            let up = b.ins().bitcast(types::F32X4, little, up);
+            // copysign(1.0, v) on the bits (Cranelift has no vector fcopysign on x64).
+            let bits = b.ins().bitcast(types::I32X4, little, v);
+            let sign = b.ins().band(bits, sign_bit);
+            let step = b.ins().bor(sign, one);
+            let step = b.ins().bitcast(types::F32X4, little, step);
+            let step = b.ins().bitselect(up, step, zero);
+            let r = b.ins().fadd(t, step);
+            // NaN quantizes as 0 (then the zero point): the reference's saturating cast.
+            let number = b.ins().fcmp(FloatCC::Equal, r, r);
+            let number = b.ins().bitcast(types::F32X4, little, number);
+            let r = b.ins().bitselect(number, r, zero);
+            let r = max_ps(b, r, lo);
+            let r = min_ps(b, r, hi);
+            b.ins().x86_cvtt2dq(types::I32X4, r)
+        });
+        store_levels8(b, values, &levels, po);
+    })
+}
+
+/// Defines the streaming kernel of a per-tensor `quant.dequantize` of 8-bit values (zero point
+/// `zp`, stored signed or not) at `scale` in `sink`.
+pub(crate) fn define_dequantize(
+    sink: &mut dyn Sink,
+    s: f32,
+    zp: i64,
+    signed: bool,
+) -> Result<FuncId, String> {
+    let name = format!(
+        "dequantize_{}{zp}_s{:08x}",
+        if signed { "i" } else { "u" },
+        s.to_bits()
+    );
+    define_streaming(sink, &name, [1, 1, 4], |b, px, _, po| {
+        let flags = MemFlagsData::new().with_notrap();
+        let zv = splat32(b, zp);
+        let c = b.ins().f32const(s);
+        let sv = b.ins().splat(types::F32X4, c);
+        let x = load8(b, px, signed);
+        for (j, v) in x.iter().enumerate() {
+            let d = b.ins().isub(*v, zv);
+            let f = b.ins().fcvt_from_sint(types::F32X4, d);
+            let y = b.ins().fmul(f, sv);
+            b.ins().store(flags, y, po, 16 * j as i32);
+        }
+    })
+}
+
 /// A generated per-tensor `quant.quantize` of f32 values.
 pub struct Quantize {
     kernel: StreamFn,
@@ -343,45 +448,7 @@ impl Quantize {
         let (Some((scale, _, _)), Some(levels)) = (params8(out), levels_of(out, None)) else {
             return Ok(None);
         };
-        let s = scale as f32;
-        let name = format!("quantize_f32_s{:08x}_{}", s.to_bits(), levels.tag());
-        let kernel = streaming(&name, [4, 4, 1], |b, px, _, po| {
-            let flags = MemFlagsData::new().with_notrap();
-            let little = MemFlagsData::new().with_endianness(Endianness::Little);
-            let splat = |b: &mut FunctionBuilder, v: f32| {
-                let c = b.ins().f32const(v);
-                b.ins().splat(types::F32X4, c)
-            };
-            let (sv, half, zero) = (splat(b, s), splat(b, 0.5), splat(b, 0.0));
-            let one = splat32(b, i64::from(1f32.to_bits()));
-            let sign_bit = splat32(b, i64::from(0x8000_0000u32 as i32));
-            let (lo, hi) = (splat(b, -2e9), splat(b, 2e9));
-            let values = [0, 16].map(|off| {
-                let x = b.ins().load(types::F32X4, flags, px, off);
-                let v = b.ins().fdiv(x, sv);
-                // Round half away from zero, as f32::round.
-                let t = b.ins().trunc(v);
-                let frac = b.ins().fsub(v, t);
-                let frac = b.ins().fabs(frac);
-                let up = b.ins().fcmp(FloatCC::GreaterThanOrEqual, frac, half);
-                let up = b.ins().bitcast(types::F32X4, little, up);
-                // copysign(1.0, v) on the bits (Cranelift has no vector fcopysign on x64).
-                let bits = b.ins().bitcast(types::I32X4, little, v);
-                let sign = b.ins().band(bits, sign_bit);
-                let step = b.ins().bor(sign, one);
-                let step = b.ins().bitcast(types::F32X4, little, step);
-                let step = b.ins().bitselect(up, step, zero);
-                let r = b.ins().fadd(t, step);
-                // NaN quantizes as 0 (then the zero point): the reference's saturating cast.
-                let number = b.ins().fcmp(FloatCC::Equal, r, r);
-                let number = b.ins().bitcast(types::F32X4, little, number);
-                let r = b.ins().bitselect(number, r, zero);
-                let r = max_ps(b, r, lo);
-                let r = min_ps(b, r, hi);
-                b.ins().x86_cvtt2dq(types::I32X4, r)
-            });
-            store_levels8(b, values, &levels, po);
-        })?;
+        let kernel = streaming_fn(|sink| define_quantize(sink, scale as f32, &levels))?;
         Ok(Some(Quantize {
             kernel,
             signed: levels.signed,
@@ -414,25 +481,7 @@ impl Dequantize {
         let Some((scale, zp, signed)) = params8(ty) else {
             return Ok(None);
         };
-        let s = scale as f32;
-        let name = format!(
-            "dequantize_{}{zp}_s{:08x}",
-            if signed { "i" } else { "u" },
-            s.to_bits()
-        );
-        let kernel = streaming(&name, [1, 1, 4], |b, px, _, po| {
-            let flags = MemFlagsData::new().with_notrap();
-            let zv = splat32(b, zp);
-            let c = b.ins().f32const(s);
-            let sv = b.ins().splat(types::F32X4, c);
-            let x = load8(b, px, signed);
-            for (j, v) in x.iter().enumerate() {
-                let d = b.ins().isub(*v, zv);
-                let f = b.ins().fcvt_from_sint(types::F32X4, d);
-                let y = b.ins().fmul(f, sv);
-                b.ins().store(flags, y, po, 16 * j as i32);
-            }
-        })?;
+        let kernel = streaming_fn(|sink| define_dequantize(sink, scale as f32, zp, signed))?;
         Ok(Some(Dequantize { kernel, signed }))
     }
 }

@@ -21,8 +21,10 @@ use rayon::prelude::*;
 use crate::clif::{
     Levels, Loop, RECORD, RECORD_WORDS, args_of, dot_u8_i8, pmaddwd, requantize8, splat_quad,
 };
+use crate::emit::{Shape, Sink};
 use crate::jit;
 use crate::pool::{Poolable, Pooled};
+use cranelift_module::FuncId;
 
 /// Rows of C per micro-kernel tile.
 pub const MR: usize = 4;
@@ -231,8 +233,20 @@ pub enum Epilogue {
 /// the tiles of column panels `[pb, pe)` and row panels `[mb, me)` and finishes them by
 /// `epilogue`.
 pub fn kernel(k: usize, form: Form, epilogue: Epilogue) -> Result<GemmFn, String> {
+    let code = jit::compile(|s| define(s, k, form, epilogue))?;
+    // SAFETY: the code was generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, GemmFn>(code) })
+}
+
+/// Defines [`kernel`]'s function in `sink`.
+pub fn define(
+    sink: &mut dyn Sink,
+    k: usize,
+    form: Form,
+    epilogue: Epilogue,
+) -> Result<FuncId, String> {
     let kw = k.div_ceil(form.per_word()).max(1);
-    let ptr = jit::pointer();
+    let ptr = sink.pointer();
     let prefix = match form {
         Form::Pairs => format!("qgemm_pmaddwd_{MR}x{NR}_k{kw}"),
         Form::Quads => format!("qgemm_vpdpbusd_{MR}x{NR}_k{kw}"),
@@ -241,11 +255,10 @@ pub fn kernel(k: usize, form: Form, epilogue: Epilogue) -> Result<GemmFn, String
         Epilogue::Accumulators => format!("{prefix}_acc"),
         Epilogue::Requantize(l) => format!("{prefix}_{}", l.tag()),
     };
-    let code = jit::kernel(&name, &[ptr; 9], |b, args| {
-        build(b, args, kw as i64, form, epilogue)
-    })?;
-    // SAFETY: the code was generated with exactly this signature, in the platform's C ABI.
-    Ok(unsafe { std::mem::transmute::<*const u8, GemmFn>(code) })
+    sink.function(&name, &Shape::kernel(&[ptr; 9]), &mut |b, args, _| {
+        build(b, args, kw as i64, form, epilogue);
+        Ok(())
+    })
 }
 
 fn build(b: &mut FunctionBuilder, args: &[Value], kp: i64, form: Form, epilogue: Epilogue) {

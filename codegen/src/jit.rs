@@ -3,30 +3,21 @@
 //! cache keyed by each kernel's specialisation, so preparing the same layer twice (bias correction
 //! prepares a module once per batch) compiles nothing.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use cranelift_codegen::Context;
-use cranelift_codegen::ir::{AbiParam, Type, Value};
+use cranelift_codegen::ir::{Type, Value};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilder;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::FuncId;
+
+pub use crate::emit::Dumps;
+use crate::emit::{Emitter, Shape, Sink};
 
 /// The environment variable that, when set (to anything but `0`), hides AVX-VNNI and
 /// AVX512-VNNI from the code generator, so the exact `pmaddwd` kernels run on every CPU.
 pub const NO_VNNI_VAR: &str = "QCC_NO_VNNI";
-
-/// Where generated kernels are written as text, besides being compiled.
-#[derive(Clone, Debug, Default)]
-pub struct Dumps {
-    /// A folder for each kernel's CLIF (`NAME.clif`).
-    pub clif: Option<PathBuf>,
-    /// A folder for each kernel's machine code as Cranelift prints it (`NAME.s`).
-    pub asm: Option<PathBuf>,
-}
 
 static DUMPS: OnceLock<Dumps> = OnceLock::new();
 
@@ -45,13 +36,8 @@ pub struct Features {
 }
 
 struct Jit {
-    module: JITModule,
-    ctx: Context,
-    builder: FunctionBuilderContext,
-    cache: HashMap<String, usize>,
+    emitter: Emitter<JITModule>,
     features: Features,
-    compiled: usize,
-    compiling: std::time::Duration,
 }
 
 // The module is only reached through the mutex below, and the code it holds is immutable once
@@ -108,13 +94,8 @@ fn jit() -> Result<&'static Mutex<Jit>, String> {
             cranelift_module::default_libcall_names(),
         ));
         Ok(Mutex::new(Jit {
-            ctx: module.make_context(),
-            module,
-            builder: FunctionBuilderContext::new(),
-            cache: HashMap::new(),
+            emitter: Emitter::new(module, "", Dumps::default()),
             features,
-            compiled: 0,
-            compiling: std::time::Duration::ZERO,
         }))
     })
     .as_ref()
@@ -126,7 +107,7 @@ pub fn stats() -> (usize, std::time::Duration) {
     match jit() {
         Ok(j) => {
             let j = j.lock().unwrap_or_else(|e| e.into_inner());
-            (j.compiled, j.compiling)
+            (j.emitter.compiled, j.emitter.compiling)
         }
         Err(_) => (0, std::time::Duration::ZERO),
     }
@@ -137,6 +118,24 @@ pub fn features() -> Result<Features, String> {
     Ok(jit()?.lock().unwrap_or_else(|e| e.into_inner()).features)
 }
 
+/// The code of the function `define` defines in the process's JIT (from the cache when it
+/// was defined before under the same name), ready to call.
+pub fn compile(
+    define: impl FnOnce(&mut dyn Sink) -> Result<FuncId, String>,
+) -> Result<*const u8, String> {
+    let mut guard = jit()?.lock().unwrap_or_else(|e| e.into_inner());
+    let emitter = &mut guard.emitter;
+    if let Some(dumps) = DUMPS.get() {
+        emitter.dumps = dumps.clone();
+    }
+    let id = define(emitter)?;
+    emitter
+        .module
+        .finalize_definitions()
+        .map_err(|e| format!("finalising generated code: {e}"))?;
+    Ok(emitter.module.get_finalized_function(id))
+}
+
 /// The code of the kernel named `name` (a name that spells out its whole specialisation): from
 /// the cache, or built by `build` (given the builder and the function's parameters, all `params`
 /// typed) and compiled. A verifier or code-generation error names the kernel.
@@ -145,75 +144,15 @@ pub fn kernel(
     params: &[Type],
     build: impl FnOnce(&mut FunctionBuilder, &[Value]),
 ) -> Result<*const u8, String> {
-    let mut guard = jit()?.lock().unwrap_or_else(|e| e.into_inner());
-    let jit = &mut *guard;
-    if let Some(&code) = jit.cache.get(name) {
-        return Ok(code as *const u8);
-    }
-    let started = std::time::Instant::now();
-    let mut sig = jit.module.make_signature();
-    sig.params.extend(params.iter().map(|t| AbiParam::new(*t)));
-    jit.ctx.func.signature = sig.clone();
-    let frontend = jit.module.target_config();
-    {
-        let mut b = FunctionBuilder::new(&mut jit.ctx.func, &mut jit.builder);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let args = b.block_params(entry).to_vec();
-        build(&mut b, &args);
-        b.seal_all_blocks();
-        b.finalize(frontend);
-    }
-    let dumps = DUMPS.get().cloned().unwrap_or_default();
-    let fail = |what: &str, e: String| format!("kernel {name}: {what}: {e}");
-    if let Some(dir) = &dumps.clif {
-        std::fs::write(
-            dir.join(format!("{name}.clif")),
-            jit.ctx.func.display().to_string(),
-        )
-        .map_err(|e| {
-            fail(
-                &format!("writing its CLIF into {}", dir.display()),
-                e.to_string(),
-            )
-        })?;
-    }
-    jit.ctx.set_disasm(dumps.asm.is_some());
-    let id = jit
-        .module
-        .declare_function(name, Linkage::Local, &sig)
-        .map_err(|e| fail("declaring it", e.to_string()))?;
-    let defined = jit.module.define_function(id, &mut jit.ctx);
-    if let Err(e) = defined {
-        let message = match e {
-            cranelift_module::ModuleError::Compilation(err) => {
-                cranelift_codegen::print_errors::pretty_error(&jit.ctx.func, err)
+    let mut build = Some(build);
+    compile(|sink| {
+        sink.function(name, &Shape::kernel(params), &mut |b, args, _| {
+            if let Some(build) = build.take() {
+                build(b, args);
             }
-            other => other.to_string(),
-        };
-        jit.module.clear_context(&mut jit.ctx);
-        return Err(fail("Cranelift rejected it", message));
-    }
-    if let (Some(dir), Some(code)) = (&dumps.asm, jit.ctx.compiled_code()) {
-        let text = code.vcode.clone().unwrap_or_default();
-        std::fs::write(dir.join(format!("{name}.s")), text).map_err(|e| {
-            fail(
-                &format!("writing its assembly into {}", dir.display()),
-                e.to_string(),
-            )
-        })?;
-    }
-    jit.module.clear_context(&mut jit.ctx);
-    jit.module
-        .finalize_definitions()
-        .map_err(|e| fail("finalising it", e.to_string()))?;
-    let code = jit.module.get_finalized_function(id);
-    jit.cache.insert(name.to_string(), code as usize);
-    jit.compiled += 1;
-    jit.compiling += started.elapsed();
-    Ok(code)
+            Ok(())
+        })
+    })
 }
 
 /// The pointer type of the target.

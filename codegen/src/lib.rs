@@ -5,6 +5,7 @@
 mod clif;
 mod depthwise;
 mod elementwise;
+pub mod emit;
 mod engine;
 mod float;
 mod gemm;

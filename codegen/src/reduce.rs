@@ -11,9 +11,12 @@ use qcc_runtime::OpKernel;
 use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
 use rayon::prelude::*;
 
+use crate::clif::Levels;
 use crate::clif::{Loop, Multiplier, splat32, store_levels8};
 use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
+use crate::emit::{Shape, Sink};
 use crate::jit;
+use cranelift_module::FuncId;
 
 /// Planes per kernel iteration.
 const PLANES: usize = 8;
@@ -59,72 +62,7 @@ impl QuantGlobalAvgPool {
             return Ok(None);
         }
         let row = plane.div_ceil(BLOCK) * BLOCK;
-        let name = format!(
-            "qgap_{}{zx}_p{plane}_{}x{}_{}",
-            if signed { "i" } else { "u" },
-            m.m0,
-            m.shift,
-            levels.tag()
-        );
-        let ptr = jit::pointer();
-        let code = jit::kernel(&name, &[ptr; 3], |b, args| {
-            let (x, out, groups) = (args[0], args[1], args[2]);
-            let flags = MemFlagsData::new().with_notrap();
-            let zero = b.ins().iconst(ptr, 0);
-            let g = Loop::new(b, zero, groups);
-            let first = b.ins().imul_imm_s(g.index, (PLANES * row) as i64);
-            let first = b.ins().iadd(x, first);
-            let sums: Vec<_> = (0..PLANES).map(|_| b.declare_var(types::I32X4)).collect();
-            let none = splat32(b, 0);
-            for v in &sums {
-                b.def_var(*v, none);
-            }
-            let end = b.ins().iconst(ptr, row as i64);
-            let k = Loop::stepped(b, zero, end, BLOCK as i64);
-            let at = b.ins().iadd(first, k.index);
-            for (j, v) in sums.iter().enumerate() {
-                let bytes = b.ins().load(types::I8X16, flags, at, (j * row) as i32);
-                let (lo, hi) = if signed {
-                    (b.ins().swiden_low(bytes), b.ins().swiden_high(bytes))
-                } else {
-                    (b.ins().uwiden_low(bytes), b.ins().uwiden_high(bytes))
-                };
-                // Two bytes per i16 lane: at most 510 in magnitude.
-                let pairs = b.ins().iadd(lo, hi);
-                let (wl, wh) = (b.ins().swiden_low(pairs), b.ins().swiden_high(pairs));
-                let acc = b.use_var(*v);
-                let acc = b.ins().iadd(acc, wl);
-                let acc = b.ins().iadd(acc, wh);
-                b.def_var(*v, acc);
-            }
-            k.close(b);
-            // Each plane's four lanes summed, the eight sums gathered into two vectors.
-            let totals: Vec<_> = sums
-                .iter()
-                .map(|v| {
-                    let acc = b.use_var(*v);
-                    let lanes: Vec<_> = (0..4).map(|l| b.ins().extractlane(acc, l)).collect();
-                    let a = b.ins().iadd(lanes[0], lanes[1]);
-                    let c = b.ins().iadd(lanes[2], lanes[3]);
-                    b.ins().iadd(a, c)
-                })
-                .collect();
-            let offset = splat32(b, -(plane as i64) * zx);
-            let multiplier = Multiplier::constant(b, m.m0, m.shift);
-            let values = [0, 1].map(|half| {
-                let mut v = b.ins().splat(types::I32X4, totals[4 * half]);
-                for lane in 1..4 {
-                    v = b.ins().insertlane(v, totals[4 * half + lane], lane as u8);
-                }
-                let t = b.ins().iadd(v, offset);
-                multiplier.apply(b, t)
-            });
-            let dst = b.ins().imul_imm_s(g.index, PLANES as i64);
-            let dst = b.ins().iadd(out, dst);
-            store_levels8(b, values, &levels, dst);
-            g.close(b);
-            b.ins().return_(&[]);
-        })?;
+        let code = jit::compile(|sink| define(sink, plane, zx, signed, &m, &levels))?;
         Ok(Some(QuantGlobalAvgPool {
             // SAFETY: generated with exactly this signature, in the platform's C ABI.
             kernel: unsafe { std::mem::transmute::<*const u8, ReduceFn>(code) },
@@ -135,6 +73,89 @@ impl QuantGlobalAvgPool {
             fallback: Fallback::new(op, types),
         }))
     }
+}
+
+/// Defines the kernel of a `quant.global_avg_pool` over planes of `plane` values (zero point
+/// `zx`, stored signed or not), fixed-point multiplier `m`, into `levels`, in `sink`:
+/// `(x, out, groups)` reads `groups` groups of [`PLANES`] rows of `plane` rounded up to
+/// [`BLOCK`] bytes (zeros after the data) and writes one level per plane.
+pub(crate) fn define(
+    sink: &mut dyn Sink,
+    plane: usize,
+    zx: i64,
+    signed: bool,
+    m: &Fixed,
+    levels: &Levels,
+) -> Result<FuncId, String> {
+    let row = plane.div_ceil(BLOCK) * BLOCK;
+    let name = format!(
+        "qgap_{}{zx}_p{plane}_{}x{}_{}",
+        if signed { "i" } else { "u" },
+        m.m0,
+        m.shift,
+        levels.tag()
+    );
+    let ptr = sink.pointer();
+    let levels = *levels;
+    sink.function(&name, &Shape::kernel(&[ptr; 3]), &mut |b, args, _| {
+        let (x, out, groups) = (args[0], args[1], args[2]);
+        let flags = MemFlagsData::new().with_notrap();
+        let zero = b.ins().iconst(ptr, 0);
+        let g = Loop::new(b, zero, groups);
+        let first = b.ins().imul_imm_s(g.index, (PLANES * row) as i64);
+        let first = b.ins().iadd(x, first);
+        let sums: Vec<_> = (0..PLANES).map(|_| b.declare_var(types::I32X4)).collect();
+        let none = splat32(b, 0);
+        for v in &sums {
+            b.def_var(*v, none);
+        }
+        let end = b.ins().iconst(ptr, row as i64);
+        let k = Loop::stepped(b, zero, end, BLOCK as i64);
+        let at = b.ins().iadd(first, k.index);
+        for (j, v) in sums.iter().enumerate() {
+            let bytes = b.ins().load(types::I8X16, flags, at, (j * row) as i32);
+            let (lo, hi) = if signed {
+                (b.ins().swiden_low(bytes), b.ins().swiden_high(bytes))
+            } else {
+                (b.ins().uwiden_low(bytes), b.ins().uwiden_high(bytes))
+            };
+            // Two bytes per i16 lane: at most 510 in magnitude.
+            let pairs = b.ins().iadd(lo, hi);
+            let (wl, wh) = (b.ins().swiden_low(pairs), b.ins().swiden_high(pairs));
+            let acc = b.use_var(*v);
+            let acc = b.ins().iadd(acc, wl);
+            let acc = b.ins().iadd(acc, wh);
+            b.def_var(*v, acc);
+        }
+        k.close(b);
+        // Each plane's four lanes summed, the eight sums gathered into two vectors.
+        let totals: Vec<_> = sums
+            .iter()
+            .map(|v| {
+                let acc = b.use_var(*v);
+                let lanes: Vec<_> = (0..4).map(|l| b.ins().extractlane(acc, l)).collect();
+                let a = b.ins().iadd(lanes[0], lanes[1]);
+                let c = b.ins().iadd(lanes[2], lanes[3]);
+                b.ins().iadd(a, c)
+            })
+            .collect();
+        let offset = splat32(b, -(plane as i64) * zx);
+        let multiplier = Multiplier::constant(b, m.m0, m.shift);
+        let values = [0, 1].map(|half| {
+            let mut v = b.ins().splat(types::I32X4, totals[4 * half]);
+            for lane in 1..4 {
+                v = b.ins().insertlane(v, totals[4 * half + lane], lane as u8);
+            }
+            let t = b.ins().iadd(v, offset);
+            multiplier.apply(b, t)
+        });
+        let dst = b.ins().imul_imm_s(g.index, PLANES as i64);
+        let dst = b.ins().iadd(out, dst);
+        store_levels8(b, values, &levels, dst);
+        g.close(b);
+        b.ins().return_(&[]);
+        Ok(())
+    })
 }
 
 impl OpKernel for QuantGlobalAvgPool {

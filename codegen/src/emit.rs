@@ -1,0 +1,210 @@
+//! Where generated code goes: an [`Emitter`] defines functions and read-only data in one
+//! `cranelift_module` module — the process's JIT (`crate::jit`) or an object file
+//! (`crate::object`) — so every kernel and driver is written once, against [`Sink`], for both.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::{AbiParam, Signature, Type, Value};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleError};
+
+/// Where generated kernels are written as text, besides being compiled.
+#[derive(Clone, Debug, Default)]
+pub struct Dumps {
+    /// A folder for each kernel's CLIF (`NAME.clif`).
+    pub clif: Option<PathBuf>,
+    /// A folder for each kernel's machine code as Cranelift prints it (`NAME.s`).
+    pub asm: Option<PathBuf>,
+}
+
+/// The body of a generated function: given the builder (in the entry block), the function's
+/// parameters and the module (to call other functions and read data), it emits the code.
+pub type Body<'a> =
+    dyn FnMut(&mut FunctionBuilder, &[Value], &mut dyn Module) -> Result<(), String> + 'a;
+
+/// The shape of a generated function.
+#[derive(Clone, Debug)]
+pub struct Shape<'a> {
+    /// Parameter types.
+    pub params: &'a [Type],
+    /// Result types.
+    pub returns: &'a [Type],
+    /// Exported (a symbol others link against) or local to the module.
+    pub export: bool,
+}
+
+impl<'a> Shape<'a> {
+    /// A local function of `params` returning nothing (every kernel).
+    pub fn kernel(params: &'a [Type]) -> Shape<'a> {
+        Shape {
+            params,
+            returns: &[],
+            export: false,
+        }
+    }
+}
+
+/// Something generated functions and data are defined in.
+pub trait Sink {
+    /// The function named `name` (a name that spells out its whole specialisation): the one
+    /// already defined under that name, or a new one of `shape` whose code `body` emits. A
+    /// verifier or code-generation error names the function.
+    fn function(&mut self, name: &str, shape: &Shape, body: &mut Body) -> Result<FuncId, String>;
+
+    /// Read-only data named `name`: the one already defined, or `bytes` aligned to `align`.
+    fn data(&mut self, name: &str, bytes: &[u8], align: u64) -> Result<DataId, String>;
+
+    /// The target's pointer type.
+    fn pointer(&self) -> Type;
+
+    /// What the function builder needs to know of the target (for `memcpy` and `memset` calls).
+    fn frontend(&self) -> TargetFrontendConfig;
+}
+
+/// A [`Sink`] over one module.
+pub struct Emitter<M: Module> {
+    /// The module everything is defined in.
+    pub module: M,
+    ctx: Context,
+    builder: FunctionBuilderContext,
+    functions: HashMap<String, FuncId>,
+    data: HashMap<String, DataId>,
+    /// Put before every symbol's name (an object's functions share one namespace with the
+    /// program they are linked into).
+    prefix: String,
+    /// Where functions are dumped as text.
+    pub dumps: Dumps,
+    /// Functions compiled so far.
+    pub compiled: usize,
+    /// Time spent compiling them.
+    pub compiling: Duration,
+}
+
+impl<M: Module> Emitter<M> {
+    /// An emitter into `module`, symbols named `prefix` + name, dumping as `dumps` asks.
+    pub fn new(module: M, prefix: &str, dumps: Dumps) -> Emitter<M> {
+        Emitter {
+            ctx: module.make_context(),
+            module,
+            builder: FunctionBuilderContext::new(),
+            functions: HashMap::new(),
+            data: HashMap::new(),
+            prefix: prefix.to_string(),
+            dumps,
+            compiled: 0,
+            compiling: Duration::ZERO,
+        }
+    }
+
+    /// The function defined under `name`, if any.
+    pub fn defined(&self, name: &str) -> Option<FuncId> {
+        self.functions.get(name).copied()
+    }
+
+    fn write_dump(dir: &std::path::Path, file: String, text: String) -> Result<(), String> {
+        std::fs::write(dir.join(&file), text)
+            .map_err(|e| format!("writing {file} into {}: {e}", dir.display()))
+    }
+}
+
+impl<M: Module> Sink for Emitter<M> {
+    fn function(&mut self, name: &str, shape: &Shape, body: &mut Body) -> Result<FuncId, String> {
+        if let Some(&id) = self.functions.get(name) {
+            return Ok(id);
+        }
+        let started = Instant::now();
+        let mut sig: Signature = self.module.make_signature();
+        sig.params
+            .extend(shape.params.iter().map(|t| AbiParam::new(*t)));
+        sig.returns
+            .extend(shape.returns.iter().map(|t| AbiParam::new(*t)));
+        let symbol = format!("{}{name}", self.prefix);
+        let linkage = if shape.export {
+            Linkage::Export
+        } else {
+            Linkage::Local
+        };
+        let fail = |what: &str, e: String| format!("kernel {name}: {what}: {e}");
+        let id = self
+            .module
+            .declare_function(&symbol, linkage, &sig)
+            .map_err(|e| fail("declaring it", e.to_string()))?;
+        self.ctx.func.signature = sig;
+        let frontend = self.module.target_config();
+        let built = {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let args = b.block_params(entry).to_vec();
+            let built = body(&mut b, &args, &mut self.module);
+            b.seal_all_blocks();
+            b.finalize(frontend);
+            built
+        };
+        if let Err(e) = built {
+            self.module.clear_context(&mut self.ctx);
+            return Err(e);
+        }
+        if let Some(dir) = &self.dumps.clif {
+            Self::write_dump(
+                dir,
+                format!("{name}.clif"),
+                self.ctx.func.display().to_string(),
+            )
+            .map_err(|e| fail("dumping", e))?;
+        }
+        self.ctx.set_disasm(self.dumps.asm.is_some());
+        if let Err(e) = self.module.define_function(id, &mut self.ctx) {
+            let message = match e {
+                ModuleError::Compilation(err) => {
+                    cranelift_codegen::print_errors::pretty_error(&self.ctx.func, err)
+                }
+                other => other.to_string(),
+            };
+            self.module.clear_context(&mut self.ctx);
+            return Err(fail("Cranelift rejected it", message));
+        }
+        if let (Some(dir), Some(code)) = (&self.dumps.asm, self.ctx.compiled_code()) {
+            let text = code.vcode.clone().unwrap_or_default();
+            Self::write_dump(dir, format!("{name}.s"), text).map_err(|e| fail("dumping", e))?;
+        }
+        self.module.clear_context(&mut self.ctx);
+        self.functions.insert(name.to_string(), id);
+        self.compiled += 1;
+        self.compiling += started.elapsed();
+        Ok(id)
+    }
+
+    fn data(&mut self, name: &str, bytes: &[u8], align: u64) -> Result<DataId, String> {
+        if let Some(&id) = self.data.get(name) {
+            return Ok(id);
+        }
+        let symbol = format!("{}{name}", self.prefix);
+        let id = self
+            .module
+            .declare_data(&symbol, Linkage::Local, false, false)
+            .map_err(|e| format!("data {name}: {e}"))?;
+        let mut desc = DataDescription::new();
+        desc.define(bytes.to_vec().into_boxed_slice());
+        desc.set_align(align);
+        self.module
+            .define_data(id, &desc)
+            .map_err(|e| format!("data {name}: {e}"))?;
+        self.data.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn pointer(&self) -> Type {
+        self.module.target_config().pointer_type()
+    }
+
+    fn frontend(&self) -> TargetFrontendConfig {
+        self.module.target_config()
+    }
+}
