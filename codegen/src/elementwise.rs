@@ -203,7 +203,7 @@ impl Fallback {
 }
 
 /// Elements of a table-driven add per kernel iteration.
-const LOOKUPS: usize = 4;
+pub(crate) const LOOKUPS: usize = 4;
 
 type LookupFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, i64, *const u8);
 
@@ -252,7 +252,7 @@ static ADD_TABLES: Mutex<Option<HashMap<String, Weak<[u8]>>>> = Mutex::new(None)
 
 /// The table of `levels` for operands stored signed or not (`signed`) into a result stored
 /// signed or not (`out_signed`): entry `a * 256 + b` for stored bytes `a` and `b`.
-fn add_table(levels: &AddLevels, signed: [bool; 2], out_signed: bool) -> Arc<[u8]> {
+pub(crate) fn add_table(levels: &AddLevels, signed: [bool; 2], out_signed: bool) -> Arc<[u8]> {
     let key = format!("{levels:?}{signed:?}{out_signed}");
     let mut guard = ADD_TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let tables = guard.get_or_insert_with(HashMap::new);

@@ -46,7 +46,11 @@ impl Form {
     /// The form for a product over `k`: quads where the CPU has VNNI and the sums of `u * w`
     /// (up to `k * 255 * 128`, weights of -128 included) cannot overflow i32, else pairs.
     pub fn for_depth(k: usize) -> Form {
-        let vnni = jit::features().is_ok_and(|f| f.vnni);
+        Form::for_depth_on(k, jit::features().is_ok_and(|f| f.vnni))
+    }
+
+    /// [`Form::for_depth`] on a CPU with VNNI or without (`vnni`).
+    pub fn for_depth_on(k: usize, vnni: bool) -> Form {
         if vnni && (k as u64) * 255 * 128 < 1 << 31 {
             Form::Quads
         } else {
@@ -113,7 +117,13 @@ impl PackedA {
         }
     }
 
-    fn panels(&self) -> usize {
+    /// The packed words as the kernel reads them (little-endian bytes).
+    pub fn bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// Row panels (of [`MR`] rows).
+    pub fn panels(&self) -> usize {
         self.m.div_ceil(MR)
     }
 }

@@ -19,7 +19,7 @@ use crate::gemm::{self, Epilogue, Form, MR, PackedA};
 use crate::pool::{Poolable, Pooled};
 
 /// The i8 weights of `w`, or an error.
-fn weights(w: &Tensor) -> Result<&[i8], String> {
+pub(crate) fn weights(w: &Tensor) -> Result<&[i8], String> {
     match &w.data {
         TensorData::I8(v) => Ok(v),
         other => Err(format!("the weight must be i8, got {}", other.dtype_name())),
@@ -27,7 +27,7 @@ fn weights(w: &Tensor) -> Result<&[i8], String> {
 }
 
 /// The i32 bias of a layer with `channels` outputs (zeros without one).
-fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
+pub(crate) fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
     b.map_or(vec![0; channels], |b| {
         stored_ints(b).into_iter().map(i64::from).collect()
     })
@@ -36,7 +36,13 @@ fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
 /// A bound on `|x - Z_x|` good enough for a layer of depth `k` and largest weight `max_w`: the
 /// storage range's when even that keeps every sum (and `|acc + bias|`, `bias` the largest
 /// bias) below 2^31, so the data need not be read; else the data's own largest value.
-fn extent_for(x: &Tensor, zero_point: i64, k: usize, max_w: u32, bias: u64) -> Result<u32, String> {
+pub(crate) fn extent_for(
+    x: &Tensor,
+    zero_point: i64,
+    k: usize,
+    max_w: u32,
+    bias: u64,
+) -> Result<u32, String> {
     let static_bound = match &x.data {
         TensorData::U8(_) => zero_point.max(255 - zero_point),
         TensorData::I8(_) => (zero_point + 128).max(127 - zero_point),
@@ -141,10 +147,10 @@ enum Image<'a> {
 /// How a layer's outputs are produced: requantized inside the kernels, or (when the layer's
 /// constants fall outside what the fused epilogue computes exactly, or for the accumulators
 /// alone) as i32 accumulators that `Requant` finishes.
-struct Finish<'a> {
-    requant: &'a Requant,
-    out_ty: &'a TensorType,
-    bias: Vec<i64>,
+pub(crate) struct Finish<'a> {
+    pub(crate) requant: &'a Requant,
+    pub(crate) out_ty: &'a TensorType,
+    pub(crate) bias: Vec<i64>,
 }
 
 impl Finish<'_> {
@@ -153,7 +159,7 @@ impl Finish<'_> {
     /// i32), or an output that is not 8-bit. `bound` bounds `|acc|`; where it keeps every
     /// `|(acc + bias) * scale|` below 2^22, the epilogue leaves the storage's own bounds to the
     /// narrowing packs ([`Levels::clamp`]).
-    fn records(&self, bound: u128) -> Option<(Vec<i32>, Levels)> {
+    pub(crate) fn records(&self, bound: u128) -> Option<(Vec<i32>, Levels)> {
         let (signed, storage) = match TensorData::zeros(&self.out_ty.elem, 0) {
             TensorData::U8(_) => (false, (0, 255)),
             TensorData::I8(_) => (true, (-128, 127)),
@@ -261,7 +267,7 @@ pub struct QuantConv {
 
 /// The zero point of a layer's input as the quads form sees it (u8 storage as it is, i8 plus
 /// 128).
-fn shifted_zero_point(x_ty: &TensorType) -> Result<i64, String> {
+pub(crate) fn shifted_zero_point(x_ty: &TensorType) -> Result<i64, String> {
     let (_, zx, _) = per_tensor_params(x_ty, "the input")?;
     Ok(match TensorData::zeros(&x_ty.elem, 0) {
         TensorData::I8(_) => zx + 128,
@@ -309,8 +315,13 @@ fn pack_conv(w: &Tensor, attrs: &Conv2dAttrs, x_ty: &TensorType) -> Result<Weigh
 }
 
 /// The depthwise kernel's form for `g` (depth `k`): quads where the CPU and the geometry allow.
-fn depthwise_form(g: &Geometry, k: usize) -> Form {
-    match Form::for_depth(k) {
+pub(crate) fn depthwise_form(g: &Geometry, k: usize) -> Form {
+    depthwise_form_on(g, k, crate::jit::features().is_ok_and(|f| f.vnni))
+}
+
+/// [`depthwise_form`] on a CPU with VNNI or without (`vnni`).
+pub(crate) fn depthwise_form_on(g: &Geometry, k: usize, vnni: bool) -> Form {
+    match Form::for_depth_on(k, vnni) {
         Form::Quads if g.quads_fit() => Form::Quads,
         _ => Form::Pairs,
     }
@@ -318,7 +329,7 @@ fn depthwise_form(g: &Geometry, k: usize) -> Form {
 
 /// The geometry of a depthwise convolution over inputs of type `x_ty` (4-D), or `None` for a
 /// layer that is not depthwise or whose geometry does not fit.
-fn depthwise_geometry(
+pub(crate) fn depthwise_geometry(
     attrs: &Conv2dAttrs,
     x_ty: &TensorType,
     wshape: &[usize],
@@ -479,7 +490,7 @@ impl QuantConv {
     }
 }
 
-fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
+pub(crate) fn is_depthwise(wshape: &[usize], groups: usize) -> bool {
     wshape.len() == 4 && wshape[1] == 1 && groups > 1 && wshape[0] == groups
 }
 
@@ -639,7 +650,7 @@ fn correct(c: &[i32], a: &PackedA, zu: i64, plane: usize, out: &mut [i32]) {
 /// The records of `a.m` channels starting at record offset `first`, padded to whole row panels,
 /// their biases less `zu * sum_k w` (wrapping: the sum the kernel forms is exact modulo 2^32,
 /// and the caller checked that the true one fits i32).
-fn group_records(records: &[i32], first: usize, a: &PackedA, zu: i64) -> Vec<i32> {
+pub(crate) fn group_records(records: &[i32], first: usize, a: &PackedA, zu: i64) -> Vec<i32> {
     let m = a.m;
     let mut out = vec![0i32; m.div_ceil(MR) * MR * RECORD_WORDS];
     out[..RECORD_WORDS * m].copy_from_slice(&records[first..first + RECORD_WORDS * m]);

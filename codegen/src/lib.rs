@@ -11,7 +11,9 @@ mod float;
 mod gemm;
 pub mod jit;
 mod layers;
+pub mod object;
 mod pool;
+pub mod program;
 mod reduce;
 mod windows;
 

@@ -19,9 +19,9 @@ use crate::jit;
 use cranelift_module::FuncId;
 
 /// Planes per kernel iteration.
-const PLANES: usize = 8;
+pub(crate) const PLANES: usize = 8;
 /// Bytes per load.
-const BLOCK: usize = 16;
+pub(crate) const BLOCK: usize = 16;
 /// Groups of planes per parallel task.
 const GROUPS_PER_TASK: usize = 16;
 

@@ -1,0 +1,353 @@
+//! A lowered function ([`crate::program`]) as a relocatable object file and its C header, or
+//! loaded into a JIT module of its own to run in this process (what tests compare with the
+//! reference interpreter, and what the C program must match).
+
+use std::fmt::Write as _;
+
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::default_libcall_names;
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use qcc_dialects::Module;
+
+use crate::emit::{Dumps, Emitter};
+use crate::program::{self, Edge, Lowered, SCRATCH_ALIGN, status};
+
+/// The machine an object is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// This machine's CPU, with the features it has.
+    Native,
+}
+
+impl Target {
+    /// The target `--target` names.
+    pub fn parse(name: &str) -> Result<Target, String> {
+        match name {
+            "native" => Ok(Target::Native),
+            "x86_64" | "x86_64-v3" | "aarch64" => Err(format!(
+                "--target {name} is not supported yet; qcc build generates code for `native` (this \
+                 machine's CPU) only so far"
+            )),
+            other => Err(format!(
+                "unknown target '{other}'; the targets are native, x86_64, x86_64-v3 and aarch64"
+            )),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Native => "native",
+        }
+    }
+}
+
+/// What a target's code may use: its ISA (position-independent code for objects) and whether
+/// it has VNNI, with the CPU features it was built for.
+struct Isa {
+    isa: OwnedTargetIsa,
+    vnni: bool,
+    features: Vec<String>,
+}
+
+fn isa(target: Target, pic: bool) -> Result<Isa, String> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v)
+            .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "enable_verifier", "true")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
+    let Target::Native = target;
+    let mut builder = cranelift_native::builder()
+        .map_err(|e| format!("this CPU is not supported by the code generator: {e}"))?;
+    // As the JIT's (see `crate::jit`): AVX512DQ only makes the epilogue's products slower.
+    let _ = builder.set("has_avx512dq", "false");
+    if std::env::var_os(crate::jit::NO_VNNI_VAR).is_some_and(|v| v != "0") {
+        for flag in ["has_avx_vnni", "has_avx512vnni"] {
+            let _ = builder.set(flag, "false");
+        }
+    }
+    let isa = builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("the code generator cannot target this CPU: {e}"))?;
+    let features: Vec<String> = isa
+        .isa_flags()
+        .iter()
+        .filter(|f| f.name.starts_with("has_") && f.as_bool() == Some(true))
+        .map(|f| f.name.trim_start_matches("has_").to_string())
+        .collect();
+    let vnni = features
+        .iter()
+        .any(|f| f == "avx_vnni" || f == "avx512vnni");
+    Ok(Isa {
+        isa,
+        vnni,
+        features,
+    })
+}
+
+/// An object file built from a module's function.
+pub struct Object {
+    /// The object file's bytes (ELF on Linux).
+    pub bytes: Vec<u8>,
+    /// The lowered function: entry points, scratch size, edges.
+    pub lowered: Lowered,
+    /// The symbol prefix.
+    pub name: String,
+    /// The target it was built for.
+    pub target: Target,
+    /// The CPU features the code uses (Cranelift's names).
+    pub features: Vec<String>,
+    /// Functions compiled into it.
+    pub functions: usize,
+}
+
+/// Whether `name` can prefix C identifiers.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name '{name}' is not a C identifier (letters, digits and _, not starting with a digit)"
+        ))
+    }
+}
+
+/// Builds function `function` of `module` into an object whose symbols all start with `name`.
+pub fn build(
+    module: &Module,
+    function: &str,
+    name: &str,
+    target: Target,
+    dumps: Dumps,
+) -> Result<Object, String> {
+    check_name(name)?;
+    let isa = isa(target, true)?;
+    let builder = ObjectBuilder::new(isa.isa, name, default_libcall_names())
+        .map_err(|e| format!("cannot start an object file: {e}"))?;
+    let mut emitter = Emitter::new(ObjectModule::new(builder), "", dumps);
+    let lowered = program::lower(&mut emitter, module, function, name, isa.vnni)?;
+    let functions = emitter.compiled;
+    let product = emitter.module.finish();
+    let bytes = product
+        .emit()
+        .map_err(|e| format!("cannot write the object file: {e}"))?;
+    Ok(Object {
+        bytes,
+        lowered,
+        name: name.to_string(),
+        target,
+        features: isa.features,
+        functions,
+    })
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn edge_defines(out: &mut String, upper: &str, what: &str, e: &Edge) {
+    let _ = writeln!(
+        out,
+        "/* The {} tensor: shape [{}]. */",
+        what.to_lowercase(),
+        dims(&e.shape)
+    );
+    let _ = writeln!(out, "#define {upper}_{what}_RANK {}", e.shape.len());
+    for (i, d) in e.shape.iter().enumerate() {
+        let _ = writeln!(out, "#define {upper}_{what}_DIM{i} {d}");
+    }
+    let _ = writeln!(out, "#define {upper}_{what}_ELEMENTS {}", e.elements());
+    let _ = writeln!(
+        out,
+        "/* Stored value q stands for {}_SCALE * (q - {}_ZERO_POINT), stored as {}. */",
+        format_args!("{upper}_{what}"),
+        format_args!("{upper}_{what}"),
+        if e.signed { "int8_t" } else { "uint8_t" }
+    );
+    let _ = writeln!(out, "#define {upper}_{what}_SCALE {:?}f", e.scale);
+    let _ = writeln!(out, "#define {upper}_{what}_ZERO_POINT {}", e.zero_point);
+    let _ = writeln!(
+        out,
+        "#define {upper}_{what}_SIGNED {}",
+        if e.signed { 1 } else { 0 }
+    );
+}
+
+impl Object {
+    /// The C header that declares the object's entry points and sizes.
+    pub fn header(&self, source: &str) -> String {
+        let n = &self.name;
+        let upper = n.to_uppercase();
+        let guard = format!("{upper}_H");
+        let l = &self.lowered;
+        let elem = |e: &Edge| if e.signed { "int8_t" } else { "uint8_t" };
+        let mut h = String::new();
+        let _ = writeln!(
+            h,
+            "/* {n}.h: generated by qcc build from {source}; do not edit. */"
+        );
+        let _ = writeln!(h, "#ifndef {guard}\n#define {guard}\n");
+        let _ = writeln!(h, "#include <stdint.h>\n");
+        let _ = writeln!(h, "#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
+        edge_defines(&mut h, &upper, "INPUT", &l.input);
+        h.push('\n');
+        edge_defines(&mut h, &upper, "OUTPUT", &l.output);
+        h.push('\n');
+        let _ = writeln!(
+            h,
+            "/* Bytes of scratch memory a run needs (the caller provides it; {} of them hold the\n   activations, the rest the kernels' temporary buffers), and its alignment. */",
+            l.arena
+        );
+        let _ = writeln!(h, "#define {upper}_SCRATCH_BYTES {}", l.scratch);
+        let _ = writeln!(h, "#define {upper}_SCRATCH_ALIGN {SCRATCH_ALIGN}\n");
+        let _ = writeln!(
+            h,
+            "/* Built for target {}; the code uses these CPU features: {}. */",
+            self.target.name(),
+            self.features.join(" ")
+        );
+        let _ = writeln!(h, "#define {upper}_TARGET \"{}\"\n", self.target.name());
+        let _ = writeln!(h, "/* Return codes of the run functions. */");
+        let _ = writeln!(h, "#define {upper}_OK {}", status::OK);
+        let _ = writeln!(h, "#define {upper}_ERROR_NULL {}", status::NULL);
+        let _ = writeln!(
+            h,
+            "#define {upper}_ERROR_MISALIGNED {}\n",
+            status::MISALIGNED
+        );
+        let _ = writeln!(
+            h,
+            "/* Runs the model on {upper}_INPUT_ELEMENTS floats at `in` and writes\n   {upper}_OUTPUT_ELEMENTS floats to `out`: quantizes the input, runs the integer network,\n   dequantizes its output. `scratch` is {upper}_SCRATCH_BYTES bytes aligned to\n   {upper}_SCRATCH_ALIGN, used only during the call; its contents need no initialisation.\n   Allocates nothing and keeps no state: calls with separate scratch areas may run\n   concurrently. Returns {upper}_OK, or {upper}_ERROR_NULL / {upper}_ERROR_MISALIGNED\n   (nothing written). */"
+        );
+        let _ = writeln!(
+            h,
+            "int {n}_run(const float *in, float *out, void *scratch);\n"
+        );
+        let _ = writeln!(
+            h,
+            "/* As {n}_run, on stored values: {upper}_INPUT_ELEMENTS {} at `in` (the quantized\n   input), {upper}_OUTPUT_ELEMENTS {} to `out` (the output before dequantization). */",
+            elem(&l.input),
+            elem(&l.output)
+        );
+        let _ = writeln!(
+            h,
+            "int {n}_run_u8(const {} *in, {} *out, void *scratch);\n",
+            elem(&l.input),
+            elem(&l.output)
+        );
+        let _ = writeln!(h, "#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {guard} */");
+        h
+    }
+}
+
+/// A lowered function loaded into this process, to run as the object would.
+pub struct Loaded {
+    _module: JITModule,
+    run: unsafe extern "C" fn(*const f32, *mut f32, *mut u8) -> i32,
+    run_u8: unsafe extern "C" fn(*const u8, *mut u8, *mut u8) -> i32,
+    /// The lowered function.
+    pub lowered: Lowered,
+}
+
+// The module's code is immutable once finalised and only called through the pointers above.
+unsafe impl Send for Loaded {}
+unsafe impl Sync for Loaded {}
+
+/// A scratch area of `bytes`, aligned as the entry points require.
+struct Scratch {
+    words: Vec<u128>,
+    offset: usize,
+}
+
+impl Scratch {
+    fn new(bytes: usize) -> Scratch {
+        let words = vec![0u128; (bytes + SCRATCH_ALIGN) / 16 + 1];
+        let addr = words.as_ptr() as usize;
+        let offset = addr.next_multiple_of(SCRATCH_ALIGN) - addr;
+        Scratch { words, offset }
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        // SAFETY: `offset` is below SCRATCH_ALIGN, within the buffer.
+        unsafe { (self.words.as_mut_ptr() as *mut u8).add(self.offset) }
+    }
+}
+
+/// Lowers function `function` of `module` into a JIT module of its own.
+pub fn load(module: &Module, function: &str) -> Result<Loaded, String> {
+    let isa = isa(Target::Native, false)?;
+    let vnni = isa.vnni;
+    let jit = JITModule::new(JITBuilder::with_isa(isa.isa, default_libcall_names()));
+    let mut emitter = Emitter::new(jit, "", Dumps::default());
+    let lowered = program::lower(&mut emitter, module, function, "model", vnni)?;
+    emitter
+        .module
+        .finalize_definitions()
+        .map_err(|e| format!("finalising generated code: {e}"))?;
+    let run = emitter.module.get_finalized_function(lowered.run);
+    let run_u8 = emitter.module.get_finalized_function(lowered.run_u8);
+    Ok(Loaded {
+        // SAFETY: both entry points were generated with these signatures, in the C ABI.
+        run: unsafe { std::mem::transmute::<*const u8, _>(run) },
+        run_u8: unsafe { std::mem::transmute::<*const u8, _>(run_u8) },
+        _module: emitter.module,
+        lowered,
+    })
+}
+
+impl Loaded {
+    /// The model on `input` (its input's elements): the output's elements, dequantized.
+    pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, String> {
+        self.check(input.len())?;
+        let mut out = vec![0f32; self.lowered.output.elements()];
+        let mut scratch = Scratch::new(self.lowered.scratch);
+        // SAFETY: the buffers have the sizes the function was lowered for.
+        let code = unsafe { (self.run)(input.as_ptr(), out.as_mut_ptr(), scratch.ptr()) };
+        Self::status(code)?;
+        Ok(out)
+    }
+
+    /// The model on stored input values: the output's stored values.
+    pub fn run_u8(&self, input: &[u8]) -> Result<Vec<u8>, String> {
+        self.check(input.len())?;
+        let mut out = vec![0u8; self.lowered.output.elements()];
+        let mut scratch = Scratch::new(self.lowered.scratch);
+        // SAFETY: the buffers have the sizes the function was lowered for.
+        let code = unsafe { (self.run_u8)(input.as_ptr(), out.as_mut_ptr(), scratch.ptr()) };
+        Self::status(code)?;
+        Ok(out)
+    }
+
+    fn check(&self, len: usize) -> Result<(), String> {
+        let want = self.lowered.input.elements();
+        if len == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "the input has {len} elements, the function takes {want}"
+            ))
+        }
+    }
+
+    fn status(code: i32) -> Result<(), String> {
+        if code == status::OK {
+            Ok(())
+        } else {
+            Err(format!("the generated function returned {code}"))
+        }
+    }
+}

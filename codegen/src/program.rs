@@ -1,0 +1,1166 @@
+//! A whole function as generated code: every op lowered to a driver function that runs its
+//! kernels over buffers at fixed places, and entry points that run the ops in schedule order
+//! over one caller-provided scratch area — the activation arena planned by value liveness
+//! (`qcc_runtime::plan`) followed by the drivers' temporary space. Nothing is allocated and
+//! nothing outside the generated code is called but `memcpy` and `memset`, so the same lowering
+//! fills an object file to link (`crate::object`) or the process's JIT.
+//!
+//! The function must take one f32 input that one `quant.quantize` reads and return one f32
+//! value that `quant.dequantize` makes: `run` quantizes the input, runs the rest and dequantizes
+//! the result; `run_u8` takes and gives the stored 8-bit values around them.
+
+use cranelift_codegen::ir::{
+    Endianness, InstBuilder, MemFlagsData, Type, Value as ClifValue, condcodes::IntCC, types,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::FunctionBuilder;
+use cranelift_module::{DataId, FuncId, Module as ClifModule};
+use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
+use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Operation, TensorType, Value};
+use qcc_runtime::interp::layer_requant;
+use qcc_runtime::plan;
+use qcc_runtime::quant::{AddLevels, Multiplier as Fixed, magnitude, per_tensor};
+
+use crate::clif::{Levels, Loop, RECORD, RECORD_WORDS};
+use crate::depthwise::{self, Geometry};
+use crate::elementwise::{self, add_table, levels_of, params8};
+use crate::emit::{Shape, Sink};
+use crate::gemm::{self, Epilogue, Form, MR, NR, PackedA};
+use crate::layers::{Finish, depthwise_geometry, group_records, is_depthwise, shifted_zero_point};
+
+/// Alignment the scratch area must have (and every value in it has).
+pub const SCRATCH_ALIGN: usize = plan::ALIGN;
+
+/// What an entry point returns.
+pub mod status {
+    /// The run finished.
+    pub const OK: i32 = 0;
+    /// The input, the output or the scratch area is a null pointer.
+    pub const NULL: i32 = 1;
+    /// The scratch area is not aligned to [`super::SCRATCH_ALIGN`] bytes.
+    pub const MISALIGNED: i32 = 2;
+}
+
+/// The input or the output of a lowered function: its shape and quantization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    /// Its shape (the batch first).
+    pub shape: Vec<usize>,
+    /// Scale of its stored values.
+    pub scale: f32,
+    /// Zero point of its stored values.
+    pub zero_point: i64,
+    /// Whether the values are stored as i8 (else u8).
+    pub signed: bool,
+}
+
+impl Edge {
+    /// Elements of the tensor.
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn of(ty: &TensorType, what: &str) -> Result<Edge, String> {
+        let (scale, zero_point, signed) = params8(ty)
+            .ok_or_else(|| format!("{what} must be 8-bit per-tensor quantized, got {ty}"))?;
+        Ok(Edge {
+            shape: ty.shape.clone(),
+            scale: scale as f32,
+            zero_point,
+            signed,
+        })
+    }
+}
+
+/// A function lowered into a sink.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    /// `(const float *in, float *out, void *scratch) -> int`.
+    pub run: FuncId,
+    /// `(const uint8_t *in, uint8_t *out, void *scratch) -> int` on stored values.
+    pub run_u8: FuncId,
+    /// Bytes of scratch area a run needs.
+    pub scratch: usize,
+    /// Of those, the activation arena's.
+    pub arena: usize,
+    /// The input after `quant.quantize`.
+    pub input: Edge,
+    /// The output before `quant.dequantize`.
+    pub output: Edge,
+    /// Ops lowered (constants excepted).
+    pub ops: usize,
+}
+
+/// Where a value lives during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    /// The entry point's input.
+    Input,
+    /// The entry point's output.
+    Output,
+    /// The scratch area, at this offset.
+    Arena(usize),
+}
+
+/// One op lowered: its driver `(x0, x1, out, temp)` and the temporary bytes it needs.
+struct Driver {
+    func: FuncId,
+    temp: usize,
+}
+
+/// Code generation helpers inside one function body.
+struct Code<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    m: &'a mut dyn ClifModule,
+    ptr: Type,
+    fe: TargetFrontendConfig,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl Code<'_, '_> {
+    fn int(&mut self, v: i64) -> ClifValue {
+        self.b.ins().iconst(self.ptr, v)
+    }
+
+    /// `base + offset` bytes.
+    fn at(&mut self, base: ClifValue, offset: i64) -> ClifValue {
+        if offset == 0 {
+            base
+        } else {
+            self.b.ins().iadd_imm_s(base, offset)
+        }
+    }
+
+    /// `base + index * step` bytes.
+    fn index(&mut self, base: ClifValue, index: ClifValue, step: i64) -> ClifValue {
+        let off = self.b.ins().imul_imm_s(index, step);
+        self.b.ins().iadd(base, off)
+    }
+
+    fn call(&mut self, f: FuncId, args: &[ClifValue]) {
+        let r = self.m.declare_func_in_func(f, self.b.func);
+        self.b.ins().call(r, args);
+    }
+
+    fn data(&mut self, d: DataId) -> ClifValue {
+        let gv = self.m.declare_data_in_func(d, self.b.func);
+        self.b.ins().symbol_value(self.ptr, gv)
+    }
+
+    fn memcpy(&mut self, dst: ClifValue, src: ClifValue, n: usize) {
+        if n > 0 {
+            let n = self.int(n as i64);
+            self.b.call_memcpy(self.fe, dst, src, n);
+        }
+    }
+
+    fn memset(&mut self, dst: ClifValue, byte: u8, n: usize) {
+        if n > 0 {
+            let c = self.b.ins().iconst(types::I8, i64::from(byte));
+            let n = self.int(n as i64);
+            self.b.call_memset(self.fe, dst, c, n);
+        }
+    }
+
+    /// A loop over `0..n` (a constant); the builder is in its body until `close`.
+    fn each(&mut self, n: usize) -> Loop {
+        let zero = self.int(0);
+        let end = self.int(n as i64);
+        Loop::new(self.b, zero, end)
+    }
+
+    /// Copies `n` bytes, each flipped to u8 order (`^ 0x80`) when `flip`, one at a time.
+    fn copy_bytes(&mut self, dst: ClifValue, src: ClifValue, n: usize, step: i64, flip: bool) {
+        if n == 0 {
+            return;
+        }
+        let l = self.each(n);
+        let s = self.index(src, l.index, step);
+        let d = self.b.ins().iadd(dst, l.index);
+        let v = self.b.ins().uload8(types::I32, flags(), s, 0);
+        let v = if flip {
+            self.b.ins().bxor_imm_u(v, 0x80)
+        } else {
+            v
+        };
+        self.b.ins().istore8(flags(), v, d, 0);
+        l.close(self.b);
+    }
+}
+
+/// Defines a driver function `name(x0, x1, out, temp)` whose body `body` emits.
+fn driver(
+    sink: &mut dyn Sink,
+    name: &str,
+    body: impl Fn(&mut Code, [ClifValue; 4]) -> Result<(), String>,
+) -> Result<FuncId, String> {
+    let ptr = sink.pointer();
+    let fe = sink.frontend();
+    sink.function(name, &Shape::kernel(&[ptr; 4]), &mut |b, args, m| {
+        let mut code = Code { b, m, ptr, fe };
+        body(&mut code, [args[0], args[1], args[2], args[3]])?;
+        code.b.ins().return_(&[]);
+        Ok(())
+    })
+}
+
+fn describe(func: &Function, node: NodeIndex) -> String {
+    let op = func.op(node);
+    match op.result_names.first().cloned().flatten() {
+        Some(name) => format!("{} (%{name})", op.name),
+        None => op.name.clone(),
+    }
+}
+
+/// Lowers function `function` of `module` into `sink`, its entry points named `name_run` and
+/// `name_run_u8` (exported), the integer layers in the form `vnni` allows.
+pub fn lower(
+    sink: &mut dyn Sink,
+    module: &Module,
+    function: &str,
+    name: &str,
+    vnni: bool,
+) -> Result<Lowered, String> {
+    let func = module
+        .function(function)
+        .ok_or_else(|| format!("the module has no function @{function}"))?;
+    let (quantize, dequantize) = edges(func)?;
+    let input = Edge::of(&func.op(quantize).results[0], "the quantized input")?;
+    let dq_operand = func.operands(dequantize)[0];
+    let output = Edge::of(func.value_type(dq_operand), "the dequantized output")?;
+    let batch = input.shape.first().copied().unwrap_or(1);
+    let arena = plan::plan(func, batch, SCRATCH_ALIGN);
+    let home = |v: Value, core: bool| -> Result<Home, String> {
+        if core && v == Value::of(quantize) {
+            return Ok(Home::Input);
+        }
+        if core && v == dq_operand {
+            return Ok(Home::Output);
+        }
+        arena
+            .offsets
+            .get(&v)
+            .map(|o| Home::Arena(*o))
+            .ok_or_else(|| "internal error: a value has no place in the arena".to_string())
+    };
+
+    // Every op's driver, in schedule order.
+    let schedule = func.schedule();
+    let mut steps: Vec<(NodeIndex, Driver)> = Vec::new();
+    for &node in &schedule {
+        let Node::Op(op) = &func.graph[node] else {
+            continue;
+        };
+        if op.is(OpKind::Const) || node == quantize || node == dequantize {
+            continue;
+        }
+        let tag = format!("{name}_op{}", steps.len());
+        let d = lower_op(sink, module, func, node, &tag, vnni)
+            .map_err(|e| format!("{}: {e}", describe(func, node)))?;
+        steps.push((node, d));
+    }
+    let temp_at = arena.size.div_ceil(SCRATCH_ALIGN) * SCRATCH_ALIGN;
+    let edge_temp = 64; // the quantize and dequantize tails
+    let temp = steps
+        .iter()
+        .map(|(_, d)| d.temp)
+        .max()
+        .unwrap_or(0)
+        .max(edge_temp);
+    let scratch = temp_at + temp;
+
+    // The ops between the edges: `core(in, out, scratch)`.
+    let ptr = sink.pointer();
+    let fe = sink.frontend();
+    let mut homes: Vec<(Vec<Home>, Home, FuncId)> = Vec::new();
+    for (node, d) in &steps {
+        let operands = func
+            .operands(*node)
+            .into_iter()
+            .filter(|v| !func.op(v.node).is(OpKind::Const))
+            .map(|v| home(v, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        homes.push((operands, home(Value::of(*node), true)?, d.func));
+    }
+    let same = Value::of(quantize) == dq_operand;
+    let out_bytes = output.elements();
+    let core = sink.function(
+        &format!("{name}_core"),
+        &Shape::kernel(&[ptr; 3]),
+        &mut |b, args, m| {
+            let mut c = Code { b, m, ptr, fe };
+            let (input, out, scratch) = (args[0], args[1], args[2]);
+            let null = c.int(0);
+            let place = |c: &mut Code, h: Home| match h {
+                Home::Input => input,
+                Home::Output => out,
+                Home::Arena(o) => c.at(scratch, o as i64),
+            };
+            let temp = c.at(scratch, temp_at as i64);
+            for (operands, result, f) in &homes {
+                let x0 = operands.first().map_or(null, |h| place(&mut c, *h));
+                let x1 = operands.get(1).map_or(null, |h| place(&mut c, *h));
+                let y = place(&mut c, *result);
+                c.call(*f, &[x0, x1, y, temp]);
+            }
+            if same {
+                c.memcpy(out, input, out_bytes);
+            }
+            c.b.ins().return_(&[]);
+            Ok(())
+        },
+    )?;
+
+    // The edges' kernels.
+    let q_levels = levels_of(&func.op(quantize).results[0], None)
+        .ok_or("the input's quantization must be 8-bit per-tensor")?;
+    let q_kernel = elementwise::define_quantize(sink, input.scale, &q_levels)?;
+    let dq_kernel =
+        elementwise::define_dequantize(sink, output.scale, output.zero_point, output.signed)?;
+    let (q_at, dq_at) = match (home(Value::of(quantize), false)?, home(dq_operand, false)?) {
+        (Home::Arena(a), Home::Arena(b)) => (a, b),
+        _ => return Err("internal error: the edges have no place in the arena".into()),
+    };
+    let in_elems = input.elements();
+
+    let entry = |sink: &mut dyn Sink, suffix: &str, floats: bool| {
+        sink.function(
+            &format!("{name}_{suffix}"),
+            &Shape {
+                params: &[ptr; 3],
+                returns: &[types::I32],
+                export: true,
+            },
+            &mut |b, args, m| {
+                let mut c = Code { b, m, ptr, fe };
+                let (input, out, scratch) = (args[0], args[1], args[2]);
+                checks(&mut c, [input, out, scratch]);
+                if floats {
+                    let q = c.at(scratch, q_at as i64);
+                    let d = c.at(scratch, dq_at as i64);
+                    let temp = c.at(scratch, temp_at as i64);
+                    stream(&mut c, q_kernel, (input, 4), (q, 1), in_elems, temp);
+                    c.call(core, &[q, d, scratch]);
+                    stream(&mut c, dq_kernel, (d, 1), (out, 4), out_bytes, temp);
+                } else {
+                    c.call(core, &[input, out, scratch]);
+                }
+                let ok = c.b.ins().iconst(types::I32, i64::from(status::OK));
+                c.b.ins().return_(&[ok]);
+                Ok(())
+            },
+        )
+    };
+    let run = entry(sink, "run", true)?;
+    let run_u8 = entry(sink, "run_u8", false)?;
+    Ok(Lowered {
+        run,
+        run_u8,
+        scratch,
+        arena: arena.size,
+        input,
+        output,
+        ops: steps.len(),
+    })
+}
+
+/// Returns early with [`status::NULL`] or [`status::MISALIGNED`] when a pointer is null or the
+/// scratch area misaligned.
+fn checks(c: &mut Code, [input, out, scratch]: [ClifValue; 3]) {
+    let fail = |c: &mut Code, cond: ClifValue, code: i32| {
+        let bad = c.b.create_block();
+        let good = c.b.create_block();
+        c.b.ins().brif(cond, bad, &[], good, &[]);
+        c.b.switch_to_block(bad);
+        let v = c.b.ins().iconst(types::I32, i64::from(code));
+        c.b.ins().return_(&[v]);
+        c.b.switch_to_block(good);
+    };
+    for p in [input, out, scratch] {
+        let null = c.b.ins().icmp_imm_u(IntCC::Equal, p, 0);
+        fail(c, null, status::NULL);
+    }
+    let low = c.b.ins().band_imm_u(scratch, (SCRATCH_ALIGN - 1) as i64);
+    fail(c, low, status::MISALIGNED);
+}
+
+/// Runs streaming kernel `f` (groups of eight elements) over `n` elements from `src` (`.1` bytes
+/// each) to `dst`; the last partial group goes through `temp` (64 bytes).
+fn stream(
+    c: &mut Code,
+    f: FuncId,
+    src: (ClifValue, usize),
+    dst: (ClifValue, usize),
+    n: usize,
+    temp: ClifValue,
+) {
+    const GROUP: usize = 8;
+    let whole = n / GROUP;
+    if whole > 0 {
+        let groups = c.int(whole as i64);
+        c.call(f, &[src.0, src.0, dst.0, groups]);
+    }
+    let rest = n % GROUP;
+    if rest > 0 {
+        // Inputs in the first 32 bytes of `temp`, outputs in the last 32.
+        let (tin, tout) = (temp, c.at(temp, 32));
+        c.memset(tin, 0, GROUP * src.1);
+        let from = c.at(src.0, (whole * GROUP * src.1) as i64);
+        c.memcpy(tin, from, rest * src.1);
+        let one = c.int(1);
+        c.call(f, &[tin, tin, tout, one]);
+        let to = c.at(dst.0, (whole * GROUP * dst.1) as i64);
+        c.memcpy(to, tout, rest * dst.1);
+    }
+}
+
+/// The function's edge ops: the `quant.quantize` that alone reads its one f32 argument, and the
+/// `quant.dequantize` that makes its one result.
+fn edges(func: &Function) -> Result<(NodeIndex, NodeIndex), String> {
+    let shape = "qcc build compiles a function of one f32 input, quantized by quant.quantize, and \
+                 one f32 result made by quant.dequantize";
+    if func.args.len() != 1 || func.results.len() != 1 {
+        return Err(format!(
+            "@{} takes {} input(s) and returns {} value(s); {shape}",
+            func.name,
+            func.args.len(),
+            func.results.len()
+        ));
+    }
+    let arg = Value::of(func.args[0]);
+    let users = func.users(arg);
+    let quantize = match users.as_slice() {
+        [(node, 0)] if func.op(*node).is(OpKind::Quantize) => *node,
+        _ => {
+            return Err(format!(
+                "@{}'s input is not read by one quant.quantize alone; {shape}",
+                func.name
+            ));
+        }
+    };
+    let result = func.results[0];
+    let dequantize = match func.try_op(result.node) {
+        Some(op) if op.is(OpKind::Dequantize) => result.node,
+        _ => {
+            return Err(format!(
+                "@{}'s result is not made by quant.dequantize; {shape}",
+                func.name
+            ));
+        }
+    };
+    if func.users(Value::of(dequantize)).len() > 0 {
+        return Err(format!(
+            "@{}'s dequantized result is also read inside it; {shape}",
+            func.name
+        ));
+    }
+    Ok((quantize, dequantize))
+}
+
+/// The driver of op `node`.
+fn lower_op(
+    sink: &mut dyn Sink,
+    module: &Module,
+    func: &Function,
+    node: NodeIndex,
+    tag: &str,
+    vnni: bool,
+) -> Result<Driver, String> {
+    let op = func.op(node);
+    let kind = op
+        .kind()
+        .ok_or_else(|| format!("unknown op '{}'", op.name))?;
+    let operands = func.operands(node);
+    let types: Vec<&TensorType> = operands.iter().map(|v| func.value_type(*v)).collect();
+    let out = &op.results[0];
+    match kind {
+        OpKind::QuantConv2d | OpKind::QuantDense => {
+            lower_layer(sink, module, func, node, tag, vnni, &types)
+        }
+        OpKind::QuantAdd => lower_add(sink, op, tag, &types),
+        OpKind::QuantGlobalAvgPool => lower_global_avg_pool(sink, op, tag, types[0]),
+        OpKind::Flatten | OpKind::Reshape => {
+            let bytes = out.numel() * out.elem.size_bytes();
+            let func = driver(sink, tag, |c, [x, _, y, _]| {
+                c.memcpy(y, x, bytes);
+                Ok(())
+            })?;
+            Ok(Driver { func, temp: 0 })
+        }
+        other => Err(format!(
+            "qcc build has no generated code for {} yet",
+            other.name()
+        )),
+    }
+}
+
+/// The constant tensor of operand `i` of `node`, or an error naming it.
+fn constant<'m>(
+    module: &'m Module,
+    func: &Function,
+    node: NodeIndex,
+    i: usize,
+    what: &str,
+) -> Result<std::borrow::Cow<'m, qcc_dialects::Tensor>, String> {
+    func.operands(node)
+        .get(i)
+        .and_then(|v| func.try_op(v.node))
+        .filter(|o| o.is(OpKind::Const))
+        .and_then(|o| module.const_value(o))
+        .ok_or_else(|| format!("its {what} must be a constant of the module"))
+}
+
+/// The largest `|x - Z_x|` an input of type `ty` can hold (8-bit storage).
+fn storage_extent(ty: &TensorType) -> Result<u32, String> {
+    let (_, zp, signed) =
+        params8(ty).ok_or_else(|| format!("the input must be 8-bit per-tensor, got {ty}"))?;
+    Ok(if signed {
+        (zp + 128).max(127 - zp)
+    } else {
+        zp.max(255 - zp)
+    } as u32)
+}
+
+/// An integer conv or dense layer.
+fn lower_layer(
+    sink: &mut dyn Sink,
+    module: &Module,
+    func: &Function,
+    node: NodeIndex,
+    tag: &str,
+    vnni: bool,
+    types: &[&TensorType],
+) -> Result<Driver, String> {
+    let op = func.op(node);
+    let x_ty = types[0];
+    let out_ty = &op.results[0];
+    let w = constant(module, func, node, 1, "weight")?;
+    let wv = crate::layers::weights(&w)?;
+    let channels = w.shape[0];
+    let bias = match func.operands(node).len() {
+        n if n > 2 => {
+            let b = constant(module, func, node, 2, "bias")?;
+            crate::layers::bias(Some(&&*b), channels)
+        }
+        _ => vec![0; channels],
+    };
+    let requant = layer_requant(op, types)?;
+    let finish = Finish {
+        requant: &requant,
+        out_ty,
+        bias,
+    };
+    let (_, zx, signed) =
+        params8(x_ty).ok_or_else(|| format!("the input must be 8-bit per-tensor, got {x_ty}"))?;
+    let zu = shifted_zero_point(x_ty)?;
+    let ints: Vec<i32> = wv.iter().map(|x| i32::from(*x)).collect();
+    let max_w = magnitude(&ints);
+    let k: usize = w.shape[1..].iter().product();
+    let max_x = storage_extent(x_ty)?;
+    let largest_bias = finish
+        .bias
+        .iter()
+        .map(|b| b.unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    let bound = k as u128 * u128::from(max_x) * u128::from(max_w);
+    if bound + u128::from(largest_bias) >= 1 << 31 {
+        return Err(format!(
+            "its sums can reach 2^31 (depth {k}, weights up to {max_w}), which the int8 kernels \
+             do not compute exactly"
+        ));
+    }
+    let (records, levels) = finish.records(bound).ok_or(
+        "its requantization cannot be fused into the kernels exactly (an output that is not \
+         8-bit, or sums plus bias that can reach 2^31)",
+    )?;
+    let raw_zero = if signed { zx as i8 as u8 } else { zx as u8 };
+
+    if op.is(OpKind::QuantDense) {
+        let form = Form::for_depth_on(k, vnni);
+        require_quads(form)?;
+        let a = PackedA::new(wv, channels, k, form);
+        let n = x_ty.shape[0];
+        let recs = group_records(&records, 0, &a, zu);
+        return lower_gemm_dense(sink, tag, &a, &recs, levels, n, signed);
+    }
+
+    let attrs = Conv2dAttrs::of(op)?;
+    if x_ty.shape.len() != 4 || w.shape.len() != 4 {
+        return Err("a convolution needs 4-D input and weight".into());
+    }
+    let [n, c, h, wd] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2], x_ty.shape[3]];
+    let geometry = Geometry::of(&attrs, [h, wd], [w.shape[2], w.shape[3]])?;
+    if is_depthwise(&w.shape, attrs.groups) {
+        let g = depthwise_geometry(&attrs, x_ty, &w.shape)
+            .ok_or("its depthwise geometry is not supported")?;
+        let form = crate::layers::depthwise_form_on(&g, k, vnni);
+        require_quads(form)?;
+        let taps: Vec<u8> = wv
+            .chunks(k.max(1))
+            .flat_map(|t| depthwise::quad_words(t, &g, zu))
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let kernel = depthwise::define(sink, &g, form, Epilogue::Requantize(levels))?;
+        let taps = sink.data(&format!("{tag}_taps"), &taps, 16)?;
+        let recs = sink.data(&format!("{tag}_records"), &words(&records), 16)?;
+        return lower_depthwise(sink, tag, &g, kernel, taps, recs, [n, c], zu as u8, signed);
+    }
+    let groups = attrs.groups;
+    let (cg, og) = (w.shape[1], channels / groups);
+    let form = Form::for_depth_on(k, vnni);
+    require_quads(form)?;
+    let packed: Vec<PackedA> = (0..groups)
+        .map(|g| PackedA::new(&wv[g * og * k..(g + 1) * og * k], og, k, form))
+        .collect();
+    let recs: Vec<Vec<i32>> = packed
+        .iter()
+        .enumerate()
+        .map(|(g, a)| group_records(&records, RECORD_WORDS * g * og, a, zu))
+        .collect();
+    let conv = GemmConv {
+        g: geometry,
+        attrs,
+        n,
+        c,
+        cg,
+        og,
+        k,
+        raw_zero,
+        signed,
+    };
+    conv.lower(sink, tag, &packed, &recs, levels)
+}
+
+fn require_quads(form: Form) -> Result<(), String> {
+    match form {
+        Form::Quads => Ok(()),
+        Form::Pairs => Err(
+            "qcc build generates its integer layers with vpdpbusd only so far; this target or \
+             layer needs the pmaddwd form"
+                .into(),
+        ),
+    }
+}
+
+/// i32 words as little-endian bytes.
+fn words(w: &[i32]) -> Vec<u8> {
+    w.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Packs `k` rows of `p` columns (rows `ldp` bytes apart) at `src` into the quads layout of
+/// `crate::gemm` at `dst` (`[P/NR][K/4][NR][4]`, zero-padded), flipping i8 to u8 order when
+/// `flip`.
+fn pack_quads(
+    c: &mut Code,
+    src: ClifValue,
+    dst: ClifValue,
+    (k, p, ldp): (usize, usize, usize),
+    flip: bool,
+) {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let (whole_p, tail_p) = (p / NR, p % NR);
+    let (whole_k, tail_k) = (k / 4, k % 4);
+    let kw = k.div_ceil(4);
+    let panel_bytes = (kw * NR * 4) as i64;
+    let interleave = |c: &mut Code, rows: [Option<ClifValue>; 4], at: ClifValue| {
+        let vectors: Vec<ClifValue> = rows
+            .iter()
+            .map(|r| {
+                let v = match r {
+                    Some(addr) => {
+                        let x = c.b.ins().load(types::I64, flags(), *addr, 0);
+                        c.b.ins().scalar_to_vector(types::I64X2, x)
+                    }
+                    None => {
+                        let z = c.b.ins().iconst(types::I64, 0);
+                        c.b.ins().splat(types::I64X2, z)
+                    }
+                };
+                let v = c.b.ins().bitcast(types::I8X16, little, v);
+                if flip {
+                    let m = c.b.ins().iconst(types::I8, 0x80);
+                    let m = c.b.ins().splat(types::I8X16, m);
+                    c.b.ins().bxor(v, m)
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let mask = |c: &mut Code, bytes: Vec<u8>| c.b.func.dfg.immediates.push(bytes.into());
+        let bytes_lo: Vec<u8> = (0..8).flat_map(|i| [i, 16 + i]).collect();
+        let m = mask(c, bytes_lo);
+        let a = c.b.ins().shuffle(vectors[0], vectors[1], m);
+        let m = mask(c, (0..8).flat_map(|i| [i, 16 + i]).collect());
+        let d = c.b.ins().shuffle(vectors[2], vectors[3], m);
+        let words = |half: u8| -> Vec<u8> {
+            (0..4)
+                .flat_map(|i| {
+                    let j = 8 * half + 2 * i;
+                    [j, j + 1, 16 + j, 17 + j]
+                })
+                .collect()
+        };
+        let m = mask(c, words(0));
+        let lo = c.b.ins().shuffle(a, d, m);
+        let m = mask(c, words(1));
+        let hi = c.b.ins().shuffle(a, d, m);
+        c.b.ins().store(flags(), lo, at, 0);
+        c.b.ins().store(flags(), hi, at, 16);
+    };
+    if whole_p > 0 {
+        let panels = c.each(whole_p);
+        let from = c.index(src, panels.index, NR as i64);
+        let to = c.index(dst, panels.index, panel_bytes);
+        if whole_k > 0 {
+            let quads = c.each(whole_k);
+            let rows = c.index(from, quads.index, 4 * ldp as i64);
+            let at = c.index(to, quads.index, 4 * NR as i64);
+            let r: [Option<ClifValue>; 4] =
+                std::array::from_fn(|e| Some(c.at(rows, (e * ldp) as i64)));
+            interleave(c, r, at);
+            quads.close(c.b);
+        }
+        if tail_k > 0 {
+            let rows = c.at(from, (whole_k * 4 * ldp) as i64);
+            let at = c.at(to, (whole_k * 4 * NR) as i64);
+            let r: [Option<ClifValue>; 4] =
+                std::array::from_fn(|e| (e < tail_k).then(|| c.at(rows, (e * ldp) as i64)));
+            interleave(c, r, at);
+        }
+        panels.close(c.b);
+    }
+    if tail_p > 0 {
+        // The last, partial panel one byte at a time, over zeros.
+        let to = c.at(dst, whole_p as i64 * panel_bytes);
+        c.memset(to, 0, panel_bytes as usize);
+        let from = c.at(src, (whole_p * NR) as i64);
+        let copy = |c: &mut Code, rows: ClifValue, at: ClifValue, present: usize| {
+            for e in 0..present {
+                for i in 0..tail_p {
+                    let v =
+                        c.b.ins()
+                            .uload8(types::I32, flags(), rows, (e * ldp + i) as i32);
+                    let v = if flip {
+                        c.b.ins().bxor_imm_u(v, 0x80)
+                    } else {
+                        v
+                    };
+                    c.b.ins().istore8(flags(), v, at, (4 * i + e) as i32);
+                }
+            }
+        };
+        if whole_k > 0 {
+            let quads = c.each(whole_k);
+            let rows = c.index(from, quads.index, 4 * ldp as i64);
+            let at = c.index(to, quads.index, 4 * NR as i64);
+            copy(c, rows, at, 4);
+            quads.close(c.b);
+        }
+        if tail_k > 0 {
+            let rows = c.at(from, (whole_k * 4 * ldp) as i64);
+            let at = c.at(to, (whole_k * 4 * NR) as i64);
+            copy(c, rows, at, tail_k);
+        }
+    }
+}
+
+/// Bytes of `p` columns of depth `k` packed as quads.
+fn packed_len(k: usize, p: usize) -> usize {
+    p.div_ceil(NR) * k.div_ceil(4) * NR * 4
+}
+
+/// A grouped or plain convolution as im2col (unless 1x1, stride 1, no padding) and GEMM.
+struct GemmConv {
+    g: Geometry,
+    attrs: Conv2dAttrs,
+    n: usize,
+    c: usize,
+    cg: usize,
+    og: usize,
+    k: usize,
+    raw_zero: u8,
+    signed: bool,
+}
+
+impl GemmConv {
+    fn pointwise(&self) -> bool {
+        self.g.kernel == [1, 1]
+            && self.attrs.window.strides == [1, 1]
+            && self.attrs.window.pads == [0; 4]
+    }
+
+    fn lower(
+        &self,
+        sink: &mut dyn Sink,
+        tag: &str,
+        packed: &[PackedA],
+        records: &[Vec<i32>],
+        levels: Levels,
+    ) -> Result<Driver, String> {
+        let kernel = gemm::define(sink, self.k, Form::Quads, Epilogue::Requantize(levels))?;
+        let weights: Vec<DataId> = packed
+            .iter()
+            .enumerate()
+            .map(|(g, a)| sink.data(&format!("{tag}_w{g}"), &a.bytes(), 16))
+            .collect::<Result<_, _>>()?;
+        let recs: Vec<DataId> = records
+            .iter()
+            .enumerate()
+            .map(|(g, r)| sink.data(&format!("{tag}_r{g}"), &words(r), 16))
+            .collect::<Result<_, _>>()?;
+        let [h, w] = self.g.input;
+        let plane = self.g.output[0] * self.g.output[1];
+        let (k, og) = (self.k, self.og);
+        let cols = if self.pointwise() { 0 } else { k * plane };
+        let packed_bytes = packed_len(k, plane);
+        let ld = plane.div_ceil(NR) * NR;
+        let rows = og.div_ceil(MR) * MR;
+        let direct = ld == plane && rows == og;
+        let padded = if direct { 0 } else { rows * ld };
+        let temp = align(cols) + align(packed_bytes) + padded;
+        let func = driver(sink, tag, |c, [x, _, y, temp]| {
+            let cols_at = temp;
+            let packed_at = c.at(temp, align(cols) as i64);
+            let padded_at = c.at(packed_at, align(packed_bytes) as i64);
+            let images = c.each(self.n);
+            let image = c.index(x, images.index, (self.c * h * w) as i64);
+            let out_image = c.index(y, images.index, (self.og * packed.len() * plane) as i64);
+            for (g, (wd, rd)) in weights.iter().zip(&recs).enumerate() {
+                let group_in = c.at(image, (g * self.cg * h * w) as i64);
+                let source = if self.pointwise() {
+                    group_in
+                } else {
+                    self.im2col(c, group_in, cols_at);
+                    cols_at
+                };
+                pack_quads(c, source, packed_at, (k, plane, plane), self.signed);
+                let target = c.at(out_image, (g * og * plane) as i64);
+                let dst = if direct { target } else { padded_at };
+                let a = c.data(*wd);
+                let r = c.data(*rd);
+                let ldv = c.int(ld as i64);
+                let zero = c.int(0);
+                let pp = c.int(plane.div_ceil(NR) as i64);
+                let mp = c.int(og.div_ceil(MR) as i64);
+                c.call(kernel, &[a, packed_at, dst, ldv, zero, pp, zero, mp, r]);
+                if !direct {
+                    let l = c.each(og);
+                    let to = c.index(target, l.index, plane as i64);
+                    let from = c.index(padded_at, l.index, ld as i64);
+                    c.memcpy(to, from, plane);
+                    l.close(c.b);
+                }
+            }
+            images.close(c.b);
+            Ok(())
+        })?;
+        Ok(Driver { func, temp })
+    }
+
+    /// The `[cg * kh * kw, OH * OW]` matrix of the group at `x` into `cols` (stored bytes, the
+    /// raw zero point where a window reads padding), as `crate::layers`' `im2col`.
+    fn im2col(&self, c: &mut Code, x: ClifValue, cols: ClifValue) {
+        let g = &self.g;
+        let [h, w] = g.input;
+        let [kh, kw] = g.kernel;
+        let [oh, ow] = g.output;
+        let [sy, sx] = g.strides;
+        let [dy, dx] = g.dilations;
+        let [pt, pl] = g.pads;
+        let plane = oh * ow;
+        let pad = self.raw_zero;
+        let channels = c.each(self.cg);
+        let src = c.index(x, channels.index, (h * w) as i64);
+        let dst_c = c.index(cols, channels.index, (kh * kw * plane) as i64);
+        for ky in 0..kh {
+            // Output rows whose input row `oy * sy + ky * dy - pt` lies inside the input.
+            let lo = pt.saturating_sub(ky * dy).div_ceil(sy).min(oh);
+            let hi = (h + pt)
+                .checked_sub(ky * dy)
+                .map_or(0, |span| span.div_ceil(sy))
+                .clamp(lo, oh);
+            for kx in 0..kw {
+                let row = c.at(dst_c, ((ky * kw + kx) * plane) as i64);
+                let first = pl.saturating_sub(kx * dx).div_ceil(sx).min(ow);
+                let end = (w + pl)
+                    .checked_sub(kx * dx)
+                    .map_or(0, |span| span.div_ceil(sx))
+                    .clamp(first, ow);
+                c.memset(row, pad, lo * ow);
+                let after = c.at(row, (hi * ow) as i64);
+                c.memset(after, pad, (oh - hi) * ow);
+                if lo == hi {
+                    continue;
+                }
+                let count = c.int((hi - lo) as i64);
+                let zero = c.int(0);
+                let l = Loop::new(c.b, zero, count);
+                let oy = c.b.ins().iadd_imm_s(l.index, lo as i64);
+                let d = c.index(row, oy, ow as i64);
+                c.memset(d, pad, first);
+                let tail = c.at(d, end as i64);
+                c.memset(tail, pad, ow - end);
+                if first < end {
+                    // Input row `oy * sy + ky * dy - pt`, column `first * sx + kx * dx - pl`.
+                    let line = c.index(src, oy, (sy * w) as i64);
+                    let start = (ky * dy) as i64 * w as i64 - (pt * w) as i64
+                        + (first * sx + kx * dx) as i64
+                        - pl as i64;
+                    let s = c.at(line, start);
+                    let to = c.at(d, first as i64);
+                    if sx == 1 {
+                        c.memcpy(to, s, end - first);
+                    } else {
+                        c.copy_bytes(to, s, end - first, sx as i64, false);
+                    }
+                }
+                l.close(c.b);
+            }
+        }
+        channels.close(c.b);
+    }
+}
+
+/// Bytes rounded up to the scratch alignment.
+fn align(bytes: usize) -> usize {
+    bytes.div_ceil(SCRATCH_ALIGN) * SCRATCH_ALIGN
+}
+
+/// A dense layer: `x [N, K]` times `a` (`M` rows), the batch as GEMM columns.
+fn lower_gemm_dense(
+    sink: &mut dyn Sink,
+    tag: &str,
+    a: &PackedA,
+    records: &[i32],
+    levels: Levels,
+    n: usize,
+    signed: bool,
+) -> Result<Driver, String> {
+    let kernel = gemm::define(sink, a.k, Form::Quads, Epilogue::Requantize(levels))?;
+    let wd = sink.data(&format!("{tag}_w"), &a.bytes(), 16)?;
+    let rd = sink.data(&format!("{tag}_r"), &words(records), 16)?;
+    let (m, k) = (a.m, a.k);
+    let ld = n.div_ceil(NR) * NR;
+    let rows = a.panels() * MR;
+    let transposed = if n > 1 { align(n * k) } else { 0 };
+    let packed = align(packed_len(k, n));
+    let temp = transposed + packed + rows * ld;
+    let func = driver(sink, tag, |c, [x, _, y, temp]| {
+        let packed_at = c.at(temp, transposed as i64);
+        let out_at = c.at(packed_at, packed as i64);
+        let source = if n > 1 {
+            // x transposed: K rows of N columns.
+            let l = c.each(n);
+            let from = c.index(x, l.index, k as i64);
+            let to = c.b.ins().iadd(temp, l.index);
+            let inner = c.each(k);
+            let s = c.b.ins().iadd(from, inner.index);
+            let d = c.index(to, inner.index, n as i64);
+            let v = c.b.ins().uload8(types::I32, flags(), s, 0);
+            c.b.ins().istore8(flags(), v, d, 0);
+            inner.close(c.b);
+            l.close(c.b);
+            temp
+        } else {
+            x
+        };
+        pack_quads(c, source, packed_at, (k, n, n), signed);
+        let aw = c.data(wd);
+        let r = c.data(rd);
+        let ldv = c.int(ld as i64);
+        let zero = c.int(0);
+        let pp = c.int(n.div_ceil(NR) as i64);
+        let mp = c.int(a.panels() as i64);
+        c.call(kernel, &[aw, packed_at, out_at, ldv, zero, pp, zero, mp, r]);
+        // C is [M][ld]; the output [N][M].
+        let images = c.each(n);
+        let column = c.b.ins().iadd(out_at, images.index);
+        let row = c.index(y, images.index, m as i64);
+        c.copy_bytes(row, column, m, ld as i64, false);
+        images.close(c.b);
+        Ok(())
+    })?;
+    Ok(Driver { func, temp })
+}
+
+/// A depthwise convolution: every channel's plane staged (padding with the shifted zero point)
+/// and run through the kernel of its geometry.
+#[allow(clippy::too_many_arguments)]
+fn lower_depthwise(
+    sink: &mut dyn Sink,
+    tag: &str,
+    g: &Geometry,
+    kernel: FuncId,
+    taps: DataId,
+    records: DataId,
+    [n, ch]: [usize; 2],
+    pad: u8,
+    signed: bool,
+) -> Result<Driver, String> {
+    let g = *g;
+    let staged = g.staged_len(Form::Quads);
+    let width = staged / g.rows();
+    let in_place = g.writes_in_place();
+    let padded = if in_place { 0 } else { g.out_len() };
+    let temp = align(staged) + padded;
+    let [h, w] = g.input;
+    let [pt, pl] = g.pads;
+    let rows = g.rows();
+    let (first, last) = (pl.min(width), (pl + w).min(width));
+    let count = h.min(rows.saturating_sub(pt));
+    let [oh, ow] = g.output;
+    let per = depthwise::words_per_channel(&g, Form::Quads) * 4;
+    let func = driver(sink, tag, |c, [x, _, y, temp]| {
+        let padded_at = c.at(temp, align(staged) as i64);
+        // The padding once: the input never lands there.
+        c.memset(temp, pad, staged);
+        let t = c.data(taps);
+        let r = c.data(records);
+        let planes = c.each(n * ch);
+        let channel = if n > 1 {
+            c.b.ins().urem_imm_u(planes.index, ch as i64)
+        } else {
+            planes.index
+        };
+        let src = c.index(x, planes.index, (h * w) as i64);
+        let dst = c.index(y, planes.index, (oh * ow) as i64);
+        if first < last && count > 0 {
+            let l = c.each(count);
+            let from = c.index(src, l.index, w as i64);
+            let row = c.b.ins().iadd_imm_s(l.index, pt as i64);
+            let to = c.index(temp, row, width as i64);
+            let to = c.at(to, first as i64);
+            if signed {
+                c.copy_bytes(to, from, last - first, 1, true);
+            } else {
+                c.memcpy(to, from, last - first);
+            }
+            l.close(c.b);
+        }
+        let wt = c.index(t, channel, per as i64);
+        let rc = c.index(r, channel, i64::from(RECORD));
+        let target = if in_place { dst } else { padded_at };
+        c.call(kernel, &[temp, wt, target, rc]);
+        if !in_place {
+            let l = c.each(oh);
+            let to = c.index(dst, l.index, ow as i64);
+            let from = c.index(padded_at, l.index, g.row() as i64);
+            c.memcpy(to, from, ow);
+            l.close(c.b);
+        }
+        planes.close(c.b);
+        Ok(())
+    })?;
+    Ok(Driver { func, temp })
+}
+
+/// A `quant.add` of same-shaped 8-bit operands through its table of results.
+fn lower_add(
+    sink: &mut dyn Sink,
+    op: &Operation,
+    tag: &str,
+    types: &[&TensorType],
+) -> Result<Driver, String> {
+    let out = &op.results[0];
+    let (Some((_, _, ua)), Some((_, _, ub)), Some((_, _, uo))) =
+        (params8(types[0]), params8(types[1]), params8(out))
+    else {
+        return Err("qcc build adds 8-bit per-tensor operands only".into());
+    };
+    if types[0].shape != types[1].shape {
+        return Err("qcc build adds operands of the same shape only (no broadcasting yet)".into());
+    }
+    let levels = AddLevels::new(types[0], types[1], out, attrs::clamp(op)?)?;
+    let table = add_table(&levels, [ua, ub], uo);
+    let lookup = elementwise::define_lookup(sink)?;
+    let table_name = format!("add_table_{:016x}", fingerprint(&table));
+    let table = sink.data(&table_name, &table, 64)?;
+    let n = out.numel();
+    let per = elementwise::LOOKUPS;
+    let func = driver(sink, tag, |c, [a, b, y, _]| {
+        let t = c.data(table);
+        let groups = c.int((n / per) as i64);
+        c.call(lookup, &[a, b, y, groups, t]);
+        for i in n / per * per..n {
+            let x = c.b.ins().uload8(types::I64, flags(), a, i as i32);
+            let z = c.b.ins().uload8(types::I64, flags(), b, i as i32);
+            let row = c.b.ins().ishl_imm_u(x, 8);
+            let at = c.b.ins().bor(row, z);
+            let at = c.b.ins().iadd(t, at);
+            let v = c.b.ins().uload8(types::I32, flags(), at, 0);
+            c.b.ins().istore8(flags(), v, y, i as i32);
+        }
+        Ok(())
+    })?;
+    Ok(Driver { func, temp: 0 })
+}
+
+/// A 64-bit FNV-1a hash of `bytes` (names a table by its contents, so equal tables are one).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A `quant.global_avg_pool` of an 8-bit `[N, C, H, W]` tensor of type `x`.
+fn lower_global_avg_pool(
+    sink: &mut dyn Sink,
+    op: &Operation,
+    tag: &str,
+    x: &TensorType,
+) -> Result<Driver, String> {
+    let out = &op.results[0];
+    let (Some((sx, zx, signed)), Some(levels)) = (params8(x), levels_of(out, None)) else {
+        return Err("qcc build pools 8-bit per-tensor values only".into());
+    };
+    if x.shape.len() != 4 {
+        return Err("the input must be [N, C, H, W]".into());
+    }
+    let plane = x.shape[2] * x.shape[3];
+    let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
+    let m = Fixed::new(sx / (plane as f64 * sy));
+    if m.shift < 31 || plane == 0 || plane >= (1 << 23) {
+        return Err(
+            "its averaging multiplier is 1 or more, which the kernel does not compute".into(),
+        );
+    }
+    let kernel = crate::reduce::define(sink, plane, zx, signed, &m, &levels)?;
+    let planes = x.shape[0] * x.shape[1];
+    let groups = planes.div_ceil(crate::reduce::PLANES);
+    let row = plane.div_ceil(crate::reduce::BLOCK) * crate::reduce::BLOCK;
+    let rows = groups * crate::reduce::PLANES * row;
+    let outs = groups * crate::reduce::PLANES;
+    let temp = align(rows) + outs;
+    let func = driver(sink, tag, |c, [xp, _, y, temp]| {
+        c.memset(temp, 0, rows);
+        let l = c.each(planes);
+        let to = c.index(temp, l.index, row as i64);
+        let from = c.index(xp, l.index, plane as i64);
+        c.memcpy(to, from, plane);
+        l.close(c.b);
+        let sums = c.at(temp, align(rows) as i64);
+        let g = c.int(groups as i64);
+        c.call(kernel, &[temp, sums, g]);
+        c.memcpy(y, sums, planes);
+        Ok(())
+    })?;
+    Ok(Driver { func, temp })
+}
+
+/// Every op kind `lower` has a driver for.
+pub fn supported() -> Vec<OpKind> {
+    vec![
+        OpKind::Quantize,
+        OpKind::Dequantize,
+        OpKind::QuantConv2d,
+        OpKind::QuantDense,
+        OpKind::QuantAdd,
+        OpKind::QuantGlobalAvgPool,
+        OpKind::Flatten,
+        OpKind::Reshape,
+    ]
+}
