@@ -26,6 +26,11 @@ pub fn set_dumps(dumps: Dumps) {
     let _ = DUMPS.set(dumps);
 }
 
+/// Where kernels are dumped (as [`set_dumps`] set it).
+pub fn dumps() -> Dumps {
+    DUMPS.get().cloned().unwrap_or_default()
+}
+
 /// The CPU features the generator uses, as detected (and as [`NO_VNNI_VAR`] leaves them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Features {

@@ -107,7 +107,7 @@ pub struct Object {
 }
 
 /// Whether `name` can prefix C identifiers.
-fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = name
         .chars()
         .next()
@@ -134,8 +134,8 @@ pub fn build(
     let isa = isa(target, true)?;
     let builder = ObjectBuilder::new(isa.isa, name, default_libcall_names())
         .map_err(|e| format!("cannot start an object file: {e}"))?;
-    let mut emitter = Emitter::new(ObjectModule::new(builder), "", dumps);
-    let lowered = program::lower(&mut emitter, module, function, name, isa.vnni)?;
+    let mut emitter = Emitter::new(ObjectModule::new(builder), &format!("{name}_"), dumps);
+    let lowered = program::lower(&mut emitter, module, function, isa.vnni)?;
     let functions = emitter.compiled;
     let product = emitter.module.finish();
     let bytes = product
@@ -254,11 +254,14 @@ impl Object {
     }
 }
 
+type RunFn = unsafe extern "C" fn(*const f32, *mut f32, *mut u8) -> i32;
+type RunU8Fn = unsafe extern "C" fn(*const u8, *mut u8, *mut u8) -> i32;
+
 /// A lowered function loaded into this process, to run as the object would.
 pub struct Loaded {
     _module: JITModule,
-    run: unsafe extern "C" fn(*const f32, *mut f32, *mut u8) -> i32,
-    run_u8: unsafe extern "C" fn(*const u8, *mut u8, *mut u8) -> i32,
+    run: RunFn,
+    run_u8: RunU8Fn,
     /// The lowered function.
     pub lowered: Lowered,
 }
@@ -292,8 +295,8 @@ pub fn load(module: &Module, function: &str) -> Result<Loaded, String> {
     let isa = isa(Target::Native, false)?;
     let vnni = isa.vnni;
     let jit = JITModule::new(JITBuilder::with_isa(isa.isa, default_libcall_names()));
-    let mut emitter = Emitter::new(jit, "", Dumps::default());
-    let lowered = program::lower(&mut emitter, module, function, "model", vnni)?;
+    let mut emitter = Emitter::new(jit, "model_", Dumps::default());
+    let lowered = program::lower(&mut emitter, module, function, vnni)?;
     emitter
         .module
         .finalize_definitions()
@@ -302,8 +305,8 @@ pub fn load(module: &Module, function: &str) -> Result<Loaded, String> {
     let run_u8 = emitter.module.get_finalized_function(lowered.run_u8);
     Ok(Loaded {
         // SAFETY: both entry points were generated with these signatures, in the C ABI.
-        run: unsafe { std::mem::transmute::<*const u8, _>(run) },
-        run_u8: unsafe { std::mem::transmute::<*const u8, _>(run_u8) },
+        run: unsafe { std::mem::transmute::<*const u8, RunFn>(run) },
+        run_u8: unsafe { std::mem::transmute::<*const u8, RunU8Fn>(run_u8) },
         _module: emitter.module,
         lowered,
     })

@@ -61,8 +61,9 @@ impl Edge {
     }
 
     fn of(ty: &TensorType, what: &str) -> Result<Edge, String> {
-        let (scale, zero_point, signed) = params8(ty)
-            .ok_or_else(|| format!("{what} must be 8-bit per-tensor quantized, got {ty}"))?;
+        let (scale, zero_point, signed) = params8(ty).ok_or_else(|| {
+            format!("qcc build needs {what} 8-bit per-tensor quantized, got {ty}")
+        })?;
         Ok(Edge {
             shape: ty.shape.clone(),
             scale: scale as f32,
@@ -215,13 +216,13 @@ fn describe(func: &Function, node: NodeIndex) -> String {
     }
 }
 
-/// Lowers function `function` of `module` into `sink`, its entry points named `name_run` and
-/// `name_run_u8` (exported), the integer layers in the form `vnni` allows.
+/// Lowers function `function` of `module` into `sink`, its entry points named `run` and
+/// `run_u8` (exported; the sink puts its prefix before every name), the integer layers in the
+/// form `vnni` allows.
 pub fn lower(
     sink: &mut dyn Sink,
     module: &Module,
     function: &str,
-    name: &str,
     vnni: bool,
 ) -> Result<Lowered, String> {
     let func = module
@@ -257,7 +258,7 @@ pub fn lower(
         if op.is(OpKind::Const) || node == quantize || node == dequantize {
             continue;
         }
-        let tag = format!("{name}_op{}", steps.len());
+        let tag = format!("op{}", steps.len());
         let d = lower_op(sink, module, func, node, &tag, vnni)
             .map_err(|e| format!("{}: {e}", describe(func, node)))?;
         steps.push((node, d));
@@ -287,36 +288,32 @@ pub fn lower(
     }
     let same = Value::of(quantize) == dq_operand;
     let out_bytes = output.elements();
-    let core = sink.function(
-        &format!("{name}_core"),
-        &Shape::kernel(&[ptr; 3]),
-        &mut |b, args, m| {
-            let mut c = Code { b, m, ptr, fe };
-            let (input, out, scratch) = (args[0], args[1], args[2]);
-            let null = c.int(0);
-            let place = |c: &mut Code, h: Home| match h {
-                Home::Input => input,
-                Home::Output => out,
-                Home::Arena(o) => c.at(scratch, o as i64),
-            };
-            let temp = c.at(scratch, temp_at as i64);
-            for (operands, result, f) in &homes {
-                let x0 = operands.first().map_or(null, |h| place(&mut c, *h));
-                let x1 = operands.get(1).map_or(null, |h| place(&mut c, *h));
-                let y = place(&mut c, *result);
-                c.call(*f, &[x0, x1, y, temp]);
-            }
-            if same {
-                c.memcpy(out, input, out_bytes);
-            }
-            c.b.ins().return_(&[]);
-            Ok(())
-        },
-    )?;
+    let core = sink.function("core", &Shape::kernel(&[ptr; 3]), &mut |b, args, m| {
+        let mut c = Code { b, m, ptr, fe };
+        let (input, out, scratch) = (args[0], args[1], args[2]);
+        let null = c.int(0);
+        let place = |c: &mut Code, h: Home| match h {
+            Home::Input => input,
+            Home::Output => out,
+            Home::Arena(o) => c.at(scratch, o as i64),
+        };
+        let temp = c.at(scratch, temp_at as i64);
+        for (operands, result, f) in &homes {
+            let x0 = operands.first().map_or(null, |h| place(&mut c, *h));
+            let x1 = operands.get(1).map_or(null, |h| place(&mut c, *h));
+            let y = place(&mut c, *result);
+            c.call(*f, &[x0, x1, y, temp]);
+        }
+        if same {
+            c.memcpy(out, input, out_bytes);
+        }
+        c.b.ins().return_(&[]);
+        Ok(())
+    })?;
 
     // The edges' kernels.
     let q_levels = levels_of(&func.op(quantize).results[0], None)
-        .ok_or("the input's quantization must be 8-bit per-tensor")?;
+        .ok_or("qcc build needs the input quantized 8-bit per-tensor")?;
     let q_kernel = elementwise::define_quantize(sink, input.scale, &q_levels)?;
     let dq_kernel =
         elementwise::define_dequantize(sink, output.scale, output.zero_point, output.signed)?;
@@ -328,7 +325,7 @@ pub fn lower(
 
     let entry = |sink: &mut dyn Sink, suffix: &str, floats: bool| {
         sink.function(
-            &format!("{name}_{suffix}"),
+            suffix,
             &Shape {
                 params: &[ptr; 3],
                 returns: &[types::I32],
@@ -451,7 +448,7 @@ fn edges(func: &Function) -> Result<(NodeIndex, NodeIndex), String> {
             ));
         }
     };
-    if func.users(Value::of(dequantize)).len() > 0 {
+    if !func.users(Value::of(dequantize)).is_empty() {
         return Err(format!(
             "@{}'s dequantized result is also read inside it; {shape}",
             func.name
@@ -510,13 +507,13 @@ fn constant<'m>(
         .and_then(|v| func.try_op(v.node))
         .filter(|o| o.is(OpKind::Const))
         .and_then(|o| module.const_value(o))
-        .ok_or_else(|| format!("its {what} must be a constant of the module"))
+        .ok_or_else(|| format!("qcc build needs its {what} to be a constant of the module"))
 }
 
 /// The largest `|x - Z_x|` an input of type `ty` can hold (8-bit storage).
 fn storage_extent(ty: &TensorType) -> Result<u32, String> {
-    let (_, zp, signed) =
-        params8(ty).ok_or_else(|| format!("the input must be 8-bit per-tensor, got {ty}"))?;
+    let (_, zp, signed) = params8(ty)
+        .ok_or_else(|| format!("qcc build needs an 8-bit per-tensor input, got {ty}"))?;
     Ok(if signed {
         (zp + 128).max(127 - zp)
     } else {
@@ -553,8 +550,8 @@ fn lower_layer(
         out_ty,
         bias,
     };
-    let (_, zx, signed) =
-        params8(x_ty).ok_or_else(|| format!("the input must be 8-bit per-tensor, got {x_ty}"))?;
+    let (_, zx, signed) = params8(x_ty)
+        .ok_or_else(|| format!("qcc build needs an 8-bit per-tensor input, got {x_ty}"))?;
     let zu = shifted_zero_point(x_ty)?;
     let ints: Vec<i32> = wv.iter().map(|x| i32::from(*x)).collect();
     let max_w = magnitude(&ints);
@@ -570,12 +567,12 @@ fn lower_layer(
     if bound + u128::from(largest_bias) >= 1 << 31 {
         return Err(format!(
             "its sums can reach 2^31 (depth {k}, weights up to {max_w}), which the int8 kernels \
-             do not compute exactly"
+             qcc build generates do not compute exactly"
         ));
     }
     let (records, levels) = finish.records(bound).ok_or(
-        "its requantization cannot be fused into the kernels exactly (an output that is not \
-         8-bit, or sums plus bias that can reach 2^31)",
+        "qcc build cannot fuse its requantization into the kernels exactly (an output that is \
+         not 8-bit, or sums plus bias that can reach 2^31)",
     )?;
     let raw_zero = if signed { zx as i8 as u8 } else { zx as u8 };
 
@@ -590,13 +587,13 @@ fn lower_layer(
 
     let attrs = Conv2dAttrs::of(op)?;
     if x_ty.shape.len() != 4 || w.shape.len() != 4 {
-        return Err("a convolution needs 4-D input and weight".into());
+        return Err("qcc build compiles 2-D convolutions (4-D input and weight) only".into());
     }
     let [n, c, h, wd] = [x_ty.shape[0], x_ty.shape[1], x_ty.shape[2], x_ty.shape[3]];
     let geometry = Geometry::of(&attrs, [h, wd], [w.shape[2], w.shape[3]])?;
     if is_depthwise(&w.shape, attrs.groups) {
         let g = depthwise_geometry(&attrs, x_ty, &w.shape)
-            .ok_or("its depthwise geometry is not supported")?;
+            .ok_or("qcc build does not support this depthwise geometry yet")?;
         let form = crate::layers::depthwise_form_on(&g, k, vnni);
         require_quads(form)?;
         let taps: Vec<u8> = wv
@@ -1118,10 +1115,10 @@ fn lower_global_avg_pool(
         return Err("qcc build pools 8-bit per-tensor values only".into());
     };
     if x.shape.len() != 4 {
-        return Err("the input must be [N, C, H, W]".into());
+        return Err("qcc build pools [N, C, H, W] inputs only".into());
     }
     let plane = x.shape[2] * x.shape[3];
-    let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
+    let (sy, _, _) = per_tensor(out).ok_or("qcc build needs the result quantized per tensor")?;
     let m = Fixed::new(sx / (plane as f64 * sy));
     if m.shift < 31 || plane == 0 || plane >= (1 << 23) {
         return Err(

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::build::{BuildArgs, build};
 use crate::commands::compare::{CompareArgs, compare_pipelines};
 use crate::commands::compile::{CompileArgs, compile};
 use crate::commands::eval::{EvalArgs, eval};
@@ -85,6 +86,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a module as ONNX: integer ops in the standard QDQ form, for ONNX Runtime and others.
     Export(ExportArgs),
+    /// Build a quantized model into an object file and a C header, to link into C or C++.
+    Build(BuildArgs),
     /// Run a model on images or tensors: print the top classes, or write the outputs as .npy.
     Run(RunArgs),
     /// Score a (quantized) model against a float reference: agreement, SQNR, KL, accuracy.
@@ -189,6 +192,7 @@ where
         match &cli.command {
             Some(Command::Import(args)) => import(args, err),
             Some(Command::Export(args)) => export(args, err),
+            Some(Command::Build(args)) => build(args, err),
             Some(Command::Run(args)) => run_model(args, out, err),
             Some(Command::Eval(args)) => eval(args, out, err),
             Some(Command::Report(args)) => report(args, out, err),

@@ -187,6 +187,16 @@ fn commit(files: Vec<Staged>) -> Result<(), String> {
     }
 }
 
+/// Writes every `(path, bytes)` through temporary files and renames: all appear, or none
+/// changes.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<(), String> {
+    let staged = files
+        .iter()
+        .map(|(path, bytes)| stage(path, bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    commit(staged)
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     commit(vec![stage(path, bytes)?])

@@ -12,7 +12,8 @@ use qcc_runtime::Interpreter;
 /// The bundled photos as `module`'s input (its recorded preprocessing).
 fn photos(module: &Module) -> Tensor {
     let input = qcc_compiler::model::input_type(module).expect("an input type");
-    let pre = qcc_compiler::model::preprocessing(module, &Default::default()).expect("preprocessing");
+    let pre =
+        qcc_compiler::model::preprocessing(module, &Default::default()).expect("preprocessing");
     qcc_compiler::data::load(
         Path::new(&qcc_tests::bundled_example("photos.npy")),
         &input,
@@ -56,7 +57,9 @@ fn check(pipeline: &str) {
     let photos = photos(&module);
     for i in 0..photos.shape[0] {
         let x = image(&photos, i);
-        let want = reference.run(std::slice::from_ref(&x)).expect("reference run");
+        let want = reference
+            .run(std::slice::from_ref(&x))
+            .expect("reference run");
         let got = program
             .run(x.as_f32().expect("f32"))
             .expect("generated run");
@@ -78,7 +81,9 @@ fn check(pipeline: &str) {
         let TensorData::U8(stored) = &q.data else {
             panic!("the bundled model's input is stored as u8")
         };
-        let levels = program.run_u8(stored).expect("generated run on stored values");
+        let levels = program
+            .run_u8(stored)
+            .expect("generated run on stored values");
         let out = &program.lowered.output;
         for (j, (l, logit)) in levels.iter().zip(&got).enumerate() {
             let v = qcc_runtime::quant::dequantize_value(
@@ -86,7 +91,11 @@ fn check(pipeline: &str) {
                 f64::from(out.scale),
                 out.zero_point,
             );
-            assert_eq!(v.to_bits(), logit.to_bits(), "{pipeline}: photo {i}, level {j}");
+            assert_eq!(
+                v.to_bits(),
+                logit.to_bits(),
+                "{pipeline}: photo {i}, level {j}"
+            );
         }
     }
 }
@@ -99,4 +108,258 @@ fn per_channel_bias_corrected_matches_the_reference() {
 #[test]
 fn per_tensor_bias_corrected_matches_the_reference() {
     check("fold-batchnorm,quantize{granularity=per-tensor},bias-correct");
+}
+
+/// The quantized ONNX fixtures (every kind of convolution, dense layers, adds, pooling,
+/// concat) lowered whole: each one either runs bit for bit as the reference on random inputs,
+/// or is refused with an error that names the op the generator has no code for.
+#[test]
+fn fixtures_lower_exactly_or_name_the_op() {
+    let mut lowered = 0;
+    for (name, module) in qcc_tests::quantized_onnx_fixtures() {
+        let main = module.function("main").expect("@main");
+        let ty = main.value_type(qcc_dialects::Value::of(main.args[0]));
+        match qcc_codegen::object::load(&module, "main") {
+            Ok(program) => {
+                let reference = Interpreter::new(&module, "main").expect("prepares");
+                for seed in 0..3u64 {
+                    let x = Tensor::from_f32(
+                        ty.shape.clone(),
+                        qcc_tests::random_f32(ty.numel(), 100 + seed),
+                    );
+                    let want = reference.run(std::slice::from_ref(&x)).expect("reference");
+                    let got = program
+                        .run(x.as_f32().expect("f32"))
+                        .expect("generated run");
+                    let want = want[0].as_f32().expect("f32");
+                    assert!(
+                        got.iter()
+                            .zip(want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{name}, seed {seed}: the generated program differs from the reference"
+                    );
+                }
+                lowered += 1;
+            }
+            Err(e) => {
+                assert!(e.contains("qcc build"), "{name}: {e}");
+                eprintln!("{name}: refused: {e}");
+            }
+        }
+    }
+    // Convolutions of every kind, dense layers and global pooling lower today.
+    assert!(lowered >= 7, "only {lowered} fixtures lowered");
+}
+
+/// A C compiler for the harness: `$CC`, else `cc`.
+fn c_compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".to_string())
+}
+
+fn command(program: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// The symbols an object defines for others, and those it needs.
+fn symbols(object: &Path) -> (Vec<String>, Vec<String>) {
+    let list = |flag: &str| -> Vec<String> {
+        let out = command("nm", &[flag, &object.display().to_string()]);
+        assert!(out.status.success(), "nm {flag}");
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    let defined = {
+        let out = command(
+            "nm",
+            &[
+                "--extern-only",
+                "--defined-only",
+                &object.display().to_string(),
+            ],
+        );
+        assert!(out.status.success(), "nm --extern-only --defined-only");
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    (defined, list("--undefined-only"))
+}
+
+/// Floats as little-endian bytes.
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The bundled model quantized by `pipeline` and built into an object; a C program linked with
+/// it gives `qcc run`'s outputs on the bundled photos bit for bit, exports nothing but the two
+/// documented entry points, and needs nothing but memcpy and memset.
+fn linked(pipeline: &str, what: &str, in_one_command: bool) {
+    let dir = qcc_tests::scratch_dir(&format!("build-{what}"));
+    let at = |f: &str| dir.join(f).display().to_string();
+    let model = qcc_tests::bundled_example("model.onnx");
+    let calib = qcc_tests::bundled_example("photos");
+    let passes = format!("--passes={pipeline}");
+    let q = qcc_tests::qcc(&[&passes, "--calib", &calib, &model, "-o", &at("m.ir")]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    let built = if in_one_command {
+        qcc_tests::qcc(&[
+            "build",
+            &model,
+            &passes,
+            "--calib",
+            &calib,
+            "-o",
+            &at("model.o"),
+        ])
+    } else {
+        qcc_tests::qcc(&["build", &at("m.ir"), "-o", &at("model.o")])
+    };
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    assert!(built.stderr.contains("of scratch"), "{}", built.stderr);
+    let header = std::fs::read_to_string(dir.join("model.h")).expect("the header is written");
+    for macro_name in [
+        "MODEL_INPUT_ELEMENTS 150528",
+        "MODEL_OUTPUT_ELEMENTS 1000",
+        "MODEL_SCRATCH_BYTES",
+        "MODEL_SCRATCH_ALIGN 64",
+        "MODEL_INPUT_SCALE",
+        "MODEL_OUTPUT_ZERO_POINT",
+        "int model_run(const float *in, float *out, void *scratch);",
+    ] {
+        assert!(header.contains(macro_name), "the header lacks {macro_name}");
+    }
+    let (defined, needed) = symbols(&dir.join("model.o"));
+    assert_eq!(defined, ["model_run", "model_run_u8"], "exported symbols");
+    assert!(
+        needed.iter().all(|s| s == "memcpy" || s == "memset"),
+        "the object needs {needed:?}"
+    );
+
+    // The photos as the model reads them, and what `qcc run` makes of them.
+    let module = qcc_dialects::parse_file(&dir.join("m.ir")).expect("the quantized module");
+    let photos = photos(&module);
+    std::fs::write(dir.join("in.f32"), f32_bytes(photos.as_f32().expect("f32"))).expect("input");
+    let run = qcc_tests::qcc(&[
+        "run",
+        &at("m.ir"),
+        "--input",
+        &qcc_tests::bundled_example("photos.npy"),
+        "-o",
+        &at("want.npy"),
+        "--quiet",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let want = qcc_runtime::io::read_npy(&dir.join("want.npy")).expect("qcc run's outputs");
+
+    let harness = qcc_tests::workspace_root().join("tests/c/harness.c");
+    let cc = c_compiler();
+    let compiled = command(
+        &cc,
+        &[
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-I",
+            &dir.display().to_string(),
+            &harness.display().to_string(),
+            &at("model.o"),
+            "-o",
+            &at("harness"),
+        ],
+    );
+    assert!(
+        compiled.status.success(),
+        "{cc}: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let ran = command(&at("harness"), &["f32", &at("in.f32"), &at("out.f32")]);
+    assert!(
+        ran.status.success(),
+        "harness: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let got = std::fs::read(dir.join("out.f32")).expect("the harness's outputs");
+    assert_eq!(
+        got,
+        f32_bytes(want.as_f32().expect("f32")),
+        "{what}: the linked object's outputs differ from qcc run's"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn linked_per_tensor_object_matches_qcc_run() {
+    linked(
+        "fold-batchnorm,quantize{granularity=per-tensor},bias-correct",
+        "per-tensor",
+        true,
+    );
+}
+
+#[test]
+fn linked_per_channel_object_matches_qcc_run() {
+    linked(
+        "fold-batchnorm,quantize{granularity=per-channel},bias-correct",
+        "per-channel",
+        false,
+    );
+}
+
+/// Bad input: a clear error, exit code 1, and no output file.
+#[test]
+fn bad_builds_are_refused_without_output() {
+    let dir = qcc_tests::scratch_dir("build-bad");
+    let at = |f: &str| dir.join(f).display().to_string();
+    let model = qcc_tests::bundled_example("model.onnx");
+    let cases: [(Vec<String>, &str); 4] = [
+        (
+            vec!["build".into(), model.clone(), "-o".into(), at("m.o")],
+            "the model is float",
+        ),
+        (
+            vec![
+                "build".into(),
+                model.clone(),
+                "-o".into(),
+                at("m.o"),
+                "--target".into(),
+                "sparc".into(),
+            ],
+            "unknown target 'sparc'",
+        ),
+        (
+            vec![
+                "build".into(),
+                model.clone(),
+                "-o".into(),
+                at("m.o"),
+                "--name".into(),
+                "9lives".into(),
+            ],
+            "is not a C identifier",
+        ),
+        (
+            vec!["build".into(), model.clone(), "-o".into(), at("my-model.o")],
+            "cannot prefix C symbols; choose one with --name",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = qcc_tests::qcc(&args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert!(!dir.join("m.o").exists() && !dir.join("m.h").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
