@@ -187,9 +187,25 @@ fn edge_defines(out: &mut String, upper: &str, what: &str, e: &Edge) {
     );
 }
 
+/// How images become the model's input, as the module records it (for the header).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pixels {
+    /// The shorter side is resized to this many pixels, then the centre `crop` square cut.
+    pub resize: usize,
+    /// Side of the centre square.
+    pub crop: usize,
+    /// Subtracted per channel from pixels scaled to [0, 1].
+    pub mean: [f32; 3],
+    /// Then divided per channel.
+    pub std: [f32; 3],
+    /// Channels fed as BGR instead of RGB.
+    pub bgr: bool,
+}
+
 impl Object {
-    /// The C header that declares the object's entry points and sizes.
-    pub fn header(&self, source: &str) -> String {
+    /// The C header that declares the object's entry points and sizes; `pixels`, when the
+    /// model takes images, says how to make its input from them.
+    pub fn header(&self, source: &str, pixels: Option<&Pixels>) -> String {
         let n = &self.name;
         let upper = n.to_uppercase();
         let guard = format!("{upper}_H");
@@ -207,6 +223,23 @@ impl Object {
         h.push('\n');
         edge_defines(&mut h, &upper, "OUTPUT", &l.output);
         h.push('\n');
+        if let Some(p) = pixels {
+            let _ = writeln!(
+                h,
+                "/* Images: resize the shorter side to {} pixels (bilinear), cut the centre {}x{}, then\n   input[c][y][x] = (pixel / 255.0f - {upper}_MEAN{{c}}) / {upper}_STD{{c}} in {} channel order. */",
+                p.resize,
+                p.crop,
+                p.crop,
+                if p.bgr { "BGR" } else { "RGB" }
+            );
+            for c in 0..3 {
+                let _ = writeln!(h, "#define {upper}_MEAN{c} {:?}f", p.mean[c]);
+            }
+            for c in 0..3 {
+                let _ = writeln!(h, "#define {upper}_STD{c} {:?}f", p.std[c]);
+            }
+            let _ = writeln!(h, "#define {upper}_BGR {}\n", u8::from(p.bgr));
+        }
         let _ = writeln!(
             h,
             "/* Bytes of scratch memory a run needs (the caller provides it; {} of them hold the\n   activations, the rest the kernels' temporary buffers), and its alignment. */",

@@ -363,3 +363,61 @@ fn bad_builds_are_refused_without_output() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The C example (`examples/c/`) compiled against a freshly built object: it names the
+/// parrot's class first.
+#[test]
+fn the_c_example_classifies_the_parrot() {
+    let dir = qcc_tests::scratch_dir("build-example");
+    let at = |f: &str| dir.join(f).display().to_string();
+    let root = qcc_tests::workspace_root();
+    let built = qcc_tests::qcc(&[
+        "build",
+        &qcc_tests::bundled_example("model.onnx"),
+        "--passes=quantize{granularity=per-channel},bias-correct",
+        "--calib",
+        &qcc_tests::bundled_example("photos"),
+        "-o",
+        &at("mobilenet.o"),
+    ]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let cc = c_compiler();
+    let compiled = command(
+        &cc,
+        &[
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-I",
+            &dir.display().to_string(),
+            &root.join("examples/c/classify.c").display().to_string(),
+            &at("mobilenet.o"),
+            "-o",
+            &at("classify"),
+        ],
+    );
+    assert!(
+        compiled.status.success(),
+        "{cc}: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let ran = command(
+        &at("classify"),
+        &[
+            &root.join("examples/c/parrot.ppm").display().to_string(),
+            &qcc_tests::bundled_example("labels.txt"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("88") && first.contains("macaw"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

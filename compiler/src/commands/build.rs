@@ -154,7 +154,14 @@ pub fn build(args: &BuildArgs, err: &mut dyn Write) -> Result<(), Failure> {
         .model
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let text = built.header(&source);
+    let pixels = crate::preprocess::Preprocess::recorded(&module)?.map(|p| object::Pixels {
+        resize: p.resize,
+        crop: p.crop,
+        mean: p.mean,
+        std: p.std,
+        bgr: p.bgr,
+    });
+    let text = built.header(&source, pixels.as_ref());
     write_all_atomic(&[(&args.output, &built.bytes), (&header, text.as_bytes())])?;
     let kib = |b: usize| b as f64 / 1024.0;
     let _ = writeln!(
