@@ -55,6 +55,10 @@ pub trait Sink {
     /// verifier or code-generation error names the function.
     fn function(&mut self, name: &str, shape: &Shape, body: &mut Body) -> Result<FuncId, String>;
 
+    /// A function of `shape` named `name` whose machine code is `bytes` as they are (a few
+    /// instructions Cranelift has no operation for), or the one already defined.
+    fn machine_code(&mut self, name: &str, shape: &Shape, bytes: &[u8]) -> Result<FuncId, String>;
+
     /// Read-only data named `name`: the one already defined, or `bytes` aligned to `align`.
     fn data(&mut self, name: &str, bytes: &[u8], align: u64) -> Result<DataId, String>;
 
@@ -178,6 +182,28 @@ impl<M: Module> Sink for Emitter<M> {
         self.functions.insert(name.to_string(), id);
         self.compiled += 1;
         self.compiling += started.elapsed();
+        Ok(id)
+    }
+
+    fn machine_code(&mut self, name: &str, shape: &Shape, bytes: &[u8]) -> Result<FuncId, String> {
+        if let Some(&id) = self.functions.get(name) {
+            return Ok(id);
+        }
+        let mut sig: Signature = self.module.make_signature();
+        sig.params
+            .extend(shape.params.iter().map(|t| AbiParam::new(*t)));
+        sig.returns
+            .extend(shape.returns.iter().map(|t| AbiParam::new(*t)));
+        let symbol = format!("{}{name}", self.prefix);
+        let fail = |e: ModuleError| format!("function {name}: {e}");
+        let id = self
+            .module
+            .declare_function(&symbol, Linkage::Local, &sig)
+            .map_err(fail)?;
+        self.module
+            .define_function_bytes(id, 16, bytes, &[])
+            .map_err(fail)?;
+        self.functions.insert(name.to_string(), id);
         Ok(id)
     }
 

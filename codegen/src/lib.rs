@@ -3,6 +3,7 @@
 //! kernel. `docs/engine.md` explains the kernels and how to add one.
 
 mod clif;
+pub mod cpu;
 mod depthwise;
 mod elementwise;
 pub mod emit;

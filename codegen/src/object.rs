@@ -11,6 +11,7 @@ use cranelift_module::default_libcall_names;
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use qcc_dialects::Module;
 
+use crate::cpu::CpuCheck;
 use crate::emit::{Dumps, Emitter};
 use crate::program::{self, Edge, Lowered, SCRATCH_ALIGN, status};
 
@@ -135,7 +136,8 @@ pub fn build(
     let builder = ObjectBuilder::new(isa.isa, name, default_libcall_names())
         .map_err(|e| format!("cannot start an object file: {e}"))?;
     let mut emitter = Emitter::new(ObjectModule::new(builder), &format!("{name}_"), dumps);
-    let lowered = program::lower(&mut emitter, module, function, isa.vnni)?;
+    let check = CpuCheck::x86(&isa.features)?;
+    let lowered = program::lower(&mut emitter, module, function, isa.vnni, Some(&check))?;
     let functions = emitter.compiled;
     let product = emitter.module.finish();
     let bytes = product
@@ -257,14 +259,11 @@ impl Object {
         let _ = writeln!(h, "/* Return codes of the run functions. */");
         let _ = writeln!(h, "#define {upper}_OK {}", status::OK);
         let _ = writeln!(h, "#define {upper}_ERROR_NULL {}", status::NULL);
+        let _ = writeln!(h, "#define {upper}_ERROR_MISALIGNED {}", status::MISALIGNED);
+        let _ = writeln!(h, "#define {upper}_ERROR_CPU {}\n", status::CPU);
         let _ = writeln!(
             h,
-            "#define {upper}_ERROR_MISALIGNED {}\n",
-            status::MISALIGNED
-        );
-        let _ = writeln!(
-            h,
-            "/* Runs the model on {upper}_INPUT_ELEMENTS floats at `in` and writes\n   {upper}_OUTPUT_ELEMENTS floats to `out`: quantizes the input, runs the integer network,\n   dequantizes its output. `scratch` is {upper}_SCRATCH_BYTES bytes aligned to\n   {upper}_SCRATCH_ALIGN, used only during the call; its contents need no initialisation.\n   Allocates nothing and keeps no state: calls with separate scratch areas may run\n   concurrently. Returns {upper}_OK, or {upper}_ERROR_NULL / {upper}_ERROR_MISALIGNED\n   (nothing written). */"
+            "/* Runs the model on {upper}_INPUT_ELEMENTS floats at `in` and writes\n   {upper}_OUTPUT_ELEMENTS floats to `out`: quantizes the input, runs the integer network,\n   dequantizes its output. `scratch` is {upper}_SCRATCH_BYTES bytes aligned to\n   {upper}_SCRATCH_ALIGN, used only during the call; its contents need no initialisation.\n   Allocates nothing and keeps no state: calls with separate scratch areas may run\n   concurrently. Returns {upper}_OK, or {upper}_ERROR_NULL / {upper}_ERROR_MISALIGNED /\n   {upper}_ERROR_CPU (a CPU without the features above), with nothing written. */"
         );
         let _ = writeln!(
             h,
@@ -325,11 +324,22 @@ impl Scratch {
 
 /// Lowers function `function` of `module` into a JIT module of its own.
 pub fn load(module: &Module, function: &str) -> Result<Loaded, String> {
+    load_checking(module, function, None)
+}
+
+/// [`load`], the entry points checking that the CPU has `features` (Cranelift's x86-64 flag
+/// names) instead of those the code uses.
+pub fn load_checking(
+    module: &Module,
+    function: &str,
+    features: Option<&[String]>,
+) -> Result<Loaded, String> {
     let isa = isa(Target::Native, false)?;
     let vnni = isa.vnni;
+    let check = CpuCheck::x86(features.unwrap_or(&isa.features))?;
     let jit = JITModule::new(JITBuilder::with_isa(isa.isa, default_libcall_names()));
     let mut emitter = Emitter::new(jit, "model_", Dumps::default());
-    let lowered = program::lower(&mut emitter, module, function, vnni)?;
+    let lowered = program::lower(&mut emitter, module, function, vnni, Some(&check))?;
     emitter
         .module
         .finalize_definitions()
@@ -380,10 +390,10 @@ impl Loaded {
     }
 
     fn status(code: i32) -> Result<(), String> {
-        if code == status::OK {
-            Ok(())
-        } else {
-            Err(format!("the generated function returned {code}"))
+        match code {
+            status::OK => Ok(()),
+            status::CPU => Err("this CPU lacks a feature the generated code uses".into()),
+            _ => Err(format!("the generated function returned {code}")),
         }
     }
 }

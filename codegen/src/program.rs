@@ -22,6 +22,7 @@ use qcc_runtime::plan;
 use qcc_runtime::quant::{AddLevels, Multiplier as Fixed, magnitude, per_tensor};
 
 use crate::clif::{Levels, Loop, RECORD, RECORD_WORDS};
+use crate::cpu::CpuCheck;
 use crate::depthwise::{self, Geometry};
 use crate::elementwise::{self, add_table, levels_of, params8};
 use crate::emit::{Shape, Sink};
@@ -39,6 +40,8 @@ pub mod status {
     pub const NULL: i32 = 1;
     /// The scratch area is not aligned to [`super::SCRATCH_ALIGN`] bytes.
     pub const MISALIGNED: i32 = 2;
+    /// The CPU (or the operating system) lacks a feature the code was generated with.
+    pub const CPU: i32 = 3;
 }
 
 /// The input or the output of a lowered function: its shape and quantization.
@@ -218,12 +221,13 @@ fn describe(func: &Function, node: NodeIndex) -> String {
 
 /// Lowers function `function` of `module` into `sink`, its entry points named `run` and
 /// `run_u8` (exported; the sink puts its prefix before every name), the integer layers in the
-/// form `vnni` allows.
+/// form `vnni` allows; the entry points first make `cpu`'s check, when given.
 pub fn lower(
     sink: &mut dyn Sink,
     module: &Module,
     function: &str,
     vnni: bool,
+    cpu: Option<&CpuCheck>,
 ) -> Result<Lowered, String> {
     let func = module
         .function(function)
@@ -322,6 +326,7 @@ pub fn lower(
         _ => return Err("internal error: the edges have no place in the arena".into()),
     };
     let in_elems = input.elements();
+    let helpers = cpu.map(|c| c.helpers(sink)).transpose()?;
 
     let entry = |sink: &mut dyn Sink, suffix: &str, floats: bool| {
         sink.function(
@@ -335,6 +340,9 @@ pub fn lower(
                 let mut c = Code { b, m, ptr, fe };
                 let (input, out, scratch) = (args[0], args[1], args[2]);
                 checks(&mut c, [input, out, scratch]);
+                if let (Some(cpu), Some(h)) = (cpu, &helpers) {
+                    cpu.emit(c.b, c.m, h, ptr, status::CPU);
+                }
                 if floats {
                     let q = c.at(scratch, q_at as i64);
                     let d = c.at(scratch, dq_at as i64);

@@ -421,3 +421,55 @@ fn the_c_example_classifies_the_parrot() {
     assert_eq!(stdout.lines().count(), 5, "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An object refuses to run, with its error code, on a CPU that lacks a feature its code was
+/// generated with: here one that checks for AVX-VNNI (`avx_vnni`), on a CPU without it. On one
+/// with it, the same program runs.
+#[test]
+fn a_cpu_without_the_features_gets_an_error_code() {
+    let module =
+        qcc_dialects::parse_file(&qcc_tests::workspace_root().join("examples/stem/model.ir"))
+            .expect("the stem example");
+    let mut ctx = PassContext {
+        engine: Arc::new(qcc_codegen::Native),
+        calib: Some(Tensor::from_f32(
+            vec![4, 3, 32, 32],
+            qcc_tests::random_f32(4 * 3 * 32 * 32, 7),
+        )),
+        ..PassContext::default()
+    };
+    let mut module = module;
+    PassManager::new(parse_pipeline("fold-batchnorm,quantize").expect("pipeline"))
+        .run(&mut module, &mut ctx, &mut |_, _| {})
+        .expect("quantize");
+    let x = qcc_tests::random_f32(3 * 32 * 32, 8);
+    let features = vec!["sse41".to_string(), "avx_vnni".to_string()];
+    let program = qcc_codegen::object::load_checking(&module, "main", Some(&features))
+        .expect("the stem lowers");
+    let has_avx_vnni = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.split_whitespace().any(|w| w == "avx_vnni"))
+        .unwrap_or(true);
+    match program.run(&x) {
+        Ok(_) => assert!(has_avx_vnni, "ran on a CPU without avx_vnni"),
+        Err(e) => {
+            assert!(!has_avx_vnni, "{e}");
+            assert!(e.contains("lacks a feature"), "{e}");
+        }
+    }
+    // With the features it was generated with, the same stem runs as the reference.
+    let program = qcc_codegen::object::load(&module, "main").expect("the stem lowers");
+    let reference = Interpreter::new(&module, "main").expect("prepares");
+    let want = reference
+        .run(&[Tensor::from_f32(vec![1, 3, 32, 32], x.clone())])
+        .expect("reference");
+    let got = program.run(&x).expect("generated run");
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want[0]
+            .as_f32()
+            .expect("f32")
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    );
+}
