@@ -584,13 +584,18 @@ fn lower_layer(
     )?;
     let raw_zero = if signed { zx as i8 as u8 } else { zx as u8 };
 
+    let packing = match Form::for_depth_on(k, vnni) {
+        Form::Quads => Packing::Quads { flip: signed },
+        Form::Pairs => Packing::Pairs {
+            signed,
+            zero_point: zx,
+        },
+    };
     if op.is(OpKind::QuantDense) {
-        let form = Form::for_depth_on(k, vnni);
-        require_quads(form)?;
-        let a = PackedA::new(wv, channels, k, form);
+        let a = PackedA::new(wv, channels, k, packing.form());
         let n = x_ty.shape[0];
-        let recs = group_records(&records, 0, &a, zu);
-        return lower_gemm_dense(sink, tag, &a, &recs, levels, n, signed);
+        let recs = group_records(&records, 0, &a, packing.folded_zero(zu));
+        return lower_gemm_dense(sink, tag, &a, &recs, levels, n, packing);
     }
 
     let attrs = Conv2dAttrs::of(op)?;
@@ -603,28 +608,42 @@ fn lower_layer(
         let g = depthwise_geometry(&attrs, x_ty, &w.shape)
             .ok_or("qcc build does not support this depthwise geometry yet")?;
         let form = crate::layers::depthwise_form_on(&g, k, vnni);
-        require_quads(form)?;
         let taps: Vec<u8> = wv
             .chunks(k.max(1))
-            .flat_map(|t| depthwise::quad_words(t, &g, zu))
+            .flat_map(|t| match form {
+                Form::Quads => depthwise::quad_words(t, &g, zu),
+                Form::Pairs => depthwise::pair_words(t),
+            })
             .flat_map(|w| w.to_le_bytes())
             .collect();
         let kernel = depthwise::define(sink, &g, form, Epilogue::Requantize(levels))?;
         let taps = sink.data(&format!("{tag}_taps"), &taps, 16)?;
         let recs = sink.data(&format!("{tag}_records"), &words(&records), 16)?;
-        return lower_depthwise(sink, tag, &g, kernel, taps, recs, [n, c], zu as u8, signed);
+        let staging = match form {
+            Form::Quads => Staging::Quads { pad: zu as u8 },
+            Form::Pairs => Staging::Pairs { zero_point: zx },
+        };
+        let layer = Depthwise {
+            g,
+            kernel,
+            taps,
+            records: recs,
+            images: n,
+            channels: c,
+            staging,
+            signed,
+        };
+        return layer.lower(sink, tag);
     }
     let groups = attrs.groups;
     let (cg, og) = (w.shape[1], channels / groups);
-    let form = Form::for_depth_on(k, vnni);
-    require_quads(form)?;
     let packed: Vec<PackedA> = (0..groups)
-        .map(|g| PackedA::new(&wv[g * og * k..(g + 1) * og * k], og, k, form))
+        .map(|g| PackedA::new(&wv[g * og * k..(g + 1) * og * k], og, k, packing.form()))
         .collect();
     let recs: Vec<Vec<i32>> = packed
         .iter()
         .enumerate()
-        .map(|(g, a)| group_records(&records, RECORD_WORDS * g * og, a, zu))
+        .map(|(g, a)| group_records(&records, RECORD_WORDS * g * og, a, packing.folded_zero(zu)))
         .collect();
     let conv = GemmConv {
         g: geometry,
@@ -635,19 +654,159 @@ fn lower_layer(
         og,
         k,
         raw_zero,
-        signed,
+        packing,
     };
     conv.lower(sink, tag, &packed, &recs, levels)
 }
 
-fn require_quads(form: Form) -> Result<(), String> {
-    match form {
-        Form::Quads => Ok(()),
-        Form::Pairs => Err(
-            "qcc build generates its integer layers with vpdpbusd only so far; this target or \
-             layer needs the pmaddwd form"
-                .into(),
-        ),
+/// How a layer's GEMM reads its activations: the stored bytes shifted to u8 (quads, flipping i8
+/// storage), or `x - Z_x` as i16 (pairs).
+#[derive(Clone, Copy, Debug)]
+enum Packing {
+    Quads { flip: bool },
+    Pairs { signed: bool, zero_point: i64 },
+}
+
+impl Packing {
+    fn form(self) -> Form {
+        match self {
+            Packing::Quads { .. } => Form::Quads,
+            Packing::Pairs { .. } => Form::Pairs,
+        }
+    }
+
+    /// Bytes of `p` columns of depth `k` packed.
+    fn len(self, k: usize, p: usize) -> usize {
+        match self {
+            Packing::Quads { .. } => p.div_ceil(NR) * k.div_ceil(4) * NR * 4,
+            Packing::Pairs { .. } => p.div_ceil(NR) * k.div_ceil(2) * NR * 2 * 2,
+        }
+    }
+
+    /// The zero point the quads form folds into the records' biases (the pairs form centres the
+    /// values itself).
+    fn folded_zero(self, zu: i64) -> i64 {
+        match self {
+            Packing::Quads { .. } => zu,
+            Packing::Pairs { .. } => 0,
+        }
+    }
+
+    fn pack(self, c: &mut Code, src: ClifValue, dst: ClifValue, dims: (usize, usize, usize)) {
+        match self {
+            Packing::Quads { flip } => pack_quads(c, src, dst, dims, flip),
+            Packing::Pairs { signed, zero_point } => {
+                pack_pairs(c, src, dst, dims, signed, zero_point)
+            }
+        }
+    }
+}
+
+/// The byte shuffle that interleaves the i16 lanes `4 * half..4 * half + 4` of two vectors
+/// (`punpcklwd`, `punpckhwd`).
+fn word_interleave(half: u8) -> Vec<u8> {
+    (0..4)
+        .flat_map(|i| {
+            let j = 8 * half + 2 * i;
+            [j, j + 1, 16 + j, 17 + j]
+        })
+        .collect()
+}
+
+/// Packs `k` rows of `p` columns (rows `ldp` bytes apart, stored 8-bit values of zero point
+/// `zero_point`) at `src` into the pairs layout of `crate::gemm` at `dst`
+/// (`[P/NR][K/2][NR][2]` i16 `x - Z_x`, zero-padded).
+fn pack_pairs(
+    c: &mut Code,
+    src: ClifValue,
+    dst: ClifValue,
+    (k, p, ldp): (usize, usize, usize),
+    signed: bool,
+    zero_point: i64,
+) {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let (whole_p, tail_p) = (p / NR, p % NR);
+    let (whole_k, tail_k) = (k / 2, k % 2);
+    let panel_bytes = (k.div_ceil(2) * NR * 4) as i64;
+    let interleave = |c: &mut Code, rows: [Option<ClifValue>; 2], at: ClifValue| {
+        let zero = c.b.ins().iconst(types::I16, zero_point);
+        let zero = c.b.ins().splat(types::I16X8, zero);
+        let vectors: Vec<ClifValue> = rows
+            .iter()
+            .map(|r| {
+                let v = match r {
+                    Some(addr) => {
+                        let wide = if signed {
+                            c.b.ins().sload8x8(flags(), *addr, 0)
+                        } else {
+                            c.b.ins().uload8x8(flags(), *addr, 0)
+                        };
+                        c.b.ins().isub(wide, zero)
+                    }
+                    None => {
+                        let z = c.b.ins().iconst(types::I16, 0);
+                        c.b.ins().splat(types::I16X8, z)
+                    }
+                };
+                c.b.ins().bitcast(types::I8X16, little, v)
+            })
+            .collect();
+        for half in 0..2u8 {
+            let m = c.b.func.dfg.immediates.push(word_interleave(half).into());
+            let v = c.b.ins().shuffle(vectors[0], vectors[1], m);
+            c.b.ins().store(flags(), v, at, 16 * i32::from(half));
+        }
+    };
+    if whole_p > 0 {
+        let panels = c.each(whole_p);
+        let from = c.index(src, panels.index, NR as i64);
+        let to = c.index(dst, panels.index, panel_bytes);
+        if whole_k > 0 {
+            let pairs = c.each(whole_k);
+            let rows = c.index(from, pairs.index, 2 * ldp as i64);
+            let at = c.index(to, pairs.index, 4 * NR as i64);
+            let second = c.at(rows, ldp as i64);
+            interleave(c, [Some(rows), Some(second)], at);
+            pairs.close(c.b);
+        }
+        if tail_k > 0 {
+            let rows = c.at(from, (whole_k * 2 * ldp) as i64);
+            let at = c.at(to, (whole_k * 4 * NR) as i64);
+            interleave(c, [Some(rows), None], at);
+        }
+        panels.close(c.b);
+    }
+    if tail_p > 0 {
+        // The last, partial panel one value at a time, over zeros.
+        let to = c.at(dst, whole_p as i64 * panel_bytes);
+        c.memset(to, 0, panel_bytes as usize);
+        let from = c.at(src, (whole_p * NR) as i64);
+        let copy = |c: &mut Code, rows: ClifValue, at: ClifValue, present: usize| {
+            for e in 0..present {
+                for i in 0..tail_p {
+                    let off = (e * ldp + i) as i32;
+                    let v = if signed {
+                        c.b.ins().sload8(types::I32, flags(), rows, off)
+                    } else {
+                        c.b.ins().uload8(types::I32, flags(), rows, off)
+                    };
+                    let v = c.b.ins().iadd_imm_s(v, -zero_point);
+                    c.b.ins().istore16(flags(), v, at, (4 * i + 2 * e) as i32);
+                }
+            }
+        };
+        if whole_k > 0 {
+            let pairs = c.each(whole_k);
+            let rows = c.index(from, pairs.index, 2 * ldp as i64);
+            let at = c.index(to, pairs.index, 4 * NR as i64);
+            copy(c, rows, at, 2);
+            pairs.close(c.b);
+        }
+        if tail_k > 0 {
+            let rows = c.at(from, (whole_k * 2 * ldp) as i64);
+            let at = c.at(to, (whole_k * 4 * NR) as i64);
+            copy(c, rows, at, 1);
+        }
     }
 }
 
@@ -773,11 +932,6 @@ fn pack_quads(
     }
 }
 
-/// Bytes of `p` columns of depth `k` packed as quads.
-fn packed_len(k: usize, p: usize) -> usize {
-    p.div_ceil(NR) * k.div_ceil(4) * NR * 4
-}
-
 /// A grouped or plain convolution as im2col (unless 1x1, stride 1, no padding) and GEMM.
 struct GemmConv {
     g: Geometry,
@@ -788,7 +942,7 @@ struct GemmConv {
     og: usize,
     k: usize,
     raw_zero: u8,
-    signed: bool,
+    packing: Packing,
 }
 
 impl GemmConv {
@@ -806,7 +960,12 @@ impl GemmConv {
         records: &[Vec<i32>],
         levels: Levels,
     ) -> Result<Driver, String> {
-        let kernel = gemm::define(sink, self.k, Form::Quads, Epilogue::Requantize(levels))?;
+        let kernel = gemm::define(
+            sink,
+            self.k,
+            self.packing.form(),
+            Epilogue::Requantize(levels),
+        )?;
         let weights: Vec<DataId> = packed
             .iter()
             .enumerate()
@@ -821,7 +980,7 @@ impl GemmConv {
         let plane = self.g.output[0] * self.g.output[1];
         let (k, og) = (self.k, self.og);
         let cols = if self.pointwise() { 0 } else { k * plane };
-        let packed_bytes = packed_len(k, plane);
+        let packed_bytes = self.packing.len(k, plane);
         let ld = plane.div_ceil(NR) * NR;
         let rows = og.div_ceil(MR) * MR;
         let direct = ld == plane && rows == og;
@@ -842,7 +1001,7 @@ impl GemmConv {
                     self.im2col(c, group_in, cols_at);
                     cols_at
                 };
-                pack_quads(c, source, packed_at, (k, plane, plane), self.signed);
+                self.packing.pack(c, source, packed_at, (k, plane, plane));
                 let target = c.at(out_image, (g * og * plane) as i64);
                 let dst = if direct { target } else { padded_at };
                 let a = c.data(*wd);
@@ -943,16 +1102,16 @@ fn lower_gemm_dense(
     records: &[i32],
     levels: Levels,
     n: usize,
-    signed: bool,
+    packing: Packing,
 ) -> Result<Driver, String> {
-    let kernel = gemm::define(sink, a.k, Form::Quads, Epilogue::Requantize(levels))?;
+    let kernel = gemm::define(sink, a.k, packing.form(), Epilogue::Requantize(levels))?;
     let wd = sink.data(&format!("{tag}_w"), &a.bytes(), 16)?;
     let rd = sink.data(&format!("{tag}_r"), &words(records), 16)?;
     let (m, k) = (a.m, a.k);
     let ld = n.div_ceil(NR) * NR;
     let rows = a.panels() * MR;
     let transposed = if n > 1 { align(n * k) } else { 0 };
-    let packed = align(packed_len(k, n));
+    let packed = align(packing.len(k, n));
     let temp = transposed + packed + rows * ld;
     let func = driver(sink, tag, |c, [x, _, y, temp]| {
         let packed_at = c.at(temp, transposed as i64);
@@ -973,7 +1132,7 @@ fn lower_gemm_dense(
         } else {
             x
         };
-        pack_quads(c, source, packed_at, (k, n, n), signed);
+        packing.pack(c, source, packed_at, (k, n, n));
         let aw = c.data(wd);
         let r = c.data(rd);
         let ldv = c.int(ld as i64);
@@ -992,75 +1151,149 @@ fn lower_gemm_dense(
     Ok(Driver { func, temp })
 }
 
-/// A depthwise convolution: every channel's plane staged (padding with the shifted zero point)
-/// and run through the kernel of its geometry.
-#[allow(clippy::too_many_arguments)]
-fn lower_depthwise(
-    sink: &mut dyn Sink,
-    tag: &str,
-    g: &Geometry,
+/// How a depthwise layer stages a channel's plane for its kernel (see `crate::depthwise`).
+#[derive(Clone, Copy, Debug)]
+enum Staging {
+    /// Rows of u8 bytes, the padding the shifted zero point `pad`.
+    Quads { pad: u8 },
+    /// `stride` column phases of i16 `x - Z_x` rows, the padding zero.
+    Pairs { zero_point: i64 },
+}
+
+/// A depthwise convolution: every channel's plane staged (the padding written once per call,
+/// since the plane never lands there) and run through the kernel of its geometry.
+struct Depthwise {
+    g: Geometry,
     kernel: FuncId,
     taps: DataId,
     records: DataId,
-    [n, ch]: [usize; 2],
-    pad: u8,
+    images: usize,
+    channels: usize,
+    staging: Staging,
     signed: bool,
-) -> Result<Driver, String> {
-    let g = *g;
-    let staged = g.staged_len(Form::Quads);
-    let width = staged / g.rows();
-    let in_place = g.writes_in_place();
-    let padded = if in_place { 0 } else { g.out_len() };
-    let temp = align(staged) + padded;
-    let [h, w] = g.input;
-    let [pt, pl] = g.pads;
-    let rows = g.rows();
-    let (first, last) = (pl.min(width), (pl + w).min(width));
-    let count = h.min(rows.saturating_sub(pt));
-    let [oh, ow] = g.output;
-    let per = depthwise::words_per_channel(&g, Form::Quads) * 4;
-    let func = driver(sink, tag, |c, [x, _, y, temp]| {
-        let padded_at = c.at(temp, align(staged) as i64);
-        // The padding once: the input never lands there.
-        c.memset(temp, pad, staged);
-        let t = c.data(taps);
-        let r = c.data(records);
-        let planes = c.each(n * ch);
-        let channel = if n > 1 {
-            c.b.ins().urem_imm_u(planes.index, ch as i64)
-        } else {
-            planes.index
-        };
-        let src = c.index(x, planes.index, (h * w) as i64);
-        let dst = c.index(y, planes.index, (oh * ow) as i64);
-        if first < last && count > 0 {
-            let l = c.each(count);
-            let from = c.index(src, l.index, w as i64);
-            let row = c.b.ins().iadd_imm_s(l.index, pt as i64);
-            let to = c.index(temp, row, width as i64);
-            let to = c.at(to, first as i64);
-            if signed {
-                c.copy_bytes(to, from, last - first, 1, true);
+}
+
+impl Depthwise {
+    fn form(&self) -> Form {
+        match self.staging {
+            Staging::Quads { .. } => Form::Quads,
+            Staging::Pairs { .. } => Form::Pairs,
+        }
+    }
+
+    fn lower(&self, sink: &mut dyn Sink, tag: &str) -> Result<Driver, String> {
+        let g = self.g;
+        let form = self.form();
+        let staged_bytes = g.staged_len(form) * if form == Form::Pairs { 2 } else { 1 };
+        let in_place = g.writes_in_place();
+        let padded = if in_place { 0 } else { g.out_len() };
+        let temp = align(staged_bytes) + padded;
+        let [h, w] = g.input;
+        let [oh, ow] = g.output;
+        let per = depthwise::words_per_channel(&g, form) * 4;
+        let func = driver(sink, tag, |c, [x, _, y, temp]| {
+            let padded_at = c.at(temp, align(staged_bytes) as i64);
+            let pad = match self.staging {
+                Staging::Quads { pad } => pad,
+                Staging::Pairs { .. } => 0,
+            };
+            c.memset(temp, pad, staged_bytes);
+            let t = c.data(self.taps);
+            let r = c.data(self.records);
+            let planes = c.each(self.images * self.channels);
+            let channel = if self.images > 1 {
+                c.b.ins().urem_imm_u(planes.index, self.channels as i64)
             } else {
-                c.memcpy(to, from, last - first);
+                planes.index
+            };
+            let src = c.index(x, planes.index, (h * w) as i64);
+            let dst = c.index(y, planes.index, (oh * ow) as i64);
+            match self.staging {
+                Staging::Quads { .. } => self.stage_quads(c, src, temp),
+                Staging::Pairs { zero_point } => self.stage_pairs(c, src, temp, zero_point),
             }
-            l.close(c.b);
+            let wt = c.index(t, channel, per as i64);
+            let rc = c.index(r, channel, i64::from(RECORD));
+            let target = if in_place { dst } else { padded_at };
+            c.call(self.kernel, &[temp, wt, target, rc]);
+            if !in_place {
+                let l = c.each(oh);
+                let to = c.index(dst, l.index, ow as i64);
+                let from = c.index(padded_at, l.index, g.row() as i64);
+                c.memcpy(to, from, ow);
+                l.close(c.b);
+            }
+            planes.close(c.b);
+            Ok(())
+        })?;
+        Ok(Driver { func, temp })
+    }
+
+    /// Copies the plane at `src` into the quads form's padded rows at `staged`.
+    fn stage_quads(&self, c: &mut Code, src: ClifValue, staged: ClifValue) {
+        let g = &self.g;
+        let width = g.staged_len(Form::Quads) / g.rows();
+        let [h, w] = g.input;
+        let [pt, pl] = g.pads;
+        let (first, last) = (pl.min(width), (pl + w).min(width));
+        let count = h.min(g.rows().saturating_sub(pt));
+        if first >= last || count == 0 {
+            return;
         }
-        let wt = c.index(t, channel, per as i64);
-        let rc = c.index(r, channel, i64::from(RECORD));
-        let target = if in_place { dst } else { padded_at };
-        c.call(kernel, &[temp, wt, target, rc]);
-        if !in_place {
-            let l = c.each(oh);
-            let to = c.index(dst, l.index, ow as i64);
-            let from = c.index(padded_at, l.index, g.row() as i64);
-            c.memcpy(to, from, ow);
-            l.close(c.b);
+        let l = c.each(count);
+        let from = c.index(src, l.index, w as i64);
+        let row = c.b.ins().iadd_imm_s(l.index, pt as i64);
+        let to = c.index(staged, row, width as i64);
+        let to = c.at(to, first as i64);
+        if self.signed {
+            c.copy_bytes(to, from, last - first, 1, true);
+        } else {
+            c.memcpy(to, from, last - first);
         }
-        planes.close(c.b);
-        Ok(())
-    })?;
-    Ok(Driver { func, temp })
+        l.close(c.b);
+    }
+
+    /// Writes the plane at `src` as `x - Z_x` into the pairs form's column phases at `staged`:
+    /// padded column `col` (input column `col - pl`) of row `row` goes to phase `col % s`,
+    /// column `col / s`.
+    fn stage_pairs(&self, c: &mut Code, src: ClifValue, staged: ClifValue, zero_point: i64) {
+        let g = &self.g;
+        let (rows, width, s) = (g.rows(), g.phase_width(), g.strides[1]);
+        let [h, w] = g.input;
+        let [pt, pl] = g.pads;
+        let padded = width * s;
+        let (first, last) = (pl.min(padded), (pl + w).min(padded));
+        let count = h.min(rows.saturating_sub(pt));
+        if first >= last || count == 0 {
+            return;
+        }
+        let l = c.each(count);
+        let from = c.index(src, l.index, w as i64);
+        let row = c.b.ins().iadd_imm_s(l.index, pt as i64);
+        for phase in 0..s {
+            // Padded columns `first..last` of this phase: `col = j * s + phase`.
+            let j0 = first.saturating_sub(phase).div_ceil(s);
+            let j1 = (last + s - 1 - phase) / s;
+            if j0 >= j1 {
+                continue;
+            }
+            let line = c.index(staged, row, 2 * width as i64);
+            let line = c.at(line, (2 * (phase * rows * width + j0)) as i64);
+            let start = c.at(from, (j0 * s + phase - pl) as i64);
+            let cols = c.each(j1 - j0);
+            let at = c.index(start, cols.index, s as i64);
+            let v = if self.signed {
+                c.b.ins().sload8(types::I32, flags(), at, 0)
+            } else {
+                c.b.ins().uload8(types::I32, flags(), at, 0)
+            };
+            let v = c.b.ins().iadd_imm_s(v, -zero_point);
+            let to = c.index(line, cols.index, 2);
+            c.b.ins().istore16(flags(), v, to, 0);
+            cols.close(c.b);
+        }
+        l.close(c.b);
+    }
 }
 
 /// A `quant.add` of same-shaped 8-bit operands through its table of results.
