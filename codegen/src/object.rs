@@ -20,17 +20,43 @@ use crate::program::{self, Edge, Lowered, SCRATCH_ALIGN, status};
 pub enum Target {
     /// This machine's CPU, with the features it has.
     Native,
+    /// Any x86-64 CPU of the x86-64-v2 level (SSE4.2, SSSE3, POPCNT, CMPXCHG16B: every x86-64
+    /// CPU since about 2009).
+    X86_64,
+    /// x86-64-v3 (v2 plus AVX, AVX2, FMA, BMI1, BMI2, LZCNT: Haswell and Zen on).
+    X86_64V3,
 }
+
+/// Cranelift's x86-64 flags of each portable level.
+const X86_64_V2: &[&str] = &[
+    "has_sse3",
+    "has_ssse3",
+    "has_cmpxchg16b",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
+const X86_64_V3: &[&str] = &[
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
 
 impl Target {
     /// The target `--target` names.
     pub fn parse(name: &str) -> Result<Target, String> {
         match name {
             "native" => Ok(Target::Native),
-            "x86_64" | "x86_64-v3" | "aarch64" => Err(format!(
-                "--target {name} is not supported yet; qcc build generates code for `native` (this \
-                 machine's CPU) only so far"
-            )),
+            "x86_64" => Ok(Target::X86_64),
+            "x86_64-v3" => Ok(Target::X86_64V3),
+            "aarch64" => Err(
+                "--target aarch64 is not supported yet; qcc build generates x86-64 code (native, \
+                 x86_64, x86_64-v3) so far"
+                    .into(),
+            ),
             other => Err(format!(
                 "unknown target '{other}'; the targets are native, x86_64, x86_64-v3 and aarch64"
             )),
@@ -41,6 +67,8 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::Native => "native",
+            Target::X86_64 => "x86_64",
+            Target::X86_64V3 => "x86_64-v3",
         }
     }
 }
@@ -62,16 +90,35 @@ fn isa(target: Target, pic: bool) -> Result<Isa, String> {
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "enable_verifier", "true")?;
     set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
-    let Target::Native = target;
-    let mut builder = cranelift_native::builder()
-        .map_err(|e| format!("this CPU is not supported by the code generator: {e}"))?;
-    // As the JIT's (see `crate::jit`): AVX512DQ only makes the epilogue's products slower.
-    let _ = builder.set("has_avx512dq", "false");
-    if std::env::var_os(crate::jit::NO_VNNI_VAR).is_some_and(|v| v != "0") {
-        for flag in ["has_avx_vnni", "has_avx512vnni"] {
-            let _ = builder.set(flag, "false");
+    let builder = match target {
+        Target::Native => {
+            let mut builder = cranelift_native::builder()
+                .map_err(|e| format!("this CPU is not supported by the code generator: {e}"))?;
+            // As the JIT's (see `crate::jit`): AVX512DQ only makes the epilogue's products
+            // slower.
+            let _ = builder.set("has_avx512dq", "false");
+            if std::env::var_os(crate::jit::NO_VNNI_VAR).is_some_and(|v| v != "0") {
+                for flag in ["has_avx_vnni", "has_avx512vnni"] {
+                    let _ = builder.set(flag, "false");
+                }
+            }
+            builder
         }
-    }
+        Target::X86_64 | Target::X86_64V3 => {
+            let mut builder = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
+                .map_err(|e| format!("this build of qcc cannot generate x86-64 code: {e}"))?;
+            let mut flags: Vec<&str> = X86_64_V2.to_vec();
+            if target == Target::X86_64V3 {
+                flags.extend(X86_64_V3);
+            }
+            for flag in flags {
+                builder
+                    .set(flag, "true")
+                    .map_err(|e| format!("cranelift setting {flag}: {e}"))?;
+            }
+            builder
+        }
+    };
     let isa = builder
         .finish(settings::Flags::new(flags))
         .map_err(|e| format!("the code generator cannot target this CPU: {e}"))?;

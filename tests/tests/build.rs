@@ -200,10 +200,11 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// The bundled model quantized by `pipeline` and built into an object; a C program linked with
-/// it gives `qcc run`'s outputs on the bundled photos bit for bit, exports nothing but the two
-/// documented entry points, and needs nothing but memcpy and memset.
-fn linked(pipeline: &str, what: &str, in_one_command: bool) {
+/// The bundled model quantized by `pipeline` and built into an object for each of `targets`
+/// (from the quantized module, or from the ONNX model with `--passes` in the same command); a C
+/// program linked with it gives `qcc run`'s outputs on the bundled photos bit for bit, exports
+/// nothing but the two documented entry points, and needs nothing but memcpy and memset.
+fn linked(pipeline: &str, what: &str, in_one_command: bool, targets: &[&str]) {
     let dir = qcc_tests::scratch_dir(&format!("build-{what}"));
     let at = |f: &str| dir.join(f).display().to_string();
     let model = qcc_tests::bundled_example("model.onnx");
@@ -211,39 +212,6 @@ fn linked(pipeline: &str, what: &str, in_one_command: bool) {
     let passes = format!("--passes={pipeline}");
     let q = qcc_tests::qcc(&[&passes, "--calib", &calib, &model, "-o", &at("m.ir")]);
     assert_eq!(q.code, 0, "{}", q.stderr);
-    let built = if in_one_command {
-        qcc_tests::qcc(&[
-            "build",
-            &model,
-            &passes,
-            "--calib",
-            &calib,
-            "-o",
-            &at("model.o"),
-        ])
-    } else {
-        qcc_tests::qcc(&["build", &at("m.ir"), "-o", &at("model.o")])
-    };
-    assert_eq!(built.code, 0, "{}", built.stderr);
-    assert!(built.stderr.contains("of scratch"), "{}", built.stderr);
-    let header = std::fs::read_to_string(dir.join("model.h")).expect("the header is written");
-    for macro_name in [
-        "MODEL_INPUT_ELEMENTS 150528",
-        "MODEL_OUTPUT_ELEMENTS 1000",
-        "MODEL_SCRATCH_BYTES",
-        "MODEL_SCRATCH_ALIGN 64",
-        "MODEL_INPUT_SCALE",
-        "MODEL_OUTPUT_ZERO_POINT",
-        "int model_run(const float *in, float *out, void *scratch);",
-    ] {
-        assert!(header.contains(macro_name), "the header lacks {macro_name}");
-    }
-    let (defined, needed) = symbols(&dir.join("model.o"));
-    assert_eq!(defined, ["model_run", "model_run_u8"], "exported symbols");
-    assert!(
-        needed.iter().all(|s| s == "memcpy" || s == "memset"),
-        "the object needs {needed:?}"
-    );
 
     // The photos as the model reads them, and what `qcc run` makes of them.
     let module = qcc_dialects::parse_file(&dir.join("m.ir")).expect("the quantized module");
@@ -261,41 +229,98 @@ fn linked(pipeline: &str, what: &str, in_one_command: bool) {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let want = qcc_runtime::io::read_npy(&dir.join("want.npy")).expect("qcc run's outputs");
 
-    let harness = qcc_tests::workspace_root().join("tests/c/harness.c");
-    let cc = c_compiler();
-    let compiled = command(
-        &cc,
-        &[
-            "-std=c99",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-O2",
-            "-I",
-            &dir.display().to_string(),
-            &harness.display().to_string(),
-            &at("model.o"),
-            "-o",
-            &at("harness"),
-        ],
-    );
-    assert!(
-        compiled.status.success(),
-        "{cc}: {}",
-        String::from_utf8_lossy(&compiled.stderr)
-    );
-    let ran = command(&at("harness"), &["f32", &at("in.f32"), &at("out.f32")]);
-    assert!(
-        ran.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
-    let got = std::fs::read(dir.join("out.f32")).expect("the harness's outputs");
-    assert_eq!(
-        got,
-        f32_bytes(want.as_f32().expect("f32")),
-        "{what}: the linked object's outputs differ from qcc run's"
-    );
+    for target in targets {
+        let built = if in_one_command {
+            qcc_tests::qcc(&[
+                "build",
+                &model,
+                &passes,
+                "--calib",
+                &calib,
+                "-o",
+                &at("model.o"),
+                "--target",
+                target,
+            ])
+        } else {
+            qcc_tests::qcc(&[
+                "build",
+                &at("m.ir"),
+                "-o",
+                &at("model.o"),
+                "--target",
+                target,
+            ])
+        };
+        assert_eq!(built.code, 0, "{target}: {}", built.stderr);
+        assert!(built.stderr.contains("of scratch"), "{}", built.stderr);
+        let header = std::fs::read_to_string(dir.join("model.h")).expect("the header is written");
+        for macro_name in [
+            "MODEL_INPUT_ELEMENTS 150528",
+            "MODEL_OUTPUT_ELEMENTS 1000",
+            "MODEL_SCRATCH_BYTES",
+            "MODEL_SCRATCH_ALIGN 64",
+            "MODEL_INPUT_SCALE",
+            "MODEL_OUTPUT_ZERO_POINT",
+            "MODEL_ERROR_CPU",
+            "int model_run(const float *in, float *out, void *scratch);",
+        ] {
+            assert!(
+                header.contains(macro_name),
+                "{target}: the header lacks {macro_name}"
+            );
+        }
+        assert!(
+            header.contains(&format!("MODEL_TARGET \"{target}\"")),
+            "{header}"
+        );
+        let (defined, needed) = symbols(&dir.join("model.o"));
+        assert_eq!(
+            defined,
+            ["model_run", "model_run_u8"],
+            "{target}: exported symbols"
+        );
+        assert!(
+            needed.iter().all(|s| s == "memcpy" || s == "memset"),
+            "{target}: the object needs {needed:?}"
+        );
+
+        let harness = qcc_tests::workspace_root().join("tests/c/harness.c");
+        let cc = c_compiler();
+        let compiled = command(
+            &cc,
+            &[
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-O2",
+                "-I",
+                &dir.display().to_string(),
+                &harness.display().to_string(),
+                &at("model.o"),
+                "-o",
+                &at("harness"),
+            ],
+        );
+        assert!(
+            compiled.status.success(),
+            "{cc}: {}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let ran = command(&at("harness"), &["f32", &at("in.f32"), &at("out.f32")]);
+        assert!(
+            ran.status.success(),
+            "{target}: harness: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let got = std::fs::read(dir.join("out.f32")).expect("the harness's outputs");
+        assert_eq!(
+            got,
+            f32_bytes(want.as_f32().expect("f32")),
+            "{what}, {target}: the linked object's outputs differ from qcc run's"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -305,15 +330,19 @@ fn linked_per_tensor_object_matches_qcc_run() {
         "fold-batchnorm,quantize{granularity=per-tensor},bias-correct",
         "per-tensor",
         true,
+        &["native"],
     );
 }
 
+/// The portable targets generate the `pmaddwd` form with SSE only (`x86_64`) or AVX2
+/// (`x86_64-v3`); both give the same bytes as the native object.
 #[test]
-fn linked_per_channel_object_matches_qcc_run() {
+fn linked_per_channel_objects_match_qcc_run_on_every_target() {
     linked(
         "fold-batchnorm,quantize{granularity=per-channel},bias-correct",
         "per-channel",
         false,
+        &["native", "x86_64", "x86_64-v3"],
     );
 }
 
@@ -323,7 +352,7 @@ fn bad_builds_are_refused_without_output() {
     let dir = qcc_tests::scratch_dir("build-bad");
     let at = |f: &str| dir.join(f).display().to_string();
     let model = qcc_tests::bundled_example("model.onnx");
-    let cases: [(Vec<String>, &str); 4] = [
+    let cases: [(Vec<String>, &str); 5] = [
         (
             vec!["build".into(), model.clone(), "-o".into(), at("m.o")],
             "the model is float",
@@ -338,6 +367,17 @@ fn bad_builds_are_refused_without_output() {
                 "sparc".into(),
             ],
             "unknown target 'sparc'",
+        ),
+        (
+            vec![
+                "build".into(),
+                model.clone(),
+                "-o".into(),
+                at("m.o"),
+                "--target".into(),
+                "aarch64".into(),
+            ],
+            "--target aarch64 is not supported yet",
         ),
         (
             vec![
