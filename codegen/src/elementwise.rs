@@ -368,6 +368,7 @@ pub(crate) fn define_quantize(
 ) -> Result<FuncId, String> {
     let name = format!("quantize_f32_s{:08x}_{}", s.to_bits(), levels.tag());
     let levels = *levels;
+    let x86 = sink.x86();
     define_streaming(sink, &name, [4, 4, 1], |b, px, _, po| {
         let flags = MemFlagsData::new().with_notrap();
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
@@ -401,7 +402,12 @@ pub(crate) fn define_quantize(
             let r = b.ins().bitselect(number, r, zero);
             let r = max_ps(b, r, lo);
             let r = min_ps(b, r, hi);
-            b.ins().x86_cvtt2dq(types::I32X4, r)
+            // In range and not NaN by now: truncation, saturating or not, is the same.
+            if x86 {
+                b.ins().x86_cvtt2dq(types::I32X4, r)
+            } else {
+                b.ins().fcvt_to_sint_sat(types::I32X4, r)
+            }
         });
         store_levels8(b, values, &levels, po);
     })

@@ -65,6 +65,9 @@ pub trait Sink {
     /// The target's pointer type.
     fn pointer(&self) -> Type;
 
+    /// Whether the target is x86-64 (where x86-only instructions may be used).
+    fn x86(&self) -> bool;
+
     /// What the function builder needs to know of the target (for `memcpy` and `memset` calls).
     fn frontend(&self) -> TargetFrontendConfig;
 }
@@ -232,5 +235,9 @@ impl<M: Module> Sink for Emitter<M> {
 
     fn frontend(&self) -> TargetFrontendConfig {
         self.module.target_config()
+    }
+
+    fn x86(&self) -> bool {
+        self.module.isa().name() == "x64"
     }
 }
