@@ -2,11 +2,12 @@
 """`qcc build`'s object files on the kit's MobileNetV2, all in one run on this machine:
 
 - build time of the object (the whole `qcc build` command from a quantized .ir, median of 3);
-- object size against the module's weight bytes (its safetensors file);
+- object size against the module's weight bytes (its safetensors file), per target;
 - batch-1 latency on one thread, median of RUNS: a C program linked with the object
   (tests/c/harness.c, `cc -O2`) against `qcc run --latency` on the JIT engine and ONNX Runtime's
   int8 kernels on the same network quantized by its own `quantize_static`;
-- exactness: every eval image through the linked object against `qcc run -o`, byte for byte.
+- exactness: every eval image through the linked object against `qcc run -o`, byte for byte
+  (the AArch64 object cross-compiled and run under qemu-aarch64 on the first 64 eval images).
 
 The modules are qcc's `quantize` with its default options (what bench/engine_speed.py times)
 and `bias-correct` per tensor and per channel. Writes its tables to bench/RESULTS.md between
@@ -120,6 +121,44 @@ for label, pipeline in pipelines:
     exact.append(f"| {label}, {len(evals)} eval images | {'identical' if same else 'DIFFERENT'} |")
     print(rows[-1], sizes[-1], exact[-1], sep="\n")
 
+# Every target, on the per-channel bias-corrected module: size, build time, latency (x86-64
+# targets, on this machine), exactness.
+targets = []
+label, pipeline = pipelines[1]
+tag = re.sub(r"[^a-z]+", "_", label)
+q_ir = os.path.join(tmp, f"{tag}.ir")
+weights = os.path.getsize(q_ir.replace(".ir", ".safetensors"))
+want = np.load(os.path.join(tmp, tag, "want.npy")).astype("<f4").tobytes()
+per_image = len(want) // len(evals)
+for target in ["native", "x86_64", "x86_64-v3", "aarch64"]:
+    d = os.path.join(tmp, f"target-{target}")
+    os.makedirs(d)
+    obj = os.path.join(d, "model.o")
+    build_s = statistics.median(qcc("build", q_ir, "-o", obj, "--target", target)[0] for _ in range(3))
+    arm = target == "aarch64"
+    harness = os.path.join(d, "harness")
+    cc = "aarch64-linux-gnu-gcc" if arm else CC
+    subprocess.run([cc, "-std=c99", "-O2", *(["-static"] if arm else []), "-I", d,
+                    os.path.join(ROOT, "tests", "c", "harness.c"), obj, "-o", harness], check=True)
+    run = ["qemu-aarch64", harness] if arm else [harness]
+    if arm:
+        ms = "– (qemu)"
+        images = 64
+    else:
+        out = subprocess.run(run + ["f32", first, os.path.join(d, "first.out"), str(args.runs)],
+                             capture_output=True, text=True, check=True).stdout
+        ms = f'{float(re.search(r"median ([0-9.]+) ms", out).group(1)):.2f}'
+        images = len(evals)
+    inputs = os.path.join(d, "in.f32")
+    evals[:images].tofile(inputs)
+    got = os.path.join(d, "eval.out")
+    subprocess.run(run + ["f32", inputs, got], capture_output=True, check=True)
+    same = open(got, "rb").read() == want[:images * per_image]
+    size = os.path.getsize(obj)
+    targets.append(f"| {target} | {size / 2**20:.2f} | {size / weights:.2f} | {build_s:.2f} | {ms} | "
+                   f"{'identical' if same else 'DIFFERENT'} ({images} images) |")
+    print(targets[-1])
+
 section = "\n".join([
     "<!-- object:begin (written by bench/object_speed.py) -->",
     f"### `qcc build` objects ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, one run)",
@@ -144,5 +183,13 @@ section = "\n".join([
     "",
     "| module | object vs qcc run |",
     "|---|---|",
-] + exact + ["<!-- object:end -->"])
+] + exact + [
+    "",
+    f"Every target, on the {label} module: object size (and against the weights file), the whole",
+    "`qcc build` command (median of 3), batch-1 latency of the linked harness on this machine, and",
+    "its outputs against `qcc run -o` (AArch64: cross-compiled, run under qemu-aarch64):",
+    "",
+    "| target | object MiB | object / weights | build s | latency ms | vs qcc run |",
+    "|---|---|---|---|---|---|",
+] + targets + ["<!-- object:end -->"])
 update_section("object", section)

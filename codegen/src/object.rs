@@ -319,7 +319,7 @@ impl Object {
         let _ = writeln!(h, "#define {upper}_ERROR_CPU {}\n", status::CPU);
         let _ = writeln!(
             h,
-            "/* Runs the model on {upper}_INPUT_ELEMENTS floats at `in` and writes\n   {upper}_OUTPUT_ELEMENTS floats to `out`: quantizes the input, runs the integer network,\n   dequantizes its output. `scratch` is {upper}_SCRATCH_BYTES bytes aligned to\n   {upper}_SCRATCH_ALIGN, used only during the call; its contents need no initialisation.\n   Allocates nothing and keeps no state: calls with separate scratch areas may run\n   concurrently. Returns {upper}_OK, or {upper}_ERROR_NULL / {upper}_ERROR_MISALIGNED /\n   {upper}_ERROR_CPU (a CPU without the features above), with nothing written. */"
+            "/* Runs the model on {upper}_INPUT_ELEMENTS floats at `in` and writes\n   {upper}_OUTPUT_ELEMENTS floats to `out`: quantizes the input, runs the integer network,\n   dequantizes its output. `scratch` is {upper}_SCRATCH_BYTES bytes aligned to\n   {upper}_SCRATCH_ALIGN, used only during the call; its contents need no initialisation.\n   `in`, `out` and `scratch` must not overlap.\n   Allocates nothing and keeps no state: calls with separate scratch areas may run\n   concurrently. Returns {upper}_OK, or {upper}_ERROR_NULL / {upper}_ERROR_MISALIGNED /\n   {upper}_ERROR_CPU (a CPU without the features above), with nothing written. */"
         );
         let _ = writeln!(
             h,
@@ -365,8 +365,10 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// A scratch area full of garbage, as a caller's may be: nothing may depend on its contents.
     fn new(bytes: usize) -> Scratch {
-        let words = vec![0u128; (bytes + SCRATCH_ALIGN) / 16 + 1];
+        let words =
+            vec![0xa5a5_a5a5_a5a5_a5a5_a5a5_a5a5_a5a5_a5a5u128; (bytes + SCRATCH_ALIGN) / 16 + 1];
         let addr = words.as_ptr() as usize;
         let offset = addr.next_multiple_of(SCRATCH_ALIGN) - addr;
         Scratch { words, offset }

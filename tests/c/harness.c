@@ -46,6 +46,8 @@ int main(int argc, char **argv) {
     uintptr_t at = ((uintptr_t)block + MODEL_SCRATCH_ALIGN - 1) &
                    ~(uintptr_t)(MODEL_SCRATCH_ALIGN - 1);
     void *scratch = (void *)at;
+    /* Garbage, as a caller's scratch area may hold: the model must not depend on it. */
+    memset(block, 0xa5, MODEL_SCRATCH_BYTES + MODEL_SCRATCH_ALIGN);
 
     FILE *in = fopen(argv[2], "rb");
     FILE *out = fopen(argv[3], "wb");
