@@ -107,6 +107,11 @@ impl<M: Module> Emitter<M> {
         }
     }
 
+    /// The module, everything defined.
+    pub fn into_module(self) -> M {
+        self.module
+    }
+
     /// The function defined under `name`, if any.
     pub fn defined(&self, name: &str) -> Option<FuncId> {
         self.functions.get(name).copied()

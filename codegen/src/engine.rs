@@ -1,14 +1,23 @@
 //! The Cranelift engine: prepares a function by generating (or taking from the cache) a kernel
 //! for every op that has one and runs the rest on the reference interpreter's kernels, warning
-//! once per process for each op kind that has none.
+//! once per process for each op kind that has none. Plain runs of an integer function that
+//! lowers whole ([`crate::program`]) run that generated program instead, its values in one
+//! arena.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use qcc_dialects::ops::attrs::Conv2dAttrs;
-use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Storage, TensorType};
-use qcc_runtime::interp::layer_requant;
-use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared};
+use qcc_dialects::{
+    Function, Module, Node, NodeIndex, OpKind, Operation, Storage, Tensor, TensorData, TensorType,
+    Value,
+};
+use qcc_runtime::interp::{RunError, layer_requant};
+use qcc_runtime::quant::Requant;
+use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared, Steps};
+use rayon::prelude::*;
+
+use crate::object::Loaded;
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
@@ -149,9 +158,111 @@ impl Engine for Native {
             }
         }
         warn_missing(&missing);
-        Ok(Box::new(Interpreter::with_kernels(
-            module, function, kernels,
-        )?))
+        Ok(Box::new(NativePrepared {
+            interp: Interpreter::with_kernels(module, function, kernels)?,
+            module,
+            function: function.to_string(),
+            program: OnceLock::new(),
+        }))
+    }
+}
+
+/// A function prepared on the Cranelift engine: the interpreter with the generated kernels, and,
+/// for plain runs, the whole function as one generated program over one arena
+/// ([`crate::program`]) when it lowers, compiled at the first such run.
+struct NativePrepared<'m> {
+    interp: Interpreter<'m>,
+    module: &'m Module,
+    function: String,
+    program: OnceLock<Option<Loaded>>,
+}
+
+impl NativePrepared<'_> {
+    /// Runs `inputs` through the whole-function program, image by image over the thread pool;
+    /// `None` when the function has no program or the run does not fit it (its declared batch
+    /// is not 1, fewer images than threads, which the interpreter's kernels split finer).
+    fn run_program(&self, inputs: &[Tensor]) -> Option<Result<Vec<Tensor>, RunError>> {
+        let [x] = inputs else { return None };
+        let n = *x.shape.first()?;
+        if n < rayon::current_num_threads() && rayon::current_num_threads() > 1 {
+            return None;
+        }
+        let program = self
+            .program
+            .get_or_init(|| crate::object::load(self.module, &self.function).ok())
+            .as_ref()?;
+        let (input, output) = (&program.lowered.input, &program.lowered.output);
+        let values = x.as_f32()?;
+        if input.shape.first() != Some(&1) || x.shape[1..] != input.shape[1..] {
+            return None;
+        }
+        let (per_in, per_out) = (input.elements(), output.elements());
+        let mut out = vec![0f32; n * per_out];
+        let ran = out
+            .par_chunks_mut(per_out)
+            .zip(values.par_chunks(per_in))
+            .map_init(
+                || program.scratch(),
+                |scratch, (y, x)| program.run_into(x, y, scratch),
+            )
+            .collect::<Result<(), String>>();
+        let mut shape = output.shape.clone();
+        shape[0] = n;
+        Some(
+            ran.map_err(|message| RunError {
+                op: format!("@{}", self.function),
+                message,
+            })
+            .and_then(|()| {
+                Tensor::new(shape, TensorData::F32(out)).map_err(|message| RunError {
+                    op: format!("@{}", self.function),
+                    message,
+                })
+            })
+            .map(|t| vec![t]),
+        )
+    }
+}
+
+impl Prepared for NativePrepared<'_> {
+    fn function(&self) -> &Function {
+        self.interp.function()
+    }
+
+    fn run_observed(
+        &self,
+        inputs: &[Tensor],
+        observer: &mut dyn FnMut(NodeIndex, &Operation, &Tensor),
+    ) -> Result<Vec<Tensor>, RunError> {
+        self.interp.run_observed(inputs, observer)
+    }
+
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        match self.run_program(inputs) {
+            Some(result) => result,
+            None => self.interp.run(inputs),
+        }
+    }
+
+    fn steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError> {
+        Prepared::steps(&self.interp, inputs)
+    }
+
+    fn accumulators(
+        &self,
+        node: NodeIndex,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(Vec<i32>, Vec<usize>), String> {
+        self.interp.accumulators(node, x, w)
+    }
+
+    fn requant(&self, node: NodeIndex) -> Option<&Requant> {
+        self.interp.requant(node)
+    }
+
+    fn evaluate(&self, node: NodeIndex, values: &HashMap<Value, Tensor>) -> Result<Tensor, String> {
+        self.interp.evaluate(node, values)
     }
 }
 

@@ -347,7 +347,8 @@ type RunU8Fn = unsafe extern "C" fn(*const u8, *mut u8, *mut u8) -> i32;
 
 /// A lowered function loaded into this process, to run as the object would.
 pub struct Loaded {
-    _module: JITModule,
+    /// The code's module; its memory is freed with this.
+    module: Option<JITModule>,
     run: RunFn,
     run_u8: RunU8Fn,
     /// The lowered function.
@@ -359,7 +360,7 @@ unsafe impl Send for Loaded {}
 unsafe impl Sync for Loaded {}
 
 /// A scratch area of `bytes`, aligned as the entry points require.
-struct Scratch {
+pub struct Scratch {
     words: Vec<u128>,
     offset: usize,
 }
@@ -372,6 +373,11 @@ impl Scratch {
         let addr = words.as_ptr() as usize;
         let offset = addr.next_multiple_of(SCRATCH_ALIGN) - addr;
         Scratch { words, offset }
+    }
+
+    /// Usable bytes.
+    fn len(&self) -> usize {
+        self.words.len() * 16 - self.offset
     }
 
     fn ptr(&mut self) -> *mut u8 {
@@ -397,32 +403,71 @@ pub fn load_checking(
     let check = CpuCheck::x86(features.unwrap_or(&isa.features))?;
     let jit = JITModule::new(JITBuilder::with_isa(isa.isa, default_libcall_names()));
     let mut emitter = Emitter::new(jit, "model_", Dumps::default());
-    let lowered = program::lower(&mut emitter, module, function, vnni, Some(&check))?;
-    emitter
-        .module
-        .finalize_definitions()
-        .map_err(|e| format!("finalising generated code: {e}"))?;
-    let run = emitter.module.get_finalized_function(lowered.run);
-    let run_u8 = emitter.module.get_finalized_function(lowered.run_u8);
+    let lowered =
+        program::lower(&mut emitter, module, function, vnni, Some(&check)).and_then(|lowered| {
+            emitter
+                .module
+                .finalize_definitions()
+                .map_err(|e| format!("finalising generated code: {e}"))?;
+            Ok(lowered)
+        });
+    let jit = emitter.into_module();
+    let lowered = match lowered {
+        Ok(lowered) => lowered,
+        Err(e) => {
+            // SAFETY: nothing of the module was called or handed out.
+            unsafe { jit.free_memory() };
+            return Err(e);
+        }
+    };
+    let run = jit.get_finalized_function(lowered.run);
+    let run_u8 = jit.get_finalized_function(lowered.run_u8);
     Ok(Loaded {
         // SAFETY: both entry points were generated with these signatures, in the C ABI.
         run: unsafe { std::mem::transmute::<*const u8, RunFn>(run) },
         run_u8: unsafe { std::mem::transmute::<*const u8, RunU8Fn>(run_u8) },
-        _module: emitter.module,
+        module: Some(jit),
         lowered,
     })
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the code is only reached through `self`, which no call is using now
+            // (`&mut self`), and its pointers die with it.
+            unsafe { module.free_memory() };
+        }
+    }
 }
 
 impl Loaded {
     /// The model on `input` (its input's elements): the output's elements, dequantized.
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, String> {
-        self.check(input.len())?;
         let mut out = vec![0f32; self.lowered.output.elements()];
-        let mut scratch = Scratch::new(self.lowered.scratch);
+        self.run_into(input, &mut out, &mut self.scratch())?;
+        Ok(out)
+    }
+
+    /// A scratch area for runs of this function (one per thread that runs it).
+    pub fn scratch(&self) -> Scratch {
+        Scratch::new(self.lowered.scratch)
+    }
+
+    /// [`Loaded::run`] into `out` (the output's elements), working in `scratch`.
+    pub fn run_into(
+        &self,
+        input: &[f32],
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> Result<(), String> {
+        self.check(input.len())?;
+        if out.len() != self.lowered.output.elements() || scratch.len() < self.lowered.scratch {
+            return Err("internal error: an output or scratch area of the wrong size".into());
+        }
         // SAFETY: the buffers have the sizes the function was lowered for.
         let code = unsafe { (self.run)(input.as_ptr(), out.as_mut_ptr(), scratch.ptr()) };
-        Self::status(code)?;
-        Ok(out)
+        Self::status(code)
     }
 
     /// The model on stored input values: the output's stored values.
