@@ -408,6 +408,38 @@ fn bad_builds_are_refused_without_output() {
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
         assert!(!dir.join("m.o").exists() && !dir.join("m.h").exists());
     }
+    // A module the verifier rejects: file:line:col and the source line.
+    let broken = dir.join("broken.ir");
+    std::fs::write(
+        &broken,
+        "module @m {\n  func.func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {\n    %y = nn.relu(%x) : (tensor<1x4xf32>) -> tensor<1x5xf32>\n    return %y : tensor<1x5xf32>\n  }\n}\n",
+    )
+    .expect("write");
+    let out = qcc_tests::qcc(&["build", &broken.display().to_string(), "-o", &at("m.o")]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("broken.ir:4:12: error"), "{}", out.stderr);
+    assert!(!dir.join("m.o").exists() && !dir.join("m.h").exists());
+    // An op the generator has no code for, named, quantized in the same command.
+    let fixture = qcc_tests::workspace_root().join("tests/filetests/onnx/max_pool.onnx");
+    let calib = qcc_tests::workspace_root().join("tests/filetests/onnx/max_pool.input.npy");
+    let out = qcc_tests::qcc(&[
+        "build",
+        &fixture.display().to_string(),
+        "--passes=quantize",
+        "--calib",
+        &calib.display().to_string(),
+        "-o",
+        &at("m.o"),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "quant.max_pool2d (%y): qcc build has no generated code for quant.max_pool2d"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.join("m.o").exists() && !dir.join("m.h").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
