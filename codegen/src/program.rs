@@ -496,8 +496,14 @@ fn lower_op(
             Ok(Driver { func, temp: 0 })
         }
         other => Err(format!(
-            "qcc build has no generated code for {} yet",
-            other.name()
+            "qcc build has no generated code for {} yet (it compiles {} between the input's \
+             quant.quantize and the output's quant.dequantize)",
+            other.name(),
+            supported()
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -1389,11 +1395,10 @@ fn lower_global_avg_pool(
     Ok(Driver { func, temp })
 }
 
-/// Every op kind `lower` has a driver for.
+/// Every op kind `lower` has a driver for between the function's edges (the input's
+/// `quant.quantize` and the output's `quant.dequantize`).
 pub fn supported() -> Vec<OpKind> {
     vec![
-        OpKind::Quantize,
-        OpKind::Dequantize,
         OpKind::QuantConv2d,
         OpKind::QuantDense,
         OpKind::QuantAdd,
