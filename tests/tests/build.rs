@@ -417,7 +417,11 @@ fn bad_builds_are_refused_without_output() {
     .expect("write");
     let out = qcc_tests::qcc(&["build", &broken.display().to_string(), "-o", &at("m.o")]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("broken.ir:4:12: error"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("broken.ir:4:12: error"),
+        "{}",
+        out.stderr
+    );
     assert!(!dir.join("m.o").exists() && !dir.join("m.h").exists());
     // An op the generator has no code for, named, quantized in the same command.
     let fixture = qcc_tests::workspace_root().join("tests/filetests/onnx/max_pool.onnx");
