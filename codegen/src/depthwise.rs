@@ -108,6 +108,45 @@ impl Geometry {
             );
     }
 
+    /// The output rows `lo..hi` whose input row `oy * stride + ky * dilation - pad` lies inside
+    /// the input, for kernel row `ky`.
+    pub(crate) fn inside_rows(&self, ky: usize) -> (usize, usize) {
+        Self::inside(
+            self.input[0],
+            self.output[0],
+            self.strides[0],
+            ky * self.dilations[0],
+            self.pads[0],
+        )
+    }
+
+    /// The output columns `lo..hi` whose input column lies inside the input, for kernel column
+    /// `kx` (as [`Geometry::inside_rows`]).
+    pub(crate) fn inside_columns(&self, kx: usize) -> (usize, usize) {
+        Self::inside(
+            self.input[1],
+            self.output[1],
+            self.strides[1],
+            kx * self.dilations[1],
+            self.pads[1],
+        )
+    }
+
+    fn inside(
+        input: usize,
+        output: usize,
+        stride: usize,
+        tap: usize,
+        pad: usize,
+    ) -> (usize, usize) {
+        let lo = pad.saturating_sub(tap).div_ceil(stride).min(output);
+        let hi = (input + pad)
+            .checked_sub(tap)
+            .map_or(0, |span| span.div_ceil(stride))
+            .clamp(lo, output);
+        (lo, hi)
+    }
+
     /// A name fragment that spells out the geometry (kernels are cached by name).
     pub fn tag(&self) -> String {
         format!(

@@ -117,6 +117,15 @@ impl<M: Module> Emitter<M> {
         self.functions.get(name).copied()
     }
 
+    fn signature(&self, shape: &Shape) -> Signature {
+        let mut sig = self.module.make_signature();
+        sig.params
+            .extend(shape.params.iter().map(|t| AbiParam::new(*t)));
+        sig.returns
+            .extend(shape.returns.iter().map(|t| AbiParam::new(*t)));
+        sig
+    }
+
     fn write_dump(dir: &std::path::Path, file: String, text: String) -> Result<(), String> {
         std::fs::write(dir.join(&file), text)
             .map_err(|e| format!("writing {file} into {}: {e}", dir.display()))
@@ -129,11 +138,7 @@ impl<M: Module> Sink for Emitter<M> {
             return Ok(id);
         }
         let started = Instant::now();
-        let mut sig: Signature = self.module.make_signature();
-        sig.params
-            .extend(shape.params.iter().map(|t| AbiParam::new(*t)));
-        sig.returns
-            .extend(shape.returns.iter().map(|t| AbiParam::new(*t)));
+        let sig = self.signature(shape);
         let symbol = format!("{}{name}", self.prefix);
         let linkage = if shape.export {
             Linkage::Export
@@ -197,11 +202,7 @@ impl<M: Module> Sink for Emitter<M> {
         if let Some(&id) = self.functions.get(name) {
             return Ok(id);
         }
-        let mut sig: Signature = self.module.make_signature();
-        sig.params
-            .extend(shape.params.iter().map(|t| AbiParam::new(*t)));
-        sig.returns
-            .extend(shape.returns.iter().map(|t| AbiParam::new(*t)));
+        let sig = self.signature(shape);
         let symbol = format!("{}{name}", self.prefix);
         let fail = |e: ModuleError| format!("function {name}: {e}");
         let id = self

@@ -55,15 +55,24 @@ fn no_vnni() -> bool {
     std::env::var_os(NO_VNNI_VAR).is_some_and(|v| v != "0")
 }
 
-fn native_isa() -> Result<(OwnedTargetIsa, Features), String> {
+/// Cranelift's shared settings for generated code: optimised for speed, verified,
+/// position-independent or not.
+pub(crate) fn flags(pic: bool) -> Result<settings::Flags, String> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v)
-            .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
-    };
-    set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "enable_verifier", "true")?;
-    set(&mut flags, "is_pic", "false")?;
+    for (k, v) in [
+        ("opt_level", "speed"),
+        ("enable_verifier", "true"),
+        ("is_pic", if pic { "true" } else { "false" }),
+    ] {
+        flags
+            .set(k, v)
+            .map_err(|e| format!("cranelift setting {k}={v}: {e}"))?;
+    }
+    Ok(settings::Flags::new(flags))
+}
+
+/// The ISA builder of this CPU, with the features the kernels should use.
+pub(crate) fn native_builder() -> Result<cranelift_codegen::isa::Builder, String> {
     let mut isa_builder = cranelift_native::builder()
         .map_err(|e| format!("this CPU is not supported by the code generator: {e}"))?;
     // With AVX512DQ Cranelift multiplies u64 lanes with `vpmullq` (three micro-ops, long
@@ -76,8 +85,12 @@ fn native_isa() -> Result<(OwnedTargetIsa, Features), String> {
             let _ = isa_builder.set(flag, "false");
         }
     }
-    let isa = isa_builder
-        .finish(settings::Flags::new(flags))
+    Ok(isa_builder)
+}
+
+fn native_isa() -> Result<(OwnedTargetIsa, Features), String> {
+    let isa = native_builder()?
+        .finish(flags(false)?)
         .map_err(|e| format!("the code generator cannot target this CPU: {e}"))?;
     let enabled = |name: &str| {
         isa.isa_flags()

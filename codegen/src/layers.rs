@@ -677,12 +677,7 @@ fn im2col<T: Copy + Send + Sync>(g: &Geometry, x: &[T], cg: usize, pad: T, rows:
         .for_each(|(row, dst)| {
             let (c, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
             let src = &x[c * h * w..(c + 1) * h * w];
-            // Output columns whose input column `ox * sx + kx * dx - pl` lies inside the input.
-            let first = pl.saturating_sub(kx * dx).div_ceil(sx).min(ow);
-            let end = (w + pl)
-                .checked_sub(kx * dx)
-                .map_or(0, |span| span.div_ceil(sx))
-                .clamp(first, ow);
+            let (first, end) = g.inside_columns(kx);
             for (oy, d) in dst.chunks_exact_mut(ow.max(1)).take(oh).enumerate() {
                 let Some(iy) = (oy * sy + ky * dy).checked_sub(pt).filter(|v| *v < h) else {
                     d.fill(pad);

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use cranelift_codegen::isa::OwnedTargetIsa;
-use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::settings::Configurable;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -81,28 +81,8 @@ struct Isa {
 }
 
 fn isa(target: Target, pic: bool) -> Result<Isa, String> {
-    let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v)
-            .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
-    };
-    set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "enable_verifier", "true")?;
-    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     let builder = match target {
-        Target::Native => {
-            let mut builder = cranelift_native::builder()
-                .map_err(|e| format!("this CPU is not supported by the code generator: {e}"))?;
-            // As the JIT's (see `crate::jit`): AVX512DQ only makes the epilogue's products
-            // slower.
-            let _ = builder.set("has_avx512dq", "false");
-            if std::env::var_os(crate::jit::NO_VNNI_VAR).is_some_and(|v| v != "0") {
-                for flag in ["has_avx_vnni", "has_avx512vnni"] {
-                    let _ = builder.set(flag, "false");
-                }
-            }
-            builder
-        }
+        Target::Native => crate::jit::native_builder()?,
         Target::X86_64 | Target::X86_64V3 => {
             let mut builder = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
                 .map_err(|e| format!("this build of qcc cannot generate x86-64 code: {e}"))?;
@@ -121,7 +101,7 @@ fn isa(target: Target, pic: bool) -> Result<Isa, String> {
             .map_err(|e| format!("this build of qcc cannot generate AArch64 code: {e}"))?,
     };
     let isa = builder
-        .finish(settings::Flags::new(flags))
+        .finish(crate::jit::flags(pic)?)
         .map_err(|e| format!("the code generator cannot target this CPU: {e}"))?;
     let features: Vec<String> = isa
         .isa_flags()

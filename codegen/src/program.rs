@@ -176,6 +176,42 @@ impl Code<'_, '_> {
         Loop::new(self.b, zero, end)
     }
 
+    /// Copies `rows` rows of `width` bytes from `src` (rows `stride` bytes apart) to `dst` (rows
+    /// `width` bytes apart): a padded output compacted.
+    fn copy_rows(
+        &mut self,
+        dst: ClifValue,
+        src: ClifValue,
+        rows: usize,
+        width: usize,
+        stride: usize,
+    ) {
+        let l = self.each(rows);
+        let to = self.index(dst, l.index, width as i64);
+        let from = self.index(src, l.index, stride as i64);
+        self.memcpy(to, from, width);
+        l.close(self.b);
+    }
+
+    /// Calls GEMM kernel `f` on packed weights `a` and activations `b` over all `col_panels` x
+    /// `row_panels` tiles, into `dst` (rows `ld` bytes apart), requantized by `records`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &mut self,
+        f: FuncId,
+        (a, b, records): (ClifValue, ClifValue, ClifValue),
+        dst: ClifValue,
+        ld: usize,
+        col_panels: usize,
+        row_panels: usize,
+    ) {
+        let ldv = self.int(ld as i64);
+        let zero = self.int(0);
+        let pp = self.int(col_panels as i64);
+        let mp = self.int(row_panels as i64);
+        self.call(f, &[a, b, dst, ldv, zero, pp, zero, mp, records]);
+    }
+
     /// Copies `n` bytes, each flipped to u8 order (`^ 0x80`) when `flip`, one at a time.
     fn copy_bytes(&mut self, dst: ClifValue, src: ClifValue, n: usize, step: i64, flip: bool) {
         if n == 0 {
@@ -1012,17 +1048,10 @@ impl GemmConv {
                 let dst = if direct { target } else { padded_at };
                 let a = c.data(*wd);
                 let r = c.data(*rd);
-                let ldv = c.int(ld as i64);
-                let zero = c.int(0);
-                let pp = c.int(plane.div_ceil(NR) as i64);
-                let mp = c.int(og.div_ceil(MR) as i64);
-                c.call(kernel, &[a, packed_at, dst, ldv, zero, pp, zero, mp, r]);
+                let panels = (plane.div_ceil(NR), og.div_ceil(MR));
+                c.gemm(kernel, (a, packed_at, r), dst, ld, panels.0, panels.1);
                 if !direct {
-                    let l = c.each(og);
-                    let to = c.index(target, l.index, plane as i64);
-                    let from = c.index(padded_at, l.index, ld as i64);
-                    c.memcpy(to, from, plane);
-                    l.close(c.b);
+                    c.copy_rows(target, padded_at, og, plane, ld);
                 }
             }
             images.close(c.b);
@@ -1047,19 +1076,10 @@ impl GemmConv {
         let src = c.index(x, channels.index, (h * w) as i64);
         let dst_c = c.index(cols, channels.index, (kh * kw * plane) as i64);
         for ky in 0..kh {
-            // Output rows whose input row `oy * sy + ky * dy - pt` lies inside the input.
-            let lo = pt.saturating_sub(ky * dy).div_ceil(sy).min(oh);
-            let hi = (h + pt)
-                .checked_sub(ky * dy)
-                .map_or(0, |span| span.div_ceil(sy))
-                .clamp(lo, oh);
+            let (lo, hi) = g.inside_rows(ky);
             for kx in 0..kw {
                 let row = c.at(dst_c, ((ky * kw + kx) * plane) as i64);
-                let first = pl.saturating_sub(kx * dx).div_ceil(sx).min(ow);
-                let end = (w + pl)
-                    .checked_sub(kx * dx)
-                    .map_or(0, |span| span.div_ceil(sx))
-                    .clamp(first, ow);
+                let (first, end) = g.inside_columns(kx);
                 c.memset(row, pad, lo * ow);
                 let after = c.at(row, (hi * ow) as i64);
                 c.memset(after, pad, (oh - hi) * ow);
@@ -1141,11 +1161,14 @@ fn lower_gemm_dense(
         packing.pack(c, source, packed_at, (k, n, n));
         let aw = c.data(wd);
         let r = c.data(rd);
-        let ldv = c.int(ld as i64);
-        let zero = c.int(0);
-        let pp = c.int(n.div_ceil(NR) as i64);
-        let mp = c.int(a.panels() as i64);
-        c.call(kernel, &[aw, packed_at, out_at, ldv, zero, pp, zero, mp, r]);
+        c.gemm(
+            kernel,
+            (aw, packed_at, r),
+            out_at,
+            ld,
+            n.div_ceil(NR),
+            a.panels(),
+        );
         // C is [M][ld]; the output [N][M].
         let images = c.each(n);
         let column = c.b.ins().iadd(out_at, images.index);
@@ -1223,11 +1246,7 @@ impl Depthwise {
             let target = if in_place { dst } else { padded_at };
             c.call(self.kernel, &[temp, wt, target, rc]);
             if !in_place {
-                let l = c.each(oh);
-                let to = c.index(dst, l.index, ow as i64);
-                let from = c.index(padded_at, l.index, g.row() as i64);
-                c.memcpy(to, from, ow);
-                l.close(c.b);
+                c.copy_rows(dst, padded_at, oh, ow, g.row());
             }
             planes.close(c.b);
             Ok(())
