@@ -135,14 +135,17 @@ pub struct Object {
     pub functions: usize,
 }
 
-/// Whether `name` can prefix C identifiers.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = name
-        .chars()
+/// Whether `name` is a C identifier (so it can prefix C symbols and macros).
+pub fn is_c_identifier(name: &str) -> bool {
+    name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// An error unless `name` can prefix C identifiers.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if is_c_identifier(name) {
         Ok(())
     } else {
         Err(format!(

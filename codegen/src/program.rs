@@ -755,6 +755,78 @@ fn word_interleave(half: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The byte shuffle that interleaves the low eight bytes of two vectors (`punpcklbw`).
+fn byte_interleave() -> Vec<u8> {
+    (0..8).flat_map(|i| [i, 16 + i]).collect()
+}
+
+/// Walks the GEMM's packed layout (`[P/NR][K/per][NR][per]` values of `value` bytes) for `k`
+/// rows of `p` columns (rows `ldp` bytes apart) at `src`, writing `dst`: `tile(c, rows, at)`
+/// packs the whole tile at `at` from the `per` rows starting at each address of `rows` (`None`
+/// past K) for eight columns; the last, partial panel is zeroed and written one value at a time
+/// by `value_at(c, from, offset, at, offset)` (source and destination byte offsets).
+fn walk_panels(
+    c: &mut Code,
+    (src, dst): (ClifValue, ClifValue),
+    (k, p, ldp): (usize, usize, usize),
+    (per, value): (usize, usize),
+    tile: impl Fn(&mut Code, &[Option<ClifValue>], ClifValue),
+    value_at: impl Fn(&mut Code, ClifValue, i32, ClifValue, i32),
+) {
+    let (whole_p, tail_p) = (p / NR, p % NR);
+    let (whole_k, tail_k) = (k / per, k % per);
+    let tile_bytes = (NR * per * value) as i64;
+    let panel_bytes = k.div_ceil(per) as i64 * tile_bytes;
+    // Every group of `per` rows of K, then the partial group; `each(c, rows, at, present)`.
+    let groups = |c: &mut Code,
+                  from: ClifValue,
+                  to: ClifValue,
+                  each: &dyn Fn(&mut Code, ClifValue, ClifValue, usize)| {
+        if whole_k > 0 {
+            let l = c.each(whole_k);
+            let rows = c.index(from, l.index, (per * ldp) as i64);
+            let at = c.index(to, l.index, tile_bytes);
+            each(c, rows, at, per);
+            l.close(c.b);
+        }
+        if tail_k > 0 {
+            let rows = c.at(from, (whole_k * per * ldp) as i64);
+            let at = c.at(to, whole_k as i64 * tile_bytes);
+            each(c, rows, at, tail_k);
+        }
+    };
+    if whole_p > 0 {
+        let panels = c.each(whole_p);
+        let from = c.index(src, panels.index, NR as i64);
+        let to = c.index(dst, panels.index, panel_bytes);
+        groups(c, from, to, &|c, rows, at, present| {
+            let r: Vec<Option<ClifValue>> = (0..per)
+                .map(|e| (e < present).then(|| c.at(rows, (e * ldp) as i64)))
+                .collect();
+            tile(c, &r, at);
+        });
+        panels.close(c.b);
+    }
+    if tail_p > 0 {
+        let to = c.at(dst, whole_p as i64 * panel_bytes);
+        c.memset(to, 0, panel_bytes as usize);
+        let from = c.at(src, (whole_p * NR) as i64);
+        groups(c, from, to, &|c, rows, at, present| {
+            for e in 0..present {
+                for i in 0..tail_p {
+                    value_at(
+                        c,
+                        rows,
+                        (e * ldp + i) as i32,
+                        at,
+                        ((per * i + e) * value) as i32,
+                    );
+                }
+            }
+        });
+    }
+}
+
 /// Packs `k` rows of `p` columns (rows `ldp` bytes apart, stored 8-bit values of zero point
 /// `zero_point`) at `src` into the pairs layout of `crate::gemm` at `dst`
 /// (`[P/NR][K/2][NR][2]` i16 `x - Z_x`, zero-padded).
@@ -762,15 +834,12 @@ fn pack_pairs(
     c: &mut Code,
     src: ClifValue,
     dst: ClifValue,
-    (k, p, ldp): (usize, usize, usize),
+    dims: (usize, usize, usize),
     signed: bool,
     zero_point: i64,
 ) {
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let (whole_p, tail_p) = (p / NR, p % NR);
-    let (whole_k, tail_k) = (k / 2, k % 2);
-    let panel_bytes = (k.div_ceil(2) * NR * 4) as i64;
-    let interleave = |c: &mut Code, rows: [Option<ClifValue>; 2], at: ClifValue| {
+    let tile = |c: &mut Code, rows: &[Option<ClifValue>], at: ClifValue| {
         let zero = c.b.ins().iconst(types::I16, zero_point);
         let zero = c.b.ins().splat(types::I16X8, zero);
         let vectors: Vec<ClifValue> = rows
@@ -799,62 +868,16 @@ fn pack_pairs(
             c.b.ins().store(flags(), v, at, 16 * i32::from(half));
         }
     };
-    if whole_p > 0 {
-        let panels = c.each(whole_p);
-        let from = c.index(src, panels.index, NR as i64);
-        let to = c.index(dst, panels.index, panel_bytes);
-        if whole_k > 0 {
-            let pairs = c.each(whole_k);
-            let rows = c.index(from, pairs.index, 2 * ldp as i64);
-            let at = c.index(to, pairs.index, 4 * NR as i64);
-            let second = c.at(rows, ldp as i64);
-            interleave(c, [Some(rows), Some(second)], at);
-            pairs.close(c.b);
-        }
-        if tail_k > 0 {
-            let rows = c.at(from, (whole_k * 2 * ldp) as i64);
-            let at = c.at(to, (whole_k * 4 * NR) as i64);
-            interleave(c, [Some(rows), None], at);
-        }
-        panels.close(c.b);
-    }
-    if tail_p > 0 {
-        // The last, partial panel one value at a time, over zeros.
-        let to = c.at(dst, whole_p as i64 * panel_bytes);
-        c.memset(to, 0, panel_bytes as usize);
-        let from = c.at(src, (whole_p * NR) as i64);
-        let copy = |c: &mut Code, rows: ClifValue, at: ClifValue, present: usize| {
-            for e in 0..present {
-                for i in 0..tail_p {
-                    let off = (e * ldp + i) as i32;
-                    let v = if signed {
-                        c.b.ins().sload8(types::I32, flags(), rows, off)
-                    } else {
-                        c.b.ins().uload8(types::I32, flags(), rows, off)
-                    };
-                    let v = c.b.ins().iadd_imm_s(v, -zero_point);
-                    c.b.ins().istore16(flags(), v, at, (4 * i + 2 * e) as i32);
-                }
-            }
+    let value_at = |c: &mut Code, rows: ClifValue, from: i32, at: ClifValue, to: i32| {
+        let v = if signed {
+            c.b.ins().sload8(types::I32, flags(), rows, from)
+        } else {
+            c.b.ins().uload8(types::I32, flags(), rows, from)
         };
-        if whole_k > 0 {
-            let pairs = c.each(whole_k);
-            let rows = c.index(from, pairs.index, 2 * ldp as i64);
-            let at = c.index(to, pairs.index, 4 * NR as i64);
-            copy(c, rows, at, 2);
-            pairs.close(c.b);
-        }
-        if tail_k > 0 {
-            let rows = c.at(from, (whole_k * 2 * ldp) as i64);
-            let at = c.at(to, (whole_k * 4 * NR) as i64);
-            copy(c, rows, at, 1);
-        }
-    }
-}
-
-/// i32 words as little-endian bytes.
-fn words(w: &[i32]) -> Vec<u8> {
-    w.iter().flat_map(|v| v.to_le_bytes()).collect()
+        let v = c.b.ins().iadd_imm_s(v, -zero_point);
+        c.b.ins().istore16(flags(), v, at, to);
+    };
+    walk_panels(c, (src, dst), dims, (2, 2), tile, value_at);
 }
 
 /// Packs `k` rows of `p` columns (rows `ldp` bytes apart) at `src` into the quads layout of
@@ -864,15 +887,11 @@ fn pack_quads(
     c: &mut Code,
     src: ClifValue,
     dst: ClifValue,
-    (k, p, ldp): (usize, usize, usize),
+    dims: (usize, usize, usize),
     flip: bool,
 ) {
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let (whole_p, tail_p) = (p / NR, p % NR);
-    let (whole_k, tail_k) = (k / 4, k % 4);
-    let kw = k.div_ceil(4);
-    let panel_bytes = (kw * NR * 4) as i64;
-    let interleave = |c: &mut Code, rows: [Option<ClifValue>; 4], at: ClifValue| {
+    let tile = |c: &mut Code, rows: &[Option<ClifValue>], at: ClifValue| {
         let vectors: Vec<ClifValue> = rows
             .iter()
             .map(|r| {
@@ -896,82 +915,31 @@ fn pack_quads(
                 }
             })
             .collect();
-        let mask = |c: &mut Code, bytes: Vec<u8>| c.b.func.dfg.immediates.push(bytes.into());
-        let bytes_lo: Vec<u8> = (0..8).flat_map(|i| [i, 16 + i]).collect();
-        let m = mask(c, bytes_lo);
+        // Bytes of rows 0 and 1, and of rows 2 and 3, interleaved; then their words.
+        let m = c.b.func.dfg.immediates.push(byte_interleave().into());
         let a = c.b.ins().shuffle(vectors[0], vectors[1], m);
-        let m = mask(c, (0..8).flat_map(|i| [i, 16 + i]).collect());
         let d = c.b.ins().shuffle(vectors[2], vectors[3], m);
-        let words = |half: u8| -> Vec<u8> {
-            (0..4)
-                .flat_map(|i| {
-                    let j = 8 * half + 2 * i;
-                    [j, j + 1, 16 + j, 17 + j]
-                })
-                .collect()
-        };
-        let m = mask(c, words(0));
-        let lo = c.b.ins().shuffle(a, d, m);
-        let m = mask(c, words(1));
-        let hi = c.b.ins().shuffle(a, d, m);
-        c.b.ins().store(flags(), lo, at, 0);
-        c.b.ins().store(flags(), hi, at, 16);
+        for half in 0..2u8 {
+            let m = c.b.func.dfg.immediates.push(word_interleave(half).into());
+            let v = c.b.ins().shuffle(a, d, m);
+            c.b.ins().store(flags(), v, at, 16 * i32::from(half));
+        }
     };
-    if whole_p > 0 {
-        let panels = c.each(whole_p);
-        let from = c.index(src, panels.index, NR as i64);
-        let to = c.index(dst, panels.index, panel_bytes);
-        if whole_k > 0 {
-            let quads = c.each(whole_k);
-            let rows = c.index(from, quads.index, 4 * ldp as i64);
-            let at = c.index(to, quads.index, 4 * NR as i64);
-            let r: [Option<ClifValue>; 4] =
-                std::array::from_fn(|e| Some(c.at(rows, (e * ldp) as i64)));
-            interleave(c, r, at);
-            quads.close(c.b);
-        }
-        if tail_k > 0 {
-            let rows = c.at(from, (whole_k * 4 * ldp) as i64);
-            let at = c.at(to, (whole_k * 4 * NR) as i64);
-            let r: [Option<ClifValue>; 4] =
-                std::array::from_fn(|e| (e < tail_k).then(|| c.at(rows, (e * ldp) as i64)));
-            interleave(c, r, at);
-        }
-        panels.close(c.b);
-    }
-    if tail_p > 0 {
-        // The last, partial panel one byte at a time, over zeros.
-        let to = c.at(dst, whole_p as i64 * panel_bytes);
-        c.memset(to, 0, panel_bytes as usize);
-        let from = c.at(src, (whole_p * NR) as i64);
-        let copy = |c: &mut Code, rows: ClifValue, at: ClifValue, present: usize| {
-            for e in 0..present {
-                for i in 0..tail_p {
-                    let v =
-                        c.b.ins()
-                            .uload8(types::I32, flags(), rows, (e * ldp + i) as i32);
-                    let v = if flip {
-                        c.b.ins().bxor_imm_u(v, 0x80)
-                    } else {
-                        v
-                    };
-                    c.b.ins().istore8(flags(), v, at, (4 * i + e) as i32);
-                }
-            }
+    let value_at = |c: &mut Code, rows: ClifValue, from: i32, at: ClifValue, to: i32| {
+        let v = c.b.ins().uload8(types::I32, flags(), rows, from);
+        let v = if flip {
+            c.b.ins().bxor_imm_u(v, 0x80)
+        } else {
+            v
         };
-        if whole_k > 0 {
-            let quads = c.each(whole_k);
-            let rows = c.index(from, quads.index, 4 * ldp as i64);
-            let at = c.index(to, quads.index, 4 * NR as i64);
-            copy(c, rows, at, 4);
-            quads.close(c.b);
-        }
-        if tail_k > 0 {
-            let rows = c.at(from, (whole_k * 4 * ldp) as i64);
-            let at = c.at(to, (whole_k * 4 * NR) as i64);
-            copy(c, rows, at, tail_k);
-        }
-    }
+        c.b.ins().istore8(flags(), v, at, to);
+    };
+    walk_panels(c, (src, dst), dims, (4, 1), tile, value_at);
+}
+
+/// i32 words as little-endian bytes.
+fn words(w: &[i32]) -> Vec<u8> {
+    w.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// A grouped or plain convolution as im2col (unless 1x1, stride 1, no padding) and GEMM.

@@ -77,12 +77,7 @@ fn name_of(args: &BuildArgs) -> Result<String, String> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let fits = stem
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if fits {
+            if object::is_c_identifier(&stem) {
                 Ok(stem)
             } else {
                 Err(format!(
