@@ -299,7 +299,8 @@ pub fn lower(
             continue;
         }
         let tag = format!("op{}", steps.len());
-        let d = lower_op(sink, module, func, node, &tag, vnni)
+        let d = computed_operands(func, node)
+            .and_then(|()| lower_op(sink, module, func, node, &tag, vnni))
             .map_err(|e| format!("{}: {e}", describe(func, node)))?;
         steps.push((node, d));
     }
@@ -499,6 +500,21 @@ fn edges(func: &Function) -> Result<(NodeIndex, NodeIndex), String> {
         ));
     }
     Ok((quantize, dequantize))
+}
+
+/// An error unless the operands a driver reads as values (a layer's input, every operand of the
+/// other ops) are computed ones: the drivers receive those, in order, and bake constants in.
+fn computed_operands(func: &Function, node: NodeIndex) -> Result<(), String> {
+    let layer = matches!(
+        func.op(node).kind(),
+        Some(OpKind::QuantConv2d | OpKind::QuantDense)
+    );
+    let operands = func.operands(node);
+    let read = if layer { &operands[..1] } else { &operands[..] };
+    if read.iter().any(|v| func.op(v.node).is(OpKind::Const)) {
+        return Err("qcc build needs this operand computed, not a constant".into());
+    }
+    Ok(())
 }
 
 /// The driver of op `node`.

@@ -556,3 +556,48 @@ fn a_cpu_without_the_features_gets_an_error_code() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A module declared for a batch of three: every driver walks the images (the dense layer's
+/// input transposed into the GEMM's columns), and the program gives the reference's outputs.
+#[test]
+fn a_batch_of_three_lowers_exactly() {
+    let path = qcc_tests::workspace_root().join("examples/stem/model.ir");
+    let text = std::fs::read_to_string(&path)
+        .expect("the stem example")
+        .replace("tensor<1x", "tensor<3x");
+    let file = qcc_dialects::SourceFile::new("stem3.ir", text);
+    let mut module = qcc_dialects::parse_module(&file, path.parent())
+        .unwrap_or_else(|e| panic!("parses at batch 3: {e:?}"));
+    let mut ctx = PassContext {
+        engine: Arc::new(qcc_codegen::Native),
+        calib: Some(Tensor::from_f32(
+            vec![6, 3, 32, 32],
+            qcc_tests::random_f32(6 * 3 * 32 * 32, 11),
+        )),
+        ..PassContext::default()
+    };
+    PassManager::new(parse_pipeline("fold-batchnorm,quantize").expect("pipeline"))
+        .run(&mut module, &mut ctx, &mut |_, _| {})
+        .expect("quantize");
+    let program = qcc_codegen::object::load(&module, "main").expect("lowers at batch 3");
+    assert_eq!(program.lowered.input.shape[0], 3);
+    let reference = Interpreter::new(&module, "main").expect("prepares");
+    for seed in 0..3 {
+        let x = qcc_tests::random_f32(3 * 3 * 32 * 32, 20 + seed);
+        let want = reference
+            .run(&[Tensor::from_f32(vec![3, 3, 32, 32], x.clone())])
+            .expect("reference");
+        let got = program.run(&x).expect("generated run");
+        let want: Vec<u32> = want[0]
+            .as_f32()
+            .expect("f32")
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want,
+            "seed {seed}"
+        );
+    }
+}
