@@ -154,10 +154,38 @@ impl Code<'_, '_> {
         self.b.ins().symbol_value(self.ptr, gv)
     }
 
+    /// Copies `n` bytes between buffers that do not overlap: a short copy (the rows of small
+    /// planes, many per layer) inline, as 16-, 8-, 4-, 2- and 1-byte moves whose last one may
+    /// overlap the one before; longer ones through `memcpy`.
     fn memcpy(&mut self, dst: ClifValue, src: ClifValue, n: usize) {
-        if n > 0 {
+        const INLINE: usize = 128;
+        if n == 0 {
+            return;
+        }
+        if n > INLINE {
             let n = self.int(n as i64);
             self.b.call_memcpy(self.fe, dst, src, n);
+            return;
+        }
+        let width = [16, 8, 4, 2, 1].into_iter().find(|w| *w <= n).unwrap_or(1);
+        let ty = match width {
+            16 => types::I8X16,
+            8 => types::I64,
+            4 => types::I32,
+            2 => types::I16,
+            _ => types::I8,
+        };
+        // Whole moves of `width`, then one more ending at `n` (overlapping the one before).
+        let mut at = 0;
+        while at + width <= n {
+            let v = self.b.ins().load(ty, flags(), src, at as i32);
+            self.b.ins().store(flags(), v, dst, at as i32);
+            at += width;
+        }
+        if at < n {
+            let last = (n - width) as i32;
+            let v = self.b.ins().load(ty, flags(), src, last);
+            self.b.ins().store(flags(), v, dst, last);
         }
     }
 
@@ -210,6 +238,37 @@ impl Code<'_, '_> {
         let pp = self.int(col_panels as i64);
         let mp = self.int(row_panels as i64);
         self.call(f, &[a, b, dst, ldv, zero, pp, zero, mp, records]);
+    }
+
+    /// Copies `n` bytes taken `stride` bytes apart from `src` to consecutive bytes at `dst`:
+    /// at stride 2 sixteen bytes per load, their even bytes kept by one shuffle, for as long as
+    /// the loads stay within the `2 * (n - 1) + 1` bytes the copy reads; one at a time after.
+    fn copy_strided(&mut self, dst: ClifValue, src: ClifValue, n: usize, stride: usize) {
+        let groups = if stride == 2 && 2 * n >= 17 {
+            (2 * n - 17) / 16 + 1
+        } else {
+            0
+        };
+        if groups > 0 {
+            let little = MemFlagsData::new().with_endianness(Endianness::Little);
+            let l = self.each(groups);
+            let from = self.index(src, l.index, 16);
+            let to = self.index(dst, l.index, 8);
+            let v = self.b.ins().load(types::I8X16, flags(), from, 0);
+            let even: Vec<u8> = (0..16).map(|i| (2 * i) % 16).collect();
+            let m = self.b.func.dfg.immediates.push(even.into());
+            let picked = self.b.ins().shuffle(v, v, m);
+            let words = self.b.ins().bitcast(types::I64X2, little, picked);
+            let low = self.b.ins().extractlane(words, 0);
+            self.b.ins().store(flags(), low, to, 0);
+            l.close(self.b);
+        }
+        let done = 8 * groups;
+        let (to, from) = (
+            self.at(dst, done as i64),
+            self.at(src, (done * stride) as i64),
+        );
+        self.copy_bytes(to, from, n - done, stride as i64, false);
     }
 
     /// Copies `n` bytes, each flipped to u8 order (`^ 0x80`) when `flip`, one at a time.
@@ -1089,7 +1148,7 @@ impl GemmConv {
                     if sx == 1 {
                         c.memcpy(to, s, end - first);
                     } else {
-                        c.copy_bytes(to, s, end - first, sx as i64, false);
+                        c.copy_strided(to, s, end - first, sx);
                     }
                 }
                 l.close(c.b);
