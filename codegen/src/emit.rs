@@ -112,11 +112,6 @@ impl<M: Module> Emitter<M> {
         self.module
     }
 
-    /// The function defined under `name`, if any.
-    pub fn defined(&self, name: &str) -> Option<FuncId> {
-        self.functions.get(name).copied()
-    }
-
     fn signature(&self, shape: &Shape) -> Signature {
         let mut sig = self.module.make_signature();
         sig.params
