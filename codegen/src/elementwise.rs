@@ -252,7 +252,7 @@ static ADD_TABLES: Mutex<Option<HashMap<String, Weak<[u8]>>>> = Mutex::new(None)
 
 /// The table of `levels` for operands stored signed or not (`signed`) into a result stored
 /// signed or not (`out_signed`): entry `a * 256 + b` for stored bytes `a` and `b`.
-pub(crate) fn add_table(levels: &AddLevels, signed: [bool; 2], out_signed: bool) -> Arc<[u8]> {
+fn add_table(levels: &AddLevels, signed: [bool; 2], out_signed: bool) -> Arc<[u8]> {
     let key = format!("{levels:?}{signed:?}{out_signed}");
     let mut guard = ADD_TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let tables = guard.get_or_insert_with(HashMap::new);
@@ -289,27 +289,41 @@ pub struct QuantAdd {
     fallback: Fallback,
 }
 
+/// The table of a `quant.add` (operand types `types`), with whether its operands and its
+/// result are stored signed; `None` for operands or a result that are not 8-bit per-tensor.
+pub(crate) type AddTable = (Arc<[u8]>, [bool; 2], bool);
+
+/// [`AddTable`] of `op`.
+pub(crate) fn add_table_of(
+    op: &Operation,
+    types: &[&TensorType],
+) -> Result<Option<AddTable>, String> {
+    let out = &op.results[0];
+    let (Some((_, _, ua)), Some((_, _, ub)), Some((_, _, uo))) =
+        (params8(types[0]), params8(types[1]), params8(out))
+    else {
+        return Ok(None);
+    };
+    let levels = AddLevels::new(
+        types[0],
+        types[1],
+        out,
+        qcc_dialects::ops::attrs::clamp(op)?,
+    )?;
+    Ok(Some((add_table(&levels, [ua, ub], uo), [ua, ub], uo)))
+}
+
 impl QuantAdd {
     /// Prepares the op (operand types `types`), or `None` for operands or a result that are not
     /// 8-bit per-tensor.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<QuantAdd>, String> {
-        let (Some((_, _, ua)), Some((_, _, ub))) = (params8(types[0]), params8(types[1])) else {
+        let Some((table, signed, out_signed)) = add_table_of(op, types)? else {
             return Ok(None);
         };
-        let out = &op.results[0];
-        let Some((_, _, out_signed)) = params8(out) else {
-            return Ok(None);
-        };
-        let levels = AddLevels::new(
-            types[0],
-            types[1],
-            out,
-            qcc_dialects::ops::attrs::clamp(op)?,
-        )?;
         Ok(Some(QuantAdd {
             kernel: lookup_kernel()?,
-            table: add_table(&levels, [ua, ub], out_signed),
-            signed: [ua, ub],
+            table,
+            signed,
             out_signed,
             fallback: Fallback::new(op, types),
         }))

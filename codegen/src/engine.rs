@@ -17,7 +17,7 @@ use qcc_runtime::quant::Requant;
 use qcc_runtime::{Engine, Interpreter, OpKernel, Prepared, Steps};
 use rayon::prelude::*;
 
-use crate::object::Loaded;
+use crate::object::{Loaded, Scratch};
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
@@ -163,6 +163,7 @@ impl Engine for Native {
             module,
             function: function.to_string(),
             program: OnceLock::new(),
+            scratch: Mutex::new(Vec::new()),
         }))
     }
 }
@@ -175,6 +176,26 @@ struct NativePrepared<'m> {
     module: &'m Module,
     function: String,
     program: OnceLock<Option<Loaded>>,
+    /// Scratch areas of earlier runs, lent to the next (a program's contents need no
+    /// initialisation, so allocating and filling megabytes per run would be wasted).
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// A scratch area lent from [`NativePrepared::scratch`] and returned when dropped.
+struct Lent<'a> {
+    area: Option<Scratch>,
+    home: &'a Mutex<Vec<Scratch>>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(area) = self.area.take() {
+            self.home
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(area);
+        }
+    }
 }
 
 impl NativePrepared<'_> {
@@ -202,8 +223,20 @@ impl NativePrepared<'_> {
             .par_chunks_mut(per_out)
             .zip(values.par_chunks(per_in))
             .map_init(
-                || program.scratch(),
-                |scratch, (y, x)| program.run_into(x, y, scratch),
+                || Lent {
+                    area: Some(
+                        self.scratch
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .pop()
+                            .unwrap_or_else(|| program.scratch()),
+                    ),
+                    home: &self.scratch,
+                },
+                |lent, (y, x)| match &mut lent.area {
+                    Some(area) => program.run_into(x, y, area),
+                    None => Err("internal error: no scratch area".into()),
+                },
             )
             .collect::<Result<(), String>>();
         let mut shape = output.shape.clone();

@@ -33,6 +33,15 @@ pub(crate) fn bias(b: Option<&&Tensor>, channels: usize) -> Vec<i64> {
     })
 }
 
+/// The largest `|x - Z_x|` any stored 8-bit value (i8 when `signed`, else u8) can have.
+pub(crate) fn storage_extent(zero_point: i64, signed: bool) -> u32 {
+    if signed {
+        (zero_point + 128).max(127 - zero_point) as u32
+    } else {
+        zero_point.max(255 - zero_point) as u32
+    }
+}
+
 /// A bound on `|x - Z_x|` good enough for a layer of depth `k` and largest weight `max_w`: the
 /// storage range's when even that keeps every sum (and `|acc + bias|`, `bias` the largest
 /// bias) below 2^31, so the data need not be read; else the data's own largest value.
@@ -44,15 +53,15 @@ pub(crate) fn extent_for(
     bias: u64,
 ) -> Result<u32, String> {
     let static_bound = match &x.data {
-        TensorData::U8(_) => zero_point.max(255 - zero_point),
-        TensorData::I8(_) => (zero_point + 128).max(127 - zero_point),
+        TensorData::U8(_) => storage_extent(zero_point, false),
+        TensorData::I8(_) => storage_extent(zero_point, true),
         other => {
             return Err(format!(
                 "the input must be 8-bit, got {}",
                 other.dtype_name()
             ));
         }
-    } as u32;
+    };
     let sum = k as u128 * u128::from(static_bound) * u128::from(max_w);
     if sum + u128::from(bias) < 1 << 31 {
         Ok(static_bound)

@@ -15,16 +15,16 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{DataId, FuncId, Module as ClifModule};
-use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
+use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Function, Module, Node, NodeIndex, OpKind, Operation, TensorType, Value};
 use qcc_runtime::interp::layer_requant;
 use qcc_runtime::plan;
-use qcc_runtime::quant::{AddLevels, Multiplier as Fixed, magnitude, per_tensor};
+use qcc_runtime::quant::magnitude;
 
 use crate::clif::{Levels, Loop, RECORD, RECORD_WORDS};
 use crate::cpu::CpuCheck;
 use crate::depthwise::{self, Geometry};
-use crate::elementwise::{self, add_table, levels_of, params8};
+use crate::elementwise::{self, levels_of, params8};
 use crate::emit::{Shape, Sink};
 use crate::gemm::{self, Epilogue, Form, MR, NR, PackedA};
 use crate::layers::{Finish, depthwise_geometry, group_records, is_depthwise, shifted_zero_point};
@@ -635,17 +635,6 @@ fn constant<'m>(
         .ok_or_else(|| format!("qcc build needs its {what} to be a constant of the module"))
 }
 
-/// The largest `|x - Z_x|` an input of type `ty` can hold (8-bit storage).
-fn storage_extent(ty: &TensorType) -> Result<u32, String> {
-    let (_, zp, signed) = params8(ty)
-        .ok_or_else(|| format!("qcc build needs an 8-bit per-tensor input, got {ty}"))?;
-    Ok(if signed {
-        (zp + 128).max(127 - zp)
-    } else {
-        zp.max(255 - zp)
-    } as u32)
-}
-
 /// An integer conv or dense layer.
 fn lower_layer(
     sink: &mut dyn Sink,
@@ -681,7 +670,7 @@ fn lower_layer(
     let ints: Vec<i32> = wv.iter().map(|x| i32::from(*x)).collect();
     let max_w = magnitude(&ints);
     let k: usize = w.shape[1..].iter().product();
-    let max_x = storage_extent(x_ty)?;
+    let max_x = crate::layers::storage_extent(zx, signed);
     let largest_bias = finish
         .bias
         .iter()
@@ -1372,16 +1361,12 @@ fn lower_add(
     types: &[&TensorType],
 ) -> Result<Driver, String> {
     let out = &op.results[0];
-    let (Some((_, _, ua)), Some((_, _, ub)), Some((_, _, uo))) =
-        (params8(types[0]), params8(types[1]), params8(out))
-    else {
+    let Some((table, _, _)) = elementwise::add_table_of(op, types)? else {
         return Err("qcc build adds 8-bit per-tensor operands only".into());
     };
     if types[0].shape != types[1].shape {
         return Err("qcc build adds operands of the same shape only (no broadcasting yet)".into());
     }
-    let levels = AddLevels::new(types[0], types[1], out, attrs::clamp(op)?)?;
-    let table = add_table(&levels, [ua, ub], uo);
     let lookup = elementwise::define_lookup(sink)?;
     let table_name = format!("add_table_{:016x}", fingerprint(&table));
     let table = sink.data(&table_name, &table, 64)?;
@@ -1419,25 +1404,15 @@ fn lower_global_avg_pool(
     tag: &str,
     x: &TensorType,
 ) -> Result<Driver, String> {
-    let out = &op.results[0];
-    let (Some((sx, zx, signed)), Some(levels)) = (params8(x), levels_of(out, None)) else {
-        return Err("qcc build pools 8-bit per-tensor values only".into());
-    };
-    if x.shape.len() != 4 {
-        return Err("qcc build pools [N, C, H, W] inputs only".into());
-    }
-    let plane = x.shape[2] * x.shape[3];
-    let (sy, _, _) = per_tensor(out).ok_or("qcc build needs the result quantized per tensor")?;
-    let m = Fixed::new(sx / (plane as f64 * sy));
-    if m.shift < 31 || plane == 0 || plane >= (1 << 23) {
-        return Err(
-            "its averaging multiplier is 1 or more, which the kernel does not compute".into(),
-        );
-    }
-    let kernel = crate::reduce::define(sink, plane, zx, signed, &m, &levels)?;
+    let pooling = crate::reduce::Pooling::of(op, x).ok_or(
+        "qcc build pools 8-bit per-tensor [N, C, H, W] values whose averaging multiplier is \
+         below 1 only",
+    )?;
+    let plane = pooling.plane;
+    let kernel = pooling.define(sink)?;
     let planes = x.shape[0] * x.shape[1];
     let groups = planes.div_ceil(crate::reduce::PLANES);
-    let row = plane.div_ceil(crate::reduce::BLOCK) * crate::reduce::BLOCK;
+    let row = pooling.row();
     let rows = groups * crate::reduce::PLANES * row;
     let outs = groups * crate::reduce::PLANES;
     let temp = align(rows) + outs;

@@ -37,32 +37,85 @@ pub struct QuantGlobalAvgPool {
     fallback: Fallback,
 }
 
-impl QuantGlobalAvgPool {
-    /// Prepares the op (operand types `types`), or `None` when the input is not an 8-bit
+/// What the kernel of one `quant.global_avg_pool` is specialised on.
+pub(crate) struct Pooling {
+    /// Values per plane.
+    pub(crate) plane: usize,
+    /// The input's zero point.
+    pub(crate) zx: i64,
+    /// Whether the input is stored as i8.
+    pub(crate) signed: bool,
+    /// `S_x / (plane * S_y)` as a fixed-point multiplier.
+    pub(crate) m: Fixed,
+    /// The output's levels.
+    pub(crate) levels: Levels,
+}
+
+impl Pooling {
+    /// The constants of `op` over input type `x`, or `None` when the input is not an 8-bit
     /// `[N, C, H, W]` tensor or the multiplier is 1 or more (the vector arithmetic would not be
     /// exact).
-    pub fn new(
-        op: &Operation,
-        types: &[&TensorType],
-    ) -> Result<Option<QuantGlobalAvgPool>, String> {
-        let x = types[0];
+    pub(crate) fn of(op: &Operation, x: &TensorType) -> Option<Pooling> {
         let out = &op.results[0];
         let (Some((sx, zx, signed)), Some(levels)) = (params8(x), levels_of(out, None)) else {
-            return Ok(None);
+            return None;
         };
         if x.shape.len() != 4 {
-            return Ok(None);
+            return None;
         }
         let plane = x.shape[2] * x.shape[3];
-        let (sy, _, _) = per_tensor(out).ok_or("the result must be per-tensor quantized")?;
+        let (sy, _, _) = per_tensor(out)?;
         // The reference's constants (runtime/src/kernels/quant.rs, `global_avg_pool`).
         let m = Fixed::new(sx / (plane as f64 * sy));
         // `|sum - plane * zx|` stays below 2^31 when `plane * 255 < 2^31`.
         if m.shift < 31 || plane == 0 || plane >= (1 << 23) {
-            return Ok(None);
+            return None;
         }
-        let row = plane.div_ceil(BLOCK) * BLOCK;
-        let code = jit::compile(|sink| define(sink, plane, zx, signed, &m, &levels))?;
+        Some(Pooling {
+            plane,
+            zx,
+            signed,
+            m,
+            levels,
+        })
+    }
+
+    /// Bytes of one plane's row in the kernel's input (the plane rounded up to [`BLOCK`]).
+    pub(crate) fn row(&self) -> usize {
+        self.plane.div_ceil(BLOCK) * BLOCK
+    }
+
+    /// Defines the kernel in `sink` (see [`define`]).
+    pub(crate) fn define(&self, sink: &mut dyn Sink) -> Result<FuncId, String> {
+        define(
+            sink,
+            self.plane,
+            self.zx,
+            self.signed,
+            &self.m,
+            &self.levels,
+        )
+    }
+}
+
+impl QuantGlobalAvgPool {
+    /// Prepares the op (operand types `types`), or `None` when [`Pooling::of`] says the kernel
+    /// cannot compute it.
+    pub fn new(
+        op: &Operation,
+        types: &[&TensorType],
+    ) -> Result<Option<QuantGlobalAvgPool>, String> {
+        let Some(pooling) = Pooling::of(op, types[0]) else {
+            return Ok(None);
+        };
+        let Pooling {
+            plane,
+            signed,
+            levels,
+            ..
+        } = pooling;
+        let row = pooling.row();
+        let code = jit::compile(|sink| pooling.define(sink))?;
         Ok(Some(QuantGlobalAvgPool {
             // SAFETY: generated with exactly this signature, in the platform's C ABI.
             kernel: unsafe { std::mem::transmute::<*const u8, ReduceFn>(code) },
@@ -79,7 +132,7 @@ impl QuantGlobalAvgPool {
 /// `zx`, stored signed or not), fixed-point multiplier `m`, into `levels`, in `sink`:
 /// `(x, out, groups)` reads `groups` groups of [`PLANES`] rows of `plane` rounded up to
 /// [`BLOCK`] bytes (zeros after the data) and writes one level per plane.
-pub(crate) fn define(
+fn define(
     sink: &mut dyn Sink,
     plane: usize,
     zx: i64,
