@@ -21,6 +21,31 @@ use crate::bias_search::{LayerOutput, Sums};
 /// widest MobileNetV2 value).
 pub const FLOAT_CHUNK: usize = 8;
 
+/// The most bytes of each of a layer's values over the whole batch (its i32 accumulators, its
+/// f32 float output) that bias correction keeps from its first pass for its second instead of
+/// computing them again. With MobileNetV2 and 64 images that is every layer but the seven
+/// widest (at 112x112 and 56x56), and the peak stays where those layers' values put it.
+pub const KEPT_PER_LAYER: usize = 64 << 20;
+
+/// How much of the batch [`lockstep`] holds at a time: it changes the memory and the time
+/// lockstep takes, never what it measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// Images per float run and per accumulator computation.
+    pub chunk: usize,
+    /// Bytes of a layer's accumulators, or of its float output, over the whole batch, up to
+    /// which they are kept for the second pass rather than computed again.
+    pub kept_per_layer: usize,
+}
+
+impl Holding {
+    /// What the passes hold: [`FLOAT_CHUNK`] and [`KEPT_PER_LAYER`].
+    pub const PASSES: Holding = Holding {
+        chunk: FLOAT_CHUNK,
+        kept_per_layer: KEPT_PER_LAYER,
+    };
+}
+
 /// The float network a quantized one came from, and which float values each integer layer stands for.
 #[derive(Clone)]
 pub struct FloatReference {
@@ -377,8 +402,8 @@ impl Footprint {
 /// in `Mode::Correct`, corrects) every linked layer in schedule order.
 ///
 /// The integer network steps over the whole batch (its values are bytes); the float network
-/// steps in chunks of `chunk` images (the passes use [`FLOAT_CHUNK`]), and the accumulators are
-/// computed a chunk at a time; the chunk size changes the memory this takes, not what it measures.
+/// steps in chunks of `holding.chunk` images, and the accumulators are computed a chunk at a
+/// time; [`Holding`] changes the memory and time this takes, not what it measures.
 /// In correction each float chunk moves on as soon as it has been summed, at most until it has
 /// computed the next layer's value, to where it holds the least ([`Footprint`]): of the whole
 /// batch, only the narrowest float values between two layers are held. After the activation the
@@ -394,9 +419,9 @@ pub fn lockstep(
     inputs: &Tensor,
     at: At,
     mode: Mode,
-    chunk: usize,
+    holding: Holding,
 ) -> Result<Vec<Outcome>, String> {
-    let chunk = chunk.max(1);
+    let chunk = holding.chunk.max(1);
     let qf = module.function("main").ok_or("the module has no @main")?;
     let links: HashMap<NodeIndex, LayerLink> =
         reference.layers.iter().map(|l| (l.quant, *l)).collect();
@@ -422,9 +447,16 @@ pub fn lockstep(
     let second_pass = streaming && at == At::PostActivation;
     let qi = engine.prepare(module, "main")?;
     let fi = engine.prepare(&reference.module, "main")?;
+    let images = inputs.shape[0];
+    // A float output whose whole batch fits `holding.kept_per_layer` is kept, not recomputed.
+    let kept_whole = |v: Value| {
+        let per_image: usize = fi.function().value_type(v).shape.iter().skip(1).product();
+        images * per_image * std::mem::size_of::<f32>() <= holding.kept_per_layer
+    };
     let recomputes: HashMap<NodeIndex, Recompute> = if second_pass {
         links
             .iter()
+            .filter(|(_, link)| !kept_whole(link.post))
             .filter_map(|(n, link)| Recompute::of(fi.function(), link).map(|r| (*n, r)))
             .collect()
     } else {
@@ -448,7 +480,6 @@ pub fn lockstep(
     let mut qs = qi
         .steps(std::slice::from_ref(inputs))
         .map_err(|e| e.to_string())?;
-    let images = inputs.shape[0];
     let chunks: Vec<Range<usize>> = (0..images)
         .step_by(chunk)
         .map(|s| s..(s + chunk).min(images))
@@ -531,8 +562,11 @@ pub fn lockstep(
         };
         // The first pass: each chunk's float values and accumulators, and for correction the
         // sums with the current bias. Fitting revisits the accumulators at every step and keeps
-        // them; correction recomputes them for the output (one chunk's at a time).
-        let keep = matches!(mode, Mode::Fit { .. }) || chunks.len() == 1;
+        // them; correction keeps them for the second pass when the whole batch's take at most
+        // `holding.kept_per_layer`, else recomputes them there (one chunk's at a time).
+        let keep = matches!(mode, Mode::Fit { .. })
+            || chunks.len() == 1
+            || images * per_image * std::mem::size_of::<i32>() <= holding.kept_per_layer;
         let mut sums = vec![Sums::default(); channels];
         let mut kept_acc = Vec::new();
         // For the second pass: per chunk, the float output or the values that recompute it.

@@ -4,7 +4,7 @@
 
 use qcc_dialects::{Attr, Module};
 
-use crate::bias::{At, FLOAT_CHUNK, FloatReference, Mode, layer_name, lockstep, set_bias};
+use crate::bias::{At, FloatReference, Holding, Mode, layer_name, lockstep, set_bias};
 use crate::calibrate::take;
 use crate::pass::{OptionKind, OptionSpec, Options, Pass, PassContext, PassInfo};
 use qcc_runtime::quant::{stored_ints, to_bias};
@@ -134,7 +134,7 @@ impl Pass for Estimate {
             &inputs,
             self.at,
             Mode::Correct,
-            FLOAT_CHUNK,
+            Holding::PASSES,
         )?;
         let func = module
             .functions
@@ -293,7 +293,7 @@ fn adjust(
             &inputs,
             at,
             mode,
-            FLOAT_CHUNK,
+            Holding::PASSES,
         )?;
         let (mut kept, mut unchanged) = (0, Vec::new());
         for o in outcomes {

@@ -1,11 +1,12 @@
 //! Bias correction steps the float network and computes accumulators a chunk of images at a
-//! time; the chunk size changes the memory it takes, never what it measures or chooses.
+//! time, and keeps a layer's values for its second pass or computes them again; neither changes
+//! what it measures or chooses, only the memory and time it takes.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use qcc_dialects::Tensor;
-use qcc_passes::bias::{At, Mode, Outcome, lockstep};
+use qcc_passes::bias::{At, Holding, Mode, Outcome, lockstep};
 use qcc_passes::{PassContext, PassManager, parse_pipeline};
 
 /// `n` inputs of `shape` (batch first) with values spread over [-1, 1), from a fixed LCG.
@@ -74,7 +75,11 @@ fn bias_correction_does_not_depend_on_the_chunk_size() {
         ),
         (At::PostActivation, Mode::Fit { steps: 3, lr: 0.5 }, "fit"),
     ] {
-        let run = |chunk| {
+        let run = |chunk, kept_per_layer| {
+            let holding = Holding {
+                chunk,
+                kept_per_layer,
+            };
             lockstep(
                 ctx.engine.as_ref(),
                 &module,
@@ -82,14 +87,22 @@ fn bias_correction_does_not_depend_on_the_chunk_size() {
                 &calib,
                 at,
                 mode,
-                chunk,
+                holding,
             )
             .expect("lockstep")
         };
-        let whole = run(64);
+        let whole = run(64, 0);
         assert!(whole.iter().any(|o| o.kept), "{what}: nothing changed");
+        // Every layer's values kept for the second pass, and none (recomputed from the float
+        // ops' inputs, or the accumulators computed again).
         for chunk in [1, 4] {
-            same(&whole, &run(chunk), &format!("{what}, chunks of {chunk}"));
+            for kept in [usize::MAX, 0] {
+                same(
+                    &whole,
+                    &run(chunk, kept),
+                    &format!("{what}, chunks of {chunk}, {kept} bytes kept"),
+                );
+            }
         }
     }
 }
