@@ -165,9 +165,10 @@ fn command(program: &str, args: &[&str]) -> std::process::Output {
 
 /// The symbols an object defines for others, and those it needs.
 fn symbols(object: &Path) -> (Vec<String>, Vec<String>) {
-    let list = |flag: &str| -> Vec<String> {
-        let out = command("nm", &[flag, &object.display().to_string()]);
-        assert!(out.status.success(), "nm {flag}");
+    let list = |flags: &[&str]| -> Vec<String> {
+        let object = object.display().to_string();
+        let out = command("nm", &[flags, &[object.as_str()]].concat());
+        assert!(out.status.success(), "nm {}", flags.join(" "));
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().last().map(str::to_string))
@@ -175,24 +176,10 @@ fn symbols(object: &Path) -> (Vec<String>, Vec<String>) {
         names.sort();
         names
     };
-    let defined = {
-        let out = command(
-            "nm",
-            &[
-                "--extern-only",
-                "--defined-only",
-                &object.display().to_string(),
-            ],
-        );
-        assert!(out.status.success(), "nm --extern-only --defined-only");
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-            .collect();
-        names.sort();
-        names
-    };
-    (defined, list("--undefined-only"))
+    (
+        list(&["--extern-only", "--defined-only"]),
+        list(&["--undefined-only"]),
+    )
 }
 
 /// Floats as little-endian bytes.
