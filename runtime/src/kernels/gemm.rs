@@ -43,6 +43,44 @@ pub fn sgemm(
     }
 }
 
+/// `c[m x n] += a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance
+/// between their rows (`(b, ldb)`, `(c, ldc)`), `a` row-major.
+pub fn sgemm_strided(
+    [m, k, n]: [usize; 3],
+    a: &[f32],
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+) {
+    let spans = |rows: usize, ld: usize| if rows == 0 { 0 } else { (rows - 1) * ld + n };
+    assert!(
+        a.len() >= m * k && b.len() >= spans(k, ldb) && c.len() >= spans(m, ldc),
+        "gemm operand sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every index the kernel reads or writes inside the slices,
+    // given the row strides passed here.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            ldb as isize,
+            1,
+            1.0,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
+}
+
 /// `c[m x n] = a[m x k] * b[k x n]` exactly, for integer-valued `a` and `b` with `|a| <= max_a` and
 /// `|b| <= max_b` (and `k * max_a * max_b < 2^31`). An f32 GEMM is exact while every partial sum
 /// stays below 2^24, so `k` is cut into chunks that keep it there and the chunks' results are

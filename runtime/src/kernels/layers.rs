@@ -5,7 +5,7 @@ use qcc_dialects::Tensor;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
-use super::gemm::sgemm;
+use super::gemm::{sgemm, sgemm_strided};
 use crate::float::{DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
@@ -38,16 +38,32 @@ pub fn im2col<T: Copy + Default>(
     ow: usize,
     cols: &mut [T],
 ) {
+    im2col_rows(x, channels, [h, w], [kh, kw], g, 0..oh, ow, cols);
+}
+
+/// [`im2col`] of the output rows `rows` only: `[c * kh * kw, rows.len() * ow]`.
+#[allow(clippy::too_many_arguments)]
+fn im2col_rows<T: Copy + Default>(
+    x: &[T],
+    channels: usize,
+    [h, w]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    g: &Conv2dAttrs,
+    rows: std::ops::Range<usize>,
+    ow: usize,
+    cols: &mut [T],
+) {
+    let width = rows.len() * ow;
     for c in 0..channels {
         let plane = &x[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut cols[((c * kh + ky) * kw + kx) * oh * ow..][..oh * ow];
+                let row = &mut cols[((c * kh + ky) * kw + kx) * width..][..width];
                 let dy = (ky * g.window.dilations[0]) as isize - g.window.pads[0] as isize;
                 let dx = (kx * g.window.dilations[1]) as isize - g.window.pads[1] as isize;
-                for y in 0..oh {
+                for (i, y) in rows.clone().enumerate() {
                     let iy = (y * g.window.strides[0]) as isize + dy;
-                    let out = &mut row[y * ow..(y + 1) * ow];
+                    let out = &mut row[i * ow..(i + 1) * ow];
                     if iy < 0 || iy >= h as isize {
                         out.fill(T::default());
                         continue;
@@ -125,7 +141,25 @@ pub fn depthwise_plane<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign
     }
 }
 
-/// NCHW convolution with OIHW weights and an optional bias.
+/// Bytes of output (and of im2col matrix) one GEMM of a dense convolution covers at most, so
+/// that the block it fills with the bias and then accumulates into stays in the L2 cache.
+const CONV_BLOCK_BYTES: usize = 192 << 10;
+/// Output pixels one GEMM covers at least, so that packing the weights again for every block
+/// costs little beside the products.
+const CONV_BLOCK_MIN_PIXELS: usize = 512;
+
+/// Output rows per GEMM of a dense convolution with `og` outputs and `kdim` products each
+/// (`unrolled` when the windows are copied into an im2col matrix), `ow` pixels per row.
+fn block_rows(og: usize, kdim: usize, unrolled: bool, oh: usize, ow: usize) -> usize {
+    let per_row = 4 * ow.max(1) * if unrolled { og.max(kdim) } else { og }.max(1);
+    let fits = CONV_BLOCK_BYTES / per_row;
+    fits.max(CONV_BLOCK_MIN_PIXELS.div_ceil(ow.max(1)))
+        .clamp(1, oh.max(1))
+}
+
+/// NCHW convolution with OIHW weights and an optional bias. A dense convolution runs as GEMMs
+/// over blocks of output rows: each block of the output is filled with the bias and the products
+/// are added onto it (an element's sum is the same whatever the blocks).
 pub fn conv2d(
     x: &[f32],
     xs: &[usize],
@@ -141,17 +175,16 @@ pub fn conv2d(
     let plane = oh * ow;
     let mut out = vec![0f32; n * o * plane];
     let depthwise = cg == 1 && og == 1;
+    let bias_of = |oc: usize| bias.map_or(0.0, |bv| bv[oc]);
     out.par_chunks_mut(o * plane)
         .enumerate()
         .for_each(|(b, image)| {
             let xin = &x[b * c * h * wd..(b + 1) * c * h * wd];
-            for (oc, dst) in image.chunks_mut(plane).enumerate() {
-                dst.fill(bias.map_or(0.0, |bv| bv[oc]));
-            }
             if depthwise {
                 for ch in 0..o {
                     let k = &w[ch * kh * kw..(ch + 1) * kh * kw];
                     let dst = &mut image[ch * plane..(ch + 1) * plane];
+                    dst.fill(bias_of(ch));
                     depthwise_plane(
                         &xin[ch * h * wd..(ch + 1) * h * wd],
                         h,
@@ -167,22 +200,31 @@ pub fn conv2d(
                 return;
             }
             let kdim = cg * kh * kw;
-            let mut cols = if is_pointwise(g, kh, kw) {
+            let pointwise = is_pointwise(g, kh, kw);
+            let rows = block_rows(og, kdim, !pointwise, oh, ow);
+            let mut cols = if pointwise {
                 Vec::new()
             } else {
-                vec![0f32; kdim * plane]
+                vec![0f32; kdim * rows * ow]
             };
             for grp in 0..g.groups {
                 let xg = &xin[grp * cg * h * wd..(grp + 1) * cg * h * wd];
-                let b_mat: &[f32] = if cols.is_empty() {
-                    xg
-                } else {
-                    im2col(xg, cg, h, wd, kh, kw, g, oh, ow, &mut cols);
-                    &cols
-                };
                 let wg = &w[grp * og * kdim..(grp + 1) * og * kdim];
                 let dst = &mut image[grp * og * plane..(grp + 1) * og * plane];
-                sgemm([og, kdim, plane], wg, b_mat, false, dst, true);
+                for y0 in (0..oh).step_by(rows) {
+                    let y1 = (y0 + rows).min(oh);
+                    let (first, width) = (y0 * ow, (y1 - y0) * ow);
+                    for (oc, row) in dst.chunks_mut(plane).enumerate() {
+                        row[first..first + width].fill(bias_of(grp * og + oc));
+                    }
+                    let b_mat = if pointwise {
+                        (&xg[first..], plane)
+                    } else {
+                        im2col_rows(xg, cg, [h, wd], [kh, kw], g, y0..y1, ow, &mut cols);
+                        (&cols[..], width)
+                    };
+                    sgemm_strided([og, kdim, width], wg, b_mat, (&mut dst[first..], plane));
+                }
             }
         });
     Tensor::from_f32(vec![n, o, oh, ow], out)

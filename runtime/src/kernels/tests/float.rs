@@ -90,6 +90,39 @@ fn conv2d_matches_its_definition() {
 }
 
 #[test]
+fn conv2d_over_several_row_blocks_matches_its_definition() {
+    // 40x40 outputs of 64 (3x3, im2col) and 96 (1x1) channels: more than one block of rows each.
+    for (kernel, pads) in [(3, [1, 1, 1, 1]), (1, [0; 4])] {
+        let xs = [1, 8, 40, 40];
+        let o = if kernel == 3 { 64 } else { 96 };
+        let ws = [o, 8, kernel, kernel];
+        let g = Conv2dAttrs {
+            window: Window {
+                strides: [1, 1],
+                pads,
+                dilations: [1, 1],
+            },
+            groups: 1,
+        };
+        let x = values(xs.iter().product(), 3);
+        let w = values(ws.iter().product(), 4);
+        let bias = values(o, 5);
+        let got = conv2d(&x, &xs, &w, &ws, Some(&bias), &g);
+        let plane = 40 * 40;
+        let want: Vec<f32> = conv_by_definition(&x, xs, &w, ws, &g, 40, 40)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + bias[i / plane])
+            .collect();
+        assert_eq!(
+            got.as_f32().expect("f32"),
+            want.as_slice(),
+            "{kernel}x{kernel}"
+        );
+    }
+}
+
+#[test]
 fn average_pooling_counts_padding_only_when_asked() {
     let x = vec![1.0, 2.0, 3.0, 4.0];
     let g = pool([2, 2], [1, 1], [1, 1, 0, 0], [1, 1], [2, 2]);
