@@ -242,26 +242,29 @@ impl Geometry {
 
     /// Stages one channel for the pairs form (`plane`, `H x W` stored values of zero point
     /// `zero_point`) into `dst` (`staged_len` values of `x - Z_x`); `line` is scratch space.
+    /// The padding is written only when `fill_padding` says so (as [`Geometry::stage_phases`]).
     pub fn stage<T: Copy + Into<i16>>(
         &self,
         plane: &[T],
         zero_point: i16,
-        dst: &mut [i16],
-        line: &mut Vec<i16>,
+        (dst, line): (&mut [i16], &mut Vec<i16>),
+        fill_padding: bool,
     ) {
-        self.stage_phases(plane, 0, |s, d| centre(s, zero_point, d), dst, line);
+        let convert = |s: &[T], d: &mut [i16]| centre(s, zero_point, d);
+        self.stage_phases(plane, (0, convert), (dst, line), fill_padding);
     }
 
     /// Stages `plane` (`H x W`) into `stride` column phases of padded rows (the pairs form's
     /// layout): `convert` turns a run of input values into staged ones, `pad` is what the window
-    /// reads outside the input; `line` is scratch space.
+    /// reads outside the input; `line` is scratch space. The padding (of `dst` and of `line`) is
+    /// written only when `fill_padding` says so: buffers staged into before with the same
+    /// geometry and `pad` still hold it, since the input never lands there.
     pub fn stage_phases<T: Copy, S: Copy + Default>(
         &self,
         plane: &[T],
-        pad: S,
-        convert: impl Fn(&[T], &mut [S]),
-        dst: &mut [S],
-        line: &mut Vec<S>,
+        (pad, convert): (S, impl Fn(&[T], &mut [S])),
+        (dst, line): (&mut [S], &mut Vec<S>),
+        fill_padding: bool,
     ) {
         let (rows, width, s) = (self.rows(), self.phase_width(), self.strides[1]);
         let [h, w] = self.input;
@@ -273,8 +276,10 @@ impl Geometry {
         let (first, last) = (pl.min(padded), (pl + w).min(padded));
         for row in 0..rows {
             let Some(iy) = row.checked_sub(pt).filter(|iy| *iy < h) else {
-                for r in 0..s {
-                    dst[(r * rows + row) * width..][..width].fill(pad);
+                if fill_padding {
+                    for r in 0..s {
+                        dst[(r * rows + row) * width..][..width].fill(pad);
+                    }
                 }
                 continue;
             };
@@ -284,8 +289,10 @@ impl Geometry {
             } else {
                 &mut line[..]
             };
-            padded_row[..first].fill(pad);
-            padded_row[last..].fill(pad);
+            if fill_padding {
+                padded_row[..first].fill(pad);
+                padded_row[last..].fill(pad);
+            }
             convert(
                 &plane[iy * w..iy * w + last - first],
                 &mut padded_row[first..last],

@@ -15,7 +15,7 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
-use qcc_runtime::float::{DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
+use qcc_runtime::float::{Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
 use crate::depthwise::{Geometry, Rows};
 use crate::elementwise::Fallback;
@@ -116,12 +116,27 @@ fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], String> {
 
 impl OpKernel for FloatDepthwise {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        self.convolve(inputs, None)
+    }
+
+    fn run_then(&self, inputs: &[&Tensor], then: Activation) -> Result<Tensor, String> {
+        self.convolve(inputs, Some(then))
+    }
+}
+
+impl FloatDepthwise {
+    /// The convolution of `inputs`, then `then` applied to each output plane as it is written.
+    fn convolve(&self, inputs: &[&Tensor], then: Option<Activation>) -> Result<Tensor, String> {
         let (x, w) = (inputs[0], inputs[1]);
         let (xv, wv) = (f32s(x, "input")?, f32s(w, "weight")?);
         let bias = inputs.get(2).map(|b| f32s(b, "bias")).transpose()?;
         let negative_zero = |v: &f32| *v == 0.0 && v.is_sign_negative();
         if !wv.iter().all(|v| v.is_finite()) || bias.is_some_and(|b| b.iter().any(negative_zero)) {
-            return self.fallback.run(inputs);
+            let mut t = self.fallback.run(inputs)?;
+            if let (Some(f), Some(values)) = (then, t.as_f32_mut()) {
+                f.apply_to(values);
+            }
+            return Ok(t);
         }
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
         let g = Geometry::of(&self.attrs, [h, wd], [w.shape[2], w.shape[3]])?;
@@ -130,15 +145,19 @@ impl OpKernel for FloatDepthwise {
         let (plane_in, plane_out, taps) = (h * wd, oh * ow, w.shape[2] * w.shape[3]);
         let mut out = vec![0f32; n * c * plane_out];
         let sizes = (g.staged_len(Form::Pairs), PLANES_PER_TASK);
-        g.each_plane(&mut out, sizes, |i, staged, line, target, _| {
+        g.each_plane(&mut out, sizes, |i, staged, line, target, fresh| {
             let ch = i % c;
             let plane = &xv[i * plane_in..(i + 1) * plane_in];
             let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);
-            g.stage_phases(plane, 0.0, copy, staged, line);
+            g.stage_phases(plane, (0.0, copy), (staged, line), fresh);
             let b = bias.map_or(0.0, |bv| bv[ch]);
             // SAFETY: `staged` and the target have the sizes the kernel was generated for, the
             // weights are the channel's taps.
             unsafe { f(staged.as_ptr(), wv[ch * taps..].as_ptr(), &b, target) };
+            if let Some(f) = then {
+                // SAFETY: the target holds the channel's padded output plane, just written.
+                f.apply_to(unsafe { std::slice::from_raw_parts_mut(target, g.out_len()) });
+            }
         });
         Ok(Tensor::from_f32(vec![n, c, oh, ow], out))
     }

@@ -544,8 +544,8 @@ impl Channels<'_> {
     ) {
         match self.form {
             Form::Pairs => {
-                self.each::<T, i16, O>(image, out, f, record, |plane, staged, line, _| {
-                    self.g.stage(plane, self.zx as i16, staged, line)
+                self.each::<T, i16, O>(image, out, f, record, |plane, staged, line, fresh| {
+                    self.g.stage(plane, self.zx as i16, (staged, line), fresh)
                 })
             }
             Form::Quads => {

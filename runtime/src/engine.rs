@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use qcc_dialects::{Function, Module, NodeIndex, Operation, Tensor, Value};
 
+use crate::float::Activation;
 use crate::interp::{Interpreter, RunError, Stepper};
 use crate::quant::Requant;
 
@@ -101,6 +102,17 @@ pub trait OpKernel: Send + Sync {
     /// may differ from the declared one; the interpreter has checked the shapes).
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String>;
 
+    /// [`OpKernel::run`] with the float activation `then` applied to every output value (an
+    /// activation op fused into this one); a kernel may apply it while the output is in cache.
+    fn run_then(&self, inputs: &[&Tensor], then: Activation) -> Result<Tensor, String> {
+        let mut t = self.run(inputs)?;
+        then.apply_to(
+            t.as_f32_mut()
+                .ok_or("a fused activation needs f32 values")?,
+        );
+        Ok(t)
+    }
+
     /// For an integer conv/dense: the exact accumulators `sum (x - Z_x) * w` (no bias) laid out
     /// `[N, C, plane]`, with their shape; `None` when this kernel does not compute them.
     fn accumulators(&self, x: &Tensor, w: &Tensor) -> Option<Result<Accumulators, String>> {
@@ -130,6 +142,10 @@ impl Engine for Reference {
 impl Prepared for Interpreter<'_> {
     fn function(&self) -> &Function {
         Interpreter::function(self)
+    }
+
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        Interpreter::run(self, inputs)
     }
 
     fn run_observed(

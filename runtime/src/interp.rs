@@ -7,7 +7,7 @@ use std::fmt;
 
 use qcc_dialects::ops::attrs::{self, Conv2dAttrs};
 use qcc_dialects::{
-    Function, Module, Node, NodeIndex, OpKind, Operation, Tensor, TensorType, Value,
+    ElemType, Function, Module, Node, NodeIndex, OpKind, Operation, Tensor, TensorType, Value,
 };
 
 use crate::engine::OpKernel;
@@ -116,7 +116,15 @@ fn eval_prepared(
             let (xv, xs) = input()?;
             let w = inputs[1];
             let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
-            conv2d(xv, xs, f32s(w)?, &w.shape, bias, &Conv2dAttrs::of(op)?)
+            conv2d(
+                xv,
+                xs,
+                f32s(w)?,
+                &w.shape,
+                bias,
+                &Conv2dAttrs::of(op)?,
+                None,
+            )
         }
         OpKind::Dense => {
             let (xv, xs) = input()?;
@@ -273,6 +281,34 @@ fn check_shapes(op: &Operation, inputs: &[&Tensor], types: &[&TensorType]) -> Re
     })
 }
 
+/// The float convolutions of `func` whose output only a float activation reads (and the function
+/// does not return), with that activation.
+fn fusions(func: &Function, schedule: &[NodeIndex]) -> HashMap<NodeIndex, Activation> {
+    let mut readers: HashMap<Value, usize> = HashMap::new();
+    for &node in schedule {
+        for v in func.operands(node) {
+            *readers.entry(v).or_default() += 1;
+        }
+    }
+    let mut fused = HashMap::new();
+    for &node in schedule {
+        let operands = func.operands(node);
+        let [v] = operands.as_slice() else { continue };
+        let Ok(Some(then)) = activation(func.op(node)) else {
+            continue;
+        };
+        let producer = func.try_op(v.node);
+        if producer.is_some_and(|p| p.is(OpKind::Conv2d))
+            && matches!(func.value_type(*v).elem, ElemType::F32)
+            && readers.get(v) == Some(&1)
+            && !func.is_returned(*v)
+        {
+            fused.insert(v.node, then);
+        }
+    }
+    fused
+}
+
 /// A function prepared to run: schedule, constants, and where each value is last used.
 pub struct Interpreter<'m> {
     func: &'m Function,
@@ -283,6 +319,9 @@ pub struct Interpreter<'m> {
     last_use: HashMap<Value, usize>,
     /// Compiled kernels that replace the reference kernel of their op.
     kernels: HashMap<NodeIndex, Box<dyn OpKernel>>,
+    /// Float convolutions whose only reader is an activation: plain runs apply the activation in
+    /// the convolution, and the activation op passes the value on.
+    fused: HashMap<NodeIndex, Activation>,
     /// The planned activation arena's bytes by batch size, as runs ask for them.
     arena_sizes: std::sync::Mutex<HashMap<usize, usize>>,
 }
@@ -329,6 +368,7 @@ impl<'m> Interpreter<'m> {
                 last_use.insert(v, step);
             }
         }
+        let fused = fusions(func, &schedule);
         Ok(Interpreter {
             func,
             schedule,
@@ -336,6 +376,7 @@ impl<'m> Interpreter<'m> {
             requants,
             last_use,
             kernels: HashMap::new(),
+            fused,
             arena_sizes: Default::default(),
         })
     }
@@ -354,8 +395,13 @@ impl<'m> Interpreter<'m> {
     }
 
     /// Runs on `inputs` (one per argument; the batch dimension may differ from the declared one).
+    /// Nothing sees the values between ops, so a float convolution applies the activation that
+    /// is its only reader itself (the same values as one op after the other).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
-        self.run_observed(inputs, &mut |_, _, _| {})
+        let mut stepper = self.stepper(inputs)?;
+        stepper.fuse = true;
+        while stepper.step()?.is_some() {}
+        Ok(stepper.results())
     }
 
     /// Runs and calls `observer` with every op's node, op and output.
@@ -450,6 +496,7 @@ impl<'m> Interpreter<'m> {
             interp: self,
             live,
             position: 0,
+            fuse: false,
         })
     }
 
@@ -497,6 +544,32 @@ impl<'m> Interpreter<'m> {
     /// Checks `args` against op `node`'s operand types.
     fn check_args(&self, node: NodeIndex, args: &[&Tensor]) -> Result<(), String> {
         check_shapes(self.func.op(node), args, &self.operand_types(node))
+    }
+
+    /// [`Interpreter::run_op`] of a float convolution with the activation `then` fused.
+    fn run_op_then(
+        &self,
+        node: NodeIndex,
+        args: &[&Tensor],
+        then: Activation,
+    ) -> Result<Tensor, String> {
+        let (op, types) = (self.func.op(node), self.operand_types(node));
+        check_shapes(op, args, &types)?;
+        if let Some(kernel) = self.kernels.get(&node) {
+            return kernel.run_then(args, then);
+        }
+        let (x, w) = (args[0], args[1]);
+        let bias = args.get(2).map(|b| f32s(b)).transpose()?;
+        let attrs = Conv2dAttrs::of(op)?;
+        Ok(conv2d(
+            f32s(x)?,
+            &x.shape,
+            f32s(w)?,
+            &w.shape,
+            bias,
+            &attrs,
+            Some(then),
+        ))
     }
 
     /// Op `node` on `args`, checked, with its generated kernel or else its reference one.
@@ -549,6 +622,8 @@ pub struct Stepper<'i, 'm> {
     interp: &'i Interpreter<'m>,
     live: HashMap<Value, Cow<'i, Tensor>>,
     position: usize,
+    /// Whether the interpreter's fusions apply (a run whose values between ops nobody reads).
+    fuse: bool,
 }
 
 impl Stepper<'_, '_> {
@@ -570,19 +645,29 @@ impl Stepper<'_, '_> {
                 op: describe(func, node),
                 message,
             };
-            let args: Vec<&Tensor> = func
-                .operands(node)
-                .iter()
-                .map(|v| self.live[v].as_ref())
-                .collect();
-            let t = if !self.interp.kernels.contains_key(&node) && self.reusable(node, step) {
-                self.interp.check_args(node, &args).map_err(fail)?;
-                self.in_place(node)
+            let operands = func.operands(node);
+            let fused_into = |v: &Value| self.fuse && self.interp.fused.contains_key(&v.node);
+            if operands.first().is_some_and(fused_into) {
+                // An activation its operand's convolution has applied: the value passes on.
+                match self.live.remove(&operands[0]) {
+                    Some(Cow::Owned(t)) => Cow::Owned(t),
+                    _ => return Err(fail("internal error: the fused value is not owned".into())),
+                }
             } else {
-                self.interp.run_op(node, &args)
+                let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
+                let t = match self.interp.fused.get(&node).filter(|_| self.fuse) {
+                    Some(then) => self.interp.run_op_then(node, &args, *then),
+                    None if !self.interp.kernels.contains_key(&node)
+                        && self.reusable(node, step) =>
+                    {
+                        self.interp.check_args(node, &args).map_err(fail)?;
+                        self.in_place(node)
+                    }
+                    None => self.interp.run_op(node, &args),
+                }
+                .map_err(fail)?;
+                Cow::Owned(t)
             }
-            .map_err(fail)?;
-            Cow::Owned(t)
         };
         self.live.insert(Value::of(node), out);
         for v in func.operands(node) {

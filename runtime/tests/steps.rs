@@ -81,3 +81,39 @@ fn an_op_evaluated_again_gives_what_the_run_computed() {
         .expect_err("no operands");
     assert!(err.contains("nn.add") && err.contains("not given"), "{err}");
 }
+
+/// A 1x1 convolution (`%y = x0 + x1` per pixel, in both channels) read by a clip alone, and one
+/// read by a clip and an add. A plain run applies the first clip inside its convolution; the
+/// second convolution's value must reach the add unclipped.
+const CONV_CLIP: &str = r#"
+func.func @main(%x: tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32> {
+  %w = nn.const {value = dense<1.0> : tensor<2x2x1x1xf32>} : tensor<2x2x1x1xf32>
+  %y = nn.conv2d(%x, %w) {strides = [1, 1], pads = [0, 0, 0, 0], dilations = [1, 1], groups = 1} : (tensor<1x2x1x3xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x1x3xf32>
+  %a = nn.clip(%y) {min = 0.0, max = 1.5} : (tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32>
+  %z = nn.conv2d(%a, %w) {strides = [1, 1], pads = [0, 0, 0, 0], dilations = [1, 1], groups = 1} : (tensor<1x2x1x3xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x1x3xf32>
+  %b = nn.clip(%z) {min = 0.0, max = 2.0} : (tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32>
+  %s = nn.add(%b, %z) : (tensor<1x2x1x3xf32>, tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32>
+  return %s : tensor<1x2x1x3xf32>
+}"#;
+
+#[test]
+fn an_activation_fuses_into_a_convolution_only_when_it_is_the_only_reader() {
+    let m = module(CONV_CLIP);
+    let prepared = Reference.prepare(&m, "main").expect("prepares");
+    let x = Tensor::from_f32(vec![1, 2, 1, 3], vec![-1.0, 0.5, 2.0, 0.5, 0.5, 3.0]);
+    // y = [-0.5, 1, 5], a = [0, 1, 1.5], z = [0, 2, 3], b = [0, 2, 2], s = b + z = [0, 4, 5]
+    let want = [0.0, 4.0, 5.0, 0.0, 4.0, 5.0];
+    let plain = prepared.run(std::slice::from_ref(&x)).expect("runs");
+    assert_eq!(plain[0].as_f32().expect("f32"), &want);
+    let mut seen = Vec::new();
+    let observed = prepared
+        .run_observed(&[x], &mut |_, op, t| {
+            seen.push((op.name.clone(), t.as_f32().map(<[f32]>::to_vec)))
+        })
+        .expect("runs");
+    assert_eq!(observed[0].as_f32().expect("f32"), &want);
+    // The observer sees the convolution's own output, before the clip.
+    let first_conv = seen.iter().find(|(name, _)| name == "nn.conv2d");
+    let unclipped = [-0.5, 1.0, 5.0, -0.5, 1.0, 5.0].to_vec();
+    assert_eq!(first_conv.and_then(|(_, v)| v.clone()), Some(unclipped));
+}

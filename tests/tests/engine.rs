@@ -788,7 +788,9 @@ fn check_float(seed: u64) -> Result<(), TestCaseError> {
     check_float_module(text, &x)
 }
 
-/// The float module `text` on input `x`: the same bits on both engines, or refused by both.
+/// The float module `text` on input `x`: the same bits on both engines, or refused by both; and
+/// a plain run (which fuses each convolution's activation into it) the same bits as a run with an
+/// observer, which sees every op's output and so fuses nothing.
 fn check_float_module(text: String, x: &Tensor) -> Result<(), TestCaseError> {
     let file = SourceFile::new("random.ir", text.clone());
     let module = parse_module(&file, None).map_err(|d| {
@@ -803,7 +805,17 @@ fn check_float_module(text: String, x: &Tensor) -> Result<(), TestCaseError> {
             .and_then(|p| p.run(std::slice::from_ref(x)).map_err(|e| e.to_string()))
     };
     match (run(&Reference), run(&Native)) {
-        (Ok(a), Ok(b)) => prop_assert!(same_bits(&a, &b), "outputs differ\n{text}"),
+        (Ok(a), Ok(b)) => {
+            prop_assert!(same_bits(&a, &b), "outputs differ\n{text}");
+            for engine in [&Reference as &dyn Engine, &Native] {
+                let (unfused, _) = observed(engine, &module, x).map_err(TestCaseError::fail)?;
+                prop_assert!(
+                    same_bits(&a, &unfused),
+                    "{}: the fused run differs from the observed one\n{text}",
+                    engine.name()
+                );
+            }
+        }
         (Err(_), Err(_)) => {}
         (a, b) => {
             return Err(TestCaseError::fail(format!(

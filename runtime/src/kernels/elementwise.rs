@@ -4,33 +4,7 @@ use qcc_dialects::Tensor;
 use qcc_dialects::ops::attrs::ClipBounds;
 use rayon::prelude::*;
 
-/// A float activation applied element by element.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `max(v, 0)`.
-    Relu,
-    /// `min(max(v, lo), hi)`.
-    Clip(f32, f32),
-    /// `1 / (1 + e^-v)`.
-    Sigmoid,
-    /// `clamp(a * v + b, 0, 1)`.
-    HardSigmoid(f32, f32),
-    /// `v * clamp(v / 6 + 1/2, 0, 1)`.
-    HardSwish,
-}
-
-impl Activation {
-    /// The activation of one value.
-    pub fn apply(self, v: f32) -> f32 {
-        match self {
-            Activation::Relu => v.max(0.0),
-            Activation::Clip(lo, hi) => v.max(lo).min(hi),
-            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
-            Activation::HardSigmoid(a, b) => (a * v + b).clamp(0.0, 1.0),
-            Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
-        }
-    }
-}
+pub use crate::float::Activation;
 
 /// Elements per parallel task of the elementwise kernels.
 const GRAIN: usize = 1 << 16;
@@ -44,17 +18,7 @@ pub fn unary(x: &[f32], shape: &[usize], f: Activation) -> Tensor {
 
 /// Replaces every element by `f` of it.
 pub fn unary_in_place(x: &mut [f32], f: Activation) {
-    // One loop per activation, chosen once per chunk, so that each loop vectorizes.
-    fn each(chunk: &mut [f32], g: impl Fn(f32) -> f32) {
-        chunk.iter_mut().for_each(|v| *v = g(*v));
-    }
-    x.par_chunks_mut(GRAIN).for_each(|chunk| match f {
-        Activation::Relu => each(chunk, |v| Activation::Relu.apply(v)),
-        Activation::Clip(lo, hi) => each(chunk, |v| Activation::Clip(lo, hi).apply(v)),
-        Activation::Sigmoid => each(chunk, |v| Activation::Sigmoid.apply(v)),
-        Activation::HardSigmoid(a, b) => each(chunk, |v| Activation::HardSigmoid(a, b).apply(v)),
-        Activation::HardSwish => each(chunk, |v| Activation::HardSwish.apply(v)),
-    });
+    x.par_chunks_mut(GRAIN).for_each(|chunk| f.apply_to(chunk));
 }
 
 /// `nn.clip` with an upper bound per channel (axis 1 of `shape`).

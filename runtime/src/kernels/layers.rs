@@ -6,7 +6,7 @@ use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_strided};
-use crate::float::{DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
+use crate::float::{Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
 /// (the verifier has checked that the window fits).
@@ -157,9 +157,10 @@ fn block_rows(og: usize, kdim: usize, unrolled: bool, oh: usize, ow: usize) -> u
         .clamp(1, oh.max(1))
 }
 
-/// NCHW convolution with OIHW weights and an optional bias. A dense convolution runs as GEMMs
-/// over blocks of output rows: each block of the output is filled with the bias and the products
-/// are added onto it (an element's sum is the same whatever the blocks).
+/// NCHW convolution with OIHW weights and an optional bias, then the activation `then` if one is
+/// given (fused: applied to each block of the output while it is in cache). A dense convolution
+/// runs as GEMMs over blocks of output rows: each block of the output is filled with the bias
+/// and the products are added onto it (an element's sum is the same whatever the blocks).
 pub fn conv2d(
     x: &[f32],
     xs: &[usize],
@@ -167,6 +168,7 @@ pub fn conv2d(
     ws: &[usize],
     bias: Option<&[f32]>,
     g: &Conv2dAttrs,
+    then: Option<Activation>,
 ) -> Tensor {
     let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
     let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
@@ -196,6 +198,9 @@ pub fn conv2d(
                         dst,
                         ow,
                     );
+                    if let Some(f) = then {
+                        f.apply_to(dst);
+                    }
                 }
                 return;
             }
@@ -224,6 +229,11 @@ pub fn conv2d(
                         (&cols[..], width)
                     };
                     sgemm_strided([og, kdim, width], wg, b_mat, (&mut dst[first..], plane));
+                    if let Some(f) = then {
+                        for row in dst.chunks_mut(plane) {
+                            f.apply_to(&mut row[first..first + width]);
+                        }
+                    }
                 }
             }
         });

@@ -80,7 +80,7 @@ fn conv2d_matches_its_definition() {
         };
         let x = values(xs.iter().product(), 1);
         let w = values(ws.iter().product(), 2);
-        let got = conv2d(&x, &xs, &w, &ws, None, &g);
+        let got = conv2d(&x, &xs, &w, &ws, None, &g, None);
         let (oh, ow) = (got.shape[2], got.shape[3]);
         assert_eq!(
             got.as_f32().expect("f32"),
@@ -107,7 +107,7 @@ fn conv2d_over_several_row_blocks_matches_its_definition() {
         let x = values(xs.iter().product(), 3);
         let w = values(ws.iter().product(), 4);
         let bias = values(o, 5);
-        let got = conv2d(&x, &xs, &w, &ws, Some(&bias), &g);
+        let got = conv2d(&x, &xs, &w, &ws, Some(&bias), &g, None);
         let plane = 40 * 40;
         let want: Vec<f32> = conv_by_definition(&x, xs, &w, ws, &g, 40, 40)
             .iter()
