@@ -437,6 +437,10 @@ fn threads_choose_the_pool_and_change_no_result() {
         "1",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // `--top 0` prints no classes (and no empty entry per input).
+    let silent = qcc(&["run", &model, "--input", &calib, "--top", "0"]);
+    assert_eq!(silent.code, 0, "{}", silent.stderr);
+    assert_eq!(silent.stdout, "");
     let zero = qcc(&["--threads", "0", &model]);
     assert_eq!(zero.code, 1);
     assert!(zero.stderr.contains("--threads"), "{}", zero.stderr);

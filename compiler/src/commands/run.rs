@@ -40,7 +40,8 @@ pub struct RunArgs {
     #[arg(short = 'o', long = "output", value_name = "OUT.npy")]
     pub output: Option<PathBuf>,
 
-    /// Print the K most likely classes of every input (default 5 when no -o is given).
+    /// Print the K most likely classes of every input (default 5 when no -o is given; 0 prints
+    /// none).
     #[arg(long, value_name = "K")]
     pub top: Option<usize>,
 
@@ -238,7 +239,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
     let top = args
         .top
-        .or(if args.output.is_none() { Some(5) } else { None });
+        .or(if args.output.is_none() { Some(5) } else { None })
+        .filter(|k| *k > 0);
     if let Some(k) = top {
         print_top(
             out,
