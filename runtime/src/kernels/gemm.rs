@@ -1,5 +1,7 @@
 //! Single-precision matrix products through `matrixmultiply`.
 
+use std::mem::MaybeUninit;
+
 /// `c[m x n] (+)= a[m x k] * b[k x n]` for `[m, k, n]`; `b_transposed` reads `b` as stored `[n x k]`.
 pub fn sgemm(
     [m, k, n]: [usize; 3],
@@ -44,12 +46,16 @@ pub fn sgemm(
 }
 
 /// `c[m x n] += a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance
-/// between their rows (`(b, ldb)`, `(c, ldc)`), `a` row-major.
-pub fn sgemm_strided(
+/// between their rows (`(b, ldb)`, `(c, ldc)`), `a` row-major. Only the `m x n` block of `c` is
+/// read or written; the rest of the slice may be uninitialized.
+///
+/// # Safety
+/// Every element of the block (`n` values from each `ldc`-th of `c`, `m` rows) is initialized.
+pub unsafe fn sgemm_onto(
     [m, k, n]: [usize; 3],
     a: &[f32],
     (b, ldb): (&[f32], usize),
-    (c, ldc): (&mut [f32], usize),
+    (c, ldc): (&mut [MaybeUninit<f32>], usize),
 ) {
     let spans = |rows: usize, ld: usize| if rows == 0 { 0 } else { (rows - 1) * ld + n };
     assert!(
@@ -60,7 +66,7 @@ pub fn sgemm_strided(
         return;
     }
     // SAFETY: the asserts above keep every index the kernel reads or writes inside the slices,
-    // given the row strides passed here.
+    // given the row strides passed here; the caller has initialized the block it reads.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -74,7 +80,7 @@ pub fn sgemm_strided(
             ldb as isize,
             1,
             1.0,
-            c.as_mut_ptr(),
+            c.as_mut_ptr().cast::<f32>(),
             ldc as isize,
             1,
         );

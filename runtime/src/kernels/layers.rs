@@ -5,7 +5,9 @@ use qcc_dialects::Tensor;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, sgemm_strided};
+use std::mem::MaybeUninit;
+
+use super::gemm::{sgemm, sgemm_onto};
 use crate::float::{Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
@@ -175,18 +177,20 @@ pub fn conv2d(
     let og = o / g.groups;
     let (oh, ow) = conv_output(g, h, wd, kh, kw);
     let plane = oh * ow;
-    let mut out = vec![0f32; n * o * plane];
+    let len = n * o * plane;
+    // Every output is written (its bias) before anything reads it: no zeroing pass first.
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let depthwise = cg == 1 && og == 1;
     let bias_of = |oc: usize| bias.map_or(0.0, |bv| bv[oc]);
-    out.par_chunks_mut(o * plane)
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut((o * plane).max(1))
         .enumerate()
         .for_each(|(b, image)| {
             let xin = &x[b * c * h * wd..(b + 1) * c * h * wd];
             if depthwise {
                 for ch in 0..o {
                     let k = &w[ch * kh * kw..(ch + 1) * kh * kw];
-                    let dst = &mut image[ch * plane..(ch + 1) * plane];
-                    dst.fill(bias_of(ch));
+                    let dst = fill(&mut image[ch * plane..(ch + 1) * plane], bias_of(ch));
                     depthwise_plane(
                         &xin[ch * h * wd..(ch + 1) * h * wd],
                         h,
@@ -220,7 +224,7 @@ pub fn conv2d(
                     let y1 = (y0 + rows).min(oh);
                     let (first, width) = (y0 * ow, (y1 - y0) * ow);
                     for (oc, row) in dst.chunks_mut(plane).enumerate() {
-                        row[first..first + width].fill(bias_of(grp * og + oc));
+                        fill(&mut row[first..first + width], bias_of(grp * og + oc));
                     }
                     let b_mat = if pointwise {
                         (&xg[first..], plane)
@@ -228,16 +232,39 @@ pub fn conv2d(
                         im2col_rows(xg, cg, [h, wd], [kh, kw], g, y0..y1, ow, &mut cols);
                         (&cols[..], width)
                     };
-                    sgemm_strided([og, kdim, width], wg, b_mat, (&mut dst[first..], plane));
+                    // SAFETY: the block's rows (columns `first..first + width` of every
+                    // output row) were filled just above.
+                    unsafe { sgemm_onto([og, kdim, width], wg, b_mat, (&mut dst[first..], plane)) };
                     if let Some(f) = then {
                         for row in dst.chunks_mut(plane) {
-                            f.apply_to(&mut row[first..first + width]);
+                            // SAFETY: filled above, and the GEMM wrote only numbers.
+                            f.apply_to(unsafe { assume_init(&mut row[first..first + width]) });
                         }
                     }
                 }
             }
         });
+    // SAFETY: the images cover the first `len` values, and each wrote all of its own.
+    unsafe { out.set_len(len) };
     Tensor::from_f32(vec![n, o, oh, ow], out)
+}
+
+/// Writes `v` into every element of `dst` and returns it, now initialized.
+fn fill(dst: &mut [MaybeUninit<f32>], v: f32) -> &mut [f32] {
+    for d in dst.iter_mut() {
+        d.write(v);
+    }
+    // SAFETY: every element was just written.
+    unsafe { assume_init(dst) }
+}
+
+/// `values` seen as initialized.
+///
+/// # Safety
+/// Every element of `values` must have been written.
+unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller says every element is one.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// `x [N, K]` times `w [M, K]` transposed plus `bias`: every output is [`dot`] of its input row
