@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use qcc_dialects::{Module, OpKind, Tensor};
 use qcc_passes::parse_pipeline;
+use qcc_runtime::Prepared;
 
 use crate::commands::compile::{CompileArgs, load_with_reference, run_pipeline};
 use crate::data;
@@ -118,9 +119,20 @@ pub fn run_batches_profiled(
     inputs: &Tensor,
     batch: usize,
     progress: &mut Progress,
+    profile: Option<&mut Profile>,
+) -> Result<Tensor, String> {
+    let prepared = crate::engines::default_engine().prepare(module, "main")?;
+    run_prepared(prepared.as_ref(), inputs, batch, progress, profile)
+}
+
+/// [`run_batches_profiled`] on a function already prepared.
+fn run_prepared(
+    interp: &dyn Prepared,
+    inputs: &Tensor,
+    batch: usize,
+    progress: &mut Progress,
     mut profile: Option<&mut Profile>,
 ) -> Result<Tensor, String> {
-    let interp = crate::engines::default_engine().prepare(module, "main")?;
     let n = inputs.shape[0];
     if inputs.as_f32().is_none() {
         return Err("inputs must be f32".into());
@@ -131,7 +143,7 @@ pub fn run_batches_profiled(
         let end = (start + batch).min(n);
         let chunk = inputs.items(start..end);
         let results = match profile.as_deref_mut() {
-            Some(p) => p.run(interp.as_ref(), &chunk),
+            Some(p) => p.run(interp, &chunk),
             None => interp.run(&[chunk]),
         }
         .map_err(|e| e.to_string())?;
@@ -208,7 +220,19 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         run_pipeline(&mut module, p, &settings, reference, err)?;
     }
     let pre = preprocessing(&module, &args.preprocess)?;
-    let inputs = data::load(&args.input, &input_type(&module)?, &pre, None)?;
+    let ty = input_type(&module)?;
+    // Loading the inputs and preparing the model (generating its kernels) are independent and
+    // each mostly serial: one beside the other.
+    let (inputs, prepared) = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| data::load(&args.input, &ty, &pre, None));
+        let prepared = crate::engines::default_engine().prepare(&module, "main");
+        let inputs = loading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (inputs, prepared)
+    });
+    let inputs = inputs?;
+    let prepared = prepared?;
     let n = inputs.names.len();
     let mut progress = Progress::new(
         n * (1 + usize::from(args.compare)),
@@ -216,8 +240,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         args.batching.quiet,
     );
     let mut profile = args.profile.then(Profile::default);
-    let outputs = run_batches_profiled(
-        &module,
+    let outputs = run_prepared(
+        prepared.as_ref(),
         &inputs.tensor,
         args.batching.batch_size as usize,
         &mut progress,
