@@ -9,15 +9,20 @@ use qcc_dialects::{Tensor, TensorData};
 
 /// Reads a C-order `.npy` file of f32, u8, i8, i32 or i64.
 pub fn read_npy(path: &Path) -> Result<Tensor, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
-    read_npy_bytes(&bytes).map_err(|e| format!("'{}': {e}", path.display()))
+    // Streamed from the file: no copy of its bytes beside the array read from them.
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    read_npy_from(std::io::BufReader::new(file)).map_err(|e| format!("'{}': {e}", path.display()))
 }
 
 /// Reads `.npy` bytes.
 pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, String> {
-    let npy = npyz::NpyFile::new(Cursor::new(bytes))
-        .map_err(|e| format!("not a valid .npy file: {e}"))?;
+    read_npy_from(Cursor::new(bytes))
+}
+
+/// Reads a `.npy` array from `source`.
+fn read_npy_from(source: impl std::io::Read) -> Result<Tensor, String> {
+    let npy = npyz::NpyFile::new(source).map_err(|e| format!("not a valid .npy file: {e}"))?;
     if npy.order() != npyz::Order::C {
         return Err("the array is stored in Fortran order; save it in C order".into());
     }
