@@ -71,17 +71,18 @@ impl Geometry {
     /// Runs a kernel of this geometry over every output plane of `out`, planes over threads
     /// (`per_task` at a time): `run(i, staged, line, target, fresh)` stages plane `i`'s input
     /// into `staged` (`staged_len` values; `line` is scratch space) and runs the kernel into
-    /// `target`, which is the plane itself when its rows are a multiple of eight, else a padded
-    /// plane copied into it afterwards. Staged and padded buffers come from the thread's pool;
-    /// `fresh` says `staged` has not been staged into before in this call (later planes find
-    /// there what the previous plane's staging left).
+    /// `target`, which is the plane itself when the kernel writes planes as they are
+    /// (`writes_planes`) or its rows are a multiple of eight, else a padded plane copied into it
+    /// afterwards. Staged and padded buffers come from the thread's pool; `fresh` says `staged`
+    /// has not been staged into before in this call (later planes find there what the previous
+    /// plane's staging left).
     pub(crate) fn each_plane<S: Poolable + Send, O: Poolable + Send + Sync>(
         &self,
         out: &mut [O],
-        (staged_len, per_task): (usize, usize),
+        ((staged_len, per_task), writes_planes): ((usize, usize), bool),
         run: impl Fn(usize, &mut [S], &mut Vec<S>, *mut O, bool) + Sync,
     ) {
-        let in_place = self.writes_in_place();
+        let in_place = writes_planes || self.writes_in_place();
         out.par_chunks_mut((self.output[0] * self.output[1]).max(1))
             .enumerate()
             .with_min_len(per_task)

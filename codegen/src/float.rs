@@ -8,16 +8,18 @@
 //! other than -0.0 is never -0.0: a rounded sum is -0.0 only when both terms are. So a layer with
 //! a -0.0 bias, or a non-finite weight (whose product with zero is NaN), runs on the reference
 //! kernel. The staged rows are split into `stride` column phases (as the integer pairs form's),
-//! so every load is four consecutive values.
+//! so every load is four consecutive values. The kernel writes the output plane itself: a row's
+//! last one to seven outputs are stored lane by lane.
 
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
 use qcc_runtime::float::{Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
 
-use crate::depthwise::{Geometry, Rows};
+use crate::clif::Loop;
+use crate::depthwise::{Geometry, VECTOR};
 use crate::elementwise::Fallback;
 use crate::gemm::Form;
 use crate::jit;
@@ -48,7 +50,8 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
     let [kh, kw] = g.kernel;
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
-    let (rows, width, row) = (g.rows() as i64, g.phase_width() as i64, g.row() as i64);
+    let [oh, ow] = g.output;
+    let (rows, width) = (g.rows() as i64, g.phase_width() as i64);
     // Byte offset of each tap's values from the output row's first staged value.
     let offsets: Vec<i32> = (0..kh * kw)
         .map(|t| {
@@ -59,26 +62,73 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
         .collect();
     let bias = b.ins().load(types::F32, fixed, bias, 0);
     let bias = b.ins().splat(types::F32X4, bias);
-    let rows = Rows::open(b, g, (x, sy as i64 * width * 4), (out, row * 4));
-    let at = b.ins().ishl_imm_u(rows.ox, 2);
-    let src = b.ins().iadd(rows.input, at);
-    let mut accs = [bias, bias];
-    for (t, offset) in offsets.iter().enumerate() {
-        let w = b.ins().load(types::F32, fixed, weights, (4 * t) as i32);
-        let w = b.ins().splat(types::F32X4, w);
-        for (half, acc) in accs.iter_mut().enumerate() {
-            let v = b
-                .ins()
-                .load(types::F32X4, fixed, src, offset + 16 * half as i32);
-            let product = b.ins().fmul(w, v);
-            *acc = b.ins().fadd(*acc, product);
+    // The eight outputs from column `ox` of the row whose staged input starts at `row_in`.
+    let group = |b: &mut FunctionBuilder, row_in: Value, ox: Value| {
+        let at = b.ins().ishl_imm_u(ox, 2);
+        let src = b.ins().iadd(row_in, at);
+        let mut accs = [bias, bias];
+        for (t, offset) in offsets.iter().enumerate() {
+            let w = b.ins().load(types::F32, fixed, weights, (4 * t) as i32);
+            let w = b.ins().splat(types::F32X4, w);
+            for (half, acc) in accs.iter_mut().enumerate() {
+                let v = b
+                    .ins()
+                    .load(types::F32X4, fixed, src, offset + 16 * half as i32);
+                let product = b.ins().fmul(w, v);
+                *acc = b.ins().fadd(*acc, product);
+            }
         }
-    }
-    let dst = b.ins().iadd(rows.output, at);
+        (accs, at)
+    };
+    let ptr = jit::pointer();
+    let zero = b.ins().iconst(ptr, 0);
+    let last = b.ins().iconst(ptr, oh as i64);
+    let lines = Loop::new(b, zero, last);
+    let row_in = b.ins().imul_imm_s(lines.index, sy as i64 * width * 4);
+    let row_in = b.ins().iadd(x, row_in);
+    let row_out = b.ins().imul_imm_s(lines.index, ow as i64 * 4);
+    let row_out = b.ins().iadd(out, row_out);
+    // Whole groups of eight, then the row's last few outputs stored lane by lane, so that the
+    // kernel writes the output plane as it is (no padded rows to copy out).
+    let whole = ow / VECTOR * VECTOR;
+    let end = b.ins().iconst(ptr, whole as i64);
+    let first = b.ins().iconst(ptr, 0);
+    let columns = Loop::stepped(b, first, end, VECTOR as i64);
+    let (accs, at) = group(b, row_in, columns.index);
+    let dst = b.ins().iadd(row_out, at);
     b.ins().store(flags, accs[0], dst, 0);
     b.ins().store(flags, accs[1], dst, 16);
-    rows.close(b);
+    columns.close(b);
+    if whole < ow {
+        let ox = b.ins().iconst(ptr, whole as i64);
+        let (accs, at) = group(b, row_in, ox);
+        let dst = b.ins().iadd(row_out, at);
+        store_first(b, accs, ow - whole, dst);
+    }
+    lines.close(b);
     b.ins().return_(&[]);
+}
+
+/// Stores the first `count` (1 to 7) of the eight values in `accs` at `dst`.
+fn store_first(b: &mut FunctionBuilder, accs: [Value; 2], count: usize, dst: Value) {
+    let flags = MemFlagsData::new().with_notrap();
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let (mut vector, mut left, mut offset) = (accs[0], count, 0);
+    if left >= 4 {
+        b.ins().store(flags, accs[0], dst, 0);
+        (vector, left, offset) = (accs[1], left - 4, 16);
+    }
+    let mut lane = 0;
+    if left >= 2 {
+        let pairs = b.ins().bitcast(types::I64X2, little, vector);
+        let low = b.ins().extractlane(pairs, 0);
+        b.ins().store(flags, low, dst, offset);
+        (left, lane, offset) = (left - 2, 2, offset + 8);
+    }
+    if left == 1 {
+        let value = b.ins().extractlane(vector, lane);
+        b.ins().store(flags, value, dst, offset);
+    }
 }
 
 /// A generated float depthwise `nn.conv2d`.
@@ -145,7 +195,7 @@ impl FloatDepthwise {
         let (plane_in, plane_out, taps) = (h * wd, oh * ow, w.shape[2] * w.shape[3]);
         let mut out = vec![0f32; n * c * plane_out];
         let sizes = (g.staged_len(Form::Pairs), PLANES_PER_TASK);
-        g.each_plane(&mut out, sizes, |i, staged, line, target, fresh| {
+        g.each_plane(&mut out, (sizes, true), |i, staged, line, target, fresh| {
             let ch = i % c;
             let plane = &xv[i * plane_in..(i + 1) * plane_in];
             let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);
@@ -155,8 +205,8 @@ impl FloatDepthwise {
             // weights are the channel's taps.
             unsafe { f(staged.as_ptr(), wv[ch * taps..].as_ptr(), &b, target) };
             if let Some(f) = then {
-                // SAFETY: the target holds the channel's padded output plane, just written.
-                f.apply_to(unsafe { std::slice::from_raw_parts_mut(target, g.out_len()) });
+                // SAFETY: the target is the channel's output plane, just written.
+                f.apply_to(unsafe { std::slice::from_raw_parts_mut(target, plane_out) });
             }
         });
         Ok(Tensor::from_f32(vec![n, c, oh, ow], out))

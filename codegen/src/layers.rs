@@ -569,7 +569,7 @@ impl Channels<'_> {
         let plane_in = g.input[0] * g.input[1];
         let per = depthwise::words_per_channel(g, self.form);
         let sizes = (g.staged_len(self.form), CHANNELS_PER_TASK);
-        g.each_plane(out, sizes, |ch, staged, line, target, fresh| {
+        g.each_plane(out, (sizes, false), |ch, staged, line, target, fresh| {
             stage(
                 &image[ch * plane_in..(ch + 1) * plane_in],
                 staged,
