@@ -18,6 +18,8 @@
 use cranelift_codegen::ir::{Endianness, Immediate, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
+use std::mem::MaybeUninit;
+
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use rayon::prelude::*;
 
@@ -78,7 +80,7 @@ impl Geometry {
     /// plane's staging left).
     pub(crate) fn each_plane<S: Poolable + Send, O: Poolable + Send + Sync>(
         &self,
-        out: &mut [O],
+        out: &mut [MaybeUninit<O>],
         ((staged_len, per_task), writes_planes): ((usize, usize), bool),
         run: impl Fn(usize, &mut [S], &mut Vec<S>, *mut O, bool) + Sync,
     ) {
@@ -96,7 +98,7 @@ impl Geometry {
                 },
                 |(staged, padded, line, fresh), (i, dst)| {
                     let target = if in_place {
-                        dst.as_mut_ptr()
+                        dst.as_mut_ptr().cast::<O>()
                     } else {
                         padded.as_mut_ptr()
                     };
@@ -323,10 +325,12 @@ impl Geometry {
     }
 
     /// Copies the real columns of a padded output (`out_len` values) into `dst` (`OH x OW`).
-    pub fn compact<T: Copy>(&self, padded: &[T], dst: &mut [T]) {
+    pub fn compact<T: Copy>(&self, padded: &[T], dst: &mut [MaybeUninit<T>]) {
         let (row, ow) = (self.row(), self.output[1]);
         for (d, s) in dst.chunks_mut(ow).zip(padded.chunks(row)) {
-            d.copy_from_slice(&s[..ow]);
+            for (d, s) in d.iter_mut().zip(&s[..ow]) {
+                d.write(*s);
+            }
         }
     }
 }

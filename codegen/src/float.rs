@@ -193,9 +193,12 @@ impl FloatDepthwise {
         let f = kernel(&g)?;
         let [oh, ow] = g.output;
         let (plane_in, plane_out, taps) = (h * wd, oh * ow, w.shape[2] * w.shape[3]);
-        let mut out = vec![0f32; n * c * plane_out];
+        let len = n * c * plane_out;
+        // The kernel writes every output (whole planes): no zeroing pass first.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         let sizes = (g.staged_len(Form::Pairs), PLANES_PER_TASK);
-        g.each_plane(&mut out, (sizes, true), |i, staged, line, target, fresh| {
+        let planes = &mut out.spare_capacity_mut()[..len];
+        g.each_plane(planes, (sizes, true), |i, staged, line, target, fresh| {
             let ch = i % c;
             let plane = &xv[i * plane_in..(i + 1) * plane_in];
             let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);
@@ -209,6 +212,8 @@ impl FloatDepthwise {
                 f.apply_to(unsafe { std::slice::from_raw_parts_mut(target, plane_out) });
             }
         });
+        // SAFETY: every plane of the first `len` values was written by its kernel call.
+        unsafe { out.set_len(len) };
         Ok(Tensor::from_f32(vec![n, c, oh, ow], out))
     }
 }

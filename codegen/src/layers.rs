@@ -569,6 +569,8 @@ impl Channels<'_> {
         let plane_in = g.input[0] * g.input[1];
         let per = depthwise::words_per_channel(g, self.form);
         let sizes = (g.staged_len(self.form), CHANNELS_PER_TASK);
+        // SAFETY: `each_plane` writes only initialized values into it.
+        let out = unsafe { &mut *(out as *mut [O] as *mut [std::mem::MaybeUninit<O>]) };
         g.each_plane(out, (sizes, false), |ch, staged, line, target, fresh| {
             stage(
                 &image[ch * plane_in..(ch + 1) * plane_in],
