@@ -7,10 +7,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::Context;
-use cranelift_codegen::ir::{AbiParam, Signature, Type, Value};
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{AbiParam, Function, Signature, Type, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleError};
+use cranelift_module::{
+    DataDescription, DataId, FuncId, Linkage, Module, ModuleError, ModuleReloc,
+};
+use rayon::prelude::*;
 
 /// Where generated kernels are written as text, besides being compiled.
 #[derive(Clone, Debug, Default)]
@@ -72,6 +77,48 @@ pub trait Sink {
     fn frontend(&self) -> TargetFrontendConfig;
 }
 
+/// A definition deferred to [`Emitter::flush`]: a function built and declared (to compile),
+/// or machine code or data to define after the functions built before it, so that the module
+/// lays everything out in the order it was written.
+enum Pending {
+    Function {
+        id: FuncId,
+        name: String,
+        func: Box<Function>,
+    },
+    Bytes {
+        id: FuncId,
+        name: String,
+        bytes: Vec<u8>,
+    },
+    Data {
+        id: DataId,
+        name: String,
+        desc: DataDescription,
+    },
+}
+
+/// Functions built before [`Emitter::flush`] compiles them (so that the functions waiting, and
+/// the data defined among them, hold little memory; enough to keep every thread busy).
+const DEFERRED_AT_MOST: usize = 16;
+
+/// A deferred definition, compiled.
+enum Ready {
+    Function(Compiled),
+    Bytes(FuncId, String, Vec<u8>),
+    Data(DataId, String, DataDescription),
+}
+
+/// A deferred function's machine code, ready to define in the module.
+struct Compiled {
+    id: FuncId,
+    name: String,
+    alignment: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<ModuleReloc>,
+    vcode: Option<String>,
+}
+
 /// A [`Sink`] over one module.
 pub struct Emitter<M: Module> {
     /// The module everything is defined in.
@@ -89,6 +136,8 @@ pub struct Emitter<M: Module> {
     pub compiled: usize,
     /// Time spent compiling them.
     pub compiling: Duration,
+    /// Functions built but not compiled yet, when compilation is deferred ([`Emitter::defer`]).
+    deferred: Option<Vec<Pending>>,
 }
 
 impl<M: Module> Emitter<M> {
@@ -104,7 +153,61 @@ impl<M: Module> Emitter<M> {
             dumps,
             compiled: 0,
             compiling: Duration::ZERO,
+            deferred: None,
         }
+    }
+
+    /// From now on, functions are built and declared at once but compiled together, over the
+    /// thread pool, by [`Emitter::flush`] (a whole program's functions are independent).
+    pub fn defer(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Compiles every deferred function, in parallel, and defines them in the module in the
+    /// order they were built (the same bytes and layout as one at a time). A verifier or
+    /// code-generation error names the function.
+    pub fn flush(&mut self) -> Result<(), String> {
+        let Some(pending) = self.deferred.as_mut().map(std::mem::take) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let isa = self.module.isa();
+        let disasm = self.dumps.asm.is_some();
+        let ready: Vec<Result<Ready, String>> = pending
+            .into_par_iter()
+            .map(|p| match p {
+                Pending::Function { id, name, func } => {
+                    compile(isa, disasm, id, name, func).map(Ready::Function)
+                }
+                Pending::Bytes { id, name, bytes } => Ok(Ready::Bytes(id, name, bytes)),
+                Pending::Data { id, name, desc } => Ok(Ready::Data(id, name, desc)),
+            })
+            .collect();
+        for r in ready {
+            match r? {
+                Ready::Function(c) => {
+                    self.module
+                        .define_function_bytes(c.id, c.alignment, &c.bytes, &c.relocs)
+                        .map_err(|e| format!("kernel {}: defining it: {e}", c.name))?;
+                    if let Some(dir) = &self.dumps.asm {
+                        let text = c.vcode.unwrap_or_default();
+                        Self::write_dump(dir, format!("{}.s", c.name), text)
+                            .map_err(|e| format!("kernel {}: dumping: {e}", c.name))?;
+                    }
+                    self.compiled += 1;
+                }
+                Ready::Bytes(id, name, bytes) => self
+                    .module
+                    .define_function_bytes(id, 16, &bytes, &[])
+                    .map_err(|e| format!("function {name}: {e}"))?,
+                Ready::Data(id, name, desc) => self
+                    .module
+                    .define_data(id, &desc)
+                    .map_err(|e| format!("data {name}: {e}"))?,
+            }
+        }
+        self.compiling += started.elapsed();
+        Ok(())
     }
 
     /// The module, everything defined.
@@ -171,6 +274,25 @@ impl<M: Module> Sink for Emitter<M> {
             )
             .map_err(|e| fail("dumping", e))?;
         }
+        if let Some(deferred) = &mut self.deferred {
+            let func = Box::new(std::mem::replace(&mut self.ctx.func, Function::new()));
+            deferred.push(Pending::Function {
+                id,
+                name: name.to_string(),
+                func,
+            });
+            self.module.clear_context(&mut self.ctx);
+            self.functions.insert(name.to_string(), id);
+            self.compiling += started.elapsed();
+            let waiting = deferred
+                .iter()
+                .filter(|p| matches!(p, Pending::Function { .. }))
+                .count();
+            if waiting >= DEFERRED_AT_MOST {
+                self.flush()?;
+            }
+            return Ok(id);
+        }
         self.ctx.set_disasm(self.dumps.asm.is_some());
         if let Err(e) = self.module.define_function(id, &mut self.ctx) {
             let message = match e {
@@ -204,9 +326,17 @@ impl<M: Module> Sink for Emitter<M> {
             .module
             .declare_function(&symbol, Linkage::Local, &sig)
             .map_err(fail)?;
-        self.module
-            .define_function_bytes(id, 16, bytes, &[])
-            .map_err(fail)?;
+        match &mut self.deferred {
+            Some(deferred) => deferred.push(Pending::Bytes {
+                id,
+                name: name.to_string(),
+                bytes: bytes.to_vec(),
+            }),
+            None => self
+                .module
+                .define_function_bytes(id, 16, bytes, &[])
+                .map_err(fail)?,
+        }
         self.functions.insert(name.to_string(), id);
         Ok(id)
     }
@@ -223,9 +353,17 @@ impl<M: Module> Sink for Emitter<M> {
         let mut desc = DataDescription::new();
         desc.define(bytes.to_vec().into_boxed_slice());
         desc.set_align(align);
-        self.module
-            .define_data(id, &desc)
-            .map_err(|e| format!("data {name}: {e}"))?;
+        match &mut self.deferred {
+            Some(deferred) => deferred.push(Pending::Data {
+                id,
+                name: name.to_string(),
+                desc,
+            }),
+            None => self
+                .module
+                .define_data(id, &desc)
+                .map_err(|e| format!("data {name}: {e}"))?,
+        }
         self.data.insert(name.to_string(), id);
         Ok(id)
     }
@@ -241,4 +379,37 @@ impl<M: Module> Sink for Emitter<M> {
     fn x86(&self) -> bool {
         self.module.isa().name() == "x64"
     }
+}
+
+/// Compiles the deferred function `func` (declared as `id`, named `name`) for `isa`.
+fn compile(
+    isa: &dyn TargetIsa,
+    disasm: bool,
+    id: FuncId,
+    name: String,
+    func: Box<Function>,
+) -> Result<Compiled, String> {
+    let mut ctx = Context::for_function(*func);
+    ctx.set_disasm(disasm);
+    if let Err(e) = ctx.compile(isa, &mut ControlPlane::default()) {
+        let message = cranelift_codegen::print_errors::pretty_error(e.func, e.inner);
+        return Err(format!("kernel {name}: Cranelift rejected it: {message}"));
+    }
+    let code = ctx
+        .compiled_code()
+        .ok_or_else(|| format!("kernel {name}: no code after compiling"))?;
+    let relocs = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+        .collect();
+    Ok(Compiled {
+        id,
+        alignment: u64::from(code.buffer.alignment),
+        bytes: code.code_buffer().to_vec(),
+        relocs,
+        vcode: code.vcode.clone(),
+        name,
+    })
 }

@@ -172,7 +172,9 @@ pub fn build(
         Target::Aarch64 => None,
         _ => Some(CpuCheck::x86(&isa.features)?),
     };
+    emitter.defer();
     let lowered = program::lower(&mut emitter, module, function, isa.vnni, check.as_ref())?;
+    emitter.flush()?;
     let functions = emitter.compiled;
     let product = emitter.module.finish();
     let bytes = product
@@ -386,8 +388,10 @@ pub fn load_checking(
     let check = CpuCheck::x86(features.unwrap_or(&isa.features))?;
     let jit = JITModule::new(JITBuilder::with_isa(isa.isa, default_libcall_names()));
     let mut emitter = Emitter::new(jit, "model_", Dumps::default());
-    let lowered =
-        program::lower(&mut emitter, module, function, vnni, Some(&check)).and_then(|lowered| {
+    emitter.defer();
+    let lowered = program::lower(&mut emitter, module, function, vnni, Some(&check))
+        .and_then(|lowered| emitter.flush().map(|()| lowered))
+        .and_then(|lowered| {
             emitter
                 .module
                 .finalize_definitions()
