@@ -314,6 +314,27 @@ fn linked(pipeline: &str, what: &str, in_one_command: bool, targets: &[&str]) {
             "{what}, {target}: the linked object's outputs differ from qcc run's"
         );
     }
+    if !in_one_command {
+        // The functions compile over the thread pool; the object's bytes must not depend on it.
+        let object = |threads: &str, file: &str| {
+            let out = qcc_tests::qcc(&[
+                "build",
+                &at("m.ir"),
+                "-o",
+                &at(file),
+                "--name",
+                "model",
+                "--threads",
+                threads,
+            ]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            std::fs::read(dir.join(file)).expect("the object is written")
+        };
+        assert!(
+            object("1", "one.o") == object("2", "two.o"),
+            "{what}: the object differs between one and two threads"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
