@@ -23,26 +23,52 @@ pub fn sgemm(
     } else {
         (n as isize, 1)
     };
+    let beta = if accumulate { 1.0 } else { 0.0 };
     // SAFETY: the asserts above keep every index the kernel reads or writes inside the slices,
     // given the row/column strides passed here.
+    unsafe {
+        gemm(
+            [m, k, n],
+            (a.as_ptr(), k),
+            (b.as_ptr(), rsb, csb),
+            beta,
+            (c.as_mut_ptr(), n),
+        )
+    };
+}
+
+/// `c = beta * c + a * b` for `[m, k, n]`: `a` with rows `lda` apart, `b` with its row and
+/// column strides, `c` with rows `ldc` apart.
+///
+/// # Safety
+/// Every element the dimensions and strides reach is inside its operand, and `c`'s are
+/// initialized unless `beta` is zero.
+unsafe fn gemm(
+    [m, k, n]: [usize; 3],
+    (a, lda): (*const f32, usize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    beta: f32,
+    (c, ldc): (*mut f32, usize),
+) {
+    // SAFETY: as the caller promises.
     unsafe {
         matrixmultiply::sgemm(
             m,
             k,
             n,
             1.0,
-            a.as_ptr(),
-            k as isize,
+            a,
+            lda as isize,
             1,
-            b.as_ptr(),
+            b,
             rsb,
             csb,
-            if accumulate { 1.0 } else { 0.0 },
-            c.as_mut_ptr(),
-            n as isize,
+            beta,
+            c,
+            ldc as isize,
             1,
-        );
-    }
+        )
+    };
 }
 
 /// `c[m x n] += a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance
@@ -68,23 +94,14 @@ pub unsafe fn sgemm_onto(
     // SAFETY: the asserts above keep every index the kernel reads or writes inside the slices,
     // given the row strides passed here; the caller has initialized the block it reads.
     unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
+        gemm(
+            [m, k, n],
+            (a.as_ptr(), k),
+            (b.as_ptr(), ldb as isize, 1),
             1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            ldb as isize,
-            1,
-            1.0,
-            c.as_mut_ptr().cast::<f32>(),
-            ldc as isize,
-            1,
-        );
-    }
+            (c.as_mut_ptr().cast::<f32>(), ldc),
+        )
+    };
 }
 
 /// `c[m x n] = a[m x k] * b[k x n]` exactly, for integer-valued `a` and `b` with `|a| <= max_a` and
@@ -111,23 +128,14 @@ pub fn exact_int_gemm(
         // SAFETY: rows of `a` are read at stride k from column k0 for kc columns, rows k0..k0+kc
         // of `b`, and m x n of `scratch`; the asserts and resize above keep these in bounds.
         unsafe {
-            matrixmultiply::sgemm(
-                m,
-                kc,
-                n,
-                1.0,
-                a.as_ptr().add(k0),
-                k as isize,
-                1,
-                b.as_ptr().add(k0 * n),
-                n as isize,
-                1,
+            gemm(
+                [m, kc, n],
+                (a.as_ptr().add(k0), k),
+                (b.as_ptr().add(k0 * n), n as isize, 1),
                 0.0,
-                scratch.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
+                (scratch.as_mut_ptr(), n),
+            )
+        };
         for (d, s) in c.iter_mut().zip(scratch.iter()) {
             *d += *s as i32;
         }
