@@ -112,20 +112,7 @@ fn eval_prepared(
         OpKind::Const => {
             return Err("constants are prepared with the function, not run".into());
         }
-        OpKind::Conv2d => {
-            let (xv, xs) = input()?;
-            let w = inputs[1];
-            let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
-            conv2d(
-                xv,
-                xs,
-                f32s(w)?,
-                &w.shape,
-                bias,
-                &Conv2dAttrs::of(op)?,
-                None,
-            )
-        }
+        OpKind::Conv2d => float_conv(op, inputs, None)?,
         OpKind::Dense => {
             let (xv, xs) = input()?;
             let w = inputs[1];
@@ -279,6 +266,29 @@ fn check_shapes(op: &Operation, inputs: &[&Tensor], types: &[&TensorType]) -> Re
             inputs.iter().map(|t| &t.shape).collect::<Vec<_>>()
         )
     })
+}
+
+/// The reference float `nn.conv2d` `op` of `inputs` (input, weight, optional bias), then `then`.
+fn float_conv(
+    op: &Operation,
+    inputs: &[&Tensor],
+    then: Option<Activation>,
+) -> Result<Tensor, String> {
+    let (x, w) = match inputs {
+        [x, w, ..] => (*x, *w),
+        _ => return Err("missing operand".into()),
+    };
+    let bias = inputs.get(2).map(|b| f32s(b)).transpose()?;
+    let attrs = Conv2dAttrs::of(op)?;
+    Ok(conv2d(
+        f32s(x)?,
+        &x.shape,
+        f32s(w)?,
+        &w.shape,
+        bias,
+        &attrs,
+        then,
+    ))
 }
 
 /// The float convolutions of `func` whose output only a float activation reads (and the function
@@ -555,21 +565,10 @@ impl<'m> Interpreter<'m> {
     ) -> Result<Tensor, String> {
         let (op, types) = (self.func.op(node), self.operand_types(node));
         check_shapes(op, args, &types)?;
-        if let Some(kernel) = self.kernels.get(&node) {
-            return kernel.run_then(args, then);
+        match self.kernels.get(&node) {
+            Some(kernel) => kernel.run_then(args, then),
+            None => float_conv(op, args, Some(then)),
         }
-        let (x, w) = (args[0], args[1]);
-        let bias = args.get(2).map(|b| f32s(b)).transpose()?;
-        let attrs = Conv2dAttrs::of(op)?;
-        Ok(conv2d(
-            f32s(x)?,
-            &x.shape,
-            f32s(w)?,
-            &w.shape,
-            bias,
-            &attrs,
-            Some(then),
-        ))
     }
 
     /// Op `node` on `args`, checked, with its generated kernel or else its reference one.
