@@ -457,21 +457,20 @@ fn tiles(f: GemmFn, a: &PackedA, b: &PackedB, p: usize, out: *mut u8, ld: usize,
     });
 }
 
-/// `C = A * B` for packed `a` and packed `b` (of `p` columns): C as `[a.m][p]` i32 (for
-/// [`Form::Quads`], the sums of `u * w`, before the zero-point correction).
-pub fn multiply(a: &PackedA, b: &PackedB, p: usize) -> Result<Vec<i32>, String> {
+/// `C = A * B` for packed `a` and packed `b` (of `p` columns): C's rows `ld` values apart, with
+/// `ld` (row `r`'s `p` values start at `r * ld`; for [`Form::Quads`], the sums of `u * w`, before
+/// the zero-point correction). The rows are the kernel's own padded tiles, not copied out.
+pub fn multiply(a: &PackedA, b: &PackedB, p: usize) -> Result<(Pooled<i32>, usize), String> {
     if a.k == 0 || p == 0 || a.m == 0 {
-        return Ok(vec![0; a.m * p]);
+        let mut c = Pooled::<i32>::dirty(a.m * p);
+        c.fill(0);
+        return Ok((c, p));
     }
     let ld = p.div_ceil(NR) * NR;
     let f = kernel(a.k, a.form, Epilogue::Accumulators)?;
     let mut c = Pooled::<i32>::dirty(a.panels() * MR * ld);
     tiles(f, a, b, p, c.as_mut_ptr() as *mut u8, ld, &[]);
-    let mut out = vec![0i32; a.m * p];
-    for (dst, src) in out.chunks_mut(p).zip(c.chunks(ld)) {
-        dst.copy_from_slice(&src[..p]);
-    }
-    Ok(out)
+    Ok((c, ld))
 }
 
 /// The output levels of `A * B` requantized by one record per row of A (see

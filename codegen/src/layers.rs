@@ -632,8 +632,8 @@ fn gemm_image(
         let span = grp * a.m * plane..(grp + 1) * a.m * plane;
         match &mut sink {
             Sink::Accumulators(out) => {
-                let c = gemm::multiply(a, &packed, plane)?;
-                correct(&c, a, zu, plane, &mut out[span]);
+                let (c, ld) = gemm::multiply(a, &packed, plane)?;
+                correct((&c, ld), a, zu, plane, &mut out[span]);
             }
             Sink::Levels(out, records, levels) => {
                 let records = group_records(records, RECORD_WORDS * grp * a.m, a, zu);
@@ -644,11 +644,12 @@ fn gemm_image(
     Ok(())
 }
 
-/// Accumulators `c` (`[a.m][plane]`) with the shifted zero point's share `zu * sum_k w` removed.
-fn correct(c: &[i32], a: &PackedA, zu: i64, plane: usize, out: &mut [i32]) {
+/// Accumulators `c` (`a.m` rows of `plane` values, `ld` apart) with the shifted zero point's share
+/// `zu * sum_k w` removed, into `out` (`[a.m][plane]`).
+fn correct((c, ld): (&[i32], usize), a: &PackedA, zu: i64, plane: usize, out: &mut [i32]) {
     for ((dst, src), sum) in out
         .chunks_mut(plane.max(1))
-        .zip(c.chunks(plane.max(1)))
+        .zip(c.chunks(ld.max(1)))
         .zip(&a.row_sums)
     {
         let delta = (zu * sum) as i32;
@@ -839,7 +840,8 @@ impl QuantDense {
             ),
         };
         let mut c = vec![0i32; m * n];
-        correct(&gemm::multiply(a, &packed, n)?, a, zu, n, &mut c);
+        let (product, ld) = gemm::multiply(a, &packed, n)?;
+        correct((&product, ld), a, zu, n, &mut c);
         let mut acc = vec![0i32; n * m];
         for (o, row) in c.chunks(n.max(1)).enumerate().take(m) {
             for (i, v) in row.iter().enumerate() {
