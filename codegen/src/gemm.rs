@@ -14,6 +14,8 @@
 //!
 //! Both are zero-padded to whole panels; zero weights add nothing to the sums.
 
+use std::mem::MaybeUninit;
+
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
@@ -474,14 +476,14 @@ pub fn multiply(a: &PackedA, b: &PackedB, p: usize) -> Result<(Pooled<i32>, usiz
 }
 
 /// The output levels of `A * B` requantized by one record per row of A (see
-/// [`crate::clif::record`]), written to `out` as `[a.m][p]` bytes.
+/// [`crate::clif::record`]), written to `out` as `[a.m][p]` bytes (every one of them, on success).
 pub fn multiply_requantized(
     a: &PackedA,
     b: &PackedB,
     p: usize,
     records: &[i32],
     levels: Levels,
-    out: &mut [u8],
+    out: &mut [MaybeUninit<u8>],
 ) -> Result<(), String> {
     let ld = p.div_ceil(NR) * NR;
     let rows = a.panels() * MR;
@@ -494,13 +496,15 @@ pub fn multiply_requantized(
     let f = kernel(a.k, a.form, Epilogue::Requantize(levels))?;
     if ld == p && rows == a.m {
         // Whole tiles cover the output exactly: the kernel writes it in place.
-        tiles(f, a, b, p, out.as_mut_ptr(), ld, records);
+        tiles(f, a, b, p, out.as_mut_ptr().cast::<u8>(), ld, records);
         return Ok(());
     }
     let mut padded = Pooled::<u8>::dirty(rows * ld);
     tiles(f, a, b, p, padded.as_mut_ptr(), ld, records);
     for (dst, src) in out.chunks_mut(p.max(1)).zip(padded.chunks(ld.max(1))) {
-        dst.copy_from_slice(&src[..p]);
+        for (d, s) in dst.iter_mut().zip(&src[..p]) {
+            d.write(*s);
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! bit for bit.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Tensor, TensorData, TensorType};
@@ -362,8 +363,8 @@ enum Output {
 
 /// Where one image's results go, and how they are finished.
 enum Sink<'a> {
-    Accumulators(&'a mut [i32]),
-    Levels(&'a mut [u8], &'a [i32], Levels),
+    Accumulators(&'a mut [MaybeUninit<i32>]),
+    Levels(&'a mut [MaybeUninit<u8>], &'a [i32], Levels),
 }
 
 impl QuantConv {
@@ -477,21 +478,29 @@ impl QuantConv {
             }
         };
         let shape = vec![n, o, oh, ow];
+        // Every image's run writes all of its outputs (or fails): no zeroing pass first.
+        let len = n * o * plane;
         let output = match fused {
             Some((records, levels)) => {
-                let mut out = vec![0u8; n * o * plane];
-                out.par_chunks_mut((o * plane).max(1))
+                let mut out: Vec<u8> = Vec::with_capacity(len);
+                out.spare_capacity_mut()[..len]
+                    .par_chunks_mut((o * plane).max(1))
                     .enumerate()
                     .map(|(i, out)| run(i, Sink::Levels(out, &records, levels)))
                     .collect::<Result<(), String>>()?;
+                // SAFETY: every image's run succeeded, so each wrote all of its outputs.
+                unsafe { out.set_len(len) };
                 Output::Levels(out, levels)
             }
             None => {
-                let mut acc = vec![0i32; n * o * plane];
-                acc.par_chunks_mut((o * plane).max(1))
+                let mut acc: Vec<i32> = Vec::with_capacity(len);
+                acc.spare_capacity_mut()[..len]
+                    .par_chunks_mut((o * plane).max(1))
                     .enumerate()
                     .map(|(i, acc)| run(i, Sink::Accumulators(acc)))
                     .collect::<Result<(), String>>()?;
+                // SAFETY: as above.
+                unsafe { acc.set_len(len) };
                 Output::Accumulators(acc)
             }
         };
@@ -538,7 +547,7 @@ impl Channels<'_> {
     fn all<T: depthwise::Byte, O: Poolable + Send + Sync>(
         &self,
         image: &[T],
-        out: &mut [O],
+        out: &mut [MaybeUninit<O>],
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
     ) {
@@ -560,7 +569,7 @@ impl Channels<'_> {
     fn each<T: depthwise::Byte, S: Poolable + Send, O: Poolable + Send + Sync>(
         &self,
         image: &[T],
-        out: &mut [O],
+        out: &mut [MaybeUninit<O>],
         f: depthwise::DepthwiseFn,
         record: impl Fn(usize) -> *const i32 + Sync,
         stage: impl Fn(&[T], &mut [S], &mut Vec<S>, bool) + Sync,
@@ -569,8 +578,6 @@ impl Channels<'_> {
         let plane_in = g.input[0] * g.input[1];
         let per = depthwise::words_per_channel(g, self.form);
         let sizes = (g.staged_len(self.form), CHANNELS_PER_TASK);
-        // SAFETY: `each_plane` writes only initialized values into it.
-        let out = unsafe { &mut *(out as *mut [O] as *mut [std::mem::MaybeUninit<O>]) };
         g.each_plane(out, (sizes, false), |ch, staged, line, target, fresh| {
             stage(
                 &image[ch * plane_in..(ch + 1) * plane_in],
@@ -646,7 +653,13 @@ fn gemm_image(
 
 /// Accumulators `c` (`a.m` rows of `plane` values, `ld` apart) with the shifted zero point's share
 /// `zu * sum_k w` removed, into `out` (`[a.m][plane]`).
-fn correct((c, ld): (&[i32], usize), a: &PackedA, zu: i64, plane: usize, out: &mut [i32]) {
+fn correct(
+    (c, ld): (&[i32], usize),
+    a: &PackedA,
+    zu: i64,
+    plane: usize,
+    out: &mut [MaybeUninit<i32>],
+) {
     for ((dst, src), sum) in out
         .chunks_mut(plane.max(1))
         .zip(c.chunks(ld.max(1)))
@@ -654,7 +667,7 @@ fn correct((c, ld): (&[i32], usize), a: &PackedA, zu: i64, plane: usize, out: &m
     {
         let delta = (zu * sum) as i32;
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.wrapping_sub(delta);
+            d.write(s.wrapping_sub(delta));
         }
     }
 }
@@ -839,9 +852,17 @@ impl QuantDense {
                 i64::from(z),
             ),
         };
-        let mut c = vec![0i32; m * n];
+        let mut c: Vec<i32> = Vec::with_capacity(m * n);
         let (product, ld) = gemm::multiply(a, &packed, n)?;
-        correct((&product, ld), a, zu, n, &mut c);
+        correct(
+            (&product, ld),
+            a,
+            zu,
+            n,
+            &mut c.spare_capacity_mut()[..m * n],
+        );
+        // SAFETY: `correct` wrote every one of the `m` rows of `n`.
+        unsafe { c.set_len(m * n) };
         let mut acc = vec![0i32; n * m];
         for (o, row) in c.chunks(n.max(1)).enumerate().take(m) {
             for (i, v) in row.iter().enumerate() {
