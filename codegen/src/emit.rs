@@ -77,9 +77,9 @@ pub trait Sink {
     fn frontend(&self) -> TargetFrontendConfig;
 }
 
-/// A definition deferred to [`Emitter::flush`]: a function built and declared (to compile),
-/// or machine code or data to define after the functions built before it, so that the module
-/// lays everything out in the order it was written.
+/// A definition waiting for [`Emitter::flush`]: a function built and declared (to compile), or
+/// machine code or data to define after the functions built before it, so that the module lays
+/// everything out in the order it was written.
 enum Pending {
     Function {
         id: FuncId,
@@ -98,7 +98,7 @@ enum Pending {
     },
 }
 
-/// Functions built before [`Emitter::flush`] compiles them (so that the functions waiting, and
+/// Functions built before a deferring emitter compiles them (so that the functions waiting, and
 /// the data defined among them, hold little memory; enough to keep every thread busy).
 const DEFERRED_AT_MOST: usize = 16;
 
@@ -123,7 +123,6 @@ struct Compiled {
 pub struct Emitter<M: Module> {
     /// The module everything is defined in.
     pub module: M,
-    ctx: Context,
     builder: FunctionBuilderContext,
     functions: HashMap<String, FuncId>,
     data: HashMap<String, DataId>,
@@ -136,15 +135,16 @@ pub struct Emitter<M: Module> {
     pub compiled: usize,
     /// Time spent compiling them.
     pub compiling: Duration,
-    /// Functions built but not compiled yet, when compilation is deferred ([`Emitter::defer`]).
-    deferred: Option<Vec<Pending>>,
+    /// Definitions not made yet: at most the one just written, unless deferring.
+    pending: Vec<Pending>,
+    /// Whether functions wait to be compiled together ([`Emitter::defer`]).
+    deferring: bool,
 }
 
 impl<M: Module> Emitter<M> {
     /// An emitter into `module`, symbols named `prefix` + name, dumping as `dumps` asks.
     pub fn new(module: M, prefix: &str, dumps: Dumps) -> Emitter<M> {
         Emitter {
-            ctx: module.make_context(),
             module,
             builder: FunctionBuilderContext::new(),
             functions: HashMap::new(),
@@ -153,23 +153,27 @@ impl<M: Module> Emitter<M> {
             dumps,
             compiled: 0,
             compiling: Duration::ZERO,
-            deferred: None,
+            pending: Vec::new(),
+            deferring: false,
         }
     }
 
     /// From now on, functions are built and declared at once but compiled together, over the
-    /// thread pool, by [`Emitter::flush`] (a whole program's functions are independent).
+    /// thread pool, a few at a time and by [`Emitter::flush`] (a whole program's functions are
+    /// independent).
     pub fn defer(&mut self) {
-        self.deferred.get_or_insert_with(Vec::new);
+        self.deferring = true;
     }
 
-    /// Compiles every deferred function, in parallel, and defines them in the module in the
-    /// order they were built (the same bytes and layout as one at a time). A verifier or
-    /// code-generation error names the function.
+    /// Compiles every function waiting, in parallel, and defines them in the module in the
+    /// order they were built, with the machine code and data written among them (the same
+    /// bytes and layout as one at a time). A verifier or code-generation error names the
+    /// function.
     pub fn flush(&mut self) -> Result<(), String> {
-        let Some(pending) = self.deferred.as_mut().map(std::mem::take) else {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
             return Ok(());
-        };
+        }
         let started = Instant::now();
         let isa = self.module.isa();
         let disasm = self.dumps.asm.is_some();
@@ -207,6 +211,21 @@ impl<M: Module> Emitter<M> {
             }
         }
         self.compiling += started.elapsed();
+        Ok(())
+    }
+
+    /// Queues `p` and, unless deferring or while few functions wait, defines it (and whatever
+    /// waits before it).
+    fn queue(&mut self, p: Pending) -> Result<(), String> {
+        self.pending.push(p);
+        let waiting = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Function { .. }))
+            .count();
+        if !self.deferring || waiting >= DEFERRED_AT_MOST {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -248,10 +267,10 @@ impl<M: Module> Sink for Emitter<M> {
             .module
             .declare_function(&symbol, linkage, &sig)
             .map_err(|e| fail("declaring it", e.to_string()))?;
-        self.ctx.func.signature = sig;
+        let mut func = Function::with_name_signature(Default::default(), sig);
         let frontend = self.module.target_config();
         let built = {
-            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder);
+            let mut b = FunctionBuilder::new(&mut func, &mut self.builder);
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
@@ -262,56 +281,18 @@ impl<M: Module> Sink for Emitter<M> {
             b.finalize(frontend);
             built
         };
-        if let Err(e) = built {
-            self.module.clear_context(&mut self.ctx);
-            return Err(e);
-        }
+        built?;
         if let Some(dir) = &self.dumps.clif {
-            Self::write_dump(
-                dir,
-                format!("{name}.clif"),
-                self.ctx.func.display().to_string(),
-            )
-            .map_err(|e| fail("dumping", e))?;
+            Self::write_dump(dir, format!("{name}.clif"), func.display().to_string())
+                .map_err(|e| fail("dumping", e))?;
         }
-        if let Some(deferred) = &mut self.deferred {
-            let func = Box::new(std::mem::replace(&mut self.ctx.func, Function::new()));
-            deferred.push(Pending::Function {
-                id,
-                name: name.to_string(),
-                func,
-            });
-            self.module.clear_context(&mut self.ctx);
-            self.functions.insert(name.to_string(), id);
-            self.compiling += started.elapsed();
-            let waiting = deferred
-                .iter()
-                .filter(|p| matches!(p, Pending::Function { .. }))
-                .count();
-            if waiting >= DEFERRED_AT_MOST {
-                self.flush()?;
-            }
-            return Ok(id);
-        }
-        self.ctx.set_disasm(self.dumps.asm.is_some());
-        if let Err(e) = self.module.define_function(id, &mut self.ctx) {
-            let message = match e {
-                ModuleError::Compilation(err) => {
-                    cranelift_codegen::print_errors::pretty_error(&self.ctx.func, err)
-                }
-                other => other.to_string(),
-            };
-            self.module.clear_context(&mut self.ctx);
-            return Err(fail("Cranelift rejected it", message));
-        }
-        if let (Some(dir), Some(code)) = (&self.dumps.asm, self.ctx.compiled_code()) {
-            let text = code.vcode.clone().unwrap_or_default();
-            Self::write_dump(dir, format!("{name}.s"), text).map_err(|e| fail("dumping", e))?;
-        }
-        self.module.clear_context(&mut self.ctx);
         self.functions.insert(name.to_string(), id);
-        self.compiled += 1;
         self.compiling += started.elapsed();
+        self.queue(Pending::Function {
+            id,
+            name: name.to_string(),
+            func: Box::new(func),
+        })?;
         Ok(id)
     }
 
@@ -326,17 +307,11 @@ impl<M: Module> Sink for Emitter<M> {
             .module
             .declare_function(&symbol, Linkage::Local, &sig)
             .map_err(fail)?;
-        match &mut self.deferred {
-            Some(deferred) => deferred.push(Pending::Bytes {
-                id,
-                name: name.to_string(),
-                bytes: bytes.to_vec(),
-            }),
-            None => self
-                .module
-                .define_function_bytes(id, 16, bytes, &[])
-                .map_err(fail)?,
-        }
+        self.queue(Pending::Bytes {
+            id,
+            name: name.to_string(),
+            bytes: bytes.to_vec(),
+        })?;
         self.functions.insert(name.to_string(), id);
         Ok(id)
     }
@@ -353,17 +328,11 @@ impl<M: Module> Sink for Emitter<M> {
         let mut desc = DataDescription::new();
         desc.define(bytes.to_vec().into_boxed_slice());
         desc.set_align(align);
-        match &mut self.deferred {
-            Some(deferred) => deferred.push(Pending::Data {
-                id,
-                name: name.to_string(),
-                desc,
-            }),
-            None => self
-                .module
-                .define_data(id, &desc)
-                .map_err(|e| format!("data {name}: {e}"))?,
-        }
+        self.queue(Pending::Data {
+            id,
+            name: name.to_string(),
+            desc,
+        })?;
         self.data.insert(name.to_string(), id);
         Ok(id)
     }

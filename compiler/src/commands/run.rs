@@ -110,22 +110,12 @@ pub fn run_batches(
     batch: usize,
     progress: &mut Progress,
 ) -> Result<Tensor, String> {
-    run_batches_profiled(module, inputs, batch, progress, None)
-}
-
-/// [`run_batches`], timing every op into `profile` when one is given.
-pub fn run_batches_profiled(
-    module: &Module,
-    inputs: &Tensor,
-    batch: usize,
-    progress: &mut Progress,
-    profile: Option<&mut Profile>,
-) -> Result<Tensor, String> {
     let prepared = crate::engines::default_engine().prepare(module, "main")?;
-    run_prepared(prepared.as_ref(), inputs, batch, progress, profile)
+    run_prepared(prepared.as_ref(), inputs, batch, progress, None)
 }
 
-/// [`run_batches_profiled`] on a function already prepared.
+/// [`run_batches`] on a function already prepared, timing every op into `profile` when one is
+/// given.
 fn run_prepared(
     interp: &dyn Prepared,
     inputs: &Tensor,

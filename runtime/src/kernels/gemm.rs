@@ -2,73 +2,22 @@
 
 use std::mem::MaybeUninit;
 
-/// `c[m x n] (+)= a[m x k] * b[k x n]` for `[m, k, n]`; `b_transposed` reads `b` as stored `[n x k]`.
-pub fn sgemm(
-    [m, k, n]: [usize; 3],
-    a: &[f32],
-    b: &[f32],
-    b_transposed: bool,
-    c: &mut [f32],
-    accumulate: bool,
-) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm operand sizes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    let (rsb, csb) = if b_transposed {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
-    let beta = if accumulate { 1.0 } else { 0.0 };
-    // SAFETY: the asserts above keep every index the kernel reads or writes inside the slices,
-    // given the row/column strides passed here.
-    unsafe {
-        gemm(
-            [m, k, n],
-            (a.as_ptr(), k),
-            (b.as_ptr(), rsb, csb),
-            beta,
-            (c.as_mut_ptr(), n),
-        )
-    };
+/// `c[m x n] = a[m x k] * b[k x n]` for `[m, k, n]`, all three row-major.
+pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], c: &mut [f32]) {
+    overwrite([m, k, n], (a, k), (b, n), (c, n));
 }
 
-/// `c = beta * c + a * b` for `[m, k, n]`: `a` with rows `lda` apart, `b` with its row and
-/// column strides, `c` with rows `ldc` apart.
-///
-/// # Safety
-/// Every element the dimensions and strides reach is inside its operand, and `c`'s are
-/// initialized unless `beta` is zero.
-unsafe fn gemm(
-    [m, k, n]: [usize; 3],
-    (a, lda): (*const f32, usize),
-    (b, rsb, csb): (*const f32, isize, isize),
-    beta: f32,
-    (c, ldc): (*mut f32, usize),
+/// `c = a * b` for `[m, k, n]`, each row-major with rows `lda`, `ldb` and `ldc` apart.
+fn overwrite(
+    dims: [usize; 3],
+    a: (&[f32], usize),
+    b: (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
 ) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a,
-            lda as isize,
-            1,
-            b,
-            rsb,
-            csb,
-            beta,
-            c,
-            ldc as isize,
-            1,
-        )
-    };
+    // SAFETY: the product only writes `c`, and only numbers.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    // SAFETY: beta 0 reads nothing of `c`.
+    unsafe { gemm(dims, a, b, 0.0, (c, ldc)) };
 }
 
 /// `c[m x n] += a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance
@@ -78,28 +27,57 @@ unsafe fn gemm(
 /// # Safety
 /// Every element of the block (`n` values from each `ldc`-th of `c`, `m` rows) is initialized.
 pub unsafe fn sgemm_onto(
-    [m, k, n]: [usize; 3],
+    dims: [usize; 3],
     a: &[f32],
     (b, ldb): (&[f32], usize),
     (c, ldc): (&mut [MaybeUninit<f32>], usize),
 ) {
-    let spans = |rows: usize, ld: usize| if rows == 0 { 0 } else { (rows - 1) * ld + n };
+    // SAFETY: the caller has initialized the block the product is added onto.
+    unsafe { gemm(dims, (a, dims[1]), (b, ldb), 1.0, (c, ldc)) };
+}
+
+/// `c = beta * c + a * b` for `[m, k, n]`, each row-major with rows `lda`, `ldb` and `ldc`
+/// apart; panics when an operand is too short for its rows.
+///
+/// # Safety
+/// Unless `beta` is zero, `c`'s `m x n` block is initialized.
+unsafe fn gemm(
+    [m, k, n]: [usize; 3],
+    (a, lda): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    beta: f32,
+    (c, ldc): (&mut [MaybeUninit<f32>], usize),
+) {
+    // Elements from the first row's first to the last row's last.
+    let spans = |rows: usize, ld: usize, cols: usize| match rows {
+        0 => 0,
+        _ => (rows - 1) * ld + cols,
+    };
     assert!(
-        a.len() >= m * k && b.len() >= spans(k, ldb) && c.len() >= spans(m, ldc),
+        a.len() >= spans(m, lda, k) && b.len() >= spans(k, ldb, n) && c.len() >= spans(m, ldc, n),
         "gemm operand sizes"
     );
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above keep every index the kernel reads or writes inside the slices,
-    // given the row strides passed here; the caller has initialized the block it reads.
+    // SAFETY: the assert keeps every index the kernel reads or writes inside the slices, given
+    // the row strides passed; the caller has initialized what beta makes it read.
     unsafe {
-        gemm(
-            [m, k, n],
-            (a.as_ptr(), k),
-            (b.as_ptr(), ldb as isize, 1),
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
             1.0,
-            (c.as_mut_ptr().cast::<f32>(), ldc),
+            a.as_ptr(),
+            lda as isize,
+            1,
+            b.as_ptr(),
+            ldb as isize,
+            1,
+            beta,
+            c.as_mut_ptr().cast::<f32>(),
+            ldc as isize,
+            1,
         )
     };
 }
@@ -125,17 +103,8 @@ pub fn exact_int_gemm(
     c[..m * n].fill(0);
     for k0 in (0..k).step_by(chunk) {
         let kc = chunk.min(k - k0);
-        // SAFETY: rows of `a` are read at stride k from column k0 for kc columns, rows k0..k0+kc
-        // of `b`, and m x n of `scratch`; the asserts and resize above keep these in bounds.
-        unsafe {
-            gemm(
-                [m, kc, n],
-                (a.as_ptr().add(k0), k),
-                (b.as_ptr().add(k0 * n), n as isize, 1),
-                0.0,
-                (scratch.as_mut_ptr(), n),
-            )
-        };
+        // Columns k0..k0+kc of `a`'s rows, rows k0..k0+kc of `b`, into `scratch`.
+        overwrite([m, kc, n], (&a[k0..], k), (&b[k0 * n..], n), (scratch, n));
         for (d, s) in c.iter_mut().zip(scratch.iter()) {
             *d += *s as i32;
         }

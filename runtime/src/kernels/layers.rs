@@ -289,7 +289,7 @@ pub fn matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize]) -> Ten
     let rows = a.len() / k;
     let nn = b_shape[1];
     let mut out = vec![0f32; rows * nn];
-    sgemm([rows, k, nn], a, b, false, &mut out, false);
+    sgemm([rows, k, nn], a, b, &mut out);
     let mut shape = a_shape.to_vec();
     *shape.last_mut().expect("rank >= 2") = nn;
     Tensor::from_f32(shape, out)
