@@ -53,6 +53,19 @@ impl Activation {
     }
 }
 
+/// Adds `bias` to every value of `x`, then applies `then` when there is one (one pass).
+pub fn add_bias_then(x: &mut [f32], bias: f32, then: Option<Activation>) {
+    fn each(x: &mut [f32], g: impl Fn(f32) -> f32) {
+        x.iter_mut().for_each(|v| *v = g(*v));
+    }
+    match then {
+        None => each(x, |v| v + bias),
+        Some(Activation::Relu) => each(x, |v| Activation::Relu.apply(v + bias)),
+        Some(Activation::Clip(lo, hi)) => each(x, |v| Activation::Clip(lo, hi).apply(v + bias)),
+        Some(f) => each(x, |v| f.apply(v + bias)),
+    }
+}
+
 /// Outputs one task of a float dense computes, in every engine.
 pub const DENSE_BLOCK: usize = 64;
 

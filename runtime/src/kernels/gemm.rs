@@ -1,51 +1,37 @@
-//! Single-precision matrix products through `matrixmultiply`.
+//! Single-precision matrix products through the `gemm` crate.
 
 use std::mem::MaybeUninit;
 
 /// `c[m x n] = a[m x k] * b[k x n]` for `[m, k, n]`, all three row-major.
 pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], c: &mut [f32]) {
-    overwrite([m, k, n], (a, k), (b, n), (c, n));
+    gemm([m, k, n], (a, k), (b, n), (as_cells(c), n));
 }
 
-/// `c = a * b` for `[m, k, n]`, each row-major with rows `lda`, `ldb` and `ldc` apart.
-fn overwrite(
-    dims: [usize; 3],
-    a: (&[f32], usize),
-    b: (&[f32], usize),
-    (c, ldc): (&mut [f32], usize),
-) {
-    // SAFETY: the product only writes `c`, and only numbers.
-    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    // SAFETY: beta 0 reads nothing of `c`.
-    unsafe { gemm(dims, a, b, 0.0, (c, ldc)) };
-}
-
-/// `c[m x n] += a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance
-/// between their rows (`(b, ldb)`, `(c, ldc)`), `a` row-major. Only the `m x n` block of `c` is
-/// read or written; the rest of the slice may be uninitialized.
-///
-/// # Safety
-/// Every element of the block (`n` values from each `ldc`-th of `c`, `m` rows) is initialized.
-pub unsafe fn sgemm_onto(
+/// `c[m x n] = a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance between
+/// their rows (`(b, ldb)`, `(c, ldc)`), `a` row-major. Only the `m x n` block of `c` is written
+/// (nothing is read), so the rest of the slice may be uninitialized and the block is initialized
+/// after.
+pub fn sgemm_into(
     dims: [usize; 3],
     a: &[f32],
-    (b, ldb): (&[f32], usize),
-    (c, ldc): (&mut [MaybeUninit<f32>], usize),
+    b: (&[f32], usize),
+    c: (&mut [MaybeUninit<f32>], usize),
 ) {
-    // SAFETY: the caller has initialized the block the product is added onto.
-    unsafe { gemm(dims, (a, dims[1]), (b, ldb), 1.0, (c, ldc)) };
+    gemm(dims, (a, dims[1]), b, c);
 }
 
-/// `c = beta * c + a * b` for `[m, k, n]`, each row-major with rows `lda`, `ldb` and `ldc`
-/// apart; panics when an operand is too short for its rows.
-///
-/// # Safety
-/// Unless `beta` is zero, `c`'s `m x n` block is initialized.
-unsafe fn gemm(
+/// `c` as cells for [`gemm`], which only ever writes numbers into them.
+fn as_cells(c: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the one writer of the cells (`gemm`) leaves every one a valid f32.
+    unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// `c = a * b` for `[m, k, n]`, each row-major with rows `lda`, `ldb` and `ldc` apart; panics when
+/// an operand is too short for its rows.
+fn gemm(
     [m, k, n]: [usize; 3],
     (a, lda): (&[f32], usize),
     (b, ldb): (&[f32], usize),
-    beta: f32,
     (c, ldc): (&mut [MaybeUninit<f32>], usize),
 ) {
     // Elements from the first row's first to the last row's last.
@@ -61,23 +47,29 @@ unsafe fn gemm(
         return;
     }
     // SAFETY: the assert keeps every index the kernel reads or writes inside the slices, given
-    // the row strides passed; the caller has initialized what beta makes it read.
+    // the row strides passed; with `read_dst` false it reads nothing of `c`. (`gemm` computes
+    // `dst = alpha * dst + beta * lhs * rhs`, strides given column then row.)
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            1.0,
-            a.as_ptr(),
-            lda as isize,
-            1,
-            b.as_ptr(),
-            ldb as isize,
-            1,
-            beta,
+            k,
             c.as_mut_ptr().cast::<f32>(),
-            ldc as isize,
             1,
+            ldc as isize,
+            false,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            1,
+            ldb as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     };
 }
@@ -104,7 +96,12 @@ pub fn exact_int_gemm(
     for k0 in (0..k).step_by(chunk) {
         let kc = chunk.min(k - k0);
         // Columns k0..k0+kc of `a`'s rows, rows k0..k0+kc of `b`, into `scratch`.
-        overwrite([m, kc, n], (&a[k0..], k), (&b[k0 * n..], n), (scratch, n));
+        gemm(
+            [m, kc, n],
+            (&a[k0..], k),
+            (&b[k0 * n..], n),
+            (as_cells(scratch), n),
+        );
         for (d, s) in c.iter_mut().zip(scratch.iter()) {
             *d += *s as i32;
         }

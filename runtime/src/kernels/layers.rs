@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use super::gemm::{sgemm, sgemm_onto};
-use crate::float::{Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
+use super::gemm::{sgemm, sgemm_into};
+use crate::float::{Activation, DENSE_BLOCK, add_bias_then, canonical_nan, dense_by_blocks, dot};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
 /// (the verifier has checked that the window fits).
@@ -160,9 +160,9 @@ fn block_rows(og: usize, kdim: usize, unrolled: bool, oh: usize, ow: usize) -> u
 }
 
 /// NCHW convolution with OIHW weights and an optional bias, then the activation `then` if one is
-/// given (fused: applied to each block of the output while it is in cache). A dense convolution
-/// runs as GEMMs over blocks of output rows: each block of the output is filled with the bias
-/// and the products are added onto it (an element's sum is the same whatever the blocks).
+/// given. A dense convolution runs as GEMMs over blocks of output rows; each block then gets its
+/// bias and the activation in one pass while it is in cache (an element's value is the same
+/// whatever the blocks).
 pub fn conv2d(
     x: &[f32],
     xs: &[usize],
@@ -178,7 +178,7 @@ pub fn conv2d(
     let (oh, ow) = conv_output(g, h, wd, kh, kw);
     let plane = oh * ow;
     let len = n * o * plane;
-    // Every output is written (its bias) before anything reads it: no zeroing pass first.
+    // Every output is written before anything reads it: no zeroing pass first.
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let depthwise = cg == 1 && og == 1;
     let bias_of = |oc: usize| bias.map_or(0.0, |bv| bv[oc]);
@@ -223,22 +223,21 @@ pub fn conv2d(
                 for y0 in (0..oh).step_by(rows) {
                     let y1 = (y0 + rows).min(oh);
                     let (first, width) = (y0 * ow, (y1 - y0) * ow);
-                    for (oc, row) in dst.chunks_mut(plane).enumerate() {
-                        fill(&mut row[first..first + width], bias_of(grp * og + oc));
-                    }
                     let b_mat = if pointwise {
                         (&xg[first..], plane)
                     } else {
                         im2col_rows(xg, cg, [h, wd], [kh, kw], g, y0..y1, ow, &mut cols);
                         (&cols[..], width)
                     };
-                    // SAFETY: the block's rows (columns `first..first + width` of every
-                    // output row) were filled just above.
-                    unsafe { sgemm_onto([og, kdim, width], wg, b_mat, (&mut dst[first..], plane)) };
-                    if let Some(f) = then {
-                        for row in dst.chunks_mut(plane) {
-                            // SAFETY: filled above, and the GEMM wrote only numbers.
-                            f.apply_to(unsafe { assume_init(&mut row[first..first + width]) });
+                    sgemm_into([og, kdim, width], wg, b_mat, (&mut dst[first..], plane));
+                    // The block is still in cache: its bias and activation now.
+                    for (oc, row) in dst.chunks_mut(plane).enumerate() {
+                        // SAFETY: the GEMM just wrote the block's columns of every row.
+                        let block = unsafe { assume_init(&mut row[first..first + width]) };
+                        if bias.is_some() {
+                            add_bias_then(block, bias_of(grp * og + oc), then);
+                        } else if let Some(f) = then {
+                            f.apply_to(block);
                         }
                     }
                 }
