@@ -76,6 +76,38 @@ impl LayerOutput<'_> {
 
     /// The sums of channel `c` with bias `b` (in accumulator units).
     pub fn channel(&self, c: usize, b: i64) -> Sums {
+        // The same loop compiled for wider vectors where the CPU has them: its lanes are fixed
+        // by the code, not by the vector width, so every width gives the same sums.
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { self.channel_avx512(c, b) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { self.channel_avx2(c, b) };
+            }
+        }
+        self.channel_any(c, b)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn channel_avx512(&self, c: usize, b: i64) -> Sums {
+        self.channel_any(c, b)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn channel_avx2(&self, c: usize, b: i64) -> Sums {
+        self.channel_any(c, b)
+    }
+
+    /// [`LayerOutput::channel`] for any CPU; inlined into each caller so that it is compiled for
+    /// the caller's target features.
+    #[inline(always)]
+    fn channel_any(&self, c: usize, b: i64) -> Sums {
         let (scale, _) = self.out;
         let (unit, bias) = (self.unit[c], b as f64);
         let planes = self.parts.iter().flat_map(|(acc, reference)| {
@@ -179,34 +211,53 @@ impl LayerOutput<'_> {
 
 /// The sums of `real(a) - f` over pairs of accumulator `a` and float value `f`, where `real`
 /// gives an accumulator's value in real units and whether the output clamp lets it through.
+#[inline(always)]
 fn sum_differences<'a>(
     planes: impl Iterator<Item = (&'a [i32], &'a [f32])>,
     real: impl Fn(f64) -> (f64, bool),
 ) -> Sums {
-    // Independent lanes, so that the loop vectorizes instead of waiting on one running sum.
+    // Independent lanes, so that the loop vectorizes instead of waiting on one running sum:
+    // element `i` of a plane's whole groups of eight goes to lane `i % 8`, the rest to lane 0.
     const LANES: usize = 8;
+    // Elements whose differences are computed before they are summed (a multiple of LANES).
+    const BLOCK: usize = 256;
     let (mut d, mut d2, mut active) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+    let (mut diffs, mut passed) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
     let mut n = 0usize;
-    let mut add = |lane: usize, a: i32, f: f32| {
+    let difference = |a: i32, f: f32| {
         let (value, through) = real(f64::from(a));
         let diff = value - f64::from(f);
-        d[lane] += diff;
-        d2[lane] += diff * diff;
-        active[lane] += if through { diff } else { 0.0 };
+        (diff, if through { diff } else { 0.0 })
     };
     for (acc, reference) in planes {
         let len = acc.len().min(reference.len());
-        let (acc, reference) = (&acc[..len], &reference[..len]);
         n += len;
-        let mut pairs = acc.chunks_exact(LANES).zip(reference.chunks_exact(LANES));
-        for (a, f) in &mut pairs {
-            for lane in 0..LANES {
-                add(lane, a[lane], f[lane]);
+        let whole = len - len % LANES;
+        for (a, f) in acc[..whole]
+            .chunks(BLOCK)
+            .zip(reference[..whole].chunks(BLOCK))
+        {
+            // The block's differences first (a loop with no running sum), then the lane sums.
+            for ((a, f), (diff, through)) in a.iter().zip(f).zip(diffs.iter_mut().zip(&mut passed))
+            {
+                (*diff, *through) = difference(*a, *f);
+            }
+            // One sum at a time: each loop is one vector of lanes.
+            for ds in diffs[..a.len()].chunks_exact(LANES) {
+                (0..LANES).for_each(|lane| d[lane] += ds[lane]);
+            }
+            for ds in diffs[..a.len()].chunks_exact(LANES) {
+                (0..LANES).for_each(|lane| d2[lane] += ds[lane] * ds[lane]);
+            }
+            for ps in passed[..a.len()].chunks_exact(LANES) {
+                (0..LANES).for_each(|lane| active[lane] += ps[lane]);
             }
         }
-        let tail = acc.len() - acc.len() % LANES;
-        for (a, f) in acc[tail..].iter().zip(&reference[tail..]) {
-            add(0, *a, *f);
+        for (a, f) in acc[whole..len].iter().zip(&reference[whole..len]) {
+            let (diff, through) = difference(*a, *f);
+            d[0] += diff;
+            d2[0] += diff * diff;
+            active[0] += through;
         }
     }
     let total = |lanes: [f64; LANES]| lanes.iter().sum::<f64>();
