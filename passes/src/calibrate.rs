@@ -289,35 +289,8 @@ impl Histogram {
                 2 * BINS as u16
             }
         };
-        // Counts are sums, so chunks are counted apart and added. Within a chunk, neighbours go to
-        // `COPIES` copies of the counts, so that a run of one value (the zeros after a ReLU) does
-        // not wait on one counter.
-        const COPIES: usize = 4;
-        const STRIDE: usize = 2 * BINS + 1;
-        const BLOCK: usize = 512;
         let fill = |mut h: Vec<u64>, chunk: &[f32]| {
-            let mut copies = vec![0u32; COPIES * STRIDE];
-            let mut bins = [0u16; BLOCK];
-            for block in chunk.chunks(BLOCK) {
-                // The bins of a block first (a loop that vectorizes), then the counts.
-                for (b, x) in bins.iter_mut().zip(block) {
-                    *b = bin(*x);
-                }
-                let mut groups = bins[..block.len()].chunks_exact(COPIES);
-                for group in &mut groups {
-                    for (k, b) in group.iter().enumerate() {
-                        copies[k * STRIDE + usize::from(*b)] += 1;
-                    }
-                }
-                for b in groups.remainder() {
-                    copies[usize::from(*b)] += 1;
-                }
-            }
-            for copy in copies.chunks(STRIDE) {
-                h.iter_mut()
-                    .zip(copy)
-                    .for_each(|(h, c)| *h += u64::from(*c));
-            }
+            count(&mut h, chunk, &bin);
             h
         };
         let counted = data
@@ -378,6 +351,71 @@ fn quantization_error(bins: &[(f64, f64)], lo: f32, hi: f32) -> f64 {
             n * clipped * clipped
         })
         .sum()
+}
+
+/// Bins of a histogram's counts: `2 * BINS` and one for what is not finite.
+const STRIDE: usize = 2 * BINS + 1;
+
+/// Adds to `h` (`STRIDE` counts) the count of every value of `chunk` in its bin `bin(x)`.
+fn count(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
+    // The same loops compiled for wider vectors where the CPU has them.
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { count_avx512(h, chunk, bin) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { count_avx2(h, chunk, bin) };
+        }
+    }
+    count_any(h, chunk, bin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn count_avx512(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
+    count_any(h, chunk, bin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn count_avx2(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
+    count_any(h, chunk, bin)
+}
+
+/// [`count`] for any CPU; inlined into each caller so that it is compiled for the caller's
+/// target features.
+#[inline(always)]
+fn count_any(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
+    // Counts are sums, so chunks are counted apart and added. Within a chunk, neighbours go to
+    // `COPIES` copies of the counts, so that a run of one value (the zeros after a ReLU) does
+    // not wait on one counter.
+    const COPIES: usize = 4;
+    const BLOCK: usize = 512;
+    let mut copies = vec![0u32; COPIES * STRIDE];
+    let mut bins = [0u16; BLOCK];
+    for block in chunk.chunks(BLOCK) {
+        // The bins of a block first (a loop that vectorizes), then the counts.
+        for (b, x) in bins.iter_mut().zip(block) {
+            *b = bin(*x);
+        }
+        let mut groups = bins[..block.len()].chunks_exact(COPIES);
+        for group in &mut groups {
+            for (k, b) in group.iter().enumerate() {
+                copies[k * STRIDE + usize::from(*b)] += 1;
+            }
+        }
+        for b in groups.remainder() {
+            copies[usize::from(*b)] += 1;
+        }
+    }
+    for copy in copies.chunks(STRIDE) {
+        h.iter_mut()
+            .zip(copy)
+            .for_each(|(h, c)| *h += u64::from(*c));
+    }
 }
 
 fn mse(
