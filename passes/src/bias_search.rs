@@ -3,6 +3,7 @@
 //! independent (a bias only moves its own channel), so every search runs per channel in parallel.
 
 use qcc_runtime::quant::{Requant, to_bias};
+use qcc_runtime::wide::widest;
 use rayon::prelude::*;
 
 use crate::bias::At;
@@ -76,36 +77,13 @@ impl LayerOutput<'_> {
 
     /// The sums of channel `c` with bias `b` (in accumulator units).
     pub fn channel(&self, c: usize, b: i64) -> Sums {
-        // The same loop compiled for wider vectors where the CPU has them: its lanes are fixed
-        // by the code, not by the vector width, so every width gives the same sums.
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.channel_avx512(c, b) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                return unsafe { self.channel_avx2(c, b) };
-            }
-        }
-        self.channel_any(c, b)
+        widest(
+            #[inline(always)]
+            || self.channel_any(c, b),
+        )
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn channel_avx512(&self, c: usize, b: i64) -> Sums {
-        self.channel_any(c, b)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn channel_avx2(&self, c: usize, b: i64) -> Sums {
-        self.channel_any(c, b)
-    }
-
-    /// [`LayerOutput::channel`] for any CPU; inlined into each caller so that it is compiled for
-    /// the caller's target features.
+    /// [`LayerOutput::channel`], inlined into [`widest`]'s callers.
     #[inline(always)]
     fn channel_any(&self, c: usize, b: i64) -> Sums {
         let (scale, _) = self.out;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use qcc_dialects::{Function, Module, Tensor, Value};
 use qcc_runtime::Engine;
+use qcc_runtime::wide::widest;
 use rayon::prelude::*;
 
 /// How a value's range is chosen from what calibration saw.
@@ -358,35 +359,13 @@ const STRIDE: usize = 2 * BINS + 1;
 
 /// Adds to `h` (`STRIDE` counts) the count of every value of `chunk` in its bin `bin(x)`.
 fn count(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
-    // The same loops compiled for wider vectors where the CPU has them.
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { count_avx512(h, chunk, bin) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { count_avx2(h, chunk, bin) };
-        }
-    }
-    count_any(h, chunk, bin)
+    widest(
+        #[inline(always)]
+        || count_any(h, chunk, bin),
+    )
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn count_avx512(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
-    count_any(h, chunk, bin)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn count_avx2(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
-    count_any(h, chunk, bin)
-}
-
-/// [`count`] for any CPU; inlined into each caller so that it is compiled for the caller's
-/// target features.
+/// [`count`], inlined into [`widest`]'s callers.
 #[inline(always)]
 fn count_any(h: &mut [u64], chunk: &[f32], bin: &impl Fn(f32) -> u16) {
     // Counts are sums, so chunks are counted apart and added. Within a chunk, neighbours go to

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::wide::widest;
+
 /// A float activation applied element by element.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
@@ -40,9 +42,6 @@ impl Activation {
     /// Replaces every value of `x` by its activation.
     pub fn apply_to(self, x: &mut [f32]) {
         // One loop per activation, chosen once, so that each loop vectorizes.
-        fn each(x: &mut [f32], g: impl Fn(f32) -> f32) {
-            x.iter_mut().for_each(|v| *v = g(*v));
-        }
         match self {
             Activation::Relu => each(x, |v| Activation::Relu.apply(v)),
             Activation::Clip(lo, hi) => each(x, |v| Activation::Clip(lo, hi).apply(v)),
@@ -55,15 +54,21 @@ impl Activation {
 
 /// Adds `bias` to every value of `x`, then applies `then` when there is one (one pass).
 pub fn add_bias_then(x: &mut [f32], bias: f32, then: Option<Activation>) {
-    fn each(x: &mut [f32], g: impl Fn(f32) -> f32) {
-        x.iter_mut().for_each(|v| *v = g(*v));
-    }
     match then {
         None => each(x, |v| v + bias),
         Some(Activation::Relu) => each(x, |v| Activation::Relu.apply(v + bias)),
         Some(Activation::Clip(lo, hi)) => each(x, |v| Activation::Clip(lo, hi).apply(v + bias)),
         Some(f) => each(x, |v| f.apply(v + bias)),
     }
+}
+
+/// Replaces every value `v` of `x` by `g(v)`, in the widest vectors the CPU has.
+#[inline(always)]
+fn each(x: &mut [f32], g: impl Fn(f32) -> f32) {
+    widest(
+        #[inline(always)]
+        || x.iter_mut().for_each(|v| *v = g(*v)),
+    )
 }
 
 /// Outputs one task of a float dense computes, in every engine.

@@ -9,6 +9,7 @@ mod kernels;
 pub mod plan;
 pub mod pooling;
 pub mod quant;
+pub mod wide;
 
 pub use engine::{Engine, OpKernel, Prepared, Reference, Steps};
 pub use interp::{Interpreter, RunError, Stepper};
