@@ -246,3 +246,51 @@ fn sum_differences<'a>(
         d_active: total(active),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{LayerOutput, Sums};
+    use crate::bias::At;
+    use qcc_dialects::types::{ElemType, QuantParams, QuantType, Storage, TensorType};
+    use qcc_runtime::quant::Requant;
+
+    fn quant(storage: Storage, scale: f64, zero_point: i64) -> TensorType {
+        let params = QuantParams::PerTensor { scale, zero_point };
+        TensorType::new(vec![1], ElemType::Quant(QuantType { storage, params }))
+    }
+
+    #[test]
+    fn the_sums_in_wide_vectors_are_the_scalar_ones_bit_for_bit() {
+        // Three channels of 37 values (whole groups of eight and a tail) over two images,
+        // accumulators wide enough that the clamp cuts some at both ends.
+        let (channels, plane, images) = (3, 37, 2);
+        let len = images * channels * plane;
+        let acc: Vec<i32> = (0..len)
+            .map(|i| ((i * 7919) % 4001) as i32 - 2000)
+            .collect();
+        let float: Vec<f32> = (0..len)
+            .map(|i| ((i * 104_729) % 997) as f32 * 0.37 - 90.0)
+            .collect();
+        let x = quant(Storage::U8, 0.05, 128);
+        let w = quant(Storage::I8, 0.02, 0);
+        let out = quant(Storage::U8, 0.4, 120);
+        let requant = Requant::from_types(&x, &w, &out, channels, Some([0, 255])).expect("types");
+        for at in [At::PreActivation, At::PostActivation] {
+            let layer = LayerOutput {
+                parts: vec![(&acc, &float)],
+                channels,
+                plane,
+                unit: vec![0.001, 0.0013, 0.0021],
+                requant: requant.clone(),
+                out: (0.4, 120),
+                at,
+            };
+            for c in 0..channels {
+                for b in [-700, 0, 913] {
+                    let bits = |s: Sums| [s.n, s.d, s.d2, s.d_active].map(f64::to_bits);
+                    assert_eq!(bits(layer.channel(c, b)), bits(layer.channel_any(c, b)));
+                }
+            }
+        }
+    }
+}

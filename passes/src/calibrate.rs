@@ -468,7 +468,27 @@ pub fn check_inputs(func: &Function, inputs: &Tensor) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BINS, Histogram, finite_range, power_of_two_above};
+    use super::{BINS, Histogram, STRIDE, count, count_any, finite_range, power_of_two_above};
+
+    #[test]
+    fn counts_in_wide_vectors_are_the_scalar_ones() {
+        let values: Vec<f32> = (0..5003)
+            .map(|i| ((i * 7919) % 10_007) as f32 / 97.0 - 50.0)
+            .chain([f32::NAN, f32::INFINITY, -0.0, 0.0])
+            .collect();
+        let bin = |x: f32| -> u16 {
+            if x.is_finite() {
+                (x.abs().min(BINS as f32 - 1.0) as u16) + if x < 0.0 { 0 } else { BINS as u16 }
+            } else {
+                2 * BINS as u16
+            }
+        };
+        let (mut wide, mut scalar) = (vec![0u64; STRIDE], vec![0u64; STRIDE]);
+        count(&mut wide, &values, &bin);
+        count_any(&mut scalar, &values, &bin);
+        assert_eq!(wide, scalar);
+        assert_eq!(wide.iter().sum::<u64>(), values.len() as u64);
+    }
 
     #[test]
     fn the_range_skips_nan_and_infinities() {

@@ -33,3 +33,55 @@ fn avx512<R>(f: impl FnOnce() -> R) -> R {
 fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::float::{Activation, add_bias_then};
+
+    /// Values with every case a vector min/max or an addition could treat differently from the
+    /// scalar code: NaN, signed zeros, infinities, the bounds themselves, a length with a tail.
+    fn awkward() -> Vec<f32> {
+        let mut v: Vec<f32> = (0..1003).map(|i| (i as f32 - 500.0) * 0.0173).collect();
+        for (i, x) in [
+            f32::NAN,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            6.0,
+            -6.0,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            v[i * 131] = x;
+        }
+        v
+    }
+
+    #[test]
+    fn activations_in_wide_vectors_are_the_scalar_ones_bit_for_bit() {
+        let activations = [
+            Activation::Relu,
+            Activation::Clip(0.0, 6.0),
+            Activation::Clip(-1.5, 2.25),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+        ];
+        for f in activations {
+            for bias in [None, Some(0.75), Some(-0.0)] {
+                let mut got = awkward();
+                match bias {
+                    Some(b) => add_bias_then(&mut got, b, Some(f)),
+                    None => f.apply_to(&mut got),
+                }
+                let want: Vec<f32> = awkward()
+                    .into_iter()
+                    .map(|v| f.apply(bias.map_or(v, |b| v + b)))
+                    .collect();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{f:?} with bias {bias:?}");
+            }
+        }
+    }
+}
