@@ -281,6 +281,14 @@ impl Prepared for NativePrepared<'_> {
         Prepared::steps(&self.interp, inputs)
     }
 
+    fn plain_steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError> {
+        Prepared::plain_steps(&self.interp, inputs)
+    }
+
+    fn fused_into(&self, node: NodeIndex) -> Option<NodeIndex> {
+        self.interp.fused_into(node)
+    }
+
     fn accumulators(
         &self,
         node: NodeIndex,

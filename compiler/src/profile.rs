@@ -18,6 +18,19 @@ struct Row {
     /// Multiply-accumulates per input item.
     macs: u64,
     time: Duration,
+    /// The activation op the row's convolution applies in a plain run (timed with it).
+    fused: Option<String>,
+}
+
+impl Row {
+    /// The op (with the activation it applies, `nn.conv2d+nn.clip`) and its result's name.
+    fn label(&self) -> String {
+        match (&self.fused, self.label.split_once(' ')) {
+            (Some(f), Some((op, name))) => format!("{op}+{f} {name}"),
+            (Some(f), None) => format!("{}+{f}", self.label),
+            (None, _) => self.label.clone(),
+        }
+    }
 }
 
 /// Time per op over profiled runs.
@@ -43,15 +56,26 @@ impl Profile {
             let p = plan(func, items, ALIGN);
             self.arena = Some((items, p.size, p.unshared));
         }
-        let mut steps = prepared.steps(std::slice::from_ref(inputs))?;
+        // Op by op as a plain run goes: an activation a convolution applies is timed with it,
+        // as one row.
+        let mut steps = prepared.plain_steps(std::slice::from_ref(inputs))?;
         loop {
             let start = Instant::now();
             let Some(node) = steps.step()? else { break };
             let elapsed = start.elapsed();
+            let (owner, fused) = match prepared.fused_into(node) {
+                Some(conv) => (conv, Some(func.op(node).name.as_str())),
+                None => (node, None),
+            };
             let row = self
                 .rows
-                .entry(node)
-                .or_insert_with(|| Self::describe(func, node));
+                .entry(owner)
+                .or_insert_with(|| Self::describe(func, owner));
+            if let Some(name) = fused
+                && row.fused.is_none()
+            {
+                row.fused = Some(name.to_string());
+            }
             row.time += elapsed;
         }
         Ok(steps.results())
@@ -81,6 +105,7 @@ impl Profile {
             class: cost::class(op, &operands),
             macs: cost::macs(op, &operands) / declared_batch,
             time: Duration::ZERO,
+            fused: None,
         }
     }
 
@@ -96,10 +121,10 @@ impl Profile {
         rows.sort_by(|a, b| b.time.cmp(&a.time).then(a.label.cmp(&b.label)));
         let width = rows
             .iter()
-            .map(|r| r.label.len())
+            .map(|r| r.label().len())
             .max()
             .unwrap_or(2)
-            .clamp(2, 48);
+            .clamp(2, 56);
         writeln!(
             out,
             "profile: {} inputs on the {engine} engine, {:.1} ms in {} ops",
@@ -130,7 +155,7 @@ impl Profile {
             }
         };
         for r in &rows {
-            let label: String = r.label.chars().take(width).collect();
+            let label: String = r.label().chars().take(width).collect();
             let macs = r.macs * self.items as u64;
             writeln!(
                 out,

@@ -47,6 +47,19 @@ pub trait Prepared {
     /// Starts a run that the caller advances op by op.
     fn steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError>;
 
+    /// Starts a run advanced op by op the way [`Prepared::run`] runs: a float convolution applies
+    /// the activation that is its value's only reader ([`Prepared::fused_into`]), which then
+    /// passes the value on, so that value is never readable. For timing a plain run op by op.
+    fn plain_steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError> {
+        self.steps(inputs)
+    }
+
+    /// The convolution that applies activation `node` in a plain run, or `None` when `node`
+    /// runs as an op of its own.
+    fn fused_into(&self, _node: NodeIndex) -> Option<NodeIndex> {
+        None
+    }
+
     /// The exact i32 accumulators `sum (x - Z_x) * w` (no bias) of integer conv/dense `node` on
     /// input `x` and weight `w`, laid out `[N, C, plane]`, with their shape.
     fn accumulators(
@@ -158,6 +171,14 @@ impl Prepared for Interpreter<'_> {
 
     fn steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError> {
         Ok(Box::new(self.stepper(inputs)?))
+    }
+
+    fn plain_steps<'a>(&'a self, inputs: &[Tensor]) -> Result<Box<dyn Steps + 'a>, RunError> {
+        Ok(Box::new(self.plain_stepper(inputs)?))
+    }
+
+    fn fused_into(&self, node: NodeIndex) -> Option<NodeIndex> {
+        Interpreter::fused_into(self, node)
     }
 
     fn accumulators(

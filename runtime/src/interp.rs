@@ -408,10 +408,26 @@ impl<'m> Interpreter<'m> {
     /// Nothing sees the values between ops, so a float convolution applies the activation that
     /// is its only reader itself (the same values as one op after the other).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
-        let mut stepper = self.stepper(inputs)?;
-        stepper.fuse = true;
+        let mut stepper = self.plain_stepper(inputs)?;
         while stepper.step()?.is_some() {}
         Ok(stepper.results())
+    }
+
+    /// A stepper that runs as [`Interpreter::run`] does, its fusions applied: a value that only
+    /// a fused activation reads is never readable between the two ops.
+    pub fn plain_stepper(&self, inputs: &[Tensor]) -> Result<Stepper<'_, 'm>, RunError> {
+        let mut stepper = self.stepper(inputs)?;
+        stepper.fuse = true;
+        Ok(stepper)
+    }
+
+    /// The float convolution that applies activation `node` in a plain run, if one does.
+    pub fn fused_into(&self, node: NodeIndex) -> Option<NodeIndex> {
+        // A fused convolution's output has one reader: its activation.
+        let operand = self.func.operands(node).first().copied()?;
+        self.fused
+            .contains_key(&operand.node)
+            .then_some(operand.node)
     }
 
     /// Runs and calls `observer` with every op's node, op and output.

@@ -117,3 +117,40 @@ fn an_activation_fuses_into_a_convolution_only_when_it_is_the_only_reader() {
     let unclipped = [-0.5, 1.0, 5.0, -0.5, 1.0, 5.0].to_vec();
     assert_eq!(first_conv.and_then(|(_, v)| v.clone()), Some(unclipped));
 }
+
+/// Plain steps run as a plain run does: the first clip is applied by its convolution (which the
+/// engine names), the second is an op of its own; the results are the plain run's.
+#[test]
+fn plain_steps_name_the_convolution_that_applies_an_activation() {
+    let m = module(CONV_CLIP);
+    let prepared = Reference.prepare(&m, "main").expect("prepares");
+    let x = Tensor::from_f32(vec![1, 2, 1, 3], vec![-1.0, 0.5, 2.0, 0.5, 0.5, 3.0]);
+    let mut steps = prepared
+        .plain_steps(std::slice::from_ref(&x))
+        .expect("starts");
+    let mut ran = Vec::new();
+    while let Some(node) = steps.step().expect("steps") {
+        ran.push(node);
+    }
+    assert_eq!(
+        steps.results()[0].as_f32().expect("f32"),
+        &[0.0, 4.0, 5.0, 0.0, 4.0, 5.0]
+    );
+    let func = prepared.function();
+    let named = |name: &str| {
+        *ran.iter()
+            .find(|n| {
+                func.op(**n)
+                    .result_names
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .as_deref()
+                    == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no %{name}"))
+    };
+    assert_eq!(prepared.fused_into(named("a")), Some(named("y")));
+    assert_eq!(prepared.fused_into(named("b")), None, "%z has two readers");
+    assert_eq!(prepared.fused_into(named("y")), None);
+}
