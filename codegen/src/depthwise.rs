@@ -561,6 +561,15 @@ fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
     let (width, row) = (g.quad_width() as i64, g.row() as i64);
     let groups = g.tap_groups();
     let masks: Vec<Immediate> = (0..groups).map(|grp| quad_mask(b, g, grp)).collect();
+    // The accumulators' start and the weights, loaded once before the loops (a load emitted in
+    // the loop body runs on every group of outputs).
+    let start = b.ins().load(types::I32X4, flags, words, 0);
+    let weights: Vec<Value> = (0..kh * groups)
+        .map(|i| {
+            b.ins()
+                .load(types::I8X16, flags, words, (16 * (1 + i)) as i32)
+        })
+        .collect();
     let rows = Rows::open(
         b,
         g,
@@ -569,16 +578,10 @@ fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
     );
     let src_off = b.ins().imul_imm_s(rows.ox, sx as i64);
     let src = b.ins().iadd(rows.input, src_off);
-    let start = b.ins().load(types::I32X4, flags, words, 0);
     let mut accs = [start, start];
     for ky in 0..kh {
         for (grp, mask) in masks.iter().enumerate() {
-            let w = b.ins().load(
-                types::I8X16,
-                flags,
-                words,
-                (16 * (1 + ky * groups + grp)) as i32,
-            );
+            let w = weights[ky * groups + grp];
             let at = (ky * dy) as i64 * width + (4 * grp * dx) as i64;
             for (half, acc) in accs.iter_mut().enumerate() {
                 let off = at + (4 * half * sx) as i64;
@@ -609,6 +612,10 @@ fn build_pairs(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
             (((r * rows + ky * dy as i64) * width + off) * 2) as i32
         })
         .collect();
+    // The pairs' weights, loaded once before the loops.
+    let weights: Vec<Value> = (0..pairs)
+        .map(|pair| b.ins().load(types::I16X8, flags, taps, (16 * pair) as i32))
+        .collect();
     let rows = Rows::open(
         b,
         g,
@@ -622,8 +629,7 @@ fn build_pairs(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
     let mut acc1 = acc0;
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let (low, high) = (interleave_mask(b, 0), interleave_mask(b, 8));
-    for pair in 0..pairs {
-        let w = b.ins().load(types::I16X8, flags, taps, (16 * pair) as i32);
+    for (pair, &w) in weights.iter().enumerate() {
         // Eight outputs' inputs of two taps, interleaved so each lane holds (tap a, tap b).
         let a = offsets[2 * pair];
         let bo = offsets.get(2 * pair + 1).copied().unwrap_or(a);

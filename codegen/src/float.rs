@@ -29,8 +29,8 @@ const PLANES_PER_TASK: usize = 8;
 
 type DepthwiseFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32);
 
-/// The generated kernel for `g`: `(staged channel, the channel's weights, its bias, padded
-/// output)`.
+/// The generated kernel for `g`: `(staged channel, the channel's weights, its bias, output
+/// plane)`, each weight and the bias given as four copies (the f32x4 the kernel multiplies by).
 fn kernel(g: &Geometry) -> Result<DepthwiseFn, String> {
     let ptr = jit::pointer();
     let name = format!("fdwconv_{}", g.tag());
@@ -60,16 +60,18 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
             (((phase * rows + ky * dy as i64) * width + col) * 4) as i32
         })
         .collect();
-    let bias = b.ins().load(types::F32, fixed, bias, 0);
-    let bias = b.ins().splat(types::F32X4, bias);
+    // The bias and the weights, loaded once before the loops by loads that stay there (a splat,
+    // or a load that may move, is placed next to its use: inside the loops, once per group).
+    let bias = b.ins().load(types::F32X4, flags, bias, 0);
+    let taps: Vec<Value> = (0..offsets.len())
+        .map(|t| b.ins().load(types::F32X4, flags, weights, (16 * t) as i32))
+        .collect();
     // The eight outputs from column `ox` of the row whose staged input starts at `row_in`.
     let group = |b: &mut FunctionBuilder, row_in: Value, ox: Value| {
         let at = b.ins().ishl_imm_u(ox, 2);
         let src = b.ins().iadd(row_in, at);
         let mut accs = [bias, bias];
-        for (t, offset) in offsets.iter().enumerate() {
-            let w = b.ins().load(types::F32, fixed, weights, (4 * t) as i32);
-            let w = b.ins().splat(types::F32X4, w);
+        for (offset, &w) in offsets.iter().zip(&taps) {
             for (half, acc) in accs.iter_mut().enumerate() {
                 let v = b
                     .ins()
@@ -198,15 +200,18 @@ impl FloatDepthwise {
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let sizes = (g.staged_len(Form::Pairs), PLANES_PER_TASK);
         let planes = &mut out.spare_capacity_mut()[..len];
+        // Every weight and bias as the four copies the kernel loads.
+        let fours = |v: &[f32]| v.iter().flat_map(|x| [*x; 4]).collect::<Vec<f32>>();
+        let (weights, biases) = (fours(wv), bias.map_or_else(|| vec![0.0; 4 * c], fours));
         g.each_plane(planes, (sizes, true), |i, staged, line, target, fresh| {
             let ch = i % c;
             let plane = &xv[i * plane_in..(i + 1) * plane_in];
             let copy = |s: &[f32], d: &mut [f32]| d.copy_from_slice(s);
             g.stage_phases(plane, (0.0, copy), (staged, line), fresh);
-            let b = bias.map_or(0.0, |bv| bv[ch]);
-            // SAFETY: `staged` and the target have the sizes the kernel was generated for, the
-            // weights are the channel's taps.
-            unsafe { f(staged.as_ptr(), wv[ch * taps..].as_ptr(), &b, target) };
+            let (w, b) = (&weights[4 * ch * taps..], &biases[4 * ch..]);
+            // SAFETY: `staged` and the target have the sizes the kernel was generated for; `w`
+            // holds the channel's taps and `b` its bias, four copies each.
+            unsafe { f(staged.as_ptr(), w.as_ptr(), b.as_ptr(), target) };
             if let Some(f) = then {
                 // SAFETY: the target is the channel's output plane, just written.
                 f.apply_to(unsafe { std::slice::from_raw_parts_mut(target, plane_out) });
