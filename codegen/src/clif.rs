@@ -15,6 +15,9 @@ pub struct Loop {
     step: i64,
     /// The loop counter, valid inside the body.
     pub index: Value,
+    /// Values the loop carries from one iteration to the next, each with what it adds per
+    /// iteration (see [`Loop::carrying`]).
+    carried: Vec<(Value, i64)>,
 }
 
 impl Loop {
@@ -25,29 +28,65 @@ impl Loop {
 
     /// Opens a loop that steps by `step` (the body runs while `index < end`).
     pub fn stepped(b: &mut FunctionBuilder, begin: Value, end: Value, step: i64) -> Loop {
+        Loop::carrying(b, (begin, end, step), &[]).0
+    }
+
+    /// Opens a loop like [`Loop::stepped`] that also carries pointer-sized values: each starts at
+    /// its given value and adds its stride per iteration; returns the loop and their values in
+    /// the body. A value derived from the counter (`base + index * stride`) is computed again
+    /// on every iteration of an inner loop, since Cranelift rematerializes it there; a carried
+    /// one is a register.
+    pub fn carrying(
+        b: &mut FunctionBuilder,
+        (begin, end, step): (Value, Value, i64),
+        carried: &[(Value, i64)],
+    ) -> (Loop, Vec<Value>) {
         let header = b.create_block();
         let body = b.create_block();
         let exit = b.create_block();
-        b.append_block_param(header, jit::pointer());
-        b.ins().jump(header, &[begin.into()]);
+        let ptr = jit::pointer();
+        for _ in 0..=carried.len() {
+            b.append_block_param(header, ptr);
+        }
+        let start: Vec<BlockArg> = std::iter::once(begin)
+            .chain(carried.iter().map(|(v, _)| *v))
+            .map(BlockArg::from)
+            .collect();
+        b.ins().jump(header, &start);
         b.switch_to_block(header);
-        let index = b.block_params(header)[0];
+        let params = b.block_params(header).to_vec();
+        let index = params[0];
         let more = b.ins().icmp(IntCC::SignedLessThan, index, end);
         b.ins().brif(more, body, &[], exit, &[]);
         b.switch_to_block(body);
         b.seal_block(body);
-        Loop {
-            header,
-            exit,
-            step,
-            index,
-        }
+        let values = params[1..].to_vec();
+        let carried = values
+            .iter()
+            .zip(carried)
+            .map(|(v, (_, stride))| (*v, *stride))
+            .collect();
+        (
+            Loop {
+                header,
+                exit,
+                step,
+                index,
+                carried,
+            },
+            values,
+        )
     }
 
-    /// Closes the loop (steps the counter, jumps back) and continues after it.
+    /// Closes the loop (steps the counter and the carried values, jumps back) and continues
+    /// after it.
     pub fn close(self, b: &mut FunctionBuilder) {
         let next = b.ins().iadd_imm_s(self.index, self.step);
-        b.ins().jump(self.header, &[next.into()]);
+        let mut args = vec![BlockArg::from(next)];
+        for (v, stride) in &self.carried {
+            args.push(BlockArg::from(b.ins().iadd_imm_s(*v, *stride)));
+        }
+        b.ins().jump(self.header, &args);
         b.seal_block(self.header);
         b.switch_to_block(self.exit);
         b.seal_block(self.exit);

@@ -482,11 +482,8 @@ impl Rows {
         let ptr = jit::pointer();
         let zero = b.ins().iconst(ptr, 0);
         let oh = b.ins().iconst(ptr, g.output[0] as i64);
-        let rows = Loop::new(b, zero, oh);
-        let input = b.ins().imul_imm_s(rows.index, x.1);
-        let input = b.ins().iadd(x.0, input);
-        let output = b.ins().imul_imm_s(rows.index, out.1);
-        let output = b.ins().iadd(out.0, output);
+        let (rows, rows_at) = Loop::carrying(b, (zero, oh, 1), &[x, out]);
+        let (input, output) = (rows_at[0], rows_at[1]);
         let first = b.ins().iconst(ptr, 0);
         let end = b.ins().iconst(ptr, g.row() as i64);
         let cols = Loop::stepped(b, first, end, VECTOR as i64);

@@ -85,11 +85,9 @@ fn build(b: &mut FunctionBuilder, args: &[Value], g: &Geometry) {
     let ptr = jit::pointer();
     let zero = b.ins().iconst(ptr, 0);
     let last = b.ins().iconst(ptr, oh as i64);
-    let lines = Loop::new(b, zero, last);
-    let row_in = b.ins().imul_imm_s(lines.index, sy as i64 * width * 4);
-    let row_in = b.ins().iadd(x, row_in);
-    let row_out = b.ins().imul_imm_s(lines.index, ow as i64 * 4);
-    let row_out = b.ins().iadd(out, row_out);
+    let rows = [(x, sy as i64 * width * 4), (out, ow as i64 * 4)];
+    let (lines, rows_at) = Loop::carrying(b, (zero, last, 1), &rows);
+    let (row_in, row_out) = (rows_at[0], rows_at[1]);
     // Whole groups of eight, then the row's last few outputs stored lane by lane, so that the
     // kernel writes the output plane as it is (no padded rows to copy out).
     let whole = ow / VECTOR * VECTOR;
