@@ -268,3 +268,10 @@ fn padding_an_axis_of_one_or_none() {
         &[0.0, 0.0]
     );
 }
+
+#[test]
+fn a_product_over_an_empty_depth_is_zero() {
+    let mut c = vec![f32::NAN; 6];
+    crate::kernels::gemm::sgemm([2, 0, 3], &[], &[], &mut c);
+    assert_eq!(c, vec![0.0; 6]);
+}
