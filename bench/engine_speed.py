@@ -192,6 +192,19 @@ for engine in ("cranelift", "reference"):
         s, peak, _ = qcc("--engine", engine, f"--passes=quantize{{granularity={granularity}}},bias-correct",
                          "--calib", calib_path, onnx_path, "--preprocess", "tf", "-o", os.path.join(tmp, "bc.ir"))
         bc.append(f"| {granularity}, {engine} | {s:.2f} | {peak / 1024:.0f} |")
+# bias-fit (per-channel) and `qcc compare` over its default rows, both engines; the bias-fit
+# modules must be the same bytes.
+fits = []
+for engine in ("cranelift", "reference"):
+    out = os.path.join(tmp, f"fit-{engine}.ir")
+    s, peak, _ = qcc("--engine", engine, "--passes=quantize{granularity=per-channel},bias-fit",
+                     "--calib", calib_path, onnx_path, "--preprocess", "tf", "-o", out)
+    fits.append(open(out[:-3] + ".safetensors", "rb").read())
+    bc.append(f"| per-channel `bias-fit`, {engine} | {s:.2f} | {peak / 1024:.0f} |")
+for engine in ("cranelift", "reference"):
+    s, peak, _ = qcc("compare", onnx_path, "--calib", calib_path, "--preprocess", "tf", "--quiet",
+                     "--engine", engine)
+    bc.append(f"| `qcc compare`, default rows, {engine} | {s:.2f} | {peak / 1024:.0f} |")
 for r in bc:
     print(r)
 
@@ -247,15 +260,20 @@ section = "\n".join([
     "",
     "The whole `qcc --passes=quantize{granularity=...},bias-correct` command (ONNX import,",
     "calibration, quantization, correction, writing the module; default options, since 2026-12-05",
-    "MSE ranges and the correction after the activation), both engines:",
+    "MSE ranges and the correction after the activation), the same with per-channel `bias-fit`, and",
+    "`qcc compare` over its seven default pipelines (each quantized and scored on the 64 images),",
+    "both engines:",
     "",
     "| pipeline, engine | seconds | peak MiB |",
     "|---|---|---|",
 ] + bc + [
     "",
-    "Exactness, every eval image through both engines (`qcc run -o`, the files compared byte for byte):",
+    "Exactness, every eval image through both engines (`qcc run -o`, the files compared byte for byte),",
+    "and the per-channel `bias-fit` module each engine writes:",
     "",
     "| module | Cranelift vs reference |",
     "|---|---|",
-] + exact + ["<!-- engine:end -->"])
+] + exact + [
+    f"| per-channel `bias-fit` module | {'identical' if fits[0] == fits[1] else 'DIFFERENT'} |",
+    "<!-- engine:end -->"])
 update_section("engine", section)
