@@ -6,7 +6,8 @@
 //!   Per kernel row and group of up to four taps, one load and one `pshufb` give each of four
 //!   output lanes its four input bytes (lane `j`, tap `e`: byte `j * stride + e * dilation`),
 //!   multiplied by the taps' weights (pre-splatted; a missing fourth tap has weight 0) and summed
-//!   into the lane by one `vpdpbusd`. The accumulators start at `-Z_u * sum w`, so they are the
+//!   into the lane by one `vpdpbusd`. At vertical stride and dilation 1 an iteration computes two
+//!   output rows, which share all their input rows but one: each is loaded and shuffled once. The accumulators start at `-Z_u * sum w`, so they are the
 //!   exact `sum (x - Z_x) * w` (padding reads `Z_u`, which that start cancels).
 //! - **Pairs** (`pmaddwd`, every CPU): the taps unrolled two at a time, the two taps' inputs
 //!   interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights, exact since
@@ -18,6 +19,7 @@
 use cranelift_codegen::ir::{Endianness, Immediate, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
+use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
 use qcc_dialects::ops::attrs::Conv2dAttrs;
@@ -567,29 +569,60 @@ fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
                 .load(types::I8X16, flags, words, (16 * (1 + i)) as i32)
         })
         .collect();
-    let rows = Rows::open(
-        b,
-        g,
-        (x, sy as i64 * width),
-        (out, row * width_of(epilogue)),
-    );
-    let src_off = b.ins().imul_imm_s(rows.ox, sx as i64);
-    let src = b.ins().iadd(rows.input, src_off);
-    let mut accs = [start, start];
-    for ky in 0..kh {
-        for (grp, mask) in masks.iter().enumerate() {
-            let w = weights[ky * groups + grp];
-            let at = (ky * dy) as i64 * width + (4 * grp * dx) as i64;
-            for (half, acc) in accs.iter_mut().enumerate() {
-                let off = at + (4 * half * sx) as i64;
-                let v = b.ins().load(types::I8X16, flags, src, off as i32);
-                let u = b.ins().shuffle(v, v, *mask);
-                *acc = dot_u8_i8(b, w, u, *acc);
+    // Output rows per iteration: two at vertical stride and dilation 1, where they share all but
+    // one input row (its loads and shuffles then serve both), else one.
+    let [oh, _] = g.output;
+    let per = if sy == 1 && dy == 1 && oh >= 2 { 2 } else { 1 };
+    let out_row = row * width_of(epilogue);
+    // Output rows `0..count` from the one whose first input row starts at `input` (its outputs
+    // at `output`), eight columns from `ox`.
+    let emit = |b: &mut FunctionBuilder, (input, output): (Value, Value), ox: Value, count| {
+        let src_off = b.ins().imul_imm_s(ox, sx as i64);
+        let src = b.ins().iadd(input, src_off);
+        // The shuffled input of (input row, tap group, half), loaded for the first output row
+        // that reads it.
+        let mut shuffled: HashMap<(usize, usize, usize), Value> = HashMap::new();
+        for j in 0..count {
+            let mut accs = [start, start];
+            for ky in 0..kh {
+                let line = j * sy + ky * dy;
+                for (grp, mask) in masks.iter().enumerate() {
+                    let w = weights[ky * groups + grp];
+                    for (half, acc) in accs.iter_mut().enumerate() {
+                        let u = *shuffled.entry((line, grp, half)).or_insert_with(|| {
+                            let off = line as i64 * width + (4 * grp * dx + 4 * half * sx) as i64;
+                            let v = b.ins().load(types::I8X16, flags, src, off as i32);
+                            b.ins().shuffle(v, v, *mask)
+                        });
+                        *acc = dot_u8_i8(b, w, u, *acc);
+                    }
+                }
             }
+            let dst = b.ins().iadd_imm_s(output, j as i64 * out_row);
+            finish(b, accs, epilogue, (dst, ox, record));
         }
+    };
+    let ptr = jit::pointer();
+    let columns = |b: &mut FunctionBuilder, rows: (Value, Value), count: usize| {
+        let (first, end) = (b.ins().iconst(ptr, 0), b.ins().iconst(ptr, row));
+        let cols = Loop::stepped(b, first, end, VECTOR as i64);
+        emit(b, rows, cols.index, count);
+        cols.close(b);
+    };
+    let (zero, pairs) = (
+        b.ins().iconst(ptr, 0),
+        b.ins().iconst(ptr, (oh / per) as i64),
+    );
+    let steps = [(x, (per * sy) as i64 * width), (out, per as i64 * out_row)];
+    let (lines, at) = Loop::carrying(b, (zero, pairs, 1), &steps);
+    columns(b, (at[0], at[1]), per);
+    lines.close(b);
+    if oh % per != 0 {
+        // The last output row alone.
+        let input = b.ins().iadd_imm_s(x, ((oh - 1) * sy) as i64 * width);
+        let output = b.ins().iadd_imm_s(out, (oh - 1) as i64 * out_row);
+        columns(b, (input, output), 1);
     }
-    finish(b, accs, epilogue, (rows.output, rows.ox, record));
-    rows.close(b);
     b.ins().return_(&[]);
 }
 
