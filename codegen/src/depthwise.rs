@@ -6,8 +6,8 @@
 //!   Per kernel row and group of up to four taps, one load and one `pshufb` give each of four
 //!   output lanes its four input bytes (lane `j`, tap `e`: byte `j * stride + e * dilation`),
 //!   multiplied by the taps' weights (pre-splatted; a missing fourth tap has weight 0) and summed
-//!   into the lane by one `vpdpbusd`. At vertical stride and dilation 1 an iteration computes two
-//!   output rows, which share all their input rows but one: each is loaded and shuffled once. The accumulators start at `-Z_u * sum w`, so they are the
+//!   into the lane by one `vpdpbusd`. An iteration computes two output rows; the input rows they
+//!   share (all but one at vertical stride 1, one at stride 2) are loaded and shuffled once. The accumulators start at `-Z_u * sum w`, so they are the
 //!   exact `sum (x - Z_x) * w` (padding reads `Z_u`, which that start cancels).
 //! - **Pairs** (`pmaddwd`, every CPU): the taps unrolled two at a time, the two taps' inputs
 //!   interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights, exact since
@@ -569,10 +569,10 @@ fn build_quads(b: &mut FunctionBuilder, args: &[Value], g: &Geometry, epilogue: 
                 .load(types::I8X16, flags, words, (16 * (1 + i)) as i32)
         })
         .collect();
-    // Output rows per iteration: two at vertical stride and dilation 1, where they share all but
-    // one input row (its loads and shuffles then serve both), else one.
+    // Output rows per iteration: two (one when the plane has one), whose shared input rows (all
+    // but one at vertical stride 1, one at stride 2) are loaded and shuffled once for both.
     let [oh, _] = g.output;
-    let per = if sy == 1 && dy == 1 && oh >= 2 { 2 } else { 1 };
+    let per = if oh >= 2 { 2 } else { 1 };
     let out_row = row * width_of(epilogue);
     // Output rows `0..count` from the one whose first input row starts at `input` (its outputs
     // at `output`), eight columns from `ox`.
