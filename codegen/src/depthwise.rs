@@ -459,28 +459,23 @@ pub fn define(
     })
 }
 
-/// The loops every depthwise kernel runs: over output rows, and in each over groups of
+/// The loops of the pairs kernel: over output rows, and in each over groups of
 /// [`VECTOR`] outputs; the builder is left in the inner body until [`Rows::close`].
-pub(crate) struct Rows {
+struct Rows {
     rows: Loop,
     cols: Loop,
     /// The group's first output column.
-    pub(crate) ox: Value,
+    ox: Value,
     /// Where the current output row's first input row starts.
-    pub(crate) input: Value,
+    input: Value,
     /// Where the current output row starts.
-    pub(crate) output: Value,
+    output: Value,
 }
 
 impl Rows {
     /// Opens the loops over `g`'s output rows (of `g.row()` outputs); the input advances
     /// `x.1` bytes and the output `out.1` bytes per output row from `x.0` and `out.0`.
-    pub(crate) fn open(
-        b: &mut FunctionBuilder,
-        g: &Geometry,
-        x: (Value, i64),
-        out: (Value, i64),
-    ) -> Rows {
+    fn open(b: &mut FunctionBuilder, g: &Geometry, x: (Value, i64), out: (Value, i64)) -> Rows {
         let ptr = jit::pointer();
         let zero = b.ins().iconst(ptr, 0);
         let oh = b.ins().iconst(ptr, g.output[0] as i64);
@@ -500,7 +495,7 @@ impl Rows {
     }
 
     /// Closes both loops.
-    pub(crate) fn close(self, b: &mut FunctionBuilder) {
+    fn close(self, b: &mut FunctionBuilder) {
         self.cols.close(b);
         self.rows.close(b);
     }
