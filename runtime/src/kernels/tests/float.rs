@@ -67,6 +67,8 @@ fn conv2d_matches_its_definition() {
         (2, 2, 1, [0, 0, 1, 1]),
         (4, 1, 2, [2, 1, 0, 2]),
         (1, 3, 1, [0; 4]),
+        // Pads wider than the input: whole rows and columns of the window outside it.
+        (1, 2, 3, [4, 7, 3, 8]),
     ] {
         let xs = [2, 4, 7, 6];
         let ws = [4, 4 / groups, 3, 3];
