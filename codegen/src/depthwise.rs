@@ -7,8 +7,9 @@
 //!   output lanes its four input bytes (lane `j`, tap `e`: byte `j * stride + e * dilation`),
 //!   multiplied by the taps' weights (pre-splatted; a missing fourth tap has weight 0) and summed
 //!   into the lane by one `vpdpbusd`. An iteration computes two output rows; the input rows they
-//!   share (all but one at vertical stride 1, one at stride 2) are loaded and shuffled once. The accumulators start at `-Z_u * sum w`, so they are the
-//!   exact `sum (x - Z_x) * w` (padding reads `Z_u`, which that start cancels).
+//!   share (all but one at vertical stride 1, one at stride 2) are loaded and shuffled once. The
+//!   accumulators start at `-Z_u * sum w`, so they are the exact `sum (x - Z_x) * w` (padding
+//!   reads `Z_u`, which that start cancels).
 //! - **Pairs** (`pmaddwd`, every CPU): the taps unrolled two at a time, the two taps' inputs
 //!   interleaved (`punpcklwd`/`punpckhwd`) and multiplied by the pair's weights, exact since
 //!   `|x - Z_x| * |w| <= 255 * 128` fits i16 pairs summed in i32. The plane is staged as i16

@@ -661,8 +661,7 @@ impl Stepper<'_, '_> {
                 message,
             };
             let operands = func.operands(node);
-            let fused_into = |v: &Value| self.fuse && self.interp.fused.contains_key(&v.node);
-            if operands.first().is_some_and(fused_into) {
+            if self.fuse && self.interp.fused_into(node).is_some() {
                 // An activation its operand's convolution has applied: the value passes on.
                 match self.live.remove(&operands[0]) {
                     Some(Cow::Owned(t)) => Cow::Owned(t),
