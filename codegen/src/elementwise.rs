@@ -29,20 +29,25 @@ const GROUP: usize = 8;
 /// Elements one task streams.
 const CHUNK: usize = 1 << 14;
 
-type StreamFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, i64);
+pub(crate) type StreamFn = unsafe extern "C" fn(*const u8, *const u8, *mut u8, i64);
 
 /// An operand or result of a stream: its bytes and the bytes per element.
-struct Lane<'a> {
-    bytes: &'a [u8],
-    width: usize,
+pub(crate) struct Lane<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) width: usize,
 }
 
-/// Runs `f` over `n` elements of `a` and `b` into `out` (`out_width` bytes per element).
-fn stream(f: StreamFn, a: Lane, b: Option<Lane>, out: &mut [u8], out_width: usize) {
-    let b = b.unwrap_or(Lane {
-        bytes: a.bytes,
-        width: a.width,
-    });
+/// Runs `f` over the elements of `a` and `b` into `out` (`out_width` bytes per element, as many
+/// elements as `out` holds). Without `a` the kernel reads its first operand from `out` itself
+/// and overwrites it (in place: each group is loaded before it is stored); without `b` it reads
+/// `a` again as its second.
+pub(crate) fn stream(
+    f: StreamFn,
+    a: Option<Lane>,
+    b: Option<Lane>,
+    out: &mut [u8],
+    out_width: usize,
+) {
     out.par_chunks_mut(CHUNK * out_width)
         .enumerate()
         .for_each(|(chunk, dst)| {
@@ -53,25 +58,32 @@ fn stream(f: StreamFn, a: Lane, b: Option<Lane>, out: &mut [u8], out_width: usiz
             }
             let whole = len / GROUP * GROUP;
             if whole > 0 {
-                let (xa, xb) = (at(&a, first, whole), at(&b, first, whole));
-                // SAFETY: each pointer covers `whole` elements of its width.
-                unsafe {
-                    f(
-                        xa.as_ptr(),
-                        xb.as_ptr(),
-                        dst.as_mut_ptr(),
-                        (whole / GROUP) as i64,
-                    )
-                };
+                let po = dst.as_mut_ptr();
+                // Cut to `whole` elements, so that a short operand panics rather than is overrun.
+                let xa = a
+                    .as_ref()
+                    .map_or(po as *const u8, |a| at(a, first, whole).as_ptr());
+                let xb = b.as_ref().map_or(xa, |b| at(b, first, whole).as_ptr());
+                // SAFETY: each pointer covers `whole` elements of its width; in place, the kernel
+                // reads each group before it writes it.
+                unsafe { f(xa, xb, po, (whole / GROUP) as i64) };
             }
             let rest = len - whole;
             if rest > 0 {
-                let pad = |l: &Lane| {
-                    let mut v = vec![0u8; GROUP * l.width];
-                    v[..rest * l.width].copy_from_slice(at(l, first + whole, rest));
+                let pad = |bytes: &[u8], width: usize| {
+                    let mut v = vec![0u8; GROUP * width];
+                    v[..rest * width].copy_from_slice(&bytes[..rest * width]);
                     v
                 };
-                let (pa, pb) = (pad(&a), pad(&b));
+                let own = &dst[whole * out_width..];
+                let pa = match &a {
+                    Some(a) => pad(at(a, first + whole, rest), a.width),
+                    None => pad(own, out_width),
+                };
+                let pb = match &b {
+                    Some(b) => pad(at(b, first + whole, rest), b.width),
+                    None => pa.clone(),
+                };
                 let mut po = vec![0u8; GROUP * out_width];
                 // SAFETY: one whole group in padded buffers.
                 unsafe { f(pa.as_ptr(), pb.as_ptr(), po.as_mut_ptr(), 1) };
@@ -93,7 +105,7 @@ fn streaming(
 }
 
 /// Defines a streaming kernel `(a, b, out, groups)` in `sink` (see [`streaming`]).
-fn define_streaming(
+pub(crate) fn define_streaming(
     sink: &mut dyn Sink,
     name: &str,
     widths: [i64; 3],
@@ -365,7 +377,7 @@ impl OpKernel for QuantAdd {
 }
 
 /// The streaming kernel `define` defines, compiled in the JIT.
-fn streaming_fn(
+pub(crate) fn streaming_fn(
     define: impl FnOnce(&mut dyn Sink) -> Result<FuncId, String>,
 ) -> Result<StreamFn, String> {
     let code = jit::compile(define)?;
@@ -484,7 +496,13 @@ impl OpKernel for Quantize {
         // SAFETY: f32 is four bytes without padding; the slice is only read.
         let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
         let mut out = vec![0u8; x.len()];
-        stream(self.kernel, Lane { bytes, width: 4 }, None, &mut out, 1);
+        stream(
+            self.kernel,
+            Some(Lane { bytes, width: 4 }),
+            None,
+            &mut out,
+            1,
+        );
         Ok(tensor8(out, self.signed, inputs[0].shape.clone()))
     }
 }
@@ -518,7 +536,7 @@ impl OpKernel for Dequantize {
         let out = unsafe {
             std::slice::from_raw_parts_mut(values.as_mut_ptr() as *mut u8, values.len() * 4)
         };
-        stream(self.kernel, Lane { bytes, width: 1 }, None, out, 4);
+        stream(self.kernel, Some(Lane { bytes, width: 1 }), None, out, 4);
         Ok(Tensor::from_f32(x.shape.clone(), values))
     }
 }
@@ -632,10 +650,10 @@ impl OpKernel for QuantConcat {
                     Part::Copy => dst.copy_from_slice(src),
                     Part::Rescale(kernel) => stream(
                         *kernel,
-                        Lane {
+                        Some(Lane {
                             bytes: src,
                             width: 1,
-                        },
+                        }),
                         None,
                         dst,
                         1,

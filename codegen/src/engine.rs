@@ -21,8 +21,9 @@ use crate::object::{Loaded, Scratch};
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
+use crate::float_map::FloatMap;
 use crate::layers::{QuantConv, QuantDense};
-use crate::reduce::QuantGlobalAvgPool;
+use crate::reduce::{FloatGlobalAvgPool, QuantGlobalAvgPool};
 use crate::windows::{FloatPool, QuantPool};
 
 /// The engine of generated code (`--engine cranelift`).
@@ -91,6 +92,21 @@ fn kernel_for(
         }
         OpKind::Dense if types.len() >= 2 && types.iter().all(|t| is_f32(t)) => {
             return Ok(FloatDense::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Relu
+        | OpKind::Clip
+        | OpKind::HardSigmoid
+        | OpKind::HardSwish
+        | OpKind::Add
+        | OpKind::Sub
+        | OpKind::Mul
+        | OpKind::Div => {
+            return Ok(FloatMap::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::GlobalAvgPool => {
+            return Ok(
+                FloatGlobalAvgPool::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>)
+            );
         }
 
         _ => return Ok(None),

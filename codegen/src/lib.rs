@@ -9,6 +9,7 @@ mod elementwise;
 pub mod emit;
 mod engine;
 mod float;
+mod float_map;
 mod gemm;
 pub mod jit;
 mod layers;

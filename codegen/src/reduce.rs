@@ -1,11 +1,14 @@
-//! Generated reductions: `quant.global_avg_pool` of 8-bit tensors. Each call sums eight planes
+//! Generated reductions: `quant.global_avg_pool` of 8-bit tensors, and float
+//! `nn.global_avg_pool` ([`FloatGlobalAvgPool`]). Each call sums eight planes
 //! (widened to i32 lanes, sixteen bytes per load), subtracts the zero point's share and
 //! requantizes the eight sums with the fixed-point multiplier (`clif::Multiplier`, as
 //! `docs/quantization.md` states for pooling). The driver copies the planes
 //! into rows of a multiple of sixteen bytes (zeros after the data, which add nothing) and pads
 //! the plane count to a multiple of eight, so the kernel never reads past its buffer.
 
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
+use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
 use qcc_runtime::quant::{Multiplier as Fixed, per_tensor};
@@ -242,5 +245,133 @@ impl OpKernel for QuantGlobalAvgPool {
             });
         out.truncate(planes);
         Ok(tensor8(out, self.out_signed, vec![n, c, 1, 1]))
+    }
+}
+
+type FloatReduceFn = unsafe extern "C" fn(*const f32, *mut f32, i64);
+
+/// A generated float `nn.global_avg_pool` for one plane size: each plane's values summed in f64
+/// one after another from the first, rounded to f32 and divided by the plane size, a NaN mean
+/// made `f32::NAN`, as the reference does (the same bits); [`PLANES`] planes side by side, each
+/// its own running sum.
+pub struct FloatGlobalAvgPool {
+    kernel: FloatReduceFn,
+    plane: usize,
+    fallback: Fallback,
+}
+
+impl FloatGlobalAvgPool {
+    /// Prepares the op (operand types `types`), or `None` when its input is not an f32
+    /// `[N, C, H, W]` tensor with planes of 1 to 2^24 values.
+    pub fn new(
+        op: &Operation,
+        types: &[&TensorType],
+    ) -> Result<Option<FloatGlobalAvgPool>, String> {
+        let x = types[0];
+        if !matches!(x.elem, qcc_dialects::ElemType::F32) || x.shape.len() != 4 {
+            return Ok(None);
+        }
+        let plane = x.shape[2] * x.shape[3];
+        if plane == 0 || plane > 1 << 24 {
+            return Ok(None);
+        }
+        let code = jit::compile(|sink| define_float(sink, plane))?;
+        Ok(Some(FloatGlobalAvgPool {
+            // SAFETY: generated with exactly this signature, in the platform's C ABI.
+            kernel: unsafe { std::mem::transmute::<*const u8, FloatReduceFn>(code) },
+            plane,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+/// Defines the kernel of a float `nn.global_avg_pool` over planes of `plane` values in `sink`:
+/// `(x, out, groups)` reads `groups` groups of [`PLANES`] consecutive planes and writes one mean
+/// per plane.
+fn define_float(sink: &mut dyn Sink, plane: usize) -> Result<FuncId, String> {
+    let ptr = sink.pointer();
+    let name = format!("fgap_p{plane}");
+    sink.function(&name, &Shape::kernel(&[ptr; 3]), &mut |b, args, _| {
+        let (x, out, groups) = (args[0], args[1], args[2]);
+        let flags = MemFlagsData::new().with_notrap();
+        let bytes = (plane * 4) as i64;
+        let zero = b.ins().iconst(ptr, 0);
+        let g = Loop::new(b, zero, groups);
+        let first = b.ins().imul_imm_s(g.index, PLANES as i64 * bytes);
+        let first = b.ins().iadd(x, first);
+        // Plane `j` starts at `j * bytes` from the group's first value.
+        let value = |b: &mut FunctionBuilder, at: cranelift_codegen::ir::Value, j: usize| {
+            let v = b
+                .ins()
+                .load(types::F32, flags, at, (j as i64 * bytes) as i32);
+            b.ins().fpromote(types::F64, v)
+        };
+        let sums: Vec<_> = (0..PLANES).map(|_| b.declare_var(types::F64)).collect();
+        for (j, s) in sums.iter().enumerate() {
+            let v = value(b, first, j);
+            b.def_var(*s, v);
+        }
+        let (one, end) = (b.ins().iconst(ptr, 4), b.ins().iconst(ptr, bytes));
+        let k = Loop::stepped(b, one, end, 4);
+        let at = b.ins().iadd(first, k.index);
+        for (j, s) in sums.iter().enumerate() {
+            let v = value(b, at, j);
+            let total = b.use_var(*s);
+            let total = b.ins().fadd(total, v);
+            b.def_var(*s, total);
+        }
+        k.close(b);
+        let count = b.ins().f32const(plane as f32);
+        let dst = b.ins().imul_imm_s(g.index, (PLANES * 4) as i64);
+        let dst = b.ins().iadd(out, dst);
+        for (j, s) in sums.iter().enumerate() {
+            let total = b.use_var(*s);
+            let rounded = b.ins().fdemote(types::F32, total);
+            let mean = b.ins().fdiv(rounded, count);
+            let unordered = b.ins().fcmp(FloatCC::Unordered, mean, mean);
+            let nan = b.ins().f32const(f32::NAN);
+            let mean = b.ins().select(unordered, nan, mean);
+            b.ins().store(flags, mean, dst, 4 * j as i32);
+        }
+        g.close(b);
+        b.ins().return_(&[]);
+        Ok(())
+    })
+}
+
+impl OpKernel for FloatGlobalAvgPool {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let Some(values) = x.as_f32() else {
+            return self.fallback.run(inputs);
+        };
+        if x.shape.len() != 4 || x.shape[2] * x.shape[3] != self.plane {
+            return self.fallback.run(inputs);
+        }
+        let (n, c) = (x.shape[0], x.shape[1]);
+        let planes = n * c;
+        let whole = planes / PLANES * PLANES;
+        let mut out = vec![0f32; planes];
+        let (head, tail) = out.split_at_mut(whole);
+        head.par_chunks_mut(GROUPS_PER_TASK * PLANES)
+            .zip(values[..whole * self.plane].par_chunks(GROUPS_PER_TASK * PLANES * self.plane))
+            .for_each(|(dst, src)| {
+                // SAFETY: `src` holds `dst.len() / PLANES` whole groups of `PLANES` planes, and
+                // `dst` one value per plane of them.
+                unsafe {
+                    (self.kernel)(src.as_ptr(), dst.as_mut_ptr(), (dst.len() / PLANES) as i64)
+                }
+            });
+        if !tail.is_empty() {
+            // The last planes, in a group padded with zero planes.
+            let mut padded = vec![0f32; PLANES * self.plane];
+            padded[..tail.len() * self.plane].copy_from_slice(&values[whole * self.plane..]);
+            let mut means = [0f32; PLANES];
+            // SAFETY: one whole group of planes, and a value per plane.
+            unsafe { (self.kernel)(padded.as_ptr(), means.as_mut_ptr(), 1) };
+            let rest = tail.len();
+            tail.copy_from_slice(&means[..rest]);
+        }
+        Ok(Tensor::from_f32(vec![n, c, 1, 1], out))
     }
 }

@@ -126,6 +126,14 @@ pub trait OpKernel: Send + Sync {
         Ok(t)
     }
 
+    /// For an elementwise op whose output has its first operand's shape and type: the op
+    /// computed into `first`'s own buffer (a value the run owns and no later op reads), the other
+    /// operands being `rest`; `None` when this kernel does not compute in place.
+    fn run_in_place(&self, first: &mut Tensor, rest: &[&Tensor]) -> Option<Result<(), String>> {
+        let _ = (first, rest);
+        None
+    }
+
     /// For an integer conv/dense: the exact accumulators `sum (x - Z_x) * w` (no bias) laid out
     /// `[N, C, plane]`, with their shape; `None` when this kernel does not compute them.
     fn accumulators(&self, x: &Tensor, w: &Tensor) -> Option<Result<Accumulators, String>> {

@@ -1,7 +1,9 @@
 //! Float arithmetic whose order every engine follows, so that their float results are the same
-//! bits: the dot product of `nn.dense`, how a dense layer's outputs are split into tasks, and the
-//! float activations.
+//! bits: the dot product of `nn.dense`, how a dense layer's outputs are split into tasks, the
+//! float activations and the elementwise arithmetic.
 
+use qcc_dialects::ops::attrs;
+use qcc_dialects::{OpKind, Operation};
 use rayon::prelude::*;
 
 use crate::wide::widest;
@@ -22,6 +24,24 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The activation `op` applies, `None` when it is no activation or clips per channel.
+    pub fn of(op: &Operation) -> Result<Option<Activation>, String> {
+        Ok(Some(match op.kind() {
+            Some(OpKind::Relu) => Activation::Relu,
+            Some(OpKind::Clip) => match attrs::clip_bounds(op)?.uniform() {
+                Some((lo, hi)) => Activation::Clip(lo as f32, hi as f32),
+                None => return Ok(None), // per channel
+            },
+            Some(OpKind::Sigmoid) => Activation::Sigmoid,
+            Some(OpKind::HardSigmoid) => {
+                let (a, b) = attrs::hardsigmoid(op);
+                Activation::HardSigmoid(a as f32, b as f32)
+            }
+            Some(OpKind::HardSwish) => Activation::HardSwish,
+            _ => return Ok(None),
+        }))
+    }
+
     /// The activation of one value. Relu and clip map NaN to their lower bound; written as
     /// comparisons (not `f32::max`, whose NaN handling costs a compare and a blend per vector) so
     /// that each bound is one `maxps` / `minps`.
@@ -49,6 +69,43 @@ impl Activation {
             Activation::HardSigmoid(a, b) => each(x, |v| Activation::HardSigmoid(a, b).apply(v)),
             Activation::HardSwish => each(x, |v| Activation::HardSwish.apply(v)),
         }
+    }
+}
+
+/// A float binary arithmetic op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arith {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+impl Arith {
+    /// The arithmetic of op kind `kind`, `None` for other kinds.
+    pub fn of(kind: OpKind) -> Option<Arith> {
+        Some(match kind {
+            OpKind::Add => Arith::Add,
+            OpKind::Sub => Arith::Sub,
+            OpKind::Mul => Arith::Mul,
+            OpKind::Div => Arith::Div,
+            _ => return None,
+        })
+    }
+
+    /// The op on one pair; a NaN result is [`canonical_nan`]'s (which of two NaNs an addition
+    /// or a product gives depends on the order a compiler puts its operands in).
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        canonical_nan(match self {
+            Arith::Add => a + b,
+            Arith::Sub => a - b,
+            Arith::Mul => a * b,
+            Arith::Div => a / b,
+        })
     }
 }
 

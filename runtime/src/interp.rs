@@ -51,35 +51,6 @@ pub fn layer_requant(op: &Operation, types: &[&TensorType]) -> Result<Requant, S
     }
 }
 
-/// The elementwise function of a float activation op, `None` for other ops.
-fn activation(op: &Operation) -> Result<Option<Activation>, String> {
-    Ok(Some(match op.kind() {
-        Some(OpKind::Relu) => Activation::Relu,
-        Some(OpKind::Clip) => match attrs::clip_bounds(op)?.uniform() {
-            Some((lo, hi)) => Activation::Clip(lo as f32, hi as f32),
-            None => return Ok(None), // per channel: `channel_clip`
-        },
-        Some(OpKind::Sigmoid) => Activation::Sigmoid,
-        Some(OpKind::HardSigmoid) => {
-            let (a, b) = attrs::hardsigmoid(op);
-            Activation::HardSigmoid(a as f32, b as f32)
-        }
-        Some(OpKind::HardSwish) => Activation::HardSwish,
-        _ => return Ok(None),
-    }))
-}
-
-/// The arithmetic of a float binary op kind, `None` for other kinds.
-fn arith(kind: OpKind) -> Option<Arith> {
-    Some(match kind {
-        OpKind::Add => Arith::Add,
-        OpKind::Sub => Arith::Sub,
-        OpKind::Mul => Arith::Mul,
-        OpKind::Div => Arith::Div,
-        _ => return None,
-    })
-}
-
 /// Runs one op on its inputs, whose types are `types` (integer ops read their quantization
 /// parameters there). `op.results[0]` supplies output sizes that only shape inference knows
 /// (pooling's ceil mode); the batch dimension comes from the inputs.
@@ -141,12 +112,14 @@ fn eval_prepared(
         }
         OpKind::Relu | OpKind::Clip | OpKind::Sigmoid | OpKind::HardSigmoid | OpKind::HardSwish => {
             let (xv, xs) = input()?;
-            let f = activation(op)?.ok_or("not an activation")?;
+            let f = Activation::of(op)?.ok_or("not an activation")?;
             unary(xv, xs, f)
         }
-        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div => {
-            binary(inputs[0], inputs[1], arith(kind).ok_or("not arithmetic")?)?
-        }
+        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div => binary(
+            inputs[0],
+            inputs[1],
+            Arith::of(kind).ok_or("not arithmetic")?,
+        )?,
         OpKind::GlobalAvgPool => {
             let (xv, xs) = input()?;
             global_avg(xv, xs)
@@ -304,7 +277,7 @@ fn fusions(func: &Function, schedule: &[NodeIndex]) -> HashMap<NodeIndex, Activa
     for &node in schedule {
         let operands = func.operands(node);
         let [v] = operands.as_slice() else { continue };
-        let Ok(Some(then)) = activation(func.op(node)) else {
+        let Ok(Some(then)) = Activation::of(func.op(node)) else {
             continue;
         };
         let producer = func.try_op(v.node);
@@ -671,9 +644,7 @@ impl Stepper<'_, '_> {
                 let args: Vec<&Tensor> = operands.iter().map(|v| self.live[v].as_ref()).collect();
                 let t = match self.interp.fused.get(&node).filter(|_| self.fuse) {
                     Some(then) => self.interp.run_op_then(node, &args, *then),
-                    None if !self.interp.kernels.contains_key(&node)
-                        && self.reusable(node, step) =>
-                    {
+                    None if self.reusable(node, step) => {
                         self.interp.check_args(node, &args).map_err(fail)?;
                         self.in_place(node)
                     }
@@ -702,8 +673,8 @@ impl Stepper<'_, '_> {
         let Some(&first) = operands.first() else {
             return false;
         };
-        let elementwise = matches!(activation(op), Ok(Some(_)))
-            || op.kind().and_then(arith).is_some()
+        let elementwise = matches!(Activation::of(op), Ok(Some(_)))
+            || op.kind().and_then(Arith::of).is_some()
                 && operands
                     .get(1)
                     .and_then(|b| self.live.get(b))
@@ -716,7 +687,8 @@ impl Stepper<'_, '_> {
             && matches!(self.live.get(&first), Some(Cow::Owned(t)) if t.as_f32().is_some())
     }
 
-    /// Runs a [`Stepper::reusable`] op in its first operand's buffer and returns that buffer.
+    /// Runs a [`Stepper::reusable`] op in its first operand's buffer (through its generated
+    /// kernel when it has one) and returns that buffer.
     fn in_place(&mut self, node: NodeIndex) -> Result<Tensor, String> {
         let func = self.interp.func;
         let op = func.op(node);
@@ -724,10 +696,23 @@ impl Stepper<'_, '_> {
         let Some(Cow::Owned(mut t)) = self.live.remove(&operands[0]) else {
             return Err("internal error: the operand to overwrite is not owned".into());
         };
-        match activation(op)? {
+        if let Some(kernel) = self.interp.kernels.get(&node) {
+            let rest: Vec<&Tensor> = operands[1..]
+                .iter()
+                .map(|v| self.live[v].as_ref())
+                .collect();
+            if let Some(done) = kernel.run_in_place(&mut t, &rest) {
+                return done.map(|()| t);
+            }
+            // The kernel computes no value in place: it runs on its own output buffer.
+            let mut args = vec![&t];
+            args.extend(rest);
+            return kernel.run(&args);
+        }
+        match Activation::of(op)? {
             Some(f) => unary_in_place(t.as_f32_mut().ok_or("expected f32")?, f),
             None => {
-                let f = op.kind().and_then(arith).ok_or("not arithmetic")?;
+                let f = op.kind().and_then(Arith::of).ok_or("not arithmetic")?;
                 binary_in_place(&mut t, &self.live[&operands[1]], f)?;
             }
         }

@@ -571,7 +571,9 @@ fn concat(
 /// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
-/// inputs with NaN, infinities and signed zeros now and then.
+/// in one of two an elementwise tail (an activation of the value, `nn.add`, `nn.sub`, `nn.mul` or
+/// `nn.div` of the value and that, then an activation) and in one of three an
+/// `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
     let n = rng.range(1, 2) as usize;
@@ -684,6 +686,33 @@ fn float_network(seed: u64) -> (String, Tensor) {
         cur = "%p".into();
         (h, w) = (oh, ow);
     }
+    if rng.chance(2) {
+        // A gate of the value, arithmetic of the value and its gate (in place when the value is
+        // the run's own), and an activation of that (in place).
+        let shape = ty(&[n, c, h, w]);
+        let gate = elementwise_activation(&mut rng, &cur);
+        let arith = ["add", "sub", "mul", "div"][rng.below(4) as usize];
+        let after = elementwise_activation(&mut rng, "%s");
+        writeln!(
+            body,
+            "    %g = {gate} : ({shape}) -> {shape}\n    \
+             %s = nn.{arith}({cur}, %g) : ({shape}, {shape}) -> {shape}\n    \
+             %t = {after} : ({shape}) -> {shape}"
+        )
+        .unwrap();
+        cur = "%t".into();
+    }
+    if rng.chance(3) {
+        writeln!(
+            body,
+            "    %m = nn.global_avg_pool({cur}) : ({}) -> {}",
+            ty(&[n, c, h, w]),
+            ty(&[n, c, 1, 1])
+        )
+        .unwrap();
+        cur = "%m".into();
+        (h, w) = (1, 1);
+    }
     let out = ty(&[n, c, h, w]);
     let text = format!(
         "module @random {{\n  func.func @main(%x: {}) -> {out} {{\n{body}    return {cur} : {out}\n  }}\n}}\n",
@@ -702,6 +731,24 @@ fn float_network(seed: u64) -> (String, Tensor) {
         })
         .collect();
     (text, Tensor::from_f32(input.to_vec(), data))
+}
+
+/// A float activation op applied to `value`, with its attributes.
+fn elementwise_activation(rng: &mut Rng, value: &str) -> String {
+    match rng.below(4) {
+        0 => format!("nn.relu({value})"),
+        1 => format!(
+            "nn.clip({value}) {{min = {}, max = {}}}",
+            -(rng.range(0, 2) as f64),
+            rng.range(1, 6) as f64
+        ),
+        2 => format!(
+            "nn.hardsigmoid({value}) {{alpha = {}, beta = {}}}",
+            rng.range(1, 5) as f64 / 8.0,
+            rng.range(-2, 4) as f64 / 4.0
+        ),
+        _ => format!("nn.hardswish({value})"),
+    }
 }
 
 /// A random float `nn.dense` (K from 1 to 40, so with and without whole groups of eight and a
@@ -979,6 +1026,26 @@ fn the_generator_covers_what_it_claims() {
     ] {
         assert!(texts.contains(needle), "no generated network has {needle}");
     }
+    let mut floats = String::new();
+    for seed in 0..200u64 {
+        floats.push_str(&float_network(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).0);
+    }
+    for needle in [
+        "nn.hardsigmoid(%",
+        "nn.hardswish(%",
+        "nn.add(%",
+        "nn.sub(%",
+        "nn.mul(%",
+        "nn.div(%",
+        "nn.global_avg_pool(%a",
+        "nn.global_avg_pool(%t",
+        "nn.hardswish(%x",
+    ] {
+        assert!(
+            floats.contains(needle),
+            "no generated float network has {needle}"
+        );
+    }
 }
 
 /// Two stride-2 depthwise layers that differ only in their right padding (so in their output
@@ -999,5 +1066,47 @@ fn float_kernels_of_different_output_widths_are_not_shared() {
              return %y : tensor<1x2x3x{ow}xf32>\n  }}\n}}\n"
         );
         check_float_module(text, &x).unwrap();
+    }
+}
+
+/// The float elementwise kernels and the float global pool over more values than one task of
+/// theirs takes (16384 values; 128 planes), with a last partial group: out of place on the
+/// function's input, then in place on the run's own values; the same bits on both engines.
+#[test]
+fn float_elementwise_kernels_split_over_tasks_match_the_reference() {
+    let shape = [2, 70, 12, 11];
+    let len: usize = shape.iter().product();
+    let x = Tensor::from_f32(
+        shape.to_vec(),
+        (0..len)
+            .map(|i| match i % 997 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => -0.0,
+                k => (k as f32 - 498.0) / 37.0,
+            })
+            .collect(),
+    );
+    let ty = format!("tensor<{}xf32>", dims(&shape));
+    let chain = format!(
+        "    %a = nn.relu(%x) : ({ty}) -> {ty}\n    \
+         %g = nn.hardsigmoid(%a) {{alpha = 0.25, beta = -0.5}} : ({ty}) -> {ty}\n    \
+         %s = nn.div(%a, %g) : ({ty}, {ty}) -> {ty}\n    \
+         %t = nn.clip(%s) {{min = -1.0, max = 6.0}} : ({ty}) -> {ty}\n"
+    );
+    let pooled = "tensor<2x70x1x1xf32>";
+    for (result, result_ty, extra) in [
+        ("%t", ty.clone(), String::new()),
+        (
+            "%m",
+            pooled.to_string(),
+            format!("    %m = nn.global_avg_pool(%t) : ({ty}) -> {pooled}\n"),
+        ),
+    ] {
+        let text = format!(
+            "module @m {{\n  func.func @main(%x: {ty}) -> {result_ty} {{\n{chain}{extra}    \
+             return {result} : {result_ty}\n  }}\n}}\n"
+        );
+        check_float_module(text, &x).expect("the same bits");
     }
 }

@@ -4,7 +4,7 @@ use qcc_dialects::Tensor;
 use qcc_dialects::ops::attrs::ClipBounds;
 use rayon::prelude::*;
 
-pub use crate::float::Activation;
+pub use crate::float::{Activation, Arith};
 
 /// Elements per parallel task of the elementwise kernels.
 const GRAIN: usize = 1 << 16;
@@ -31,31 +31,6 @@ pub fn channel_clip(x: &[f32], shape: &[usize], bounds: &ClipBounds) -> Tensor {
         p.iter_mut().for_each(|v| *v = f.apply(*v));
     });
     Tensor::from_f32(shape.to_vec(), out)
-}
-
-/// A float binary arithmetic op.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Arith {
-    /// `a + b`.
-    Add,
-    /// `a - b`.
-    Sub,
-    /// `a * b`.
-    Mul,
-    /// `a / b`.
-    Div,
-}
-
-impl Arith {
-    /// The op on one pair.
-    pub fn apply(self, a: f32, b: f32) -> f32 {
-        match self {
-            Arith::Add => a + b,
-            Arith::Sub => a - b,
-            Arith::Mul => a * b,
-            Arith::Div => a / b,
-        }
-    }
 }
 
 /// `a = f(a, b)` where `b` has `a`'s shape; false (nothing written) when it has not.

@@ -31,12 +31,16 @@ pub fn pool2d(x: &[f32], xs: &[usize], g: &PoolGeometry, kind: PoolKind) -> Tens
     Tensor::from_f32(vec![n, c, oh, ow], out)
 }
 
-/// Mean over H and W: [N, C, H, W] -> [N, C, 1, 1].
+/// Mean over H and W: [N, C, H, W] -> [N, C, 1, 1]; each plane summed in f64 in order, the sum
+/// rounded to f32 and divided by the plane size; a NaN mean is `canonical_nan`'s.
 pub fn global_avg(x: &[f32], xs: &[usize]) -> Tensor {
     let hw = xs[2] * xs[3];
     let data = x
         .chunks_exact(hw)
-        .map(|p| p.iter().map(|v| *v as f64).sum::<f64>() as f32 / hw as f32)
+        .map(|p| {
+            let sum = p.iter().map(|v| *v as f64).sum::<f64>();
+            crate::float::canonical_nan(sum as f32 / hw as f32)
+        })
         .collect();
     Tensor::from_f32(vec![xs[0], xs[1], 1, 1], data)
 }

@@ -1,0 +1,209 @@
+//! Generated float elementwise kernels: the activations `nn.relu`, `nn.clip` (one range for
+//! every channel), `nn.hardsigmoid` and `nn.hardswish`, and the arithmetic `nn.add`, `nn.sub`,
+//! `nn.mul` and `nn.div` of two same-shaped tensors. Each streams eight values per iteration
+//! (two f32x4) through the operations of `qcc_runtime::float`'s definition in its order, so the
+//! bits are the reference's, NaN and signed zeros included (an arithmetic result that is NaN is
+//! `f32::NAN`, as there). When the interpreter lends the first
+//! operand's buffer (the op is that value's last reader) the kernel writes over it.
+//! `nn.sigmoid` has no kernel: Cranelift has no `exp`.
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use qcc_dialects::{Operation, Tensor, TensorType};
+use qcc_runtime::OpKernel;
+use qcc_runtime::float::{Activation, Arith};
+
+use crate::clif::{max_ps, min_ps};
+use crate::elementwise::{Fallback, Lane, StreamFn, define_streaming, stream, streaming_fn};
+
+/// What one kernel computes per value.
+#[derive(Clone, Copy, Debug)]
+enum Map {
+    /// An activation of the one operand.
+    Unary(Activation),
+    /// Arithmetic on the two operands.
+    Binary(Arith),
+}
+
+impl Map {
+    /// The kernel's name: the op and every constant it is specialised on.
+    fn name(self) -> String {
+        let bits = |v: f32| format!("{:08x}", v.to_bits());
+        match self {
+            Map::Unary(Activation::Relu) => "fmap_relu".into(),
+            Map::Unary(Activation::Clip(lo, hi)) => format!("fmap_clip_{}_{}", bits(lo), bits(hi)),
+            Map::Unary(Activation::HardSigmoid(a, b)) => {
+                format!("fmap_hardsigmoid_{}_{}", bits(a), bits(b))
+            }
+            Map::Unary(Activation::HardSwish) => "fmap_hardswish".into(),
+            Map::Unary(Activation::Sigmoid) => "fmap_sigmoid".into(),
+            Map::Binary(f) => format!("fmap_{f:?}").to_lowercase(),
+        }
+    }
+}
+
+/// `f32x4` with every lane `v`.
+fn splat(b: &mut FunctionBuilder, v: f32) -> Value {
+    let c = b.ins().f32const(v);
+    b.ins().splat(types::F32X4, c)
+}
+
+/// `v` with every NaN lane `f32::NAN` (`qcc_runtime::float::canonical_nan`).
+fn canonical_nan(b: &mut FunctionBuilder, v: Value) -> Value {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let unordered = b.ins().fcmp(FloatCC::Unordered, v, v);
+    let mask = b.ins().bitcast(types::F32X4, little, unordered);
+    let nan = splat(b, f32::NAN);
+    b.ins().bitselect(mask, nan, v)
+}
+
+/// `v.clamp(0.0, 1.0)`: `v < 0 ? 0 : v`, then `v > 1 ? 1 : v` (NaN and -0.0 pass through).
+fn clamp01(b: &mut FunctionBuilder, v: Value) -> Value {
+    let (zero, one) = (splat(b, 0.0), splat(b, 1.0));
+    let low = max_ps(b, zero, v);
+    min_ps(b, one, low)
+}
+
+/// The activation `f` of four values, as `Activation::apply` computes it.
+fn activate(b: &mut FunctionBuilder, f: Activation, v: Value) -> Option<Value> {
+    Some(match f {
+        // `v > 0 ? v : 0`: NaN and -0.0 go to 0.
+        Activation::Relu => {
+            let zero = splat(b, 0.0);
+            max_ps(b, v, zero)
+        }
+        Activation::Clip(lo, hi) => {
+            let (lo, hi) = (splat(b, lo), splat(b, hi));
+            let above = max_ps(b, v, lo);
+            min_ps(b, above, hi)
+        }
+        Activation::HardSigmoid(alpha, beta) => {
+            let (alpha, beta) = (splat(b, alpha), splat(b, beta));
+            let scaled = b.ins().fmul(alpha, v);
+            let t = b.ins().fadd(scaled, beta);
+            clamp01(b, t)
+        }
+        Activation::HardSwish => {
+            let (six, half) = (splat(b, 6.0), splat(b, 0.5));
+            let sixth = b.ins().fdiv(v, six);
+            let t = b.ins().fadd(sixth, half);
+            let gate = clamp01(b, t);
+            b.ins().fmul(v, gate)
+        }
+        Activation::Sigmoid => return None,
+    })
+}
+
+/// A generated float elementwise op (see the module documentation).
+pub struct FloatMap {
+    kernel: StreamFn,
+    binary: bool,
+    fallback: Fallback,
+}
+
+impl FloatMap {
+    /// Prepares `op` (operand types `types`), or `None` when it is none of the module's ops, its
+    /// operands are not f32, a clip bounds each channel apart, or an arithmetic op broadcasts.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatMap>, String> {
+        let f32s = types
+            .iter()
+            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        let map = match Activation::of(op)? {
+            Some(Activation::Sigmoid) => return Ok(None),
+            Some(f) => Map::Unary(f),
+            None => match op.kind().and_then(Arith::of) {
+                Some(f) if types.len() == 2 && types[0].shape == types[1].shape => Map::Binary(f),
+                _ => return Ok(None),
+            },
+        };
+        if !f32s {
+            return Ok(None);
+        }
+        let kernel = streaming_fn(|sink| {
+            define_streaming(sink, &map.name(), [4, 4, 4], |b, pa, pb, po| {
+                let flags = MemFlagsData::new().with_notrap();
+                for j in 0..2 {
+                    let x = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                    let y = match map {
+                        Map::Unary(f) => activate(b, f, x).expect("sigmoid has no kernel"),
+                        Map::Binary(f) => {
+                            let other = b.ins().load(types::F32X4, flags, pb, 16 * j);
+                            let y = match f {
+                                Arith::Add => b.ins().fadd(x, other),
+                                Arith::Sub => b.ins().fsub(x, other),
+                                Arith::Mul => b.ins().fmul(x, other),
+                                Arith::Div => b.ins().fdiv(x, other),
+                            };
+                            canonical_nan(b, y)
+                        }
+                    };
+                    b.ins().store(flags, y, po, 16 * j);
+                }
+            })
+        })?;
+        Ok(Some(FloatMap {
+            kernel,
+            binary: matches!(map, Map::Binary(_)),
+            fallback: Fallback::new(op, types),
+        }))
+    }
+
+    /// The second operand's values when this kernel takes `first` and `rest` (f32 values, and
+    /// for arithmetic a second operand of the first's shape); `Err` when it does not.
+    fn operands<'t>(&self, first: &Tensor, rest: &[&'t Tensor]) -> Result<Option<&'t [f32]>, ()> {
+        first.as_f32().ok_or(())?;
+        if !self.binary {
+            return Ok(None);
+        }
+        match rest.first() {
+            Some(other) if other.shape == first.shape => other.as_f32().map(Some).ok_or(()),
+            _ => Err(()),
+        }
+    }
+}
+
+/// f32 values as a stream's operand.
+fn lane(v: &[f32]) -> Lane<'_> {
+    Lane {
+        bytes: bytes(v),
+        width: 4,
+    }
+}
+
+/// The bytes of f32 values.
+fn bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 is four bytes without padding; the bytes are only read.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// The bytes of f32 values, to overwrite with other f32 values.
+fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: every bit pattern of four bytes is an f32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
+impl OpKernel for FloatMap {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let Ok(other) = self.operands(inputs[0], &inputs[1..]) else {
+            return self.fallback.run(inputs);
+        };
+        let x = inputs[0].as_f32().unwrap_or_default();
+        let mut out = vec![0f32; x.len()];
+        stream(
+            self.kernel,
+            Some(lane(x)),
+            other.map(lane),
+            bytes_mut(&mut out),
+            4,
+        );
+        Ok(Tensor::from_f32(inputs[0].shape.clone(), out))
+    }
+
+    fn run_in_place(&self, first: &mut Tensor, rest: &[&Tensor]) -> Option<Result<(), String>> {
+        let other = self.operands(first, rest).ok()?;
+        let values = first.as_f32_mut()?;
+        stream(self.kernel, None, other.map(lane), bytes_mut(values), 4);
+        Some(Ok(()))
+    }
+}
