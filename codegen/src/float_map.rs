@@ -4,8 +4,9 @@
 //! (two f32x4) through the operations of `qcc_runtime::float`'s definition in its order, so the
 //! bits are the reference's, NaN and signed zeros included (an arithmetic result that is NaN is
 //! `f32::NAN`, as there). When the interpreter lends the first
-//! operand's buffer (the op is that value's last reader) the kernel writes over it.
-//! `nn.sigmoid` has no kernel: Cranelift has no `exp`.
+//! operand's buffer (the op is that value's last reader) the kernel writes over it. Float
+//! `nn.batch_norm` streams each channel's plane with that channel's constants
+//! ([`FloatBatchNorm`]). `nn.sigmoid` has no kernel: Cranelift has no `exp`.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
@@ -13,6 +14,7 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
 use qcc_runtime::float::{Activation, Arith};
+use rayon::prelude::*;
 
 use crate::clif::{max_ps, min_ps};
 use crate::elementwise::{Fallback, Lane, StreamFn, define_streaming, stream, streaming_fn};
@@ -205,5 +207,94 @@ impl OpKernel for FloatMap {
         let values = first.as_f32_mut()?;
         stream(self.kernel, None, other.map(lane), bytes_mut(values), 4);
         Some(Ok(()))
+    }
+}
+
+/// A generated float `nn.batch_norm` of `[N, C, ...]` values: per channel plane, eight values
+/// per iteration, `(v - mean) * scale + beta` in that order with the channel's constants
+/// (`qcc_runtime::float::batch_norm_scales`), the same bits as the reference.
+pub struct FloatBatchNorm {
+    kernel: StreamFn,
+    eps: f32,
+    fallback: Fallback,
+}
+
+impl FloatBatchNorm {
+    /// Prepares `op` (operand types `types`), or `None` when its operands are not f32 or its
+    /// input has no channel axis.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatBatchNorm>, String> {
+        let f32s = types
+            .iter()
+            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        if !f32s || types.len() != 5 || types[0].shape.len() < 2 {
+            return Ok(None);
+        }
+        // The operand at `b` holds the channel's mean, scale and beta, four copies each.
+        let kernel = streaming_fn(|sink| {
+            define_streaming(sink, "fbatchnorm", [4, 0, 4], |b, pa, pb, po| {
+                let flags = MemFlagsData::new().with_notrap();
+                let constant =
+                    |b: &mut FunctionBuilder, k: i32| b.ins().load(types::F32X4, flags, pb, 16 * k);
+                let (mean, scale, beta) = (constant(b, 0), constant(b, 1), constant(b, 2));
+                for j in 0..2 {
+                    let x = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                    let centred = b.ins().fsub(x, mean);
+                    let scaled = b.ins().fmul(centred, scale);
+                    let y = b.ins().fadd(scaled, beta);
+                    b.ins().store(flags, y, po, 16 * j);
+                }
+            })
+        })?;
+        Ok(Some(FloatBatchNorm {
+            kernel,
+            eps: qcc_dialects::ops::attrs::epsilon(op)? as f32,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for FloatBatchNorm {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let params: Option<Vec<&[f32]>> = inputs[1..].iter().map(|t| t.as_f32()).collect();
+        let (Some(values), Some(params)) = (x.as_f32(), params) else {
+            return self.fallback.run(inputs);
+        };
+        let c = x.shape[1];
+        if params.len() != 4 || params.iter().any(|p| p.len() < c) {
+            return self.fallback.run(inputs);
+        }
+        let [gamma, beta, mean, var] = [params[0], params[1], params[2], params[3]];
+        let scale = qcc_runtime::float::batch_norm_scales(&gamma[..c], &var[..c], self.eps);
+        // Per channel: its mean, scale and beta, four copies each.
+        let constants: Vec<f32> = (0..c)
+            .flat_map(|ch| {
+                [mean[ch], scale[ch], beta[ch]]
+                    .into_iter()
+                    .flat_map(|v| [v; 4])
+            })
+            .collect();
+        let plane: usize = x.shape[2..].iter().product();
+        let mut out = vec![0f32; values.len()];
+        if plane > 0 {
+            out.par_chunks_mut(plane)
+                .zip(values.par_chunks(plane))
+                .enumerate()
+                .for_each(|(i, (dst, src))| {
+                    let ch = i % c;
+                    let channel = Lane {
+                        bytes: bytes(&constants[12 * ch..12 * (ch + 1)]),
+                        width: 0,
+                    };
+                    stream(
+                        self.kernel,
+                        Some(lane(src)),
+                        Some(channel),
+                        bytes_mut(dst),
+                        4,
+                    );
+                });
+        }
+        Ok(Tensor::from_f32(x.shape.clone(), out))
     }
 }

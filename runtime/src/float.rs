@@ -109,6 +109,16 @@ impl Arith {
     }
 }
 
+/// The per-channel factors of `nn.batch_norm` (`gamma / sqrt(var + eps)`): each value `v` of
+/// channel `c` becomes `(v - mean[c]) * scale[c] + beta[c]`, in that order, in every engine.
+pub fn batch_norm_scales(gamma: &[f32], var: &[f32], eps: f32) -> Vec<f32> {
+    gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect()
+}
+
 /// Adds `bias` to every value of `x`, then applies `then` when there is one (one pass).
 pub fn add_bias_then(x: &mut [f32], bias: f32, then: Option<Activation>) {
     match then {

@@ -571,7 +571,7 @@ fn concat(
 /// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
-/// in one of two an elementwise tail (an activation of the value, `nn.add`, `nn.sub`, `nn.mul` or
+/// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the value, `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation) and in one of three an
 /// `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
@@ -685,6 +685,35 @@ fn float_network(seed: u64) -> (String, Tensor) {
         .unwrap();
         cur = "%p".into();
         (h, w) = (oh, ow);
+    }
+    if rng.chance(3) {
+        // Batch normalisation with per-channel constants (variances near zero now and then).
+        let shape = ty(&[n, c, h, w]);
+        let vector = |rng: &mut Rng, lo: i64| -> String {
+            let v: Vec<String> = (0..c)
+                .map(|_| (rng.range(lo, 64) as f64 / 16.0).to_string())
+                .collect();
+            format!("dense<[{}]> : tensor<{c}xf32>", v.join(", "))
+        };
+        let mut operands = Vec::new();
+        for (name, lo) in [("gamma", -64), ("beta", -64), ("mean", -64), ("var", 0)] {
+            let value = vector(&mut rng, lo);
+            writeln!(
+                body,
+                "    %{name} = nn.const {{value = {value}}} : tensor<{c}xf32>"
+            )
+            .unwrap();
+            operands.push(format!("%{name}"));
+        }
+        let eps = ["1e-3", "0.0", "1e-5"][rng.below(3) as usize];
+        let param = format!("tensor<{c}xf32>");
+        writeln!(
+            body,
+            "    %bn = nn.batch_norm({cur}, {}) {{epsilon = {eps}}} : ({shape}, {param}, {param}, {param}, {param}) -> {shape}",
+            operands.join(", ")
+        )
+        .unwrap();
+        cur = "%bn".into();
     }
     if rng.chance(2) {
         // A gate of the value, arithmetic of the value and its gate (in place when the value is
@@ -1040,6 +1069,8 @@ fn the_generator_covers_what_it_claims() {
         "nn.global_avg_pool(%a",
         "nn.global_avg_pool(%t",
         "nn.hardswish(%x",
+        "nn.batch_norm(%a",
+        "nn.batch_norm(%x",
     ] {
         assert!(
             floats.contains(needle),

@@ -132,7 +132,7 @@ pub fn batch_norm(x: &Tensor, params: [&[f32]; 4], eps: f32) -> Tensor {
     let c = x.shape[1];
     let inner: usize = x.shape[2..].iter().product();
     let xv = x.as_f32().expect("checked f32");
-    let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
+    let scale = crate::float::batch_norm_scales(&gamma[..c], &var[..c], eps);
     let data = xv
         .iter()
         .enumerate()
