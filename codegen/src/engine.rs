@@ -95,6 +95,7 @@ fn kernel_for(
         }
         OpKind::Relu
         | OpKind::Clip
+        | OpKind::Sigmoid
         | OpKind::HardSigmoid
         | OpKind::HardSwish
         | OpKind::Add

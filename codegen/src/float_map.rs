@@ -1,12 +1,13 @@
 //! Generated float elementwise kernels: the activations `nn.relu`, `nn.clip` (one range for
-//! every channel), `nn.hardsigmoid` and `nn.hardswish`, and the arithmetic `nn.add`, `nn.sub`,
+//! every channel), `nn.sigmoid`, `nn.hardsigmoid` and `nn.hardswish`, and the arithmetic `nn.add`, `nn.sub`,
 //! `nn.mul` and `nn.div` of two same-shaped tensors. Each streams eight values per iteration
 //! (two f32x4) through the operations of `qcc_runtime::float`'s definition in its order, so the
 //! bits are the reference's, NaN and signed zeros included (an arithmetic result that is NaN is
 //! `f32::NAN`, as there). When the interpreter lends the first
 //! operand's buffer (the op is that value's last reader) the kernel writes over it. Float
 //! `nn.batch_norm` streams each channel's plane with that channel's constants
-//! ([`FloatBatchNorm`]). `nn.sigmoid` has no kernel: Cranelift has no `exp`.
+//! ([`FloatBatchNorm`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
+//! no `exp`, and libm's differs between platforms, so both engines use that one).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
@@ -67,9 +68,57 @@ fn clamp01(b: &mut FunctionBuilder, v: Value) -> Value {
     min_ps(b, one, low)
 }
 
+/// `qcc_runtime::float::exp` of four values, its steps in its order.
+fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    use qcc_runtime::float::{EXP_C1, EXP_C2, EXP_HIGH, EXP_LOW, EXP_MAGIC, EXP_POLY};
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let (low, high) = (splat(b, EXP_LOW), splat(b, EXP_HIGH));
+    let above = max_ps(b, x, low);
+    let c = min_ps(b, above, high);
+    let (log2e, magic) = (splat(b, std::f32::consts::LOG2_E), splat(b, EXP_MAGIC));
+    let scaled = b.ins().fmul(c, log2e);
+    let t = b.ins().fadd(scaled, magic);
+    let n = b.ins().fsub(t, magic);
+    let (c1, c2) = (splat(b, EXP_C1), splat(b, EXP_C2));
+    let high_part = b.ins().fmul(n, c1);
+    let reduced = b.ins().fsub(c, high_part);
+    let low_part = b.ins().fmul(n, c2);
+    let r = b.ins().fsub(reduced, low_part);
+    let mut p = splat(b, EXP_POLY[0]);
+    for coefficient in &EXP_POLY[1..] {
+        let k = splat(b, *coefficient);
+        let pr = b.ins().fmul(p, r);
+        p = b.ins().fadd(pr, k);
+    }
+    let square = b.ins().fmul(r, r);
+    let pz = b.ins().fmul(p, square);
+    let pzr = b.ins().fadd(pz, r);
+    let one = splat(b, 1.0);
+    let y = b.ins().fadd(pzr, one);
+    // n as an integer: t's bits less the magic's.
+    let t_bits = b.ins().bitcast(types::I32X4, little, t);
+    let magic_bits = b.ins().iconst(types::I32, i64::from(EXP_MAGIC.to_bits()));
+    let magic_bits = b.ins().splat(types::I32X4, magic_bits);
+    let k = b.ins().isub(t_bits, magic_bits);
+    let k1 = b.ins().sshr_imm_u(k, 1);
+    let k2 = b.ins().isub(k, k1);
+    let bias = b.ins().iconst(types::I32, 127);
+    let bias = b.ins().splat(types::I32X4, bias);
+    let mut e = y;
+    for part in [k1, k2] {
+        let biased = b.ins().iadd(part, bias);
+        let exponent = b.ins().ishl_imm_u(biased, 23);
+        let power = b.ins().bitcast(types::F32X4, little, exponent);
+        e = b.ins().fmul(e, power);
+    }
+    let unordered = b.ins().fcmp(FloatCC::Unordered, x, x);
+    let mask = b.ins().bitcast(types::F32X4, little, unordered);
+    b.ins().bitselect(mask, x, e)
+}
+
 /// The activation `f` of four values, as `Activation::apply` computes it.
-fn activate(b: &mut FunctionBuilder, f: Activation, v: Value) -> Option<Value> {
-    Some(match f {
+fn activate(b: &mut FunctionBuilder, f: Activation, v: Value) -> Value {
+    match f {
         // `v > 0 ? v : 0`: NaN and -0.0 go to 0.
         Activation::Relu => {
             let zero = splat(b, 0.0);
@@ -93,8 +142,14 @@ fn activate(b: &mut FunctionBuilder, f: Activation, v: Value) -> Option<Value> {
             let gate = clamp01(b, t);
             b.ins().fmul(v, gate)
         }
-        Activation::Sigmoid => return None,
-    })
+        Activation::Sigmoid => {
+            let minus = b.ins().fneg(v);
+            let e = exp(b, minus);
+            let one = splat(b, 1.0);
+            let d = b.ins().fadd(one, e);
+            b.ins().fdiv(one, d)
+        }
+    }
 }
 
 /// A generated float elementwise op (see the module documentation).
@@ -112,7 +167,6 @@ impl FloatMap {
             .iter()
             .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
         let map = match Activation::of(op)? {
-            Some(Activation::Sigmoid) => return Ok(None),
             Some(f) => Map::Unary(f),
             None => match op.kind().and_then(Arith::of) {
                 Some(f) if types.len() == 2 && types[0].shape == types[1].shape => Map::Binary(f),
@@ -128,7 +182,7 @@ impl FloatMap {
                 for j in 0..2 {
                     let x = b.ins().load(types::F32X4, flags, pa, 16 * j);
                     let y = match map {
-                        Map::Unary(f) => activate(b, f, x).expect("sigmoid has no kernel"),
+                        Map::Unary(f) => activate(b, f, x),
                         Map::Binary(f) => {
                             let other = b.ins().load(types::F32X4, flags, pb, 16 * j);
                             let y = match f {

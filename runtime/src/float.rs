@@ -15,7 +15,7 @@ pub enum Activation {
     Relu,
     /// `min(max(v, lo), hi)`.
     Clip(f32, f32),
-    /// `1 / (1 + e^-v)`.
+    /// `1 / (1 + e^-v)`, with [`exp`].
     Sigmoid,
     /// `clamp(a * v + b, 0, 1)`.
     HardSigmoid(f32, f32),
@@ -51,7 +51,7 @@ impl Activation {
         match self {
             Activation::Relu => above(v, 0.0),
             Activation::Clip(lo, hi) => below(above(v, lo), hi),
-            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Activation::Sigmoid => 1.0 / (1.0 + exp(-v)),
             Activation::HardSigmoid(a, b) => (a * v + b).clamp(0.0, 1.0),
             Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
         }
@@ -108,6 +108,54 @@ impl Arith {
         })
     }
 }
+
+/// `e^x` in f32, by steps every engine takes in the same order (so that sigmoid and softmax give
+/// the same bits everywhere; libm's `expf` differs between platforms): `x` clamped to
+/// `[-104, 89]` (beyond, the result is 0 or infinity anyway); `n = round(x log2 e)` by adding and
+/// subtracting 1.5 * 2^23; `r = (x - n c1) - n c2` with `c1 + c2 = ln 2` (`c1` short enough that
+/// `n c1` is exact); Cephes' degree-7 polynomial `((p(r) r^2) + r) + 1` for `e^r`; times `2^n`
+/// as two powers of two built from bits (so that results near the f32 limits, subnormals
+/// included, round once). Within 2 ulp of `e^x` over the normal range (tested); NaN passes
+/// through.
+pub fn exp(x: f32) -> f32 {
+    let c = {
+        let above = if x > EXP_LOW { x } else { EXP_LOW };
+        if above < EXP_HIGH { above } else { EXP_HIGH }
+    };
+    let t = c * std::f32::consts::LOG2_E + EXP_MAGIC;
+    let n = t - EXP_MAGIC;
+    let r = (c - n * EXP_C1) - n * EXP_C2;
+    let mut p = EXP_POLY[0];
+    for coefficient in &EXP_POLY[1..] {
+        p = p * r + coefficient;
+    }
+    let y = (p * (r * r) + r) + 1.0;
+    let k = (t.to_bits() as i32).wrapping_sub(EXP_MAGIC.to_bits() as i32);
+    let (k1, k2) = (k >> 1, k - (k >> 1));
+    let power = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
+    let e = (y * power(k1)) * power(k2);
+    if x.is_nan() { x } else { e }
+}
+
+/// [`exp`]'s lower clamp: `e^-104` is below half the smallest subnormal f32.
+pub const EXP_LOW: f32 = -104.0;
+/// [`exp`]'s upper clamp: `e^89` is beyond the largest f32.
+pub const EXP_HIGH: f32 = 89.0;
+/// `1.5 * 2^23`: adding it rounds an f32 below 2^22 in magnitude to an integer.
+pub const EXP_MAGIC: f32 = 12_582_912.0;
+/// The high part of ln 2 in [`exp`]'s reduction (0.693359375, nine significant bits).
+pub const EXP_C1: f32 = 0.693_359_4;
+/// The low part of ln 2 in [`exp`]'s reduction.
+pub const EXP_C2: f32 = -2.121_944_4e-4;
+/// [`exp`]'s polynomial coefficients (Cephes `expf`), highest degree first.
+pub const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 /// The per-channel factors of `nn.batch_norm` (`gamma / sqrt(var + eps)`): each value `v` of
 /// channel `c` becomes `(v - mean[c]) * scale[c] + beta[c]`, in that order, in every engine.

@@ -571,7 +571,8 @@ fn concat(
 /// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
-/// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the value, `nn.add`, `nn.sub`, `nn.mul` or
+/// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the
+/// value (sigmoid among them), `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation) and in one of three an
 /// `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
@@ -764,8 +765,9 @@ fn float_network(seed: u64) -> (String, Tensor) {
 
 /// A float activation op applied to `value`, with its attributes.
 fn elementwise_activation(rng: &mut Rng, value: &str) -> String {
-    match rng.below(4) {
+    match rng.below(5) {
         0 => format!("nn.relu({value})"),
+        4 => format!("nn.sigmoid({value})"),
         1 => format!(
             "nn.clip({value}) {{min = {}, max = {}}}",
             -(rng.range(0, 2) as f64),
@@ -1068,7 +1070,8 @@ fn the_generator_covers_what_it_claims() {
         "nn.div(%",
         "nn.global_avg_pool(%a",
         "nn.global_avg_pool(%t",
-        "nn.hardswish(%x",
+        "(%x, %g)",
+        "nn.sigmoid(%",
         "nn.batch_norm(%a",
         "nn.batch_norm(%x",
     ] {
@@ -1140,4 +1143,33 @@ fn float_elementwise_kernels_split_over_tasks_match_the_reference() {
         );
         check_float_module(text, &x).expect("the same bits");
     }
+}
+
+/// The generated sigmoid (and so its `exp`) gives the reference's bits over every range its
+/// steps treat apart: every 4099th f32 from -120 to 120 (results that underflow, subnormal
+/// powers, saturation, the polynomial's whole interval), infinities, NaN and signed zeros.
+#[test]
+fn generated_sigmoid_matches_the_reference_over_the_whole_range() {
+    let mut values: Vec<f32> = (0u32..0x42F0_0000)
+        .step_by(4099)
+        .flat_map(|bits| [f32::from_bits(bits), -f32::from_bits(bits)])
+        .collect();
+    values.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -0.0,
+        0.0,
+        88.72,
+        -88.72,
+        103.9,
+    ]);
+    let len = values.len();
+    let x = Tensor::from_f32(vec![1, len], values);
+    let ty = format!("tensor<1x{len}xf32>");
+    let text = format!(
+        "module @m {{\n  func.func @main(%x: {ty}) -> {ty} {{\n    \
+         %y = nn.sigmoid(%x) : ({ty}) -> {ty}\n    return %y : {ty}\n  }}\n}}\n"
+    );
+    check_float_module(text, &x).expect("the same bits");
 }

@@ -144,7 +144,7 @@ pub fn batch_norm(x: &Tensor, params: [&[f32]; 4], eps: f32) -> Tensor {
     Tensor::from_f32(x.shape.clone(), data)
 }
 
-/// Softmax along `axis`.
+/// Softmax along `axis` (with `crate::float::exp`).
 pub fn softmax(x: &[f32], shape: &[usize], axis: usize) -> Tensor {
     let n = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -156,7 +156,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: usize) -> Tensor {
             let max = (0..n).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f32;
             for k in 0..n {
-                let e = (x[at(k)] - max).exp();
+                let e = crate::float::exp(x[at(k)] - max);
                 out[at(k)] = e;
                 sum += e;
             }

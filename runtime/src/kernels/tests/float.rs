@@ -277,3 +277,53 @@ fn a_product_over_an_empty_depth_is_zero() {
     crate::kernels::gemm::sgemm([2, 0, 3], &[], &[], &mut c);
     assert_eq!(c, vec![0.0; 6]);
 }
+
+/// ULPs between two finite f32 of the same sign.
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+#[test]
+fn exp_is_within_two_ulp_of_the_true_value_over_the_normal_range() {
+    use crate::float::exp;
+    // Every 97th f32 bit pattern from -87.3 to 88.7 (normal results), both signs.
+    let mut worst = (0u32, 0f32);
+    for bits in (0u32..0x42B1_0000).step_by(97) {
+        for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+            if !(-87.3..=88.7).contains(&x) {
+                continue;
+            }
+            let truth = (x as f64).exp() as f32;
+            let u = ulps(exp(x), truth);
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+    }
+    assert!(worst.0 <= 2, "{} ulp at x = {:e}", worst.0, worst.1);
+}
+
+#[test]
+fn exp_saturates_and_passes_nan_through() {
+    use crate::float::exp;
+    assert_eq!(exp(0.0), 1.0);
+    assert_eq!(exp(-0.0), 1.0);
+    assert_eq!(exp(89.0), f32::INFINITY);
+    assert_eq!(exp(1e30), f32::INFINITY);
+    assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+    assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp(-200.0), 0.0);
+    assert!(exp(f32::NAN).is_nan());
+    // Subnormal results: within a few units of the smallest subnormal.
+    for x in [-88.0f32, -95.0, -100.0, -103.0] {
+        let truth = (x as f64).exp();
+        let got = exp(x) as f64;
+        assert!(
+            (got - truth).abs() <= 2.0 * f32::from_bits(1) as f64,
+            "{x}: {got:e} vs {truth:e}"
+        );
+    }
+    // The largest finite results.
+    let x = 88.72f32;
+    assert!(ulps(exp(x), (x as f64).exp() as f32) <= 2);
+}
