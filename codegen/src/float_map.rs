@@ -328,27 +328,98 @@ impl OpKernel for FloatBatchNorm {
                     .flat_map(|v| [v; 4])
             })
             .collect();
-        let plane: usize = x.shape[2..].iter().product();
-        let mut out = vec![0f32; values.len()];
-        if plane > 0 {
-            out.par_chunks_mut(plane)
-                .zip(values.par_chunks(plane))
-                .enumerate()
-                .for_each(|(i, (dst, src))| {
-                    let ch = i % c;
-                    let channel = Lane {
-                        bytes: bytes(&constants[12 * ch..12 * (ch + 1)]),
-                        width: 0,
-                    };
-                    stream(
-                        self.kernel,
-                        Some(lane(src)),
-                        Some(channel),
-                        bytes_mut(dst),
-                        4,
-                    );
-                });
+        Ok(per_channel(self.kernel, x, values, &constants, 12))
+    }
+}
+
+/// `x` (`values`, `[N, C, ...]`) with each channel plane streamed through `kernel`, whose second
+/// operand is that channel's `width` constants (at `constants[c * width..]`).
+fn per_channel(
+    kernel: StreamFn,
+    x: &Tensor,
+    values: &[f32],
+    constants: &[f32],
+    width: usize,
+) -> Tensor {
+    let c = x.shape[1].max(1);
+    let plane: usize = x.shape[2..].iter().product();
+    let mut out = vec![0f32; values.len()];
+    if plane > 0 {
+        out.par_chunks_mut(plane)
+            .zip(values.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (dst, src))| {
+                let ch = i % c;
+                let channel = Lane {
+                    bytes: bytes(&constants[width * ch..width * (ch + 1)]),
+                    width: 0,
+                };
+                stream(kernel, Some(lane(src)), Some(channel), bytes_mut(dst), 4);
+            });
+    }
+    Tensor::from_f32(x.shape.clone(), out)
+}
+
+/// A generated float `nn.clip` with an upper bound per channel (`channel_max`): each channel
+/// plane streamed with its bounds, `min(max(v, lo), hi[c])` as `Activation::Clip` computes it.
+pub struct FloatChannelClip {
+    kernel: StreamFn,
+    /// Per channel: the lower and the upper bound, four copies each.
+    bounds: Vec<f32>,
+    fallback: Fallback,
+}
+
+impl FloatChannelClip {
+    /// Prepares `op` (operand types `types`), or `None` when it is not an `nn.clip` with
+    /// per-channel bounds of an f32 `[N, C, ...]` tensor.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatChannelClip>, String> {
+        let x = types[0];
+        if !op.is(qcc_dialects::OpKind::Clip) {
+            return Ok(None);
         }
-        Ok(Tensor::from_f32(x.shape.clone(), out))
+        let bounds = qcc_dialects::ops::attrs::clip_bounds(op)?;
+        if bounds.channel_hi.is_none()
+            || !matches!(x.elem, qcc_dialects::ElemType::F32)
+            || x.shape.len() < 2
+        {
+            return Ok(None);
+        }
+        let kernel = streaming_fn(|sink| {
+            define_streaming(sink, "fclip_channel", [4, 0, 4], |b, pa, pb, po| {
+                let flags = MemFlagsData::new().with_notrap();
+                let lo = b.ins().load(types::F32X4, flags, pb, 0);
+                let hi = b.ins().load(types::F32X4, flags, pb, 16);
+                for j in 0..2 {
+                    let v = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                    let above = max_ps(b, v, lo);
+                    let y = min_ps(b, above, hi);
+                    b.ins().store(flags, y, po, 16 * j);
+                }
+            })
+        })?;
+        let bounds = (0..x.shape[1])
+            .flat_map(|ch| {
+                [bounds.lo as f32, bounds.hi_of(ch) as f32]
+                    .into_iter()
+                    .flat_map(|v| [v; 4])
+            })
+            .collect();
+        Ok(Some(FloatChannelClip {
+            kernel,
+            bounds,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for FloatChannelClip {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        match x.as_f32() {
+            Some(values) if x.shape.len() >= 2 && 8 * x.shape[1] == self.bounds.len() => {
+                Ok(per_channel(self.kernel, x, values, &self.bounds, 8))
+            }
+            _ => self.fallback.run(inputs),
+        }
     }
 }

@@ -572,7 +572,7 @@ fn concat(
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
 /// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the
-/// value (sigmoid among them), `nn.add`, `nn.sub`, `nn.mul` or
+/// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation) and in one of three an
 /// `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
@@ -720,9 +720,9 @@ fn float_network(seed: u64) -> (String, Tensor) {
         // A gate of the value, arithmetic of the value and its gate (in place when the value is
         // the run's own), and an activation of that (in place).
         let shape = ty(&[n, c, h, w]);
-        let gate = elementwise_activation(&mut rng, &cur);
+        let gate = elementwise_activation(&mut rng, &cur, c);
         let arith = ["add", "sub", "mul", "div"][rng.below(4) as usize];
-        let after = elementwise_activation(&mut rng, "%s");
+        let after = elementwise_activation(&mut rng, "%s", c);
         writeln!(
             body,
             "    %g = {gate} : ({shape}) -> {shape}\n    \
@@ -763,9 +763,20 @@ fn float_network(seed: u64) -> (String, Tensor) {
     (text, Tensor::from_f32(input.to_vec(), data))
 }
 
-/// A float activation op applied to `value`, with its attributes.
-fn elementwise_activation(rng: &mut Rng, value: &str) -> String {
-    match rng.below(5) {
+/// A float activation op applied to `value` (of `channels` channels), with its attributes.
+fn elementwise_activation(rng: &mut Rng, value: &str, channels: usize) -> String {
+    match rng.below(6) {
+        5 => {
+            let highs: Vec<String> = (0..channels)
+                .map(|_| (rng.range(-8, 48) as f64 / 8.0).to_string())
+                .collect();
+            format!(
+                "nn.clip({value}) {{min = {}, max = {}, channel_max = [{}]}}",
+                -(rng.range(1, 3) as f64),
+                rng.range(1, 6) as f64,
+                highs.join(", ")
+            )
+        }
         0 => format!("nn.relu({value})"),
         4 => format!("nn.sigmoid({value})"),
         1 => format!(
@@ -1072,6 +1083,7 @@ fn the_generator_covers_what_it_claims() {
         "nn.global_avg_pool(%t",
         "(%x, %g)",
         "nn.sigmoid(%",
+        "channel_max = [",
         "nn.batch_norm(%a",
         "nn.batch_norm(%x",
     ] {
