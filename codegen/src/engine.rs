@@ -23,7 +23,7 @@ use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
 use crate::float_map::{FloatBatchNorm, FloatChannelClip, FloatMap};
 use crate::layers::{QuantConv, QuantDense};
-use crate::reduce::{FloatGlobalAvgPool, QuantGlobalAvgPool};
+use crate::reduce::{FloatGlobalAvgPool, FloatSoftmax, QuantGlobalAvgPool};
 use crate::windows::{FloatPool, QuantPool};
 
 /// The engine of generated code (`--engine cranelift`).
@@ -106,6 +106,9 @@ fn kernel_for(
                 return Ok(Some(Box::new(k)));
             }
             return Ok(FloatMap::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Softmax => {
+            return Ok(FloatSoftmax::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::BatchNorm => {
             return Ok(FloatBatchNorm::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

@@ -47,7 +47,7 @@ impl Map {
 }
 
 /// `f32x4` with every lane `v`.
-fn splat(b: &mut FunctionBuilder, v: f32) -> Value {
+pub(crate) fn splat(b: &mut FunctionBuilder, v: f32) -> Value {
     let c = b.ins().f32const(v);
     b.ins().splat(types::F32X4, c)
 }
@@ -69,7 +69,7 @@ fn clamp01(b: &mut FunctionBuilder, v: Value) -> Value {
 }
 
 /// `qcc_runtime::float::exp` of four values, its steps in its order.
-fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
+pub(crate) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     use qcc_runtime::float::{EXP_C1, EXP_C2, EXP_HIGH, EXP_LOW, EXP_MAGIC, EXP_POLY};
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let (low, high) = (splat(b, EXP_LOW), splat(b, EXP_HIGH));

@@ -1,5 +1,5 @@
 //! Generated reductions: `quant.global_avg_pool` of 8-bit tensors, and float
-//! `nn.global_avg_pool` ([`FloatGlobalAvgPool`]). Each call sums eight planes
+//! `nn.global_avg_pool` ([`FloatGlobalAvgPool`]) and `nn.softmax` ([`FloatSoftmax`]). Each call sums eight planes
 //! (widened to i32 lanes, sixteen bytes per load), subtracts the zero point's share and
 //! requantizes the eight sums with the fixed-point multiplier (`clif::Multiplier`, as
 //! `docs/quantization.md` states for pooling). The driver copies the planes
@@ -373,5 +373,150 @@ impl OpKernel for FloatGlobalAvgPool {
             tail.copy_from_slice(&means[..rest]);
         }
         Ok(Tensor::from_f32(vec![n, c, 1, 1], out))
+    }
+}
+
+type SoftmaxFn = unsafe extern "C" fn(*const f32, *mut f32, i64);
+
+/// Values per group of the softmax kernel.
+const SOFTMAX_GROUP: usize = 4;
+
+/// A generated float `nn.softmax` along the last axis, per row of `len` values: the largest
+/// value (NaN ignored), `exp` of each value less it (`qcc_runtime::float::exp`'s steps, four at
+/// a time), their sum one after another from +0.0, each divided by the sum, a NaN result made
+/// `f32::NAN`: the reference's bits. Rows whose length is not a multiple of four go through a
+/// copy padded with -inf (whose exp, 0, leaves the sum as it is).
+pub struct FloatSoftmax {
+    kernel: SoftmaxFn,
+    len: usize,
+    fallback: Fallback,
+}
+
+impl FloatSoftmax {
+    /// Prepares `op` (operand types `types`), or `None` unless it normalises the last axis of
+    /// an f32 tensor.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatSoftmax>, String> {
+        let x = types[0];
+        let rank = x.shape.len();
+        if !matches!(x.elem, qcc_dialects::ElemType::F32) || rank == 0 {
+            return Ok(None);
+        }
+        if qcc_dialects::ops::attrs::axis(op, -1, rank)? != rank - 1 || x.shape[rank - 1] == 0 {
+            return Ok(None);
+        }
+        let len = x.shape[rank - 1];
+        let code = jit::compile(|sink| define_softmax(sink, len.div_ceil(SOFTMAX_GROUP)))?;
+        Ok(Some(FloatSoftmax {
+            // SAFETY: generated with exactly this signature, in the platform's C ABI.
+            kernel: unsafe { std::mem::transmute::<*const u8, SoftmaxFn>(code) },
+            len,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+/// Defines the softmax kernel over rows of `groups` groups of four values in `sink`:
+/// `(x, out, rows)`.
+fn define_softmax(sink: &mut dyn Sink, groups: usize) -> Result<FuncId, String> {
+    use crate::float_map::{exp, splat};
+    use cranelift_codegen::ir::Endianness;
+    let ptr = sink.pointer();
+    let name = format!("fsoftmax_g{groups}");
+    let row = (groups * SOFTMAX_GROUP * 4) as i64;
+    sink.function(&name, &Shape::kernel(&[ptr; 3]), &mut |b, args, _| {
+        let (x, out, rows) = (args[0], args[1], args[2]);
+        let flags = MemFlagsData::new().with_notrap();
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let zero = b.ins().iconst(ptr, 0);
+        let end = b.ins().iconst(ptr, row);
+        let step = SOFTMAX_GROUP as i64 * 4;
+        let (r, at) = Loop::carrying(b, (zero, rows, 1), &[(x, row), (out, row)]);
+        let (src, dst) = (at[0], at[1]);
+        // The largest value: `v > m ? v : m` from -inf (NaN never replaces it), lanes apart,
+        // then across them (the order of a maximum changes nothing but which zero it keeps,
+        // and exp gives 1 for either).
+        let largest = b.declare_var(types::F32X4);
+        let start = splat(b, f32::NEG_INFINITY);
+        b.def_var(largest, start);
+        let k = Loop::stepped(b, zero, end, step);
+        let p = b.ins().iadd(src, k.index);
+        let v = b.ins().load(types::F32X4, flags, p, 0);
+        let m = b.use_var(largest);
+        let greater = b.ins().fcmp(FloatCC::GreaterThan, v, m);
+        let mask = b.ins().bitcast(types::F32X4, little, greater);
+        let m = b.ins().bitselect(mask, v, m);
+        b.def_var(largest, m);
+        k.close(b);
+        let m = b.use_var(largest);
+        let mut top = b.ins().extractlane(m, 0);
+        for lane in 1..SOFTMAX_GROUP as u8 {
+            let v = b.ins().extractlane(m, lane);
+            let greater = b.ins().fcmp(FloatCC::GreaterThan, v, top);
+            top = b.ins().select(greater, v, top);
+        }
+        let top = b.ins().splat(types::F32X4, top);
+        // exp of each value less the largest, stored, and summed one value after another.
+        let total = b.declare_var(types::F32);
+        let none = b.ins().f32const(0.0);
+        b.def_var(total, none);
+        let k = Loop::stepped(b, zero, end, step);
+        let (p, q) = (b.ins().iadd(src, k.index), b.ins().iadd(dst, k.index));
+        let v = b.ins().load(types::F32X4, flags, p, 0);
+        let shifted = b.ins().fsub(v, top);
+        let e = exp(b, shifted);
+        b.ins().store(flags, e, q, 0);
+        let mut sum = b.use_var(total);
+        for lane in 0..SOFTMAX_GROUP as u8 {
+            let value = b.ins().extractlane(e, lane);
+            sum = b.ins().fadd(sum, value);
+        }
+        b.def_var(total, sum);
+        k.close(b);
+        let sum = b.use_var(total);
+        let sum = b.ins().splat(types::F32X4, sum);
+        let nan = splat(b, f32::NAN);
+        let k = Loop::stepped(b, zero, end, step);
+        let q = b.ins().iadd(dst, k.index);
+        let e = b.ins().load(types::F32X4, flags, q, 0);
+        let y = b.ins().fdiv(e, sum);
+        let unordered = b.ins().fcmp(FloatCC::Unordered, y, y);
+        let mask = b.ins().bitcast(types::F32X4, little, unordered);
+        let y = b.ins().bitselect(mask, nan, y);
+        b.ins().store(flags, y, q, 0);
+        k.close(b);
+        r.close(b);
+        b.ins().return_(&[]);
+        Ok(())
+    })
+}
+
+impl OpKernel for FloatSoftmax {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let Some(values) = x.as_f32() else {
+            return self.fallback.run(inputs);
+        };
+        if x.shape.last() != Some(&self.len) {
+            return self.fallback.run(inputs);
+        }
+        let len = self.len;
+        let padded = len.div_ceil(SOFTMAX_GROUP) * SOFTMAX_GROUP;
+        let mut out = vec![0f32; values.len()];
+        out.par_chunks_mut(len)
+            .zip(values.par_chunks(len))
+            .for_each(|(dst, src)| {
+                if padded == len {
+                    // SAFETY: one row of `len` values, a whole number of groups.
+                    unsafe { (self.kernel)(src.as_ptr(), dst.as_mut_ptr(), 1) };
+                } else {
+                    let mut row = vec![f32::NEG_INFINITY; padded];
+                    row[..len].copy_from_slice(src);
+                    let mut result = vec![0f32; padded];
+                    // SAFETY: one padded row of whole groups.
+                    unsafe { (self.kernel)(row.as_ptr(), result.as_mut_ptr(), 1) };
+                    dst.copy_from_slice(&result[..len]);
+                }
+            });
+        Ok(Tensor::from_f32(x.shape.clone(), out))
     }
 }

@@ -573,8 +573,8 @@ fn concat(
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
 /// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the
 /// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
-/// `nn.div` of the value and that, then an activation) and in one of three an
-/// `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
+/// `nn.div` of the value and that, then an activation), in one of three an `nn.softmax` along
+/// the last axis and in one of three an `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
     let n = rng.range(1, 2) as usize;
@@ -731,6 +731,16 @@ fn float_network(seed: u64) -> (String, Tensor) {
         )
         .unwrap();
         cur = "%t".into();
+    }
+    if rng.chance(3) {
+        let shape = ty(&[n, c, h, w]);
+        let axis = ["-1", "3"][rng.below(2) as usize];
+        writeln!(
+            body,
+            "    %sm = nn.softmax({cur}) {{axis = {axis}}} : ({shape}) -> {shape}"
+        )
+        .unwrap();
+        cur = "%sm".into();
     }
     if rng.chance(3) {
         writeln!(
@@ -1084,6 +1094,9 @@ fn the_generator_covers_what_it_claims() {
         "(%x, %g)",
         "nn.sigmoid(%",
         "channel_max = [",
+        "nn.softmax(%t",
+        "nn.softmax(%a",
+        "nn.global_avg_pool(%sm",
         "nn.batch_norm(%a",
         "nn.batch_norm(%x",
     ] {

@@ -144,7 +144,8 @@ pub fn batch_norm(x: &Tensor, params: [&[f32]; 4], eps: f32) -> Tensor {
     Tensor::from_f32(x.shape.clone(), data)
 }
 
-/// Softmax along `axis` (with `crate::float::exp`).
+/// Softmax along `axis`: the largest value (NaN ignored), `crate::float::exp` of each value less
+/// it, their sum in order from +0.0, each divided by the sum (a NaN result canonical).
 pub fn softmax(x: &[f32], shape: &[usize], axis: usize) -> Tensor {
     let n = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -161,7 +162,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: usize) -> Tensor {
                 sum += e;
             }
             for k in 0..n {
-                out[at(k)] /= sum;
+                out[at(k)] = crate::float::canonical_nan(out[at(k)] / sum);
             }
         }
     }
