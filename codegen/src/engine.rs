@@ -21,7 +21,7 @@ use crate::object::{Loaded, Scratch};
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
-use crate::float_map::{FloatBatchNorm, FloatChannelClip, FloatMap};
+use crate::float_map::{FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatMap};
 use crate::layers::{QuantConv, QuantDense};
 use crate::reduce::{FloatGlobalAvgPool, FloatSoftmax, QuantGlobalAvgPool};
 use crate::windows::{FloatPool, QuantPool};
@@ -103,6 +103,9 @@ fn kernel_for(
         | OpKind::Mul
         | OpKind::Div => {
             if let Some(k) = FloatChannelClip::new(op, &types)? {
+                return Ok(Some(Box::new(k)));
+            }
+            if let Some(k) = FloatBroadcast::new(op, &types)? {
                 return Ok(Some(Box::new(k)));
             }
             return Ok(FloatMap::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

@@ -1,6 +1,7 @@
 //! Generated float elementwise kernels: the activations `nn.relu`, `nn.clip` (one range for
 //! every channel), `nn.sigmoid`, `nn.hardsigmoid` and `nn.hardswish`, and the arithmetic `nn.add`, `nn.sub`,
-//! `nn.mul` and `nn.div` of two same-shaped tensors. Each streams eight values per iteration
+//! `nn.mul` and `nn.div` of two same-shaped tensors, or of a second that broadcasts per plane or
+//! per row ([`FloatBroadcast`]). Each streams eight values per iteration
 //! (two f32x4) through the operations of `qcc_runtime::float`'s definition in its order, so the
 //! bits are the reference's, NaN and signed zeros included (an arithmetic result that is NaN is
 //! `f32::NAN`, as there). When the interpreter lends the first
@@ -176,28 +177,19 @@ impl FloatMap {
         if !f32s {
             return Ok(None);
         }
-        let kernel = streaming_fn(|sink| {
-            define_streaming(sink, &map.name(), [4, 4, 4], |b, pa, pb, po| {
-                let flags = MemFlagsData::new().with_notrap();
-                for j in 0..2 {
-                    let x = b.ins().load(types::F32X4, flags, pa, 16 * j);
-                    let y = match map {
-                        Map::Unary(f) => activate(b, f, x),
-                        Map::Binary(f) => {
-                            let other = b.ins().load(types::F32X4, flags, pb, 16 * j);
-                            let y = match f {
-                                Arith::Add => b.ins().fadd(x, other),
-                                Arith::Sub => b.ins().fsub(x, other),
-                                Arith::Mul => b.ins().fmul(x, other),
-                                Arith::Div => b.ins().fdiv(x, other),
-                            };
-                            canonical_nan(b, y)
-                        }
-                    };
-                    b.ins().store(flags, y, po, 16 * j);
-                }
-            })
-        })?;
+        let kernel = match map {
+            Map::Binary(f) => arith_kernel(f, false)?,
+            Map::Unary(f) => streaming_fn(|sink| {
+                define_streaming(sink, &map.name(), [4, 4, 4], |b, pa, _, po| {
+                    let flags = MemFlagsData::new().with_notrap();
+                    for j in 0..2 {
+                        let x = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                        let y = activate(b, f, x);
+                        b.ins().store(flags, y, po, 16 * j);
+                    }
+                })
+            })?,
+        };
         Ok(Some(FloatMap {
             kernel,
             binary: matches!(map, Map::Binary(_)),
@@ -216,6 +208,154 @@ impl FloatMap {
             Some(other) if other.shape == first.shape => other.as_f32().map(Some).ok_or(()),
             _ => Err(()),
         }
+    }
+}
+
+/// The streaming kernel of arithmetic `f`: its second operand eight values like the first, or
+/// with `constant` one value (four copies) for every group.
+fn arith_kernel(f: Arith, constant: bool) -> Result<StreamFn, String> {
+    let name = format!(
+        "{}{}",
+        Map::Binary(f).name(),
+        if constant { "_c" } else { "" }
+    );
+    let widths = [4, if constant { 0 } else { 4 }, 4];
+    streaming_fn(|sink| {
+        define_streaming(sink, &name, widths, |b, pa, pb, po| {
+            let flags = MemFlagsData::new().with_notrap();
+            let fixed = constant.then(|| b.ins().load(types::F32X4, flags, pb, 0));
+            for j in 0..2 {
+                let x = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                let other = match fixed {
+                    Some(v) => v,
+                    None => b.ins().load(types::F32X4, flags, pb, 16 * j),
+                };
+                let y = match f {
+                    Arith::Add => b.ins().fadd(x, other),
+                    Arith::Sub => b.ins().fsub(x, other),
+                    Arith::Mul => b.ins().fmul(x, other),
+                    Arith::Div => b.ins().fdiv(x, other),
+                };
+                let y = canonical_nan(b, y);
+                b.ins().store(flags, y, po, 16 * j);
+            }
+        })
+    })
+}
+
+/// How the second operand of a broadcasting arithmetic op spreads over the first, whose shape
+/// the result has.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Spread {
+    /// One value per plane `[n, c]` of an `[N, C, ...]` first operand: the second varies over N
+    /// and C at most (a channel's scale or bias, or one value for all).
+    PerPlane,
+    /// One row along the first operand's last axis, the same for every row.
+    PerRow,
+}
+
+/// How `b` spreads over `a` (numpy broadcasting, `a` keeping its shape), `None` for the same
+/// shape or any other pattern.
+fn spread(a: &[usize], b: &[usize]) -> Option<Spread> {
+    let rank = a.len();
+    if rank == 0 || b.len() > rank || a == b {
+        return None;
+    }
+    let aligned: Vec<usize> = std::iter::repeat_n(1, rank - b.len())
+        .chain(b.iter().copied())
+        .collect();
+    if aligned.iter().zip(a).any(|(d, n)| *d != 1 && d != n) {
+        return None;
+    }
+    if aligned[..rank - 1].iter().all(|d| *d == 1) && aligned[rank - 1] == a[rank - 1] {
+        Some(Spread::PerRow)
+    } else if rank >= 2 && aligned[2..].iter().all(|d| *d == 1) {
+        Some(Spread::PerPlane)
+    } else {
+        None
+    }
+}
+
+/// A generated float `nn.add`, `nn.sub`, `nn.mul` or `nn.div` whose second operand broadcasts
+/// over the first ([`Spread`]): the same arithmetic as [`FloatMap`]'s, streamed per plane with
+/// the plane's value, or per row with the shared row.
+pub struct FloatBroadcast {
+    kernel: StreamFn,
+    spread: Spread,
+    fallback: Fallback,
+}
+
+impl FloatBroadcast {
+    /// Prepares `op` (operand types `types`), or `None` unless it is f32 arithmetic whose second
+    /// operand spreads over the first as [`Spread`] says.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatBroadcast>, String> {
+        let (Some(f), [a, b]) = (op.kind().and_then(Arith::of), types) else {
+            return Ok(None);
+        };
+        let f32s = [a, b]
+            .iter()
+            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        let Some(spread) = spread(&a.shape, &b.shape).filter(|_| f32s) else {
+            return Ok(None);
+        };
+        Ok(Some(FloatBroadcast {
+            kernel: arith_kernel(f, spread == Spread::PerPlane)?,
+            spread,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for FloatBroadcast {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let (Some(av), Some(bv)) = (a.as_f32(), b.as_f32()) else {
+            return self.fallback.run(inputs);
+        };
+        if spread(&a.shape, &b.shape) != Some(self.spread) {
+            return self.fallback.run(inputs);
+        }
+        let mut out = vec![0f32; av.len()];
+        let rank = a.shape.len();
+        match self.spread {
+            Spread::PerRow => {
+                let row = a.shape[rank - 1].max(1);
+                out.par_chunks_mut(row)
+                    .zip(av.par_chunks(row))
+                    .for_each(|(dst, src)| {
+                        stream(
+                            self.kernel,
+                            Some(lane(src)),
+                            Some(lane(bv)),
+                            bytes_mut(dst),
+                            4,
+                        )
+                    });
+            }
+            Spread::PerPlane => {
+                let aligned: Vec<usize> = std::iter::repeat_n(1, rank - b.shape.len())
+                    .chain(b.shape.iter().copied())
+                    .collect();
+                let (c, plane) = (a.shape[1], a.shape[2..].iter().product::<usize>());
+                if plane > 0 && c > 0 {
+                    out.par_chunks_mut(plane)
+                        .zip(av.par_chunks(plane))
+                        .enumerate()
+                        .for_each(|(i, (dst, src))| {
+                            let (n, ch) = (i / c, i % c);
+                            let at = if aligned[0] > 1 { n * aligned[1] } else { 0 }
+                                + if aligned[1] > 1 { ch } else { 0 };
+                            let four = [bv[at]; 4];
+                            let value = Lane {
+                                bytes: bytes(&four),
+                                width: 0,
+                            };
+                            stream(self.kernel, Some(lane(src)), Some(value), bytes_mut(dst), 4);
+                        });
+                }
+            }
+        }
+        Ok(Tensor::from_f32(a.shape.clone(), out))
     }
 }
 

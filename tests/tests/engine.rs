@@ -573,7 +573,8 @@ fn concat(
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
 /// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the
 /// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
-/// `nn.div` of the value and that, then an activation), in one of three an `nn.softmax` along
+/// `nn.div` of the value and that, then an activation, then now and then arithmetic with a
+/// constant that broadcasts per channel, per row or as one value), in one of three an `nn.softmax` along
 /// the last axis and in one of three an `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
@@ -731,6 +732,28 @@ fn float_network(seed: u64) -> (String, Tensor) {
         )
         .unwrap();
         cur = "%t".into();
+        if rng.chance(2) {
+            // Arithmetic with a constant that broadcasts: per channel, per row, or one value.
+            let (k_shape, count): (Vec<usize>, usize) = match rng.below(4) {
+                0 => (vec![c, 1, 1], c),
+                1 => (vec![1, c, 1, 1], c),
+                2 => (vec![w], w),
+                _ => (vec![1], 1),
+            };
+            let k: Vec<String> = (0..count)
+                .map(|_| (rng.range(-32, 32) as f64 / 8.0).to_string())
+                .collect();
+            let k_ty = ty(&k_shape);
+            let arith = ["add", "sub", "mul", "div"][rng.below(4) as usize];
+            writeln!(
+                body,
+                "    %k = nn.const {{value = dense<{}> : {k_ty}}} : {k_ty}\n    \
+                 %u = nn.{arith}(%t, %k) : ({shape}, {k_ty}) -> {shape}",
+                nested_f32(&k, &k_shape)
+            )
+            .unwrap();
+            cur = "%u".into();
+        }
     }
     if rng.chance(3) {
         let shape = ty(&[n, c, h, w]);
@@ -771,6 +794,21 @@ fn float_network(seed: u64) -> (String, Tensor) {
         })
         .collect();
     (text, Tensor::from_f32(input.to_vec(), data))
+}
+
+/// A dense literal of `values` in `shape` (nested brackets).
+fn nested_f32(values: &[String], shape: &[usize]) -> String {
+    match shape.split_first() {
+        None => values[0].clone(),
+        Some((_, rest)) => {
+            let inner: usize = rest.iter().product::<usize>().max(1);
+            let parts: Vec<String> = values
+                .chunks(inner)
+                .map(|part| nested_f32(part, rest))
+                .collect();
+            format!("[{}]", parts.join(", "))
+        }
+    }
 }
 
 /// A float activation op applied to `value` (of `channels` channels), with its attributes.
@@ -1094,6 +1132,9 @@ fn the_generator_covers_what_it_claims() {
         "(%x, %g)",
         "nn.sigmoid(%",
         "channel_max = [",
+        "(%t, %k)",
+        "tensor<1xf32>) ->",
+        "x1x1xf32>) ->",
         "nn.softmax(%t",
         "nn.softmax(%a",
         "nn.global_avg_pool(%sm",
