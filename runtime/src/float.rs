@@ -44,7 +44,9 @@ impl Activation {
 
     /// The activation of one value. Relu and clip map NaN to their lower bound; written as
     /// comparisons (not `f32::max`, whose NaN handling costs a compare and a blend per vector) so
-    /// that each bound is one `maxps` / `minps`.
+    /// that each bound is one `maxps` / `minps`. Always inlined: the loops that call it with a
+    /// known activation must vectorize (a call per value costs several times the work).
+    #[inline(always)]
     pub fn apply(self, v: f32) -> f32 {
         let above = |v: f32, lo: f32| if v > lo { v } else { lo };
         let below = |v: f32, hi: f32| if v < hi { v } else { hi };
@@ -97,8 +99,9 @@ impl Arith {
         })
     }
 
-    /// The op on one pair; a NaN result is [`canonical_nan`]'s (which of two NaNs an addition
+    /// The op on one pair (inlined into its loops, as [`Activation::apply`]); a NaN result is [`canonical_nan`]'s (which of two NaNs an addition
     /// or a product gives depends on the order a compiler puts its operands in).
+    #[inline(always)]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         canonical_nan(match self {
             Arith::Add => a + b,
@@ -117,6 +120,7 @@ impl Arith {
 /// as two powers of two built from bits (so that results near the f32 limits, subnormals
 /// included, round once). Within 2 ulp of `e^x` over the normal range (tested); NaN passes
 /// through.
+#[inline]
 pub fn exp(x: f32) -> f32 {
     let c = {
         let above = if x > EXP_LOW { x } else { EXP_LOW };
