@@ -145,7 +145,7 @@ def ort_peak(path):
 lat = {
     "qcc int8, Cranelift": qcc_latency(q_ir, "cranelift"),
     "qcc int8, reference": qcc_latency(q_ir, "reference"),
-    "qcc float, Cranelift (depthwise and dense generated, other float ops on reference kernels)": qcc_latency(f_ir, "cranelift"),
+    "qcc float, Cranelift (GEMM convolutions on the reference kernel, every other op generated)": qcc_latency(f_ir, "cranelift"),
     "ONNX Runtime int8 (QDQ, per channel)": ort_latency(ort_q) + (None,),
     "ONNX Runtime float": ort_latency(onnx_path) + (None,),
 }
