@@ -24,7 +24,7 @@ use crate::jit;
 use cranelift_module::FuncId;
 
 /// Elements per iteration of a generated loop.
-const GROUP: usize = 8;
+pub(crate) const GROUP: usize = 8;
 
 /// Elements one task streams.
 const CHUNK: usize = 1 << 14;
@@ -40,7 +40,7 @@ pub(crate) struct Lane<'a> {
 /// Runs `f` over the elements of `a` and `b` into `out` (`out_width` bytes per element, as many
 /// elements as `out` holds). Without `a` the kernel reads its first operand from `out` itself
 /// and overwrites it (in place: each group is loaded before it is stored); without `b` it reads
-/// `a` again as its second. A `b` of width 0 is the same bytes for every group (constants).
+/// `a` again as its second.
 pub(crate) fn stream(
     f: StreamFn,
     a: Option<Lane>,
@@ -81,7 +81,6 @@ pub(crate) fn stream(
                     None => pad(own, out_width),
                 };
                 let pb = match &b {
-                    Some(b) if b.width == 0 => b.bytes.to_vec(),
                     Some(b) => pad(at(b, first + whole, rest), b.width),
                     None => pa.clone(),
                 };

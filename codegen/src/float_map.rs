@@ -19,7 +19,7 @@ use qcc_runtime::float::{Activation, Arith};
 use rayon::prelude::*;
 
 use crate::clif::{max_ps, min_ps};
-use crate::elementwise::{Fallback, Lane, StreamFn, define_streaming, stream, streaming_fn};
+use crate::elementwise::{Fallback, GROUP, Lane, StreamFn, define_streaming, stream, streaming_fn};
 
 /// What one kernel computes per value.
 #[derive(Clone, Copy, Debug)]
@@ -322,15 +322,7 @@ impl OpKernel for FloatBroadcast {
                 let row = a.shape[rank - 1].max(1);
                 out.par_chunks_mut(row)
                     .zip(av.par_chunks(row))
-                    .for_each(|(dst, src)| {
-                        stream(
-                            self.kernel,
-                            Some(lane(src)),
-                            Some(lane(bv)),
-                            bytes_mut(dst),
-                            4,
-                        )
-                    });
+                    .for_each(|(dst, src)| stream_here(self.kernel, src, Second::Values(bv), dst));
             }
             Spread::PerPlane => {
                 let aligned: Vec<usize> = std::iter::repeat_n(1, rank - b.shape.len())
@@ -346,16 +338,63 @@ impl OpKernel for FloatBroadcast {
                             let at = if aligned[0] > 1 { n * aligned[1] } else { 0 }
                                 + if aligned[1] > 1 { ch } else { 0 };
                             let four = [bv[at]; 4];
-                            let value = Lane {
-                                bytes: bytes(&four),
-                                width: 0,
-                            };
-                            stream(self.kernel, Some(lane(src)), Some(value), bytes_mut(dst), 4);
+                            stream_here(self.kernel, src, Second::Constants(&four), dst);
                         });
                 }
             }
         }
         Ok(Tensor::from_f32(a.shape.clone(), out))
+    }
+}
+
+/// What a streaming kernel reads at its second operand.
+#[derive(Clone, Copy)]
+enum Second<'a> {
+    /// As many values as the first operand.
+    Values(&'a [f32]),
+    /// The same values for every group (constants, as many as the kernel reads).
+    Constants(&'a [f32]),
+}
+
+/// Runs `kernel` over `a` (and `b`) into `out` on this thread, for a plane or a row: its whole
+/// groups in one call, the last partial group through copies on the stack (a stream over
+/// threads with buffers on the heap costs more than a small plane's work).
+fn stream_here(kernel: StreamFn, a: &[f32], b: Second, out: &mut [f32]) {
+    let len = out.len();
+    let (a, whole) = (&a[..len], len / GROUP * GROUP);
+    let b = match b {
+        Second::Values(v) => Second::Values(&v[..len]),
+        constants => constants,
+    };
+    if whole > 0 {
+        let second = match b {
+            Second::Values(v) | Second::Constants(v) => v.as_ptr(),
+        };
+        // SAFETY: `a`, `out` and values `b` hold `whole` values (cut to `len` above); constants
+        // hold what the kernel reads.
+        unsafe {
+            kernel(
+                a.as_ptr().cast(),
+                second.cast(),
+                out.as_mut_ptr().cast(),
+                (whole / GROUP) as i64,
+            )
+        };
+    }
+    let rest = len - whole;
+    if rest > 0 {
+        let (mut pa, mut pb, mut po) = ([0f32; GROUP], [0f32; GROUP], [0f32; GROUP]);
+        pa[..rest].copy_from_slice(&a[whole..]);
+        let second = match b {
+            Second::Values(v) => {
+                pb[..rest].copy_from_slice(&v[whole..]);
+                pb.as_ptr()
+            }
+            Second::Constants(c) => c.as_ptr(),
+        };
+        // SAFETY: one whole group in stack buffers (constants as above).
+        unsafe { kernel(pa.as_ptr().cast(), second.cast(), po.as_mut_ptr().cast(), 1) };
+        out[whole..].copy_from_slice(&po[..rest]);
     }
 }
 
@@ -490,11 +529,8 @@ fn per_channel(
             .enumerate()
             .for_each(|(i, (dst, src))| {
                 let ch = i % c;
-                let channel = Lane {
-                    bytes: bytes(&constants[width * ch..width * (ch + 1)]),
-                    width: 0,
-                };
-                stream(kernel, Some(lane(src)), Some(channel), bytes_mut(dst), 4);
+                let channel = &constants[width * ch..width * (ch + 1)];
+                stream_here(kernel, src, Second::Constants(channel), dst);
             });
     }
     Tensor::from_f32(x.shape.clone(), out)
