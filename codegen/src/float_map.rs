@@ -7,7 +7,8 @@
 //! `f32::NAN`, as there). When the interpreter lends the first
 //! operand's buffer (the op is that value's last reader) the kernel writes over it. Float
 //! `nn.batch_norm` streams each channel's plane with that channel's constants
-//! ([`FloatBatchNorm`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
+//! ([`FloatBatchNorm`]); `nn.concat` copies each operand's blocks with a generated copy loop
+//! ([`FloatConcat`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
 //! no `exp`, and libm's differs between platforms, so both engines use that one).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -597,5 +598,79 @@ impl OpKernel for FloatChannelClip {
             }
             _ => self.fallback.run(inputs),
         }
+    }
+}
+
+/// A generated float `nn.concat`: for every index before the axis, each operand's block copied
+/// in order by a generated copy loop (eight values per iteration), as the reference lays it out.
+pub struct FloatConcat {
+    kernel: StreamFn,
+    axis: usize,
+    fallback: Fallback,
+}
+
+impl FloatConcat {
+    /// Prepares `op` (operand types `types`), or `None` unless every operand is f32.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatConcat>, String> {
+        let out = &op.results[0];
+        let f32s = types
+            .iter()
+            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        if !f32s || types.is_empty() || out.shape.is_empty() {
+            return Ok(None);
+        }
+        let axis = qcc_dialects::ops::attrs::axis(op, 1, out.shape.len())?;
+        let kernel = streaming_fn(|sink| {
+            define_streaming(sink, "fcopy", [4, 4, 4], |b, pa, _, po| {
+                let flags = MemFlagsData::new().with_notrap();
+                for j in 0..2 {
+                    let v = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                    b.ins().store(flags, v, po, 16 * j);
+                }
+            })
+        })?;
+        Ok(Some(FloatConcat {
+            kernel,
+            axis,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for FloatConcat {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let values: Option<Vec<&[f32]>> = inputs.iter().map(|t| t.as_f32()).collect();
+        let first = &inputs[0].shape;
+        let fits = self.axis < first.len()
+            && inputs.iter().all(|t| {
+                t.shape.len() == first.len()
+                    && t.shape
+                        .iter()
+                        .enumerate()
+                        .all(|(d, n)| d == self.axis || *n == first[d])
+            });
+        let (Some(values), true) = (values, fits) else {
+            return self.fallback.run(inputs);
+        };
+        let mut shape = first.clone();
+        shape[self.axis] = inputs.iter().map(|t| t.shape[self.axis]).sum();
+        let outer: usize = shape[..self.axis].iter().product();
+        let blocks: Vec<usize> = inputs
+            .iter()
+            .map(|t| t.shape[self.axis..].iter().product())
+            .collect();
+        let row: usize = blocks.iter().sum();
+        let mut out = vec![0f32; outer * row];
+        if row > 0 {
+            out.par_chunks_mut(row).enumerate().for_each(|(o, dst)| {
+                let mut at = 0;
+                for (src, block) in values.iter().zip(&blocks) {
+                    let (src, part) = (&src[o * block..(o + 1) * block], &mut dst[at..at + block]);
+                    stream_here(self.kernel, src, Second::Values(src), part);
+                    at += block;
+                }
+            });
+        }
+        Ok(Tensor::from_f32(shape, out))
     }
 }

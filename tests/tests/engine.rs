@@ -574,12 +574,14 @@ fn concat(
 /// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the
 /// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation, then now and then arithmetic with a
-/// constant that broadcasts per channel, per row or as one value), in one of three an `nn.softmax` along
-/// the last axis and in one of three an `nn.global_avg_pool` at the end; inputs with NaN, infinities and signed zeros now and then.
+/// constant that broadcasts per channel, per row or as one value), in one of three the value and
+/// its hardswish concatenated along the channels, rows or columns, in one of three an
+/// `nn.softmax` along the last axis and in one of three an `nn.global_avg_pool` at the end;
+/// inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
     let n = rng.range(1, 2) as usize;
-    let c = rng.range(1, 7) as usize;
+    let mut c = rng.range(1, 7) as usize;
     // Up to 24 wide, so stride-2 rows have an interior the vector kernel computes.
     let (mut h, mut w) = (rng.range(1, 14) as usize, rng.range(1, 24) as usize);
     let input = [n, c, h, w];
@@ -754,6 +756,24 @@ fn float_network(seed: u64) -> (String, Tensor) {
             .unwrap();
             cur = "%u".into();
         }
+    }
+    if rng.chance(3) {
+        // The value and its hardswish side by side along the channels, the rows or the columns.
+        let axis = 1 + rng.below(3) as usize;
+        let before = ty(&[n, c, h, w]);
+        match axis {
+            1 => c *= 2,
+            2 => h *= 2,
+            _ => w *= 2,
+        }
+        writeln!(
+            body,
+            "    %q = nn.hardswish({cur}) : ({before}) -> {before}\n    \
+             %cc = nn.concat({cur}, %q) {{axis = {axis}}} : ({before}, {before}) -> {}",
+            ty(&[n, c, h, w])
+        )
+        .unwrap();
+        cur = "%cc".into();
     }
     if rng.chance(3) {
         let shape = ty(&[n, c, h, w]);
@@ -1136,6 +1156,8 @@ fn the_generator_covers_what_it_claims() {
         "tensor<1xf32>) ->",
         "x1x1xf32>) ->",
         "nn.softmax(%t",
+        "{axis = 1} : (",
+        "{axis = 3} : (",
         "nn.softmax(%a",
         "nn.global_avg_pool(%sm",
         "nn.batch_norm(%a",
