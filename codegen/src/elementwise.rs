@@ -214,6 +214,42 @@ impl Fallback {
     }
 }
 
+/// Where a concat's operands go: the result's shape, the count of indices before the axis, and
+/// each operand's block (its values from the axis on) per such index.
+pub(crate) struct ConcatLayout {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) outer: usize,
+    pub(crate) blocks: Vec<usize>,
+}
+
+impl ConcatLayout {
+    /// The layout of `inputs` joined along `axis`, `None` when their shapes differ elsewhere.
+    pub(crate) fn of(inputs: &[&Tensor], axis: usize) -> Option<ConcatLayout> {
+        let first = &inputs.first()?.shape;
+        let fits = axis < first.len()
+            && inputs.iter().all(|t| {
+                t.shape.len() == first.len()
+                    && t.shape
+                        .iter()
+                        .enumerate()
+                        .all(|(d, n)| d == axis || *n == first[d])
+            });
+        if !fits {
+            return None;
+        }
+        let mut shape = first.clone();
+        shape[axis] = inputs.iter().map(|t| t.shape[axis]).sum();
+        Some(ConcatLayout {
+            outer: shape[..axis].iter().product(),
+            blocks: inputs
+                .iter()
+                .map(|t| t.shape[axis..].iter().product())
+                .collect(),
+            shape,
+        })
+    }
+}
+
 /// Elements of a table-driven add per kernel iteration.
 pub(crate) const LOOKUPS: usize = 4;
 
@@ -621,25 +657,19 @@ impl OpKernel for QuantConcat {
             .zip(&self.parts)
             .map(|(t, (_, signed))| bytes8(t).filter(|(_, s)| s == signed).map(|(b, _)| b))
             .collect();
-        let first = &inputs[0].shape;
-        let fits = inputs.len() == self.parts.len()
-            && inputs.iter().all(|t| {
-                t.shape.len() == first.len()
-                    && t.shape
-                        .iter()
-                        .enumerate()
-                        .all(|(d, n)| d == self.axis || *n == first[d])
-            });
-        let (Some(stored), true) = (stored, fits) else {
+        let layout =
+            ConcatLayout::of(inputs, self.axis).filter(|_| inputs.len() == self.parts.len());
+        let (
+            Some(stored),
+            Some(ConcatLayout {
+                shape,
+                outer,
+                blocks,
+            }),
+        ) = (stored, layout)
+        else {
             return self.fallback.run(inputs);
         };
-        let mut shape = first.clone();
-        shape[self.axis] = inputs.iter().map(|t| t.shape[self.axis]).sum();
-        let outer: usize = shape[..self.axis].iter().product();
-        let blocks: Vec<usize> = inputs
-            .iter()
-            .map(|t| t.shape[self.axis..].iter().product())
-            .collect();
         let row: usize = blocks.iter().sum();
         let mut out = vec![0u8; outer * row];
         for (o, dst) in out.chunks_exact_mut(row.max(1)).enumerate().take(outer) {

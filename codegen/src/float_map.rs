@@ -20,7 +20,9 @@ use qcc_runtime::float::{Activation, Arith};
 use rayon::prelude::*;
 
 use crate::clif::{max_ps, min_ps};
-use crate::elementwise::{Fallback, GROUP, Lane, StreamFn, define_streaming, stream, streaming_fn};
+use crate::elementwise::{
+    ConcatLayout, Fallback, GROUP, Lane, StreamFn, define_streaming, stream, streaming_fn,
+};
 
 /// What one kernel computes per value.
 #[derive(Clone, Copy, Debug)]
@@ -640,25 +642,18 @@ impl FloatConcat {
 impl OpKernel for FloatConcat {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let values: Option<Vec<&[f32]>> = inputs.iter().map(|t| t.as_f32()).collect();
-        let first = &inputs[0].shape;
-        let fits = self.axis < first.len()
-            && inputs.iter().all(|t| {
-                t.shape.len() == first.len()
-                    && t.shape
-                        .iter()
-                        .enumerate()
-                        .all(|(d, n)| d == self.axis || *n == first[d])
-            });
-        let (Some(values), true) = (values, fits) else {
+        let layout = ConcatLayout::of(inputs, self.axis);
+        let (
+            Some(values),
+            Some(ConcatLayout {
+                shape,
+                outer,
+                blocks,
+            }),
+        ) = (values, layout)
+        else {
             return self.fallback.run(inputs);
         };
-        let mut shape = first.clone();
-        shape[self.axis] = inputs.iter().map(|t| t.shape[self.axis]).sum();
-        let outer: usize = shape[..self.axis].iter().product();
-        let blocks: Vec<usize> = inputs
-            .iter()
-            .map(|t| t.shape[self.axis..].iter().product())
-            .collect();
         let row: usize = blocks.iter().sum();
         let mut out = vec![0f32; outer * row];
         if row > 0 {

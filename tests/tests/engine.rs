@@ -1136,10 +1136,9 @@ fn the_generator_covers_what_it_claims() {
     ] {
         assert!(texts.contains(needle), "no generated network has {needle}");
     }
-    let mut floats = String::new();
-    for seed in 0..200u64 {
-        floats.push_str(&float_network(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).0);
-    }
+    let floats: String = (0..200u64)
+        .map(|seed| float_network(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).0)
+        .collect();
     for needle in [
         "nn.hardsigmoid(%",
         "nn.hardswish(%",
