@@ -503,25 +503,24 @@ impl OpKernel for FloatBatchNorm {
         let [gamma, beta, mean, var] = [params[0], params[1], params[2], params[3]];
         let scale = qcc_runtime::float::batch_norm_scales(&gamma[..c], &var[..c], self.eps);
         // Per channel: its mean, scale and beta, four copies each.
-        let constants: Vec<f32> = (0..c)
-            .flat_map(|ch| {
-                [mean[ch], scale[ch], beta[ch]]
-                    .into_iter()
-                    .flat_map(|v| [v; 4])
-            })
-            .collect();
-        Ok(per_channel(self.kernel, x, values, &constants, 12))
+        Ok(per_channel(self.kernel, x, values, |ch| {
+            fours::<3, 12>([mean[ch], scale[ch], beta[ch]])
+        }))
     }
 }
 
+/// Four copies of each of `values`, as a kernel loads a constant.
+fn fours<const N: usize, const M: usize>(values: [f32; N]) -> [f32; M] {
+    std::array::from_fn(|i| values[i / 4])
+}
+
 /// `x` (`values`, `[N, C, ...]`) with each channel plane streamed through `kernel`, whose second
-/// operand is that channel's `width` constants (at `constants[c * width..]`).
-fn per_channel(
+/// operand is that channel's constants (`constants(c)`).
+fn per_channel<const M: usize>(
     kernel: StreamFn,
     x: &Tensor,
     values: &[f32],
-    constants: &[f32],
-    width: usize,
+    constants: impl Fn(usize) -> [f32; M] + Sync,
 ) -> Tensor {
     let c = x.shape[1].max(1);
     let plane: usize = x.shape[2..].iter().product();
@@ -531,9 +530,8 @@ fn per_channel(
             .zip(values.par_chunks(plane))
             .enumerate()
             .for_each(|(i, (dst, src))| {
-                let ch = i % c;
-                let channel = &constants[width * ch..width * (ch + 1)];
-                stream_here(kernel, src, Second::Constants(channel), dst);
+                let channel = constants(i % c);
+                stream_here(kernel, src, Second::Constants(&channel), dst);
             });
     }
     Tensor::from_f32(x.shape.clone(), out)
@@ -543,8 +541,8 @@ fn per_channel(
 /// plane streamed with its bounds, `min(max(v, lo), hi[c])` as `Activation::Clip` computes it.
 pub struct FloatChannelClip {
     kernel: StreamFn,
-    /// Per channel: the lower and the upper bound, four copies each.
-    bounds: Vec<f32>,
+    /// Per channel: the lower and the upper bound.
+    bounds: Vec<[f32; 2]>,
     fallback: Fallback,
 }
 
@@ -577,11 +575,7 @@ impl FloatChannelClip {
             })
         })?;
         let bounds = (0..x.shape[1])
-            .flat_map(|ch| {
-                [bounds.lo as f32, bounds.hi_of(ch) as f32]
-                    .into_iter()
-                    .flat_map(|v| [v; 4])
-            })
+            .map(|ch| [bounds.lo as f32, bounds.hi_of(ch) as f32])
             .collect();
         Ok(Some(FloatChannelClip {
             kernel,
@@ -595,8 +589,10 @@ impl OpKernel for FloatChannelClip {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let x = inputs[0];
         match x.as_f32() {
-            Some(values) if x.shape.len() >= 2 && 8 * x.shape[1] == self.bounds.len() => {
-                Ok(per_channel(self.kernel, x, values, &self.bounds, 8))
+            Some(values) if x.shape.len() >= 2 && x.shape[1] == self.bounds.len() => {
+                Ok(per_channel(self.kernel, x, values, |ch| {
+                    fours::<2, 8>(self.bounds[ch])
+                }))
             }
             _ => self.fallback.run(inputs),
         }
