@@ -21,7 +21,9 @@ use crate::object::{Loaded, Scratch};
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
-use crate::float_map::{FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatConcat, FloatMap};
+use crate::float_map::{
+    FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatConcat, FloatMap, FloatPad,
+};
 use crate::layers::{QuantConv, QuantDense};
 use crate::reduce::{FloatGlobalAvgPool, FloatSoftmax, QuantGlobalAvgPool};
 use crate::windows::{FloatPool, QuantPool};
@@ -109,6 +111,9 @@ fn kernel_for(
                 return Ok(Some(Box::new(k)));
             }
             return Ok(FloatMap::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Pad => {
+            return Ok(FloatPad::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Concat => {
             return Ok(FloatConcat::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

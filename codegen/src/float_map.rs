@@ -7,8 +7,8 @@
 //! `f32::NAN`, as there). When the interpreter lends the first
 //! operand's buffer (the op is that value's last reader) the kernel writes over it. Float
 //! `nn.batch_norm` streams each channel's plane with that channel's constants
-//! ([`FloatBatchNorm`]); `nn.concat` copies each operand's blocks with a generated copy loop
-//! ([`FloatConcat`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
+//! ([`FloatBatchNorm`]); `nn.concat` and `nn.pad` (with a constant) copy their operands' blocks
+//! and rows with a generated copy loop ([`FloatConcat`], [`FloatPad`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
 //! no `exp`, and libm's differs between platforms, so both engines use that one).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -599,6 +599,19 @@ impl OpKernel for FloatChannelClip {
     }
 }
 
+/// The generated copy loop: eight f32 values per iteration from the first operand to the output.
+fn copy_kernel() -> Result<StreamFn, String> {
+    streaming_fn(|sink| {
+        define_streaming(sink, "fcopy", [4, 4, 4], |b, pa, _, po| {
+            let flags = MemFlagsData::new().with_notrap();
+            for j in 0..2 {
+                let v = b.ins().load(types::F32X4, flags, pa, 16 * j);
+                b.ins().store(flags, v, po, 16 * j);
+            }
+        })
+    })
+}
+
 /// A generated float `nn.concat`: for every index before the axis, each operand's block copied
 /// in order by a generated copy loop (eight values per iteration), as the reference lays it out.
 pub struct FloatConcat {
@@ -618,17 +631,8 @@ impl FloatConcat {
             return Ok(None);
         }
         let axis = qcc_dialects::ops::attrs::axis(op, 1, out.shape.len())?;
-        let kernel = streaming_fn(|sink| {
-            define_streaming(sink, "fcopy", [4, 4, 4], |b, pa, _, po| {
-                let flags = MemFlagsData::new().with_notrap();
-                for j in 0..2 {
-                    let v = b.ins().load(types::F32X4, flags, pa, 16 * j);
-                    b.ins().store(flags, v, po, 16 * j);
-                }
-            })
-        })?;
         Ok(Some(FloatConcat {
-            kernel,
+            kernel: copy_kernel()?,
             axis,
             fallback: Fallback::new(op, types),
         }))
@@ -663,5 +667,88 @@ impl OpKernel for FloatConcat {
             });
         }
         Ok(Tensor::from_f32(shape, out))
+    }
+}
+
+/// A generated float `nn.pad` with a constant: row by row along the last axis, each output row
+/// the constant where it lies in the border and otherwise its input row copied by the generated
+/// copy loop between the constant's columns; rows over threads. Edge and reflect modes stay on
+/// the reference kernel.
+pub struct FloatPad {
+    copy: StreamFn,
+    pads: Vec<usize>,
+    value: f32,
+    fallback: Fallback,
+}
+
+impl FloatPad {
+    /// Prepares `op` (operand types `types`), or `None` unless it pads an f32 operand of rank 1
+    /// or more with a constant.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatPad>, String> {
+        let x = types[0];
+        if !matches!(x.elem, qcc_dialects::ElemType::F32) || x.shape.is_empty() {
+            return Ok(None);
+        }
+        let attrs = qcc_dialects::ops::attrs::PadAttrs::of(op, x.shape.len())?;
+        let qcc_dialects::ops::attrs::PadMode::Constant(value) = attrs.mode else {
+            return Ok(None);
+        };
+        Ok(Some(FloatPad {
+            copy: copy_kernel()?,
+            pads: attrs.pads,
+            value: value as f32,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for FloatPad {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let rank = x.shape.len();
+        let Some(values) = x
+            .as_f32()
+            .filter(|_| rank >= 1 && 2 * rank == self.pads.len())
+        else {
+            return self.fallback.run(inputs);
+        };
+        let (begins, ends) = self.pads.split_at(rank);
+        let out_shape: Vec<usize> = (0..rank)
+            .map(|d| x.shape[d] + begins[d] + ends[d])
+            .collect();
+        let (width, out_width) = (x.shape[rank - 1], out_shape[rank - 1]);
+        let mut out = vec![0f32; out_shape.iter().product()];
+        if out_width > 0 {
+            let outer = &out_shape[..rank - 1];
+            out.par_chunks_mut(out_width)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    // The input row this output row copies: none in the border of an outer axis.
+                    let (mut at, mut rest, mut stride) = (Some(0usize), row, 1usize);
+                    for d in (0..rank - 1).rev() {
+                        let i = (rest % outer[d]) as isize - begins[d] as isize;
+                        rest /= outer[d];
+                        at = at.filter(|_| (0..x.shape[d] as isize).contains(&i));
+                        at = at.map(|a| a + i as usize * stride);
+                        stride *= x.shape[d];
+                    }
+                    match at {
+                        Some(r) if width > 0 => {
+                            let left = begins[rank - 1];
+                            dst[..left].fill(self.value);
+                            let src = &values[r * width..(r + 1) * width];
+                            stream_here(
+                                self.copy,
+                                src,
+                                Second::Values(src),
+                                &mut dst[left..left + width],
+                            );
+                            dst[left + width..].fill(self.value);
+                        }
+                        _ => dst.fill(self.value),
+                    }
+                });
+        }
+        Ok(Tensor::from_f32(out_shape, out))
     }
 }

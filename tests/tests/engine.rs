@@ -571,7 +571,8 @@ fn concat(
 /// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
-/// in one of three an `nn.batch_norm`, in one of two an elementwise tail (an activation of the
+/// in one of three an `nn.pad` (a constant on any axis, or the edge), in one of three an
+/// `nn.batch_norm`, in one of two an elementwise tail (an activation of the
 /// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation, then now and then arithmetic with a
 /// constant that broadcasts per channel, per row or as one value), in one of three the value and
@@ -580,7 +581,7 @@ fn concat(
 /// inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
-    let n = rng.range(1, 2) as usize;
+    let mut n = rng.range(1, 2) as usize;
     let mut c = rng.range(1, 7) as usize;
     // Up to 24 wide, so stride-2 rows have an interior the vector kernel computes.
     let (mut h, mut w) = (rng.range(1, 14) as usize, rng.range(1, 24) as usize);
@@ -689,6 +690,31 @@ fn float_network(seed: u64) -> (String, Tensor) {
         .unwrap();
         cur = "%p".into();
         (h, w) = (oh, ow);
+    }
+    if rng.chance(3) {
+        // A constant (or now and then the edge) around the value, on any axis.
+        let before = [n, c, h, w];
+        let pads: Vec<usize> = (0..8)
+            .map(|i| if i % 4 == 0 { rng.below(2) } else { rng.below(3) } as usize)
+            .collect();
+        [n, c, h, w] = std::array::from_fn(|d| before[d] + pads[d] + pads[d + 4]);
+        let mode = if rng.chance(4) {
+            "mode = \"edge\"".to_string()
+        } else {
+            format!("value = {}", rng.range(-8, 8) as f64 / 4.0)
+        };
+        writeln!(
+            body,
+            "    %pd = nn.pad({cur}) {{pads = [{}], {mode}}} : ({}) -> {}",
+            pads.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ty(&before),
+            ty(&[n, c, h, w])
+        )
+        .unwrap();
+        cur = "%pd".into();
     }
     if rng.chance(3) {
         // Batch normalisation with per-channel constants (variances near zero now and then).
@@ -1155,6 +1181,9 @@ fn the_generator_covers_what_it_claims() {
         "tensor<1xf32>) ->",
         "x1x1xf32>) ->",
         "nn.softmax(%t",
+        "nn.pad(%a",
+        "nn.pad(%x",
+        "mode = \"edge\"",
         "{axis = 1} : (",
         "{axis = 3} : (",
         "nn.softmax(%a",
