@@ -23,6 +23,7 @@ use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
 use crate::float_map::{
     FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatConcat, FloatMap, FloatPad,
+    FloatTranspose,
 };
 use crate::layers::{QuantConv, QuantDense};
 use crate::reduce::{FloatGlobalAvgPool, FloatSoftmax, QuantGlobalAvgPool};
@@ -111,6 +112,9 @@ fn kernel_for(
                 return Ok(Some(Box::new(k)));
             }
             return Ok(FloatMap::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::Transpose => {
+            return Ok(FloatTranspose::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Pad => {
             return Ok(FloatPad::new(op, &types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));

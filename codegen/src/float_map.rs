@@ -8,7 +8,8 @@
 //! operand's buffer (the op is that value's last reader) the kernel writes over it. Float
 //! `nn.batch_norm` streams each channel's plane with that channel's constants
 //! ([`FloatBatchNorm`]); `nn.concat` and `nn.pad` (with a constant) copy their operands' blocks
-//! and rows with a generated copy loop ([`FloatConcat`], [`FloatPad`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
+//! and rows with a generated copy loop ([`FloatConcat`], [`FloatPad`]); `nn.transpose` gathers
+//! each output row with a generated strided copy ([`FloatTranspose`]). `nn.sigmoid` computes `qcc_runtime::float::exp`'s steps (Cranelift has
 //! no `exp`, and libm's differs between platforms, so both engines use that one).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -748,6 +749,112 @@ impl OpKernel for FloatPad {
                         _ => dst.fill(self.value),
                     }
                 });
+        }
+        Ok(Tensor::from_f32(out_shape, out))
+    }
+}
+
+type GatherFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
+
+/// The generated strided copy: `(src, dst, count, stride)` copies `count` f32 values, the k-th
+/// from `src + k * stride` bytes, to consecutive places from `dst`, four per iteration and the
+/// rest one by one.
+fn gather_kernel() -> Result<GatherFn, String> {
+    let code = crate::jit::compile(|sink| {
+        let ptr = sink.pointer();
+        sink.function(
+            "fgather",
+            &crate::emit::Shape::kernel(&[ptr; 4]),
+            &mut |b, args, _| {
+                let (src, dst, count, stride) = (args[0], args[1], args[2], args[3]);
+                let flags = MemFlagsData::new().with_notrap();
+                let zero = b.ins().iconst(ptr, 0);
+                let quads = b.ins().band_imm_s(count, -4);
+                let copy = |b: &mut FunctionBuilder, k: Value, lanes: i64| {
+                    let from = b.ins().imul(k, stride);
+                    let from = b.ins().iadd(src, from);
+                    let to = b.ins().ishl_imm_u(k, 2);
+                    let to = b.ins().iadd(dst, to);
+                    for lane in 0..lanes {
+                        let at = b.ins().imul_imm_s(stride, lane);
+                        let at = b.ins().iadd(from, at);
+                        let v = b.ins().load(types::F32, flags, at, 0);
+                        b.ins().store(flags, v, to, 4 * lane as i32);
+                    }
+                };
+                let four = crate::clif::Loop::stepped(b, zero, quads, 4);
+                copy(b, four.index, 4);
+                four.close(b);
+                let one = crate::clif::Loop::new(b, quads, count);
+                copy(b, one.index, 1);
+                one.close(b);
+                b.ins().return_(&[]);
+                Ok(())
+            },
+        )
+    })?;
+    // SAFETY: generated with exactly this signature, in the platform's C ABI.
+    Ok(unsafe { std::mem::transmute::<*const u8, GatherFn>(code) })
+}
+
+/// A generated float `nn.transpose`: each output row along the last axis gathered from the
+/// input at that axis' stride by a generated strided copy; rows over threads.
+pub struct FloatTranspose {
+    gather: GatherFn,
+    perm: Vec<usize>,
+    fallback: Fallback,
+}
+
+impl FloatTranspose {
+    /// Prepares `op` (operand types `types`), or `None` unless its operand is f32 of rank 1 or
+    /// more.
+    pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatTranspose>, String> {
+        let x = types[0];
+        if !matches!(x.elem, qcc_dialects::ElemType::F32) || x.shape.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(FloatTranspose {
+            gather: gather_kernel()?,
+            perm: qcc_dialects::ops::attrs::perm(op, x.shape.len())?,
+            fallback: Fallback::new(op, types),
+        }))
+    }
+}
+
+impl OpKernel for FloatTranspose {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let x = inputs[0];
+        let rank = x.shape.len();
+        let Some(values) = x.as_f32().filter(|_| rank >= 1 && rank == self.perm.len()) else {
+            return self.fallback.run(inputs);
+        };
+        let mut in_strides = vec![1usize; rank];
+        for d in (0..rank - 1).rev() {
+            in_strides[d] = in_strides[d + 1] * x.shape[d + 1];
+        }
+        let out_shape: Vec<usize> = self.perm.iter().map(|p| x.shape[*p]).collect();
+        let len = out_shape[rank - 1];
+        let step = in_strides[self.perm[rank - 1]];
+        let mut out = vec![0f32; values.len()];
+        if len > 0 {
+            out.par_chunks_mut(len).enumerate().for_each(|(row, dst)| {
+                let (mut first, mut rest) = (0usize, row);
+                for d in (0..rank - 1).rev() {
+                    first += (rest % out_shape[d]) * in_strides[self.perm[d]];
+                    rest /= out_shape[d];
+                }
+                // SAFETY: the row's `len` values lie at `first + k * step`, the offsets of valid
+                // indices of the input (`values` holds the whole of it), and `dst` holds `len`
+                // values.
+                unsafe {
+                    (self.gather)(
+                        values[first..].as_ptr(),
+                        dst.as_mut_ptr(),
+                        len as i64,
+                        (step * 4) as i64,
+                    )
+                };
+            });
         }
         Ok(Tensor::from_f32(out_shape, out))
     }

@@ -576,7 +576,8 @@ fn concat(
 /// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation, then now and then arithmetic with a
 /// constant that broadcasts per channel, per row or as one value), in one of three the value and
-/// its hardswish concatenated along the channels, rows or columns, in one of three an
+/// its hardswish concatenated along the channels, rows or columns, in one of three its axes
+/// transposed, in one of three an
 /// `nn.softmax` along the last axis and in one of three an `nn.global_avg_pool` at the end;
 /// inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
@@ -800,6 +801,27 @@ fn float_network(seed: u64) -> (String, Tensor) {
         )
         .unwrap();
         cur = "%cc".into();
+    }
+    if rng.chance(3) {
+        // The axes in another order (any of the 24).
+        let mut perm = vec![0usize, 1, 2, 3];
+        for i in (1..4).rev() {
+            perm.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let before = [n, c, h, w];
+        [n, c, h, w] = std::array::from_fn(|d| before[perm[d]]);
+        writeln!(
+            body,
+            "    %tp = nn.transpose({cur}) {{perm = [{}]}} : ({}) -> {}",
+            perm.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ty(&before),
+            ty(&[n, c, h, w])
+        )
+        .unwrap();
+        cur = "%tp".into();
     }
     if rng.chance(3) {
         let shape = ty(&[n, c, h, w]);
@@ -1182,6 +1204,8 @@ fn the_generator_covers_what_it_claims() {
         "x1x1xf32>) ->",
         "nn.softmax(%t",
         "nn.pad(%a",
+        "nn.transpose(%",
+        "perm = [3, 2, 1, 0]",
         "nn.pad(%x",
         "mode = \"edge\"",
         "{axis = 1} : (",
