@@ -804,7 +804,7 @@ fn float_network(seed: u64) -> (String, Tensor) {
     }
     if rng.chance(3) {
         // The axes in another order (any of the 24).
-        let mut perm = vec![0usize, 1, 2, 3];
+        let mut perm = [0usize, 1, 2, 3];
         for i in (1..4).rev() {
             perm.swap(i, rng.below(i as u64 + 1) as usize);
         }
