@@ -21,11 +21,9 @@ use crate::object::{Loaded, Scratch};
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
 use crate::float::{FloatDense, FloatDepthwise};
-use crate::float_map::{
-    FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatConcat, FloatMap, FloatPad,
-    FloatTranspose,
-};
+use crate::float_map::{FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatMap};
 use crate::layers::{QuantConv, QuantDense};
+use crate::layout::{FloatConcat, FloatPad, FloatTranspose};
 use crate::reduce::{FloatGlobalAvgPool, FloatSoftmax, QuantGlobalAvgPool};
 use crate::windows::{FloatPool, QuantPool};
 

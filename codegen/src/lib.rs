@@ -13,6 +13,7 @@ mod float_map;
 mod gemm;
 pub mod jit;
 mod layers;
+mod layout;
 pub mod object;
 mod pool;
 pub mod program;
