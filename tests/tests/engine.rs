@@ -707,10 +707,7 @@ fn float_network(seed: u64) -> (String, Tensor) {
         writeln!(
             body,
             "    %pd = nn.pad({cur}) {{pads = [{}], {mode}}} : ({}) -> {}",
-            pads.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&pads),
             ty(&before),
             ty(&[n, c, h, w])
         )
@@ -813,10 +810,7 @@ fn float_network(seed: u64) -> (String, Tensor) {
         writeln!(
             body,
             "    %tp = nn.transpose({cur}) {{perm = [{}]}} : ({}) -> {}",
-            perm.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&perm),
             ty(&before),
             ty(&[n, c, h, w])
         )
@@ -862,6 +856,15 @@ fn float_network(seed: u64) -> (String, Tensor) {
         })
         .collect();
     (text, Tensor::from_f32(input.to_vec(), data))
+}
+
+/// `values` as an attribute list's items: `1, 0, 2`.
+fn list(values: &[usize]) -> String {
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A dense literal of `values` in `shape` (nested brackets).
