@@ -344,9 +344,19 @@ pub fn max_ps(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
     b.ins().bitselect(mask, x, y)
 }
 
-fn splat_f32(b: &mut FunctionBuilder, v: f32) -> Value {
+/// `f32x4` with every lane `v`.
+pub(crate) fn splat_f32(b: &mut FunctionBuilder, v: f32) -> Value {
     let c = b.ins().f32const(v);
     b.ins().splat(types::F32X4, c)
+}
+
+/// `v` (f32x4) with every NaN lane `f32::NAN` (`qcc_runtime::float::canonical_nan`).
+pub(crate) fn canonical_nan_ps(b: &mut FunctionBuilder, v: Value) -> Value {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let unordered = b.ins().fcmp(FloatCC::Unordered, v, v);
+    let mask = b.ins().bitcast(types::F32X4, little, unordered);
+    let nan = splat_f32(b, f32::NAN);
+    b.ins().bitselect(mask, nan, v)
 }
 
 /// Requantizes eight accumulators of one channel (`accs`, two i32x4) exactly as

@@ -169,6 +169,23 @@ pub(crate) fn tensor8(bytes: Vec<u8>, signed: bool, shape: Vec<usize>) -> Tensor
     Tensor { shape, data }
 }
 
+/// Whether `t` holds f32 values.
+pub(crate) fn is_f32(t: &TensorType) -> bool {
+    matches!(t.elem, qcc_dialects::ElemType::F32)
+}
+
+/// The bytes of f32 values.
+pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 is four bytes without padding; the bytes are only read.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// The bytes of f32 values, to overwrite with other f32 values.
+pub(crate) fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: every bit pattern of four bytes is an f32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
 /// Per-tensor scale, zero point and whether the storage is signed, of an 8-bit quantized type.
 pub(crate) fn params8(t: &TensorType) -> Option<(f64, i64, bool)> {
     let (scale, zp, _) = per_tensor(t)?;
@@ -529,8 +546,7 @@ impl OpKernel for Quantize {
         let x = inputs[0]
             .as_f32()
             .ok_or("quant.quantize: the input must be f32")?;
-        // SAFETY: f32 is four bytes without padding; the slice is only read.
-        let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
+        let bytes = f32_bytes(x);
         let mut out = vec![0u8; x.len()];
         stream(
             self.kernel,
@@ -568,10 +584,7 @@ impl OpKernel for Dequantize {
             return Err("quant.dequantize: the input's storage differs from its type".into());
         }
         let mut values = vec![0f32; x.numel()];
-        // SAFETY: the f32 buffer is written as bytes by the kernel, which stores whole f32s.
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(values.as_mut_ptr() as *mut u8, values.len() * 4)
-        };
+        let out = f32_bytes_mut(&mut values);
         stream(self.kernel, Some(Lane { bytes, width: 1 }), None, out, 4);
         Ok(Tensor::from_f32(x.shape.clone(), values))
     }

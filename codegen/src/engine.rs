@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::object::{Loaded, Scratch};
 
-use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize};
+use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize, is_f32};
 use crate::float::{FloatDense, FloatDepthwise};
 use crate::float_map::{FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatMap};
 use crate::layers::{QuantConv, QuantDense};
@@ -37,11 +37,6 @@ static WARNED: Mutex<Option<HashSet<OpKind>>> = Mutex::new(None);
 /// Ops that move no data worth a kernel or are not run at all.
 fn needs_no_kernel(kind: OpKind) -> bool {
     matches!(kind, OpKind::Const | OpKind::Flatten | OpKind::Reshape)
-}
-
-/// Whether `t` holds f32 values.
-fn is_f32(t: &TensorType) -> bool {
-    matches!(t.elem, qcc_dialects::ElemType::F32)
 }
 
 /// Whether the integer kernels take inputs of type `t`: 8-bit storage, so `x - Z_x` fits i16.

@@ -21,8 +21,11 @@ use qcc_runtime::OpKernel;
 use qcc_runtime::float::{Activation, Arith};
 use rayon::prelude::*;
 
-use crate::clif::{max_ps, min_ps};
-use crate::elementwise::{Fallback, GROUP, Lane, StreamFn, define_streaming, stream, streaming_fn};
+use crate::clif::{canonical_nan_ps, max_ps, min_ps, splat_f32};
+use crate::elementwise::{
+    Fallback, GROUP, Lane, StreamFn, define_streaming, f32_bytes, f32_bytes_mut, is_f32, stream,
+    streaming_fn,
+};
 
 /// What one kernel computes per value.
 #[derive(Clone, Copy, Debug)]
@@ -50,24 +53,9 @@ impl Map {
     }
 }
 
-/// `f32x4` with every lane `v`.
-pub(crate) fn splat(b: &mut FunctionBuilder, v: f32) -> Value {
-    let c = b.ins().f32const(v);
-    b.ins().splat(types::F32X4, c)
-}
-
-/// `v` with every NaN lane `f32::NAN` (`qcc_runtime::float::canonical_nan`).
-fn canonical_nan(b: &mut FunctionBuilder, v: Value) -> Value {
-    let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let unordered = b.ins().fcmp(FloatCC::Unordered, v, v);
-    let mask = b.ins().bitcast(types::F32X4, little, unordered);
-    let nan = splat(b, f32::NAN);
-    b.ins().bitselect(mask, nan, v)
-}
-
 /// `v.clamp(0.0, 1.0)`: `v < 0 ? 0 : v`, then `v > 1 ? 1 : v` (NaN and -0.0 pass through).
 fn clamp01(b: &mut FunctionBuilder, v: Value) -> Value {
-    let (zero, one) = (splat(b, 0.0), splat(b, 1.0));
+    let (zero, one) = (splat_f32(b, 0.0), splat_f32(b, 1.0));
     let low = max_ps(b, zero, v);
     min_ps(b, one, low)
 }
@@ -76,28 +64,31 @@ fn clamp01(b: &mut FunctionBuilder, v: Value) -> Value {
 pub(crate) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     use qcc_runtime::float::{EXP_C1, EXP_C2, EXP_HIGH, EXP_LOW, EXP_MAGIC, EXP_POLY};
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let (low, high) = (splat(b, EXP_LOW), splat(b, EXP_HIGH));
+    let (low, high) = (splat_f32(b, EXP_LOW), splat_f32(b, EXP_HIGH));
     let above = max_ps(b, x, low);
     let c = min_ps(b, above, high);
-    let (log2e, magic) = (splat(b, std::f32::consts::LOG2_E), splat(b, EXP_MAGIC));
+    let (log2e, magic) = (
+        splat_f32(b, std::f32::consts::LOG2_E),
+        splat_f32(b, EXP_MAGIC),
+    );
     let scaled = b.ins().fmul(c, log2e);
     let t = b.ins().fadd(scaled, magic);
     let n = b.ins().fsub(t, magic);
-    let (c1, c2) = (splat(b, EXP_C1), splat(b, EXP_C2));
+    let (c1, c2) = (splat_f32(b, EXP_C1), splat_f32(b, EXP_C2));
     let high_part = b.ins().fmul(n, c1);
     let reduced = b.ins().fsub(c, high_part);
     let low_part = b.ins().fmul(n, c2);
     let r = b.ins().fsub(reduced, low_part);
-    let mut p = splat(b, EXP_POLY[0]);
+    let mut p = splat_f32(b, EXP_POLY[0]);
     for coefficient in &EXP_POLY[1..] {
-        let k = splat(b, *coefficient);
+        let k = splat_f32(b, *coefficient);
         let pr = b.ins().fmul(p, r);
         p = b.ins().fadd(pr, k);
     }
     let square = b.ins().fmul(r, r);
     let pz = b.ins().fmul(p, square);
     let pzr = b.ins().fadd(pz, r);
-    let one = splat(b, 1.0);
+    let one = splat_f32(b, 1.0);
     let y = b.ins().fadd(pzr, one);
     // n as an integer: t's bits less the magic's.
     let t_bits = b.ins().bitcast(types::I32X4, little, t);
@@ -125,22 +116,22 @@ fn activate(b: &mut FunctionBuilder, f: Activation, v: Value) -> Value {
     match f {
         // `v > 0 ? v : 0`: NaN and -0.0 go to 0.
         Activation::Relu => {
-            let zero = splat(b, 0.0);
+            let zero = splat_f32(b, 0.0);
             max_ps(b, v, zero)
         }
         Activation::Clip(lo, hi) => {
-            let (lo, hi) = (splat(b, lo), splat(b, hi));
+            let (lo, hi) = (splat_f32(b, lo), splat_f32(b, hi));
             let above = max_ps(b, v, lo);
             min_ps(b, above, hi)
         }
         Activation::HardSigmoid(alpha, beta) => {
-            let (alpha, beta) = (splat(b, alpha), splat(b, beta));
+            let (alpha, beta) = (splat_f32(b, alpha), splat_f32(b, beta));
             let scaled = b.ins().fmul(alpha, v);
             let t = b.ins().fadd(scaled, beta);
             clamp01(b, t)
         }
         Activation::HardSwish => {
-            let (six, half) = (splat(b, 6.0), splat(b, 0.5));
+            let (six, half) = (splat_f32(b, 6.0), splat_f32(b, 0.5));
             let sixth = b.ins().fdiv(v, six);
             let t = b.ins().fadd(sixth, half);
             let gate = clamp01(b, t);
@@ -149,7 +140,7 @@ fn activate(b: &mut FunctionBuilder, f: Activation, v: Value) -> Value {
         Activation::Sigmoid => {
             let minus = b.ins().fneg(v);
             let e = exp(b, minus);
-            let one = splat(b, 1.0);
+            let one = splat_f32(b, 1.0);
             let d = b.ins().fadd(one, e);
             b.ins().fdiv(one, d)
         }
@@ -167,9 +158,7 @@ impl FloatMap {
     /// Prepares `op` (operand types `types`), or `None` when it is none of the module's ops, its
     /// operands are not f32, a clip bounds each channel apart, or an arithmetic op broadcasts.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatMap>, String> {
-        let f32s = types
-            .iter()
-            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        let f32s = types.iter().all(|t| is_f32(t));
         let map = match Activation::of(op)? {
             Some(f) => Map::Unary(f),
             None => match op.kind().and_then(Arith::of) {
@@ -239,7 +228,7 @@ fn arith_kernel(f: Arith, constant: bool) -> Result<StreamFn, String> {
                     Arith::Mul => b.ins().fmul(x, other),
                     Arith::Div => b.ins().fdiv(x, other),
                 };
-                let y = canonical_nan(b, y);
+                let y = canonical_nan_ps(b, y);
                 b.ins().store(flags, y, po, 16 * j);
             }
         })
@@ -295,9 +284,7 @@ impl FloatBroadcast {
         let (Some(f), [a, b]) = (op.kind().and_then(Arith::of), types) else {
             return Ok(None);
         };
-        let f32s = [a, b]
-            .iter()
-            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        let f32s = is_f32(a) && is_f32(b);
         let Some(spread) = spread(&a.shape, &b.shape).filter(|_| f32s) else {
             return Ok(None);
         };
@@ -404,21 +391,9 @@ pub(crate) fn stream_here(kernel: StreamFn, a: &[f32], b: Second, out: &mut [f32
 /// f32 values as a stream's operand.
 fn lane(v: &[f32]) -> Lane<'_> {
     Lane {
-        bytes: bytes(v),
+        bytes: f32_bytes(v),
         width: 4,
     }
-}
-
-/// The bytes of f32 values.
-fn bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 is four bytes without padding; the bytes are only read.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
-/// The bytes of f32 values, to overwrite with other f32 values.
-fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: every bit pattern of four bytes is an f32.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
 }
 
 impl OpKernel for FloatMap {
@@ -432,7 +407,7 @@ impl OpKernel for FloatMap {
             self.kernel,
             Some(lane(x)),
             other.map(lane),
-            bytes_mut(&mut out),
+            f32_bytes_mut(&mut out),
             4,
         );
         Ok(Tensor::from_f32(inputs[0].shape.clone(), out))
@@ -441,7 +416,7 @@ impl OpKernel for FloatMap {
     fn run_in_place(&self, first: &mut Tensor, rest: &[&Tensor]) -> Option<Result<(), String>> {
         let other = self.operands(first, rest).ok()?;
         let values = first.as_f32_mut()?;
-        stream(self.kernel, None, other.map(lane), bytes_mut(values), 4);
+        stream(self.kernel, None, other.map(lane), f32_bytes_mut(values), 4);
         Some(Ok(()))
     }
 }
@@ -459,9 +434,7 @@ impl FloatBatchNorm {
     /// Prepares `op` (operand types `types`), or `None` when its operands are not f32 or its
     /// input has no channel axis.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatBatchNorm>, String> {
-        let f32s = types
-            .iter()
-            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        let f32s = types.iter().all(|t| is_f32(t));
         if !f32s || types.len() != 5 || types[0].shape.len() < 2 {
             return Ok(None);
         }
@@ -555,10 +528,7 @@ impl FloatChannelClip {
             return Ok(None);
         }
         let bounds = qcc_dialects::ops::attrs::clip_bounds(op)?;
-        if bounds.channel_hi.is_none()
-            || !matches!(x.elem, qcc_dialects::ElemType::F32)
-            || x.shape.len() < 2
-        {
+        if bounds.channel_hi.is_none() || !is_f32(x) || x.shape.len() < 2 {
             return Ok(None);
         }
         let kernel = streaming_fn(|sink| {

@@ -10,7 +10,9 @@ use qcc_runtime::OpKernel;
 use rayon::prelude::*;
 
 use crate::clif::Loop;
-use crate::elementwise::{ConcatLayout, Fallback, StreamFn, define_streaming, streaming_fn};
+use crate::elementwise::{
+    ConcatLayout, Fallback, StreamFn, define_streaming, is_f32, streaming_fn,
+};
 use crate::emit::Shape;
 use crate::float_map::{Second, stream_here};
 use crate::jit;
@@ -40,9 +42,7 @@ impl FloatConcat {
     /// Prepares `op` (operand types `types`), or `None` unless every operand is f32.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatConcat>, String> {
         let out = &op.results[0];
-        let f32s = types
-            .iter()
-            .all(|t| matches!(t.elem, qcc_dialects::ElemType::F32));
+        let f32s = types.iter().all(|t| is_f32(t));
         if !f32s || types.is_empty() || out.shape.is_empty() {
             return Ok(None);
         }
@@ -102,7 +102,7 @@ impl FloatPad {
     /// or more with a constant.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatPad>, String> {
         let x = types[0];
-        if !matches!(x.elem, qcc_dialects::ElemType::F32) || x.shape.is_empty() {
+        if !is_f32(x) || x.shape.is_empty() {
             return Ok(None);
         }
         let attrs = qcc_dialects::ops::attrs::PadAttrs::of(op, x.shape.len())?;
@@ -221,7 +221,7 @@ impl FloatTranspose {
     /// more.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatTranspose>, String> {
         let x = types[0];
-        if !matches!(x.elem, qcc_dialects::ElemType::F32) || x.shape.is_empty() {
+        if !is_f32(x) || x.shape.is_empty() {
             return Ok(None);
         }
         Ok(Some(FloatTranspose {

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::clif::Levels;
 use crate::clif::{Loop, Multiplier, splat32, store_levels8};
-use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
+use crate::elementwise::{Fallback, bytes8, is_f32, levels_of, params8, tensor8};
 use crate::emit::{Shape, Sink};
 use crate::jit;
 use cranelift_module::FuncId;
@@ -248,6 +248,7 @@ impl OpKernel for QuantGlobalAvgPool {
     }
 }
 
+/// A float kernel over planes or rows: `(x, out, count)`.
 type FloatReduceFn = unsafe extern "C" fn(*const f32, *mut f32, i64);
 
 /// A generated float `nn.global_avg_pool` for one plane size: each plane's values summed in f64
@@ -268,7 +269,7 @@ impl FloatGlobalAvgPool {
         types: &[&TensorType],
     ) -> Result<Option<FloatGlobalAvgPool>, String> {
         let x = types[0];
-        if !matches!(x.elem, qcc_dialects::ElemType::F32) || x.shape.len() != 4 {
+        if !is_f32(x) || x.shape.len() != 4 {
             return Ok(None);
         }
         let plane = x.shape[2] * x.shape[3];
@@ -376,8 +377,6 @@ impl OpKernel for FloatGlobalAvgPool {
     }
 }
 
-type SoftmaxFn = unsafe extern "C" fn(*const f32, *mut f32, i64);
-
 /// Values per group of the softmax kernel.
 const SOFTMAX_GROUP: usize = 4;
 
@@ -387,7 +386,7 @@ const SOFTMAX_GROUP: usize = 4;
 /// `f32::NAN`: the reference's bits. Rows whose length is not a multiple of four go through a
 /// copy padded with -inf (whose exp, 0, leaves the sum as it is).
 pub struct FloatSoftmax {
-    kernel: SoftmaxFn,
+    kernel: FloatReduceFn,
     len: usize,
     fallback: Fallback,
 }
@@ -398,7 +397,7 @@ impl FloatSoftmax {
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatSoftmax>, String> {
         let x = types[0];
         let rank = x.shape.len();
-        if !matches!(x.elem, qcc_dialects::ElemType::F32) || rank == 0 {
+        if !is_f32(x) || rank == 0 {
             return Ok(None);
         }
         if qcc_dialects::ops::attrs::axis(op, -1, rank)? != rank - 1 || x.shape[rank - 1] == 0 {
@@ -408,7 +407,7 @@ impl FloatSoftmax {
         let code = jit::compile(|sink| define_softmax(sink, len.div_ceil(SOFTMAX_GROUP)))?;
         Ok(Some(FloatSoftmax {
             // SAFETY: generated with exactly this signature, in the platform's C ABI.
-            kernel: unsafe { std::mem::transmute::<*const u8, SoftmaxFn>(code) },
+            kernel: unsafe { std::mem::transmute::<*const u8, FloatReduceFn>(code) },
             len,
             fallback: Fallback::new(op, types),
         }))
@@ -418,15 +417,14 @@ impl FloatSoftmax {
 /// Defines the softmax kernel over rows of `groups` groups of four values in `sink`:
 /// `(x, out, rows)`.
 fn define_softmax(sink: &mut dyn Sink, groups: usize) -> Result<FuncId, String> {
-    use crate::float_map::{exp, splat};
-    use cranelift_codegen::ir::Endianness;
+    use crate::clif::{canonical_nan_ps, max_ps, splat_f32};
+    use crate::float_map::exp;
     let ptr = sink.pointer();
     let name = format!("fsoftmax_g{groups}");
     let row = (groups * SOFTMAX_GROUP * 4) as i64;
     sink.function(&name, &Shape::kernel(&[ptr; 3]), &mut |b, args, _| {
         let (x, out, rows) = (args[0], args[1], args[2]);
         let flags = MemFlagsData::new().with_notrap();
-        let little = MemFlagsData::new().with_endianness(Endianness::Little);
         let zero = b.ins().iconst(ptr, 0);
         let end = b.ins().iconst(ptr, row);
         let step = SOFTMAX_GROUP as i64 * 4;
@@ -436,15 +434,13 @@ fn define_softmax(sink: &mut dyn Sink, groups: usize) -> Result<FuncId, String> 
         // then across them (the order of a maximum changes nothing but which zero it keeps,
         // and exp gives 1 for either).
         let largest = b.declare_var(types::F32X4);
-        let start = splat(b, f32::NEG_INFINITY);
+        let start = splat_f32(b, f32::NEG_INFINITY);
         b.def_var(largest, start);
         let k = Loop::stepped(b, zero, end, step);
         let p = b.ins().iadd(src, k.index);
         let v = b.ins().load(types::F32X4, flags, p, 0);
         let m = b.use_var(largest);
-        let greater = b.ins().fcmp(FloatCC::GreaterThan, v, m);
-        let mask = b.ins().bitcast(types::F32X4, little, greater);
-        let m = b.ins().bitselect(mask, v, m);
+        let m = max_ps(b, v, m);
         b.def_var(largest, m);
         k.close(b);
         let m = b.use_var(largest);
@@ -474,14 +470,11 @@ fn define_softmax(sink: &mut dyn Sink, groups: usize) -> Result<FuncId, String> 
         k.close(b);
         let sum = b.use_var(total);
         let sum = b.ins().splat(types::F32X4, sum);
-        let nan = splat(b, f32::NAN);
         let k = Loop::stepped(b, zero, end, step);
         let q = b.ins().iadd(dst, k.index);
         let e = b.ins().load(types::F32X4, flags, q, 0);
         let y = b.ins().fdiv(e, sum);
-        let unordered = b.ins().fcmp(FloatCC::Unordered, y, y);
-        let mask = b.ins().bitcast(types::F32X4, little, unordered);
-        let y = b.ins().bitselect(mask, nan, y);
+        let y = canonical_nan_ps(b, y);
         b.ins().store(flags, y, q, 0);
         k.close(b);
         r.close(b);

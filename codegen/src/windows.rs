@@ -25,7 +25,7 @@ use qcc_runtime::quant::{Multiplier as Fixed, avg_multiplier, per_tensor};
 use rayon::prelude::*;
 
 use crate::clif::{Levels, Loop, Multiplier, max_ps, pre_shift, splat32, store_levels8};
-use crate::elementwise::{Fallback, bytes8, levels_of, params8, tensor8};
+use crate::elementwise::{Fallback, bytes8, is_f32, levels_of, params8, tensor8};
 use crate::jit;
 use crate::pool::{Poolable, Pooled};
 
@@ -485,10 +485,7 @@ impl FloatPool {
     /// `[N, C, H, W]` or windows of more than 128 taps.
     pub fn new(op: &Operation, x: &TensorType) -> Result<Option<FloatPool>, String> {
         let out = &op.results[0];
-        if !matches!(x.elem, qcc_dialects::ElemType::F32)
-            || x.shape.len() != 4
-            || out.shape.len() != 4
-        {
+        if !is_f32(x) || x.shape.len() != 4 || out.shape.len() != 4 {
             return Ok(None);
         }
         let g = PoolGeometry::of(op)?;
