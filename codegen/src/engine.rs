@@ -161,6 +161,42 @@ fn kernel_for(
     }))
 }
 
+/// The generated kernel of every op of `func` that has one, and the kinds of the ops that have
+/// none (and run on their reference kernel).
+#[allow(clippy::type_complexity)]
+fn kernels_of(
+    module: &Module,
+    func: &Function,
+) -> Result<(HashMap<NodeIndex, Box<dyn OpKernel>>, BTreeSet<OpKind>), String> {
+    let mut kernels = HashMap::new();
+    let mut missing = BTreeSet::new();
+    for node in func.graph.node_indices() {
+        let Node::Op(op) = &func.graph[node] else {
+            continue;
+        };
+        let Some(kind) = op.kind() else { continue };
+        match kernel_for(module, func, node).map_err(|e| format!("{}: {e}", op.name))? {
+            Some(k) => {
+                kernels.insert(node, k);
+            }
+            None if needs_no_kernel(kind) => {}
+            None => {
+                missing.insert(kind);
+            }
+        }
+    }
+    Ok((kernels, missing))
+}
+
+/// The kinds of the ops of `@function` that have no generated kernel on this engine (what
+/// preparing it warns about).
+pub fn without_kernels(module: &Module, function: &str) -> Result<BTreeSet<OpKind>, String> {
+    let func = module
+        .function(function)
+        .ok_or_else(|| format!("the module has no function @{function}"))?;
+    Ok(kernels_of(module, func)?.1)
+}
+
 impl Engine for Native {
     fn name(&self) -> &'static str {
         "cranelift"
@@ -174,23 +210,7 @@ impl Engine for Native {
         let func = module
             .function(function)
             .ok_or_else(|| format!("the module has no function @{function}"))?;
-        let mut kernels = HashMap::new();
-        let mut missing = BTreeSet::new();
-        for node in func.graph.node_indices() {
-            let Node::Op(op) = &func.graph[node] else {
-                continue;
-            };
-            let Some(kind) = op.kind() else { continue };
-            match kernel_for(module, func, node).map_err(|e| format!("{}: {e}", op.name))? {
-                Some(k) => {
-                    kernels.insert(node, k);
-                }
-                None if needs_no_kernel(kind) => {}
-                None => {
-                    missing.insert(kind);
-                }
-            }
-        }
+        let (kernels, missing) = kernels_of(module, func)?;
         warn_missing(&missing);
         Ok(Box::new(NativePrepared {
             interp: Interpreter::with_kernels(module, function, kernels)?,

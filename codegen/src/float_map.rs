@@ -7,7 +7,8 @@
 //!   `nn.hardswish`, and the arithmetic `nn.add`, `nn.sub`, `nn.mul` and `nn.div` of same-shaped
 //!   tensors ([`FloatMap`]); when the interpreter lends the first operand's buffer (the op is
 //!   that value's last reader) the kernel writes over it;
-//! - arithmetic whose second operand broadcasts per plane or per row ([`FloatBroadcast`]);
+//! - arithmetic whose operands broadcast, in blocks over which each operand varies or stays
+//!   one value ([`FloatBroadcast`]);
 //! - `nn.batch_norm` and `nn.clip` with per-channel bounds, each channel plane with that
 //!   channel's constants ([`FloatBatchNorm`], [`FloatChannelClip`]).
 //!
@@ -235,62 +236,123 @@ fn arith_kernel(f: Arith, constant: bool) -> Result<StreamFn, String> {
     })
 }
 
-/// How the second operand of a broadcasting arithmetic op spreads over the first, whose shape
-/// the result has.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Spread {
-    /// One value per plane `[n, c]` of an `[N, C, ...]` first operand: the second varies over N
-    /// and C at most (a channel's scale or bias, or one value for all).
-    PerPlane,
-    /// One row along the first operand's last axis, the same for every row.
-    PerRow,
+/// How the operands of a broadcasting arithmetic op (numpy rules) lie under its result: the
+/// result cut into blocks of `block` consecutive values (its longest run of trailing axes over
+/// which each operand either varies as the result does or stays one value), and where each
+/// operand's part of a block starts.
+#[derive(Clone, Debug, PartialEq)]
+struct Blocks {
+    /// The result's shape.
+    shape: Vec<usize>,
+    /// Values per block.
+    block: usize,
+    /// The result's axes before the block's, outermost first.
+    outer: Vec<usize>,
+    /// Per operand: its element stride along each outer axis (0 where it broadcasts) and
+    /// whether its part of a block is `block` consecutive values (else one value).
+    sides: [(Vec<usize>, bool); 2],
 }
 
-/// How `b` spreads over `a` (numpy broadcasting, `a` keeping its shape), `None` for the same
-/// shape or any other pattern.
-fn spread(a: &[usize], b: &[usize]) -> Option<Spread> {
-    let rank = a.len();
-    if rank == 0 || b.len() > rank || a == b {
-        return None;
+impl Blocks {
+    /// The blocks of `f(a, b)`, or `None` when the shapes are the same (no broadcast), do not
+    /// broadcast, or give an empty result.
+    fn of(a: &[usize], b: &[usize]) -> Option<Blocks> {
+        if a == b {
+            return None;
+        }
+        let rank = a.len().max(b.len());
+        let align = |s: &[usize]| -> Vec<usize> {
+            std::iter::repeat_n(1, rank - s.len())
+                .chain(s.iter().copied())
+                .collect()
+        };
+        let (a, b) = (align(a), align(b));
+        let shape: Vec<usize> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| match (*x, *y) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        if shape.contains(&0) {
+            return None;
+        }
+        // Walk the axes from the last: an axis of one result value fits any block; the block
+        // ends at the first axis where an operand changes between varying and staying.
+        let mut first = rank;
+        let mut classes: Option<(bool, bool)> = None;
+        for d in (0..rank).rev() {
+            if shape[d] == 1 {
+                first = d;
+                continue;
+            }
+            let here = (a[d] == shape[d], b[d] == shape[d]);
+            if classes.is_some_and(|c| c != here) {
+                break;
+            }
+            classes = Some(here);
+            first = d;
+        }
+        let (vary_a, vary_b) = classes.unwrap_or((true, true));
+        let strides = |s: &[usize]| -> Vec<usize> {
+            let mut out = vec![0; first];
+            let mut step: usize = s[first..].iter().product();
+            for d in (0..first).rev() {
+                out[d] = if s[d] == 1 { 0 } else { step };
+                step *= s[d];
+            }
+            out
+        };
+        Some(Blocks {
+            block: shape[first..].iter().product(),
+            outer: shape[..first].to_vec(),
+            sides: [(strides(&a), vary_a), (strides(&b), vary_b)],
+            shape,
+        })
     }
-    let aligned: Vec<usize> = std::iter::repeat_n(1, rank - b.len())
-        .chain(b.iter().copied())
-        .collect();
-    if aligned.iter().zip(a).any(|(d, n)| *d != 1 && d != n) {
-        return None;
-    }
-    if aligned[..rank - 1].iter().all(|d| *d == 1) && aligned[rank - 1] == a[rank - 1] {
-        Some(Spread::PerRow)
-    } else if rank >= 2 && aligned[2..].iter().all(|d| *d == 1) {
-        Some(Spread::PerPlane)
-    } else {
-        None
+
+    /// Where each operand's part of block `k` starts.
+    fn starts(&self, k: usize) -> [usize; 2] {
+        let (mut rest, mut at) = (k, [0usize; 2]);
+        for d in (0..self.outer.len()).rev() {
+            let i = rest % self.outer[d];
+            rest /= self.outer[d];
+            for (a, (strides, _)) in at.iter_mut().zip(&self.sides) {
+                *a += i * strides[d];
+            }
+        }
+        at
     }
 }
 
-/// A generated float `nn.add`, `nn.sub`, `nn.mul` or `nn.div` whose second operand broadcasts
-/// over the first ([`Spread`]): the same arithmetic as [`FloatMap`]'s, streamed per plane with
-/// the plane's value, or per row with the shared row.
+/// A generated float `nn.add`, `nn.sub`, `nn.mul` or `nn.div` whose operands broadcast (numpy
+/// rules, either operand): the same arithmetic as [`FloatMap`]'s, streamed block by block
+/// ([`Blocks`]), the second operand's part a block of values or one value (a channel's scale or
+/// bias, say), the first's one value spread over the block where it broadcasts.
 pub struct FloatBroadcast {
-    kernel: StreamFn,
-    spread: Spread,
+    /// The kernels with the second operand varying and with it one value.
+    kernels: [StreamFn; 2],
     fallback: Fallback,
 }
 
+/// Values of a result that one task computes, at least (blocks can be a few values long).
+const TASK: usize = 1 << 14;
+
 impl FloatBroadcast {
-    /// Prepares `op` (operand types `types`), or `None` unless it is f32 arithmetic whose second
-    /// operand spreads over the first as [`Spread`] says.
+    /// Prepares `op` (operand types `types`), or `None` unless it is f32 arithmetic whose
+    /// operands broadcast to a shape other than theirs if they were the same.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatBroadcast>, String> {
         let (Some(f), [a, b]) = (op.kind().and_then(Arith::of), types) else {
             return Ok(None);
         };
-        let f32s = is_f32(a) && is_f32(b);
-        let Some(spread) = spread(&a.shape, &b.shape).filter(|_| f32s) else {
+        if !(is_f32(a) && is_f32(b)) || a.shape == b.shape {
             return Ok(None);
-        };
+        }
         Ok(Some(FloatBroadcast {
-            kernel: arith_kernel(f, spread == Spread::PerPlane)?,
-            spread,
+            kernels: [arith_kernel(f, false)?, arith_kernel(f, true)?],
             fallback: Fallback::new(op, types),
         }))
     }
@@ -299,41 +361,44 @@ impl FloatBroadcast {
 impl OpKernel for FloatBroadcast {
     fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
         let (a, b) = (inputs[0], inputs[1]);
-        let (Some(av), Some(bv)) = (a.as_f32(), b.as_f32()) else {
+        let (Some(av), Some(bv), Some(blocks)) =
+            (a.as_f32(), b.as_f32(), Blocks::of(&a.shape, &b.shape))
+        else {
             return self.fallback.run(inputs);
         };
-        if spread(&a.shape, &b.shape) != Some(self.spread) {
-            return self.fallback.run(inputs);
-        }
-        let mut out = vec![0f32; av.len()];
-        let rank = a.shape.len();
-        match self.spread {
-            Spread::PerRow => {
-                let row = a.shape[rank - 1].max(1);
-                out.par_chunks_mut(row)
-                    .zip(av.par_chunks(row))
-                    .for_each(|(dst, src)| stream_here(self.kernel, src, Second::Values(bv), dst));
-            }
-            Spread::PerPlane => {
-                let aligned: Vec<usize> = std::iter::repeat_n(1, rank - b.shape.len())
-                    .chain(b.shape.iter().copied())
-                    .collect();
-                let (c, plane) = (a.shape[1], a.shape[2..].iter().product::<usize>());
-                if plane > 0 && c > 0 {
-                    out.par_chunks_mut(plane)
-                        .zip(av.par_chunks(plane))
-                        .enumerate()
-                        .for_each(|(i, (dst, src))| {
-                            let (n, ch) = (i / c, i % c);
-                            let at = if aligned[0] > 1 { n * aligned[1] } else { 0 }
-                                + if aligned[1] > 1 { ch } else { 0 };
-                            let four = [bv[at]; 4];
-                            stream_here(self.kernel, src, Second::Constants(&four), dst);
-                        });
+        let block = blocks.block;
+        let [(_, vary_a), (_, vary_b)] = blocks.sides;
+        let kernel = self.kernels[usize::from(!vary_b)];
+        let mut out = vec![0f32; blocks.shape.iter().product()];
+        let per_task = TASK.div_ceil(block).max(1);
+        out.par_chunks_mut(block * per_task)
+            .enumerate()
+            .for_each(|(task, dst)| {
+                // The first operand's one value over a block, where it broadcasts.
+                let mut spread = if vary_a {
+                    Vec::new()
+                } else {
+                    vec![0f32; block]
+                };
+                for (j, dst) in dst.chunks_mut(block).enumerate() {
+                    let [at_a, at_b] = blocks.starts(task * per_task + j);
+                    let first = if vary_a {
+                        &av[at_a..at_a + block]
+                    } else {
+                        spread.fill(av[at_a]);
+                        &spread[..]
+                    };
+                    let four;
+                    let second = if vary_b {
+                        Second::Values(&bv[at_b..at_b + block])
+                    } else {
+                        four = [bv[at_b]; 4];
+                        Second::Constants(&four)
+                    };
+                    stream_here(kernel, first, second, dst);
                 }
-            }
-        }
-        Ok(Tensor::from_f32(a.shape.clone(), out))
+            });
+        Ok(Tensor::from_f32(blocks.shape.clone(), out))
     }
 }
 

@@ -1,10 +1,11 @@
-//! Generated float data movement: `nn.concat` and `nn.pad` with a constant copy their
-//! operands' blocks and rows with a generated copy loop ([`FloatConcat`], [`FloatPad`]);
+//! Generated float data movement: `nn.concat` and `nn.pad` (any mode) copy their operands'
+//! blocks and rows with a generated copy loop ([`FloatConcat`], [`FloatPad`]);
 //! `nn.transpose` gathers each output row with a generated strided copy ([`FloatTranspose`]).
 //! The values move unchanged, so the results are the reference's by construction.
 
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
+use qcc_dialects::ops::attrs::{PadAttrs, PadMode};
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
 use rayon::prelude::*;
@@ -86,33 +87,30 @@ impl OpKernel for FloatConcat {
     }
 }
 
-/// A generated float `nn.pad` with a constant: row by row along the last axis, each output row
-/// the constant where it lies in the border and otherwise its input row copied by the generated
-/// copy loop between the constant's columns; rows over threads. Edge and reflect modes stay on
-/// the reference kernel.
+/// A generated float `nn.pad` in any mode: row by row along the last axis, each output row its
+/// input row (the one the outer axes' indices map to) copied by the generated copy loop, between
+/// the border columns, which take the constant or the input values the mode maps them to; a row
+/// that maps to no input row is the constant. Rows over threads.
 pub struct FloatPad {
     copy: StreamFn,
     pads: Vec<usize>,
-    value: f32,
+    mode: PadMode,
     fallback: Fallback,
 }
 
 impl FloatPad {
     /// Prepares `op` (operand types `types`), or `None` unless it pads an f32 operand of rank 1
-    /// or more with a constant.
+    /// or more.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatPad>, String> {
         let x = types[0];
         if !is_f32(x) || x.shape.is_empty() {
             return Ok(None);
         }
-        let attrs = qcc_dialects::ops::attrs::PadAttrs::of(op, x.shape.len())?;
-        let qcc_dialects::ops::attrs::PadMode::Constant(value) = attrs.mode else {
-            return Ok(None);
-        };
+        let attrs = PadAttrs::of(op, x.shape.len())?;
         Ok(Some(FloatPad {
             copy: copy_kernel()?,
             pads: attrs.pads,
-            value: value as f32,
+            mode: attrs.mode,
             fallback: Fallback::new(op, types),
         }))
     }
@@ -133,25 +131,27 @@ impl OpKernel for FloatPad {
             .map(|d| x.shape[d] + begins[d] + ends[d])
             .collect();
         let (width, out_width) = (x.shape[rank - 1], out_shape[rank - 1]);
+        let (mode, fill) = (self.mode, self.mode.fill());
         let mut out = vec![0f32; out_shape.iter().product()];
         if out_width > 0 {
             let outer = &out_shape[..rank - 1];
             out.par_chunks_mut(out_width)
                 .enumerate()
                 .for_each(|(row, dst)| {
-                    // The input row this output row copies: none in the border of an outer axis.
+                    // The input row this output row copies, if any.
                     let (mut at, mut rest, mut stride) = (Some(0usize), row, 1usize);
                     for d in (0..rank - 1).rev() {
                         let i = (rest % outer[d]) as isize - begins[d] as isize;
                         rest /= outer[d];
-                        at = at.filter(|_| (0..x.shape[d] as isize).contains(&i));
-                        at = at.map(|a| a + i as usize * stride);
+                        at = match (at, mode.source(i, x.shape[d])) {
+                            (Some(a), Some(j)) => Some(a + j * stride),
+                            _ => None,
+                        };
                         stride *= x.shape[d];
                     }
                     match at {
                         Some(r) if width > 0 => {
                             let left = begins[rank - 1];
-                            dst[..left].fill(self.value);
                             let src = &values[r * width..(r + 1) * width];
                             stream_here(
                                 self.copy,
@@ -159,9 +159,15 @@ impl OpKernel for FloatPad {
                                 Second::Values(src),
                                 &mut dst[left..left + width],
                             );
-                            dst[left + width..].fill(self.value);
+                            // The border columns: a few per row, each the value its index maps to.
+                            let border = (0..left).chain(left + width..out_width);
+                            for j in border {
+                                dst[j] = mode
+                                    .source(j as isize - left as isize, width)
+                                    .map_or(fill, |k| src[k]);
+                            }
                         }
-                        _ => dst.fill(self.value),
+                        _ => dst.fill(fill),
                     }
                 });
         }

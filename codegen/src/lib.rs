@@ -20,5 +20,5 @@ pub mod program;
 mod reduce;
 mod windows;
 
-pub use engine::Native;
+pub use engine::{Native, without_kernels};
 pub use jit::{Dumps, Features, NO_VNNI_VAR, set_dumps};

@@ -380,19 +380,21 @@ impl OpKernel for FloatGlobalAvgPool {
 /// Values per group of the softmax kernel.
 const SOFTMAX_GROUP: usize = 4;
 
-/// A generated float `nn.softmax` along the last axis, per row of `len` values: the largest
+/// A generated float `nn.softmax` along any axis, per line of `len` values along it: the largest
 /// value (NaN ignored), `exp` of each value less it (`qcc_runtime::float::exp`'s steps, four at
 /// a time), their sum one after another from +0.0, each divided by the sum, a NaN result made
-/// `f32::NAN`: the reference's bits. Rows whose length is not a multiple of four go through a
-/// copy padded with -inf (whose exp, 0, leaves the sum as it is).
+/// `f32::NAN`: the reference's bits. Lines along the last axis whose length is a multiple of four
+/// are the kernel's rows where they lie; other lines are copied into rows padded with -inf (whose
+/// exp, 0, leaves the sum as it is), a block of them at a time, and their results copied back.
 pub struct FloatSoftmax {
     kernel: FloatReduceFn,
+    axis: usize,
     len: usize,
     fallback: Fallback,
 }
 
 impl FloatSoftmax {
-    /// Prepares `op` (operand types `types`), or `None` unless it normalises the last axis of
+    /// Prepares `op` (operand types `types`), or `None` unless it normalises a non-empty axis of
     /// an f32 tensor.
     pub fn new(op: &Operation, types: &[&TensorType]) -> Result<Option<FloatSoftmax>, String> {
         let x = types[0];
@@ -400,14 +402,16 @@ impl FloatSoftmax {
         if !is_f32(x) || rank == 0 {
             return Ok(None);
         }
-        if qcc_dialects::ops::attrs::axis(op, -1, rank)? != rank - 1 || x.shape[rank - 1] == 0 {
+        let axis = qcc_dialects::ops::attrs::axis(op, -1, rank)?;
+        let len = x.shape[axis];
+        if len == 0 {
             return Ok(None);
         }
-        let len = x.shape[rank - 1];
         let code = jit::compile(|sink| define_softmax(sink, len.div_ceil(SOFTMAX_GROUP)))?;
         Ok(Some(FloatSoftmax {
             // SAFETY: generated with exactly this signature, in the platform's C ABI.
             kernel: unsafe { std::mem::transmute::<*const u8, FloatReduceFn>(code) },
+            axis,
             len,
             fallback: Fallback::new(op, types),
         }))
@@ -489,27 +493,39 @@ impl OpKernel for FloatSoftmax {
         let Some(values) = x.as_f32() else {
             return self.fallback.run(inputs);
         };
-        if x.shape.last() != Some(&self.len) {
+        if x.shape.get(self.axis) != Some(&self.len) {
             return self.fallback.run(inputs);
         }
         let len = self.len;
+        let inner: usize = x.shape[self.axis + 1..].iter().product();
         let padded = len.div_ceil(SOFTMAX_GROUP) * SOFTMAX_GROUP;
         let mut out = vec![0f32; values.len()];
-        out.par_chunks_mut(len)
-            .zip(values.par_chunks(len))
-            .for_each(|(dst, src)| {
-                if padded == len {
-                    // SAFETY: one row of `len` values, a whole number of groups.
-                    unsafe { (self.kernel)(src.as_ptr(), dst.as_mut_ptr(), 1) };
-                } else {
-                    let mut row = vec![f32::NEG_INFINITY; padded];
-                    row[..len].copy_from_slice(src);
-                    let mut result = vec![0f32; padded];
-                    // SAFETY: one padded row of whole groups.
-                    unsafe { (self.kernel)(row.as_ptr(), result.as_mut_ptr(), 1) };
-                    dst.copy_from_slice(&result[..len]);
-                }
-            });
+        if inner == 0 {
+            return Ok(Tensor::from_f32(x.shape.clone(), out));
+        }
+        let block = len * inner;
+        if inner == 1 && padded == len {
+            out.par_chunks_mut(len)
+                .zip(values.par_chunks(len))
+                // SAFETY: one row of `len` values, a whole number of groups.
+                .for_each(|(dst, src)| unsafe { (self.kernel)(src.as_ptr(), dst.as_mut_ptr(), 1) });
+        } else {
+            // Each block of `inner` lines (one index of the axes before the softmax's) as rows.
+            out.par_chunks_mut(block)
+                .zip(values.par_chunks(block))
+                .for_each(|(dst, src)| {
+                    let mut rows = vec![f32::NEG_INFINITY; inner * padded];
+                    for (k, v) in src.iter().enumerate() {
+                        rows[(k % inner) * padded + k / inner] = *v;
+                    }
+                    let mut result = vec![0f32; inner * padded];
+                    // SAFETY: `inner` padded rows of whole groups.
+                    unsafe { (self.kernel)(rows.as_ptr(), result.as_mut_ptr(), inner as i64) };
+                    for (k, v) in dst.iter_mut().enumerate() {
+                        *v = result[(k % inner) * padded + k / inner];
+                    }
+                });
+        }
         Ok(Tensor::from_f32(x.shape.clone(), out))
     }
 }

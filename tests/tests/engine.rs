@@ -571,14 +571,16 @@ fn concat(
 /// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
 /// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
 /// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
-/// in one of three an `nn.pad` (a constant on any axis, or the edge), in one of three an
+/// in one of three an `nn.pad` (a constant, the edge or a reflection, on any axis), in one of three an
 /// `nn.batch_norm`, in one of two an elementwise tail (an activation of the
 /// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
 /// `nn.div` of the value and that, then an activation, then now and then arithmetic with a
-/// constant that broadcasts per channel, per row or as one value), in one of three the value and
+/// constant that broadcasts per channel, per row, per column, per image row or as one value,
+/// either operand first, and with a grid of a column and a row that broadcast both), in one of
+/// three the value and
 /// its hardswish concatenated along the channels, rows or columns, in one of three its axes
 /// transposed, in one of three an
-/// `nn.softmax` along the last axis and in one of three an `nn.global_avg_pool` at the end;
+/// `nn.softmax` along any axis and in one of three an `nn.global_avg_pool` at the end;
 /// inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
@@ -693,16 +695,16 @@ fn float_network(seed: u64) -> (String, Tensor) {
         (h, w) = (oh, ow);
     }
     if rng.chance(3) {
-        // A constant (or now and then the edge) around the value, on any axis.
+        // A constant, the edge or a reflection around the value, on any axis.
         let before = [n, c, h, w];
         let pads: Vec<usize> = (0..8)
             .map(|i| if i % 4 == 0 { rng.below(2) } else { rng.below(3) } as usize)
             .collect();
         [n, c, h, w] = std::array::from_fn(|d| before[d] + pads[d] + pads[d + 4]);
-        let mode = if rng.chance(4) {
-            "mode = \"edge\"".to_string()
-        } else {
-            format!("value = {}", rng.range(-8, 8) as f64 / 4.0)
+        let mode = match rng.below(4) {
+            0 => "mode = \"edge\"".to_string(),
+            1 => "mode = \"reflect\"".to_string(),
+            _ => format!("value = {}", rng.range(-8, 8) as f64 / 4.0),
         };
         writeln!(
             body,
@@ -759,11 +761,14 @@ fn float_network(seed: u64) -> (String, Tensor) {
         .unwrap();
         cur = "%t".into();
         if rng.chance(2) {
-            // Arithmetic with a constant that broadcasts: per channel, per row, or one value.
-            let (k_shape, count): (Vec<usize>, usize) = match rng.below(4) {
+            // Arithmetic with a constant that broadcasts: per channel, per row, per column, per
+            // image row, or one value; now and then the constant first.
+            let (k_shape, count): (Vec<usize>, usize) = match rng.below(6) {
                 0 => (vec![c, 1, 1], c),
                 1 => (vec![1, c, 1, 1], c),
                 2 => (vec![w], w),
+                3 => (vec![h, 1], h),
+                4 => (vec![n, 1, h, w], n * h * w),
                 _ => (vec![1], 1),
             };
             let k: Vec<String> = (0..count)
@@ -771,14 +776,42 @@ fn float_network(seed: u64) -> (String, Tensor) {
                 .collect();
             let k_ty = ty(&k_shape);
             let arith = ["add", "sub", "mul", "div"][rng.below(4) as usize];
+            let operands = if rng.chance(3) {
+                format!("(%k, %t) : ({k_ty}, {shape})")
+            } else {
+                format!("(%t, %k) : ({shape}, {k_ty})")
+            };
             writeln!(
                 body,
                 "    %k = nn.const {{value = dense<{}> : {k_ty}}} : {k_ty}\n    \
-                 %u = nn.{arith}(%t, %k) : ({shape}, {k_ty}) -> {shape}",
+                 %u = nn.{arith}{operands} -> {shape}",
                 nested_f32(&k, &k_shape)
             )
             .unwrap();
             cur = "%u".into();
+        }
+        if rng.chance(3) {
+            // A grid from a column and a row that both broadcast, then arithmetic with it.
+            let col: Vec<String> = (0..h)
+                .map(|_| (rng.range(-16, 16) as f64 / 4.0).to_string())
+                .collect();
+            let row: Vec<String> = (0..w)
+                .map(|_| (rng.range(-16, 16) as f64 / 4.0).to_string())
+                .collect();
+            let (col_ty, row_ty, grid_ty) = (ty(&[h, 1]), ty(&[1, w]), ty(&[h, w]));
+            let [first, second] =
+                [rng.below(4), rng.below(4)].map(|i| ["add", "sub", "mul", "div"][i as usize]);
+            writeln!(
+                body,
+                "    %col = nn.const {{value = dense<{}> : {col_ty}}} : {col_ty}\n    \
+                 %row = nn.const {{value = dense<{}> : {row_ty}}} : {row_ty}\n    \
+                 %grid = nn.{first}(%col, %row) : ({col_ty}, {row_ty}) -> {grid_ty}\n    \
+                 %v = nn.{second}({cur}, %grid) : ({shape}, {grid_ty}) -> {shape}",
+                nested_f32(&col, &[h, 1]),
+                nested_f32(&row, &[1, w])
+            )
+            .unwrap();
+            cur = "%v".into();
         }
     }
     if rng.chance(3) {
@@ -819,7 +852,7 @@ fn float_network(seed: u64) -> (String, Tensor) {
     }
     if rng.chance(3) {
         let shape = ty(&[n, c, h, w]);
-        let axis = ["-1", "3"][rng.below(2) as usize];
+        let axis = ["-1", "3", "2", "1", "0", "-3"][rng.below(6) as usize];
         writeln!(
             body,
             "    %sm = nn.softmax({cur}) {{axis = {axis}}} : ({shape}) -> {shape}"
@@ -993,6 +1026,21 @@ fn same_bits(a: &[Tensor], b: &[Tensor]) -> bool {
 
 fn check_float(seed: u64) -> Result<(), TestCaseError> {
     let (text, x) = float_network(seed);
+    // Every op of the random networks has a generated kernel: none is tested by comparing the
+    // reference with itself.
+    let file = SourceFile::new("random.ir", text.clone());
+    if let Ok(module) = parse_module(&file, None) {
+        let mut missing =
+            qcc_codegen::without_kernels(&module, "main").map_err(TestCaseError::fail)?;
+        if text.contains("groups = 1}") {
+            // A one-channel convolution is a GEMM convolution: on the reference by design.
+            missing.remove(&qcc_dialects::OpKind::Conv2d);
+        }
+        prop_assert!(
+            missing.is_empty(),
+            "no generated kernel for {missing:?}\n{text}"
+        );
+    }
     check_float_module(text, &x)
 }
 
@@ -1211,8 +1259,13 @@ fn the_generator_covers_what_it_claims() {
         "perm = [3, 2, 1, 0]",
         "nn.pad(%x",
         "mode = \"edge\"",
+        "mode = \"reflect\"",
+        "(%k, %t)",
+        "(%col, %row)",
         "{axis = 1} : (",
         "{axis = 3} : (",
+        "nn.softmax(%tp) {axis = 2}",
+        "{axis = 0} : (",
         "nn.softmax(%a",
         "nn.global_avg_pool(%sm",
         "nn.batch_norm(%a",

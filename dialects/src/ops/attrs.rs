@@ -303,6 +303,38 @@ pub enum PadMode {
     Edge,
 }
 
+impl PadMode {
+    /// The input index an output index `i` (already less the axis' begin, so negative in the
+    /// leading border) reads on an axis of `len` elements; `None` where the output is the
+    /// constant, or where an empty axis leaves nothing to repeat.
+    pub fn source(self, i: isize, len: usize) -> Option<usize> {
+        let len = len as isize;
+        if (0..len).contains(&i) {
+            return Some(i as usize);
+        }
+        match self {
+            PadMode::Constant(_) => None,
+            PadMode::Edge | PadMode::Reflect if len == 0 => None,
+            PadMode::Edge => Some(i.clamp(0, len - 1) as usize),
+            // A one-element axis reflects onto itself.
+            PadMode::Reflect if len == 1 => Some(0),
+            PadMode::Reflect => {
+                let period = 2 * (len - 1);
+                let m = i.rem_euclid(period);
+                Some(if m < len { m } else { period - m } as usize)
+            }
+        }
+    }
+
+    /// The value of an output element that [`PadMode::source`] maps to no input element.
+    pub fn fill(self) -> f32 {
+        match self {
+            PadMode::Constant(v) => v as f32,
+            PadMode::Edge | PadMode::Reflect => 0.0,
+        }
+    }
+}
+
 /// `nn.pad`'s attributes: every axis' begin, then every axis' end (ONNX order), and the mode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PadAttrs {

@@ -64,34 +64,13 @@ pub fn pad(x: &[f32], shape: &[usize], pads: &[usize], mode: PadMode) -> Tensor 
     for _ in 0..n {
         let mut src = Some(0usize);
         for d in 0..rank {
-            let i = index[d] as isize - pads[d] as isize;
-            let len = shape[d] as isize;
-            let j = if (0..len).contains(&i) {
-                Some(i)
-            } else {
-                // An empty axis has nothing to repeat; a one-element axis reflects onto itself.
-                match mode {
-                    PadMode::Constant(_) => None,
-                    PadMode::Edge | PadMode::Reflect if len == 0 => None,
-                    PadMode::Edge => Some(i.clamp(0, len - 1)),
-                    PadMode::Reflect if len == 1 => Some(0),
-                    PadMode::Reflect => {
-                        let period = 2 * (len - 1);
-                        let m = i.rem_euclid(period);
-                        Some(if m < len { m } else { period - m })
-                    }
-                }
-            };
+            let j = mode.source(index[d] as isize - pads[d] as isize, shape[d]);
             src = match (src, j) {
-                (Some(s), Some(j)) => Some(s + j as usize * in_strides[d]),
+                (Some(s), Some(j)) => Some(s + j * in_strides[d]),
                 _ => None,
             };
         }
-        out.push(match (src, mode) {
-            (Some(s), _) => x[s],
-            (None, PadMode::Constant(v)) => v as f32,
-            (None, _) => 0.0,
-        });
+        out.push(src.map_or(mode.fill(), |s| x[s]));
         for d in (0..rank).rev() {
             index[d] += 1;
             if index[d] < out_shape[d] {
