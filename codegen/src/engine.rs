@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::object::{Loaded, Scratch};
 
 use crate::elementwise::{Dequantize, QuantAdd, QuantConcat, Quantize, is_f32};
-use crate::float::{FloatDense, FloatDepthwise};
+use crate::float::{FloatDense, FloatDepthwise, FloatMatMul};
 use crate::float_map::{FloatBatchNorm, FloatBroadcast, FloatChannelClip, FloatMap};
 use crate::layers::{QuantConv, QuantDense};
 use crate::layout::{FloatConcat, FloatPad, FloatTranspose};
@@ -88,6 +88,9 @@ fn kernel_for(
         }
         OpKind::Dense if types.len() >= 2 && types.iter().all(|t| is_f32(t)) => {
             return Ok(FloatDense::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+        }
+        OpKind::MatMul if types.len() == 2 => {
+            return Ok(FloatMatMul::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Relu
         | OpKind::Clip

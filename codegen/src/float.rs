@@ -16,11 +16,13 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_dialects::ops::attrs::Conv2dAttrs;
 use qcc_dialects::{Operation, Tensor, TensorType};
 use qcc_runtime::OpKernel;
-use qcc_runtime::float::{Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot};
+use qcc_runtime::float::{
+    Activation, DENSE_BLOCK, canonical_nan, dense_by_blocks, dot, transposed,
+};
 
 use crate::clif::Loop;
 use crate::depthwise::{Geometry, VECTOR};
-use crate::elementwise::Fallback;
+use crate::elementwise::{Fallback, is_f32};
 use crate::gemm::Form;
 use crate::jit;
 
@@ -314,19 +316,18 @@ impl FloatDense {
     }
 }
 
-impl OpKernel for FloatDense {
-    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
-        let (x, w) = (inputs[0], inputs[1]);
-        let (xv, wv) = (f32s(x, "input")?, f32s(w, "weight")?);
-        let bias = inputs.get(2).map(|b| f32s(b, "bias")).transpose()?;
-        let (n, k, m) = (x.shape[0], self.k, w.shape[0]);
-        if x.shape[1] != k || w.shape[1] != k || bias.is_some_and(|b| b.len() != m) {
-            return Err(format!(
-                "dense of shapes {:?} and {:?} does not fit its kernel (K = {k})",
-                x.shape, w.shape
-            ));
-        }
-        let out = dense_by_blocks(n, m, DENSE_BLOCK, |first, len, part| {
+impl FloatDense {
+    /// The `[n, m]` outputs of `x [n, K]` times `w [m, K]` transposed, plus `bias`.
+    fn outputs(
+        &self,
+        xv: &[f32],
+        n: usize,
+        wv: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let k = self.k;
+        dense_by_blocks(n, m, DENSE_BLOCK, |first, len, part| {
             let groups = len / DENSE_ROWS;
             for (row, values) in part.chunks_mut(len).enumerate() {
                 let xr = &xv[row * k..(row + 1) * k];
@@ -348,7 +349,77 @@ impl OpKernel for FloatDense {
                     *o = canonical_nan(bias.map_or(*o, |b| *o + b[first + i]));
                 }
             }
-        });
-        Ok(Tensor::from_f32(vec![n, m], out))
+        })
+    }
+}
+
+impl OpKernel for FloatDense {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let (x, w) = (inputs[0], inputs[1]);
+        let (xv, wv) = (f32s(x, "input")?, f32s(w, "weight")?);
+        let bias = inputs.get(2).map(|b| f32s(b, "bias")).transpose()?;
+        let (n, k, m) = (x.shape[0], self.k, w.shape[0]);
+        if x.shape[1] != k || w.shape[1] != k || bias.is_some_and(|b| b.len() != m) {
+            return Err(format!(
+                "dense of shapes {:?} and {:?} does not fit its kernel (K = {k})",
+                x.shape, w.shape
+            ));
+        }
+        Ok(Tensor::from_f32(
+            vec![n, m],
+            self.outputs(xv, n, wv, m, bias),
+        ))
+    }
+}
+
+/// A generated float `nn.matmul` of `x [..., K]` and `w [K, N]`: the dense layer of `w`
+/// transposed (each output [`dot`] of its row and column, the reference's bits), on every row
+/// of `x`.
+pub struct FloatMatMul {
+    dense: FloatDense,
+}
+
+impl FloatMatMul {
+    /// Prepares a matmul with operand types `types`, or `None` unless both are f32, the right
+    /// one a matrix, and the depth K not zero.
+    pub fn new(types: &[&TensorType]) -> Result<Option<FloatMatMul>, String> {
+        let (x, w) = (types[0], types[1]);
+        let k = x.shape.last().copied().unwrap_or(0);
+        if !(is_f32(x) && is_f32(w))
+            || x.shape.len() < 2
+            || w.shape.len() != 2
+            || w.shape[0] != k
+            || k == 0
+        {
+            return Ok(None);
+        }
+        Ok(Some(FloatMatMul {
+            dense: FloatDense {
+                kernel: dense_kernel(k)?,
+                k,
+            },
+        }))
+    }
+}
+
+impl OpKernel for FloatMatMul {
+    fn run(&self, inputs: &[&Tensor]) -> Result<Tensor, String> {
+        let (x, w) = (inputs[0], inputs[1]);
+        let (xv, wv) = (f32s(x, "input")?, f32s(w, "weight")?);
+        let k = self.dense.k;
+        if x.shape.last() != Some(&k) || w.shape.len() != 2 || w.shape[0] != k {
+            return Err(format!(
+                "matmul of shapes {:?} and {:?} does not fit its kernel (K = {k})",
+                x.shape, w.shape
+            ));
+        }
+        let (rows, n) = (xv.len() / k, w.shape[1]);
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("rank >= 2") = n;
+        let wt = transposed(wv, k, n);
+        Ok(Tensor::from_f32(
+            shape,
+            self.dense.outputs(xv, rows, &wt, n, None),
+        ))
     }
 }

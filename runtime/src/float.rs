@@ -216,6 +216,17 @@ pub fn dot(x: &[f32], w: &[f32]) -> f32 {
     total
 }
 
+/// The `[cols, rows]` transpose of the `[rows, cols]` matrix `m`.
+pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for (i, row) in m.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j * rows + i] = *v;
+        }
+    }
+    t
+}
+
 /// `v`, or [`f32::NAN`] when `v` is any NaN.
 #[inline]
 pub fn canonical_nan(v: f32) -> f32 {

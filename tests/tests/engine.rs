@@ -947,8 +947,8 @@ fn elementwise_activation(rng: &mut Rng, value: &str, channels: usize) -> String
 
 /// A random float `nn.dense` (K from 1 to 40, so with and without whole groups of eight and a
 /// tail; outputs not a multiple of four, up to more than two of the kernel's tasks; with and
-/// without bias), on inputs with NaN, infinities
-/// and signed zeros now and then.
+/// without bias), or in one of three an `nn.matmul` of `[N, R, K]` images and a computed
+/// `[K, M]` operand, on inputs with NaN, infinities and signed zeros now and then.
 fn dense_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
     // Now and then more outputs than one task of the kernel takes (64).
@@ -980,11 +980,25 @@ fn dense_network(seed: u64) -> (String, Tensor) {
         .chunks(k)
         .map(|r| format!("[{}]", r.join(", ")))
         .collect();
-    let bias = rng.chance(2);
     let mut body = format!(
         "    %w = nn.const {{value = dense<[{}]> : tensor<{m}x{k}xf32>}} : tensor<{m}x{k}xf32>\n",
         rows.join(", ")
     );
+    if rng.chance(3) {
+        // A matrix product instead, of images of `r` rows and a computed right operand (the
+        // weights transposed).
+        let r = rng.range(1, 3) as usize;
+        body += &format!(
+            "    %wt = nn.transpose(%w) {{perm = [1, 0]}} : (tensor<{m}x{k}xf32>) -> tensor<{k}x{m}xf32>\n    \
+             %y = nn.matmul(%x, %wt) : (tensor<{n}x{r}x{k}xf32>, tensor<{k}x{m}xf32>) -> tensor<{n}x{r}x{m}xf32>\n"
+        );
+        let text = format!(
+            "module @random {{\n  func.func @main(%x: tensor<{n}x{r}x{k}xf32>) -> tensor<{n}x{r}x{m}xf32> {{\n{body}    return %y : tensor<{n}x{r}x{m}xf32>\n  }}\n}}\n"
+        );
+        let data: Vec<f32> = (0..n * r * k).map(|_| value(&mut rng)).collect();
+        return (text, Tensor::from_f32(vec![n, r, k], data));
+    }
+    let bias = rng.chance(2);
     let (operands, types) = if bias {
         let b: Vec<String> = (0..m).map(|_| literal(value(&mut rng))).collect();
         body += &format!(
@@ -1185,6 +1199,10 @@ proptest! {
     #[test]
     fn float_dense_matches_the_reference_bit_for_bit(seed in any::<u64>()) {
         let (text, x) = dense_network(seed);
+        let file = SourceFile::new("random.ir", text.clone());
+        let module = parse_module(&file, None).map_err(|d| TestCaseError::fail(d[0].render(Some(&file))))?;
+        let missing = qcc_codegen::without_kernels(&module, "main").map_err(TestCaseError::fail)?;
+        prop_assert!(missing.is_empty(), "no generated kernel for {missing:?}\n{text}");
         check_float_module(text, &x)?;
     }
 }

@@ -2,11 +2,6 @@
 
 use std::mem::MaybeUninit;
 
-/// `c[m x n] = a[m x k] * b[k x n]` for `[m, k, n]`, all three row-major.
-pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], c: &mut [f32]) {
-    gemm([m, k, n], (a, k), (b, n), (as_cells(c), n));
-}
-
 /// `c[m x n] = a[m x k] * b[k x n]` for `[m, k, n]`, `b` and `c` given with the distance between
 /// their rows (`(b, ldb)`, `(c, ldc)`), `a` row-major. Only the `m x n` block of `c` is written
 /// (nothing is read), so the rest of the slice may be uninitialized and the block is initialized

@@ -7,8 +7,10 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use super::gemm::{sgemm, sgemm_into};
-use crate::float::{Activation, DENSE_BLOCK, add_bias_then, canonical_nan, dense_by_blocks, dot};
+use super::gemm::sgemm_into;
+use crate::float::{
+    Activation, DENSE_BLOCK, add_bias_then, canonical_nan, dense_by_blocks, dot, transposed,
+};
 
 /// Output height and width of convolution `g` over an `h` x `w` input with a `kh` x `kw` kernel
 /// (the verifier has checked that the window fits).
@@ -269,7 +271,19 @@ unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 /// `x [N, K]` times `w [M, K]` transposed plus `bias`: every output is [`dot`] of its input row
 /// and weight row, plus its bias, any NaN made [`f32::NAN`].
 pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Tensor {
-    let out = dense_by_blocks(n, m, DENSE_BLOCK, |first, len, part| {
+    Tensor::from_f32(vec![n, m], dense_values(x, n, k, w, m, bias))
+}
+
+/// [`dense`]'s `[n, m]` outputs.
+fn dense_values(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    dense_by_blocks(n, m, DENSE_BLOCK, |first, len, part| {
         for (row, values) in part.chunks_mut(len).enumerate() {
             let xr = &x[row * k..(row + 1) * k];
             for (i, o) in values.iter_mut().enumerate() {
@@ -278,18 +292,19 @@ pub fn dense(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[
                 *o = canonical_nan(bias.map_or(d, |b| d + b[j]));
             }
         }
-    });
-    Tensor::from_f32(vec![n, m], out)
+    })
 }
 
-/// `a [..., K]` times `b [K, N]`.
+/// `a [..., K]` times `b [K, N]`: every output is [`dot`] of its row of `a` and its column of
+/// `b`, any NaN made [`f32::NAN`] (a dense layer whose weight is `b` transposed).
 pub fn matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize]) -> Tensor {
     let k = *a_shape.last().expect("rank >= 2");
-    let rows = a.len() / k;
+    let rows: usize = a_shape[..a_shape.len() - 1].iter().product();
     let nn = b_shape[1];
-    let mut out = vec![0f32; rows * nn];
-    sgemm([rows, k, nn], a, b, &mut out);
     let mut shape = a_shape.to_vec();
     *shape.last_mut().expect("rank >= 2") = nn;
-    Tensor::from_f32(shape, out)
+    Tensor::from_f32(
+        shape,
+        dense_values(a, rows, k, &transposed(b, k, nn), nn, None),
+    )
 }

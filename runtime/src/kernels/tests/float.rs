@@ -273,9 +273,40 @@ fn padding_an_axis_of_one_or_none() {
 
 #[test]
 fn a_product_over_an_empty_depth_is_zero() {
-    let mut c = vec![f32::NAN; 6];
-    crate::kernels::gemm::sgemm([2, 0, 3], &[], &[], &mut c);
+    let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); 6];
+    crate::kernels::gemm::sgemm_into([2, 0, 3], &[], (&[], 3), (&mut c, 3));
+    // SAFETY: f32 cells, every one initialized above.
+    let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
     assert_eq!(c, vec![0.0; 6]);
+    let m = crate::kernels::layers::matmul(&[], &[2, 0], &[], &[0, 3]);
+    assert_eq!(m.shape, vec![2, 3]);
+    assert_eq!(m.as_f32().expect("f32"), &[0.0; 6]);
+}
+
+#[test]
+fn a_matrix_product_is_the_dense_layer_of_its_transposed_right_operand() {
+    // Rows of 11 (a group of eight and a tail), a leading batch axis, NaN made canonical.
+    let a: Vec<f32> = (0..2 * 3 * 11).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut b: Vec<f32> = (0..11 * 5).map(|i| (i as f32 * 0.11).cos()).collect();
+    b[7] = -f32::NAN;
+    let m = crate::kernels::layers::matmul(&a, &[2, 3, 11], &b, &[11, 5]);
+    assert_eq!(m.shape, vec![2, 3, 5]);
+    let bt = crate::float::transposed(&b, 11, 5);
+    let d = crate::kernels::layers::dense(&a, 6, 11, &bt, 5, None);
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.as_f32()
+            .expect("f32")
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&m), bits(&d));
+    assert!(
+        m.as_f32()
+            .expect("f32")
+            .iter()
+            .any(|v| v.to_bits() == f32::NAN.to_bits())
+    );
 }
 
 /// ULPs between two finite f32 of the same sign.
