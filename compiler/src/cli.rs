@@ -69,12 +69,12 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = crate::engines::EngineChoice::Cranelift)]
     pub engine: crate::engines::EngineChoice,
 
-    /// Write the CLIF of every kernel the code generator compiles into folder DIR.
+    /// Write the CLIF of every kernel the code generator compiles into folder DIR (made if missing).
     #[arg(long, global = true, value_name = "DIR")]
     pub dump_clif: Option<std::path::PathBuf>,
 
     /// Write the machine code of every kernel the code generator compiles (Cranelift's own
-    /// printer) into folder DIR.
+    /// printer) into folder DIR (made if missing).
     #[arg(long, global = true, value_name = "DIR")]
     pub dump_asm: Option<std::path::PathBuf>,
 }
@@ -177,8 +177,11 @@ where
         ("--dump-clif", &cli.dump_clif),
         ("--dump-asm", &cli.dump_asm),
     ] {
-        if let Some(dir) = dir.as_ref().filter(|d| !d.is_dir()) {
-            let _ = writeln!(err, "error: {flag} '{}' is not a folder", dir.display());
+        // The folder is made when missing (its parents too), as compilers make their dump folders.
+        if let Some(dir) = dir.as_ref()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            let _ = writeln!(err, "error: {flag} '{}': {e}", dir.display());
             return 1;
         }
     }

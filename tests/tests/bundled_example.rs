@@ -493,3 +493,53 @@ fn profile_counts_the_multiply_accumulates_of_every_layer() {
         );
     }
 }
+
+/// `--dump-clif` and `--dump-asm` make their folders (and the folders' parents) when missing, and
+/// write a file per generated kernel there: the float model's depthwise kernels among them.
+#[test]
+fn dump_folders_are_made_and_get_every_kernel() {
+    let root = qcc_tests::scratch_dir("dumps");
+    let (clif, asm) = (root.join("new/clif"), root.join("new/asm"));
+    let run = qcc(&[
+        "run",
+        &example("model.onnx"),
+        "--input",
+        &example("photos.npy"),
+        "--quiet",
+        "--dump-clif",
+        &clif.display().to_string(),
+        "--dump-asm",
+        &asm.display().to_string(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for (dir, ext) in [(&clif, "clif"), (&asm, "s")] {
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("fdwconv_") && n.ends_with(ext)),
+            "{}: {names:?}",
+            dir.display()
+        );
+    }
+    // A path that cannot be a folder is refused, naming the flag.
+    let file = root.join("a_file");
+    std::fs::write(&file, "x").expect("write");
+    let bad = qcc(&[
+        "run",
+        &example("model.onnx"),
+        "--input",
+        &example("photos.npy"),
+        "--dump-asm",
+        &file.join("sub").display().to_string(),
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.starts_with("error: --dump-asm '"),
+        "{}",
+        bad.stderr
+    );
+}
