@@ -33,6 +33,7 @@ ROOT = os.path.normpath(os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from peer_models import ort_model  # noqa: E402
 from results import release_qcc, update_section  # noqa: E402
@@ -158,12 +159,61 @@ for r in lat_rows:
 _, _, out = qcc("run", q_ir, "--input", calib_path, "--batch-size", "1", "--threads", "1", "--top", "0",
                 "--quiet", "--profile")
 classes = []
+qcc_class = {}  # class -> (ms per image, MMAC per image)
 for m in re.finditer(r"^  (\S+(?: \S+)?)\s+([0-9]+) ops\s+([0-9.]+) ms\s+([0-9.]+)%\s+([0-9.]+) MMAC\s+(\S+) GMAC/s", out, re.M):
-    name, ops, ms, share, _, gmacs = m.groups()
+    name, ops, ms, share, mmac, gmacs = m.groups()
     classes.append(f"| {name} | {ops} | {float(ms) / 64:.3f} | {share}% | {gmacs} |")
+    qcc_class[name] = (float(ms) / 64, float(mmac) / 64)
 if not classes:
     sys.exit(f"no per-class profile in:\n{out}")
 for r in classes:
+    print(r)
+
+
+def ort_profile(path):
+    """ONNX Runtime's own per-node profile of `path` (its int8 kernels, one thread), the 64
+    images one at a time: ms per image by the op classes of qcc's profile."""
+    import json
+    optimized = os.path.join(tmp, "ort_optimized.onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = os.path.join(tmp, "ort_profile")
+    so.optimized_model_filepath = optimized
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    for i in range(len(calib)):
+        sess.run(None, {"input": calib[i:i + 1]})
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    graph = onnx.load(optimized).graph
+    weights = {w.name: list(w.dims) for w in graph.initializer}
+    kind = {}
+    for node in graph.node:
+        k = "other"
+        if node.op_type == "QLinearConv":
+            dims = weights.get(node.input[3], [])
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            k = "depthwise" if group > 1 else "conv 1x1" if dims[2:] == [1, 1] else "conv"
+        elif node.op_type in ("QGemm", "MatMulInteger", "QLinearMatMul"):
+            k = "dense"
+        kind[node.name] = k
+    total = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            k = kind.get(e["name"][:-len("_kernel_time")], "other")
+            total[k] = total.get(k, 0.0) + e["dur"] / 1e3
+    return {k: v / len(calib) for k, v in total.items()}
+
+
+ort_class = ort_profile(ort_q)
+vs_rows = []
+for name, (ms, mmac) in qcc_class.items():
+    o = ort_class.get(name)
+    gm = lambda t: f"{mmac / t:.1f}" if t and mmac else "–"  # noqa: E731
+    vs_rows.append(f"| {name} | {ms:.3f} | {f'{o:.3f}' if o else '–'} | {gm(ms)} | {gm(o)} | "
+                   f"{f'{ms / o:.2f}' if o else '–'} |")
+for r in vs_rows:
     print(r)
 
 thr = []
@@ -242,6 +292,17 @@ section = "\n".join([
     "| op class | ops | ms per image | share | GMAC/s |",
     "|---|---|---|---|---|",
 ] + classes + [
+    "",
+    "The same classes against ONNX Runtime's int8 kernels (its own per-node profile, `enable_profiling`,",
+    "the same 64 images one at a time on one thread; GMAC/s from qcc's count of the class's",
+    "multiply-accumulates, the same network; the zmm `vpdpbusd` ceiling its kernels can use on this",
+    "CPU, `bench/vnni_ceiling.rs`, is about 234 GMAC/s, twice the xmm one Cranelift's code has).",
+    "qcc's column is the op-by-op profile above, which stages and packs per op: its plain run, the",
+    "whole-function program, takes the first table's median, less than these rows' sum:",
+    "",
+    "| op class | qcc ms per image | ONNX Runtime ms per image | qcc GMAC/s | ONNX Runtime GMAC/s | qcc / ONNX Runtime |",
+    "|---|---|---|---|---|---|",
+] + vs_rows + [
     "",
     "Two threads, the 64 calibration images (qcc at its default batch of 16):",
     "",
