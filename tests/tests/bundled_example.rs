@@ -495,9 +495,30 @@ fn profile_counts_the_multiply_accumulates_of_every_layer() {
 }
 
 /// `--dump-clif` and `--dump-asm` make their folders (and the folders' parents) when missing, and
-/// write a file per generated kernel there: the float model's depthwise kernels among them.
+/// write a file per generated kernel there: the float model's depthwise kernels among them. A
+/// kernel is dumped when it is compiled, once per process, so the test binary runs this test
+/// again in a process of its own, where no other test compiled them first.
 #[test]
 fn dump_folders_are_made_and_get_every_kernel() {
+    const CHILD: &str = "QCC_TEST_DUMPS_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "dump_folders_are_made_and_get_every_kernel",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("the test binary runs");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     let root = qcc_tests::scratch_dir("dumps");
     let (clif, asm) = (root.join("new/clif"), root.join("new/asm"));
     let run = qcc(&[
