@@ -568,19 +568,22 @@ fn concat(
     (out, shape)
 }
 
-/// A random float network: up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1
-/// and 2, dilations, asymmetric pads, with and without bias), each followed by `nn.clip` or
-/// `nn.relu`, and in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
-/// in one of three an `nn.pad` (a constant, the edge or a reflection, on any axis), in one of three an
-/// `nn.batch_norm`, in one of two an elementwise tail (an activation of the
-/// value (sigmoid and a clip per channel among them), `nn.add`, `nn.sub`, `nn.mul` or
-/// `nn.div` of the value and that, then an activation, then now and then arithmetic with a
-/// constant that broadcasts per channel, per row, per column, per image row or as one value,
-/// either operand first, and with a grid of a column and a row that broadcast both), in one of
-/// three the value and
-/// its hardswish concatenated along the channels, rows or columns, in one of three its axes
-/// transposed, in one of three an
-/// `nn.softmax` along any axis and in one of three an `nn.global_avg_pool` at the end;
+/// A random float network:
+/// - up to three depthwise `nn.conv2d` (kernels up to 5x5, strides 1 and 2, dilations,
+///   asymmetric pads, with and without bias), each followed by `nn.clip` or `nn.relu`;
+/// - in one network of two an `nn.max_pool2d` or `nn.avg_pool2d` (`pool_window`);
+/// - in one of three an `nn.pad` (a constant, the edge or a reflection, on any axis);
+/// - in one of three an `nn.batch_norm`;
+/// - in one of two an elementwise tail: an activation of the value (sigmoid and a clip per
+///   channel among them), `nn.add`, `nn.sub`, `nn.mul` or `nn.div` of the value and that, then
+///   an activation; then now and then arithmetic with a constant that broadcasts per channel,
+///   per row, per column, per image row or as one value, either operand first, and with a grid
+///   of a column and a row that broadcast both;
+/// - in one of three the value and its hardswish concatenated along the channels, rows or
+///   columns;
+/// - in one of three its axes transposed, in one of three an `nn.softmax` along any axis, and in
+///   one of three an `nn.global_avg_pool` at the end;
+///
 /// inputs with NaN, infinities and signed zeros now and then.
 fn float_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
