@@ -90,7 +90,12 @@ fn kernel_for(
             return Ok(FloatDense::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::MatMul if types.len() == 2 => {
-            return Ok(FloatMatMul::new(&types)?.map(|k| Box::new(k) as Box<dyn OpKernel>));
+            let weight = func
+                .try_op(operands[1].node)
+                .filter(|w| w.is(OpKind::Const))
+                .and_then(|w| module.const_value(w));
+            return Ok(FloatMatMul::new(&types, weight.as_deref())?
+                .map(|k| Box::new(k) as Box<dyn OpKernel>));
         }
         OpKind::Relu
         | OpKind::Clip

@@ -22,7 +22,7 @@ use qcc_runtime::float::{
 
 use crate::clif::Loop;
 use crate::depthwise::{Geometry, VECTOR};
-use crate::elementwise::{Fallback, is_f32};
+use crate::elementwise::{Fallback, f32_bytes, is_f32};
 use crate::gemm::Form;
 use crate::jit;
 
@@ -374,15 +374,23 @@ impl OpKernel for FloatDense {
 
 /// A generated float `nn.matmul` of `x [..., K]` and `w [K, N]`: the dense layer of `w`
 /// transposed (each output [`dot`] of its row and column, the reference's bits), on every row
-/// of `x`.
+/// of `x`. A constant `w` is transposed once, when the op is prepared, and remembered by its
+/// contents (as `layers.rs` remembers packed integer weights): a run given other values
+/// transposes those.
 pub struct FloatMatMul {
     dense: FloatDense,
+    /// The constant right operand as given and transposed (`[N, K]`).
+    constant: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl FloatMatMul {
-    /// Prepares a matmul with operand types `types`, or `None` unless both are f32, the right
-    /// one a matrix, and the depth K not zero.
-    pub fn new(types: &[&TensorType]) -> Result<Option<FloatMatMul>, String> {
+    /// Prepares a matmul with operand types `types` (the right one's value `weight` when it is a
+    /// constant), or `None` unless both are f32, the right one a matrix, and the depth K not
+    /// zero.
+    pub fn new(
+        types: &[&TensorType],
+        weight: Option<&Tensor>,
+    ) -> Result<Option<FloatMatMul>, String> {
         let (x, w) = (types[0], types[1]);
         let k = x.shape.last().copied().unwrap_or(0);
         if !(is_f32(x) && is_f32(w))
@@ -393,11 +401,16 @@ impl FloatMatMul {
         {
             return Ok(None);
         }
+        let constant = weight
+            .filter(|t| t.shape == w.shape)
+            .and_then(Tensor::as_f32)
+            .map(|v| (v.to_vec(), transposed(v, k, w.shape[1])));
         Ok(Some(FloatMatMul {
             dense: FloatDense {
                 kernel: dense_kernel(k)?,
                 k,
             },
+            constant,
         }))
     }
 }
@@ -416,7 +429,12 @@ impl OpKernel for FloatMatMul {
         let (rows, n) = (xv.len() / k, w.shape[1]);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("rank >= 2") = n;
-        let wt = transposed(wv, k, n);
+        let wt = match &self.constant {
+            Some((source, t)) if f32_bytes(source) == f32_bytes(wv) => {
+                std::borrow::Cow::Borrowed(t.as_slice())
+            }
+            _ => std::borrow::Cow::Owned(transposed(wv, k, n)),
+        };
         Ok(Tensor::from_f32(
             shape,
             self.dense.outputs(xv, rows, &wt, n, None),

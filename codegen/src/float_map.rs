@@ -246,8 +246,8 @@ struct Blocks {
     shape: Vec<usize>,
     /// Values per block.
     block: usize,
-    /// The result's axes before the block's, outermost first.
-    outer: Vec<usize>,
+    /// The first of the block's axes: the result's axes before it are the outer ones.
+    first: usize,
     /// Per operand: its element stride along each outer axis (0 where it broadcasts) and
     /// whether its part of a block is `block` consecutive values (else one value).
     sides: [(Vec<usize>, bool); 2],
@@ -308,7 +308,7 @@ impl Blocks {
         };
         Some(Blocks {
             block: shape[first..].iter().product(),
-            outer: shape[..first].to_vec(),
+            first,
             sides: [(strides(&a), vary_a), (strides(&b), vary_b)],
             shape,
         })
@@ -317,9 +317,9 @@ impl Blocks {
     /// Where each operand's part of block `k` starts.
     fn starts(&self, k: usize) -> [usize; 2] {
         let (mut rest, mut at) = (k, [0usize; 2]);
-        for d in (0..self.outer.len()).rev() {
-            let i = rest % self.outer[d];
-            rest /= self.outer[d];
+        for d in (0..self.first).rev() {
+            let i = rest % self.shape[d];
+            rest /= self.shape[d];
             for (a, (strides, _)) in at.iter_mut().zip(&self.sides) {
                 *a += i * strides[d];
             }

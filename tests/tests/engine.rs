@@ -950,8 +950,8 @@ fn elementwise_activation(rng: &mut Rng, value: &str, channels: usize) -> String
 
 /// A random float `nn.dense` (K from 1 to 40, so with and without whole groups of eight and a
 /// tail; outputs not a multiple of four, up to more than two of the kernel's tasks; with and
-/// without bias), or in one of three an `nn.matmul` of `[N, R, K]` images and a computed
-/// `[K, M]` operand, on inputs with NaN, infinities and signed zeros now and then.
+/// without bias), or in one of three an `nn.matmul` of `[N, R, K]` images and a computed or
+/// constant `[K, M]` operand, on inputs with NaN, infinities and signed zeros now and then.
 fn dense_network(seed: u64) -> (String, Tensor) {
     let mut rng = Rng::new(seed);
     // Now and then more outputs than one task of the kernel takes (64).
@@ -988,12 +988,25 @@ fn dense_network(seed: u64) -> (String, Tensor) {
         rows.join(", ")
     );
     if rng.chance(3) {
-        // A matrix product instead, of images of `r` rows and a computed right operand (the
-        // weights transposed).
+        // A matrix product instead, of images of `r` rows and a right operand computed (the
+        // weights transposed) or constant (the same values as `[K, M]`).
         let r = rng.range(1, 3) as usize;
+        body += &if rng.chance(2) {
+            format!(
+                "    %wt = nn.transpose(%w) {{perm = [1, 0]}} : (tensor<{m}x{k}xf32>) -> tensor<{k}x{m}xf32>\n"
+            )
+        } else {
+            let columns: Vec<String> = weights
+                .chunks(m)
+                .map(|r| format!("[{}]", r.join(", ")))
+                .collect();
+            format!(
+                "    %wt = nn.const {{value = dense<[{}]> : tensor<{k}x{m}xf32>}} : tensor<{k}x{m}xf32>\n",
+                columns.join(", ")
+            )
+        };
         body += &format!(
-            "    %wt = nn.transpose(%w) {{perm = [1, 0]}} : (tensor<{m}x{k}xf32>) -> tensor<{k}x{m}xf32>\n    \
-             %y = nn.matmul(%x, %wt) : (tensor<{n}x{r}x{k}xf32>, tensor<{k}x{m}xf32>) -> tensor<{n}x{r}x{m}xf32>\n"
+            "    %y = nn.matmul(%x, %wt) : (tensor<{n}x{r}x{k}xf32>, tensor<{k}x{m}xf32>) -> tensor<{n}x{r}x{m}xf32>\n"
         );
         let text = format!(
             "module @random {{\n  func.func @main(%x: tensor<{n}x{r}x{k}xf32>) -> tensor<{n}x{r}x{m}xf32> {{\n{body}    return %y : tensor<{n}x{r}x{m}xf32>\n  }}\n}}\n"
@@ -1041,23 +1054,35 @@ fn same_bits(a: &[Tensor], b: &[Tensor]) -> bool {
         })
 }
 
+/// Every op of module `text` (but those of kind `exempt`) has a generated kernel, so that none
+/// is tested by comparing the reference with itself. A module that does not parse passes here:
+/// the comparison reports it.
+fn every_op_generated(
+    text: &str,
+    exempt: Option<qcc_dialects::OpKind>,
+) -> Result<(), TestCaseError> {
+    let file = SourceFile::new("random.ir", text.to_string());
+    let Ok(module) = parse_module(&file, None) else {
+        return Ok(());
+    };
+    let mut missing = qcc_codegen::without_kernels(&module, "main").map_err(TestCaseError::fail)?;
+    if let Some(kind) = exempt {
+        missing.remove(&kind);
+    }
+    prop_assert!(
+        missing.is_empty(),
+        "no generated kernel for {missing:?}\n{text}"
+    );
+    Ok(())
+}
+
 fn check_float(seed: u64) -> Result<(), TestCaseError> {
     let (text, x) = float_network(seed);
-    // Every op of the random networks has a generated kernel: none is tested by comparing the
-    // reference with itself.
-    let file = SourceFile::new("random.ir", text.clone());
-    if let Ok(module) = parse_module(&file, None) {
-        let mut missing =
-            qcc_codegen::without_kernels(&module, "main").map_err(TestCaseError::fail)?;
-        if text.contains("groups = 1}") {
-            // A one-channel convolution is a GEMM convolution: on the reference by design.
-            missing.remove(&qcc_dialects::OpKind::Conv2d);
-        }
-        prop_assert!(
-            missing.is_empty(),
-            "no generated kernel for {missing:?}\n{text}"
-        );
-    }
+    // A one-channel convolution is a GEMM convolution: on the reference by design.
+    let exempt = text
+        .contains("groups = 1}")
+        .then_some(qcc_dialects::OpKind::Conv2d);
+    every_op_generated(&text, exempt)?;
     check_float_module(text, &x)
 }
 
@@ -1202,10 +1227,7 @@ proptest! {
     #[test]
     fn float_dense_matches_the_reference_bit_for_bit(seed in any::<u64>()) {
         let (text, x) = dense_network(seed);
-        let file = SourceFile::new("random.ir", text.clone());
-        let module = parse_module(&file, None).map_err(|d| TestCaseError::fail(d[0].render(Some(&file))))?;
-        let missing = qcc_codegen::without_kernels(&module, "main").map_err(TestCaseError::fail)?;
-        prop_assert!(missing.is_empty(), "no generated kernel for {missing:?}\n{text}");
+        every_op_generated(&text, None)?;
         check_float_module(text, &x)?;
     }
 }
